@@ -1,0 +1,899 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The chat itself: commands from connections, events from Redis, fan-out to local members, room administration. */
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <libwebsockets.h>
+
+#include "bus.h"
+#include "chat.h"
+#include "config.h"
+#include "frame.h"
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+#include "redis.h"
+#include "rooms.h"
+#include "store.h"
+#include "ws.h"
+
+/* Messages replayed to a daemon whose subscriber connection was down. */
+#define CATCH_UP_MAX 1000
+
+/* A command waiting for Redis: the connection (referenced), the room, the
+ * client's ref to echo. */
+typedef struct ChatRequest {
+        Conn *conn;
+        char room[ROOM_ID_MAX + 1];
+        char ref[REF_MAX + 1];
+        bool has_ref;
+        bool has_since;
+} ChatRequest;
+
+static ChatRequest *chat_request_new(Conn *c, const Command *cmd) {
+        ChatRequest *req = calloc(1, sizeof *req);
+
+        if (!req)
+                return NULL;
+        req->conn = ws_conn_ref(c);
+        strcpy(req->room, cmd->room);
+        if (cmd->has_ref) {
+                strcpy(req->ref, cmd->ref);
+                req->has_ref = true;
+        }
+        req->has_since = cmd->has_since;
+        return req;
+}
+
+static void chat_request_free(ChatRequest *req) {
+        ws_conn_unref(req->conn);
+        free(req);
+}
+
+static const char *chat_request_ref(const ChatRequest *req) {
+        return req->has_ref ? req->ref : NULL;
+}
+
+static void send_error(Conn *c, ProtocolError e, const Command *cmd) {
+        ws_conn_send_json(c, protocol_format_error(e, cmd && cmd->has_ref ? cmd->ref : NULL));
+}
+
+static uint64_t message_id_ms(const char *id) {
+        return strtoull(id, NULL, 10);
+}
+
+static Membership *conn_find_membership(Conn *c, const char *room) {
+        for (size_t i = 0; i < c->n_memberships; i++)
+                if (streq(c->memberships[i]->room->id, room))
+                        return c->memberships[i];
+        return NULL;
+}
+
+static int conn_add_membership(Conn *c, Room *room, Membership **ret) {
+        Membership **a, *mb;
+        int r;
+
+        a = realloc(c->memberships, (c->n_memberships + 1) * sizeof *a);
+        if (!a)
+                return -ENOMEM;
+        c->memberships = a;
+        r = room_add_member(room, c, &mb);
+        if (r < 0)
+                return r;
+        c->memberships[c->n_memberships++] = mb;
+        *ret = mb;
+        return 0;
+}
+
+static void room_subscription_update(Manager *m, Room *room) {
+        char channel[64];
+
+        if (store_room_channel(room->id, channel, sizeof channel) < 0)
+                return;
+        if (room->n_members > 0 && !room->subscribed) {
+                if (redis_subscribe(m->redis, channel) >= 0)
+                        room->subscribed = true;
+        } else if (room->n_members == 0 && room->subscribed) {
+                (void) redis_unsubscribe(m->redis, channel);
+                room->subscribed = false;
+                room->last_id[0] = 0;
+        }
+}
+
+/* Drops the membership locally; the caller tells Redis if needed. */
+static void conn_drop_membership(Conn *c, Membership *mb) {
+        Manager *m = c->manager;
+        Room *room = mb->room;
+
+        for (size_t i = 0; i < c->n_memberships; i++)
+                if (c->memberships[i] == mb) {
+                        c->memberships[i] = c->memberships[--c->n_memberships];
+                        break;
+                }
+        room_remove_member(mb);
+        room_subscription_update(m, room);
+}
+
+static void on_leave_reply(Redis *r, const redisReply *reply, void *userdata) {
+        if (!reply || reply->type == REDIS_REPLY_ERROR)
+                log_debug("Leaving a room in Redis failed: %s", reply ? reply->str : "no reply");
+}
+
+/* Leaves a room: locally at once, in Redis (presence) in the background. */
+static void conn_leave(Conn *c, Membership *mb) {
+        Manager *m = c->manager;
+        char room[ROOM_ID_MAX + 1];
+
+        strcpy(room, mb->room->id);
+        conn_drop_membership(c, mb);
+        if (c->username[0])
+                (void) store_leave(m->redis, m->daemon_id, room, c->username, on_leave_reply, NULL);
+}
+
+static void conn_send_left(Conn *c, const char *room, LeaveReason reason, const char *ref) {
+        ws_conn_send_json(c, protocol_format_left(room, reason, ref));
+}
+
+/* The message event for this receiver: the writer's own connections get
+ * the variant marked "own", made once per broadcast on first need. */
+static Frame *pick_frame(Conn *c, const char *author, Frame *plain, Frame **own) {
+        if (!author || !streq(c->username, author))
+                return plain;
+        if (!*own && frame_new_own(own, plain) < 0)
+                return plain;
+        return *own;
+}
+
+/* Delivers one event to every local member of a room. Pending members
+ * (join waiting for history) hold it; message ids let them drop what the
+ * history already had. */
+static void room_fan_out(Manager *m, Room *room, Frame *plain, const char *author, const char *id,
+                         const char *skip_user) {
+        _cleanup_(frame_unrefp) Frame *own = NULL;
+
+        for (size_t i = 0; i < room->n_members; i++) {
+                Membership *mb = room->members[i];
+                Conn *c = mb->conn;
+                Frame *f;
+
+                if (skip_user && streq(c->username, skip_user))
+                        continue;
+                f = pick_frame(c, author, plain, &own);
+                if (mb->pending) {
+                        if (!membership_hold(mb, f, id))
+                                log_debug("Hold of pending join of %s in room %s is full.", c->username, room->id);
+                        continue;
+                }
+                ws_conn_send(c, f);
+                if (id)
+                        m->messages_relayed++;
+        }
+}
+
+static void room_fan_out_json(Manager *m, Room *room, char *json, const char *author, const char *id,
+                              const char *skip_user) {
+        _cleanup_(frame_unrefp) Frame *f = NULL;
+
+        if (frame_new_take(&f, json) < 0) {
+                log_error("Out of memory while broadcasting to room %s.", room->id);
+                return;
+        }
+        room_fan_out(m, room, f, author, id, skip_user);
+}
+
+/* Presence notices go to members whose join has finished (the join reply's
+ * member list covers the rest) and never to the user they are about: the
+ * original example does not tell a joiner that it entered. */
+static void room_fan_out_presence(Room *room, char *json, const char *user) {
+        _cleanup_(frame_unrefp) Frame *f = NULL;
+
+        if (frame_new_take(&f, json) < 0)
+                return;
+        for (size_t i = 0; i < room->n_members; i++) {
+                Membership *mb = room->members[i];
+
+                if (!mb->pending && !streq(mb->conn->username, user))
+                        ws_conn_send(mb->conn, f);
+        }
+}
+
+static json_t *history_to_json(const redisReply *entries, const redisReply *edits, const char *room,
+                               const char *username, bool newest_first, const char **ret_last_id) {
+        json_t *a = json_array();
+
+        if (!a || !entries || entries->type != REDIS_REPLY_ARRAY)
+                return a;
+        for (size_t k = 0; k < entries->elements; k++) {
+                size_t i = newest_first ? entries->elements - 1 - k : k;
+                const redisReply *ed = edits && edits->type == REDIS_REPLY_ARRAY && i < edits->elements ?
+                                       edits->element[i] : NULL;
+                StoreEntry e;
+                ChatMessage msg;
+                json_t *j;
+
+                if (store_parse_entry(entries->element[i], ed, &e) < 0)
+                        continue;
+                msg = (ChatMessage) {
+                        .room = room, .id = e.id, .username = e.username, .message = e.text,
+                        .ts = message_id_ms(e.id), .edited = e.edited,
+                };
+                j = protocol_message_to_json(&msg, streq(e.username, username));
+                if (j)
+                        json_array_append_new(a, j);
+                if (ret_last_id)
+                        *ret_last_id = e.id;
+        }
+        return a;
+}
+
+static void room_presence_from_reply(Room *room, const redisReply *flat) {
+        room_presence_clear(room);
+        if (!flat || flat->type != REDIS_REPLY_ARRAY)
+                return;
+        for (size_t i = 0; i + 1 < flat->elements; i += 2) {
+                const redisReply *u = flat->element[i], *n = flat->element[i + 1];
+                long long count;
+
+                if (u->type != REDIS_REPLY_STRING || n->type != REDIS_REPLY_STRING)
+                        continue;
+                count = strtoll(n->str, NULL, 10);
+                if (count > 0 && u->len <= 64)
+                        (void) room_presence_set(room, u->str, (unsigned) MIN(count, (long long) UINT32_MAX));
+        }
+}
+
+/* Releases what a pending membership held, minus what history had. */
+static void membership_settle(Membership *mb, const char *last_history_id) {
+        Conn *c = mb->conn;
+
+        mb->pending = false;
+        for (unsigned i = 0; i < mb->n_held; i++) {
+                HeldFrame *h = &mb->held[i];
+
+                if (h->id[0] && last_history_id && message_id_compare(h->id, last_history_id) <= 0)
+                        continue;
+                ws_conn_send(c, h->frame);
+        }
+        membership_drop_held(mb);
+}
+
+static void on_join_reply(Redis *r, const redisReply *reply, void *userdata) {
+        ChatRequest *req = userdata;
+        Conn *c = req->conn;
+        Membership *mb;
+        const char *last_id = NULL;
+        json_t *history;
+
+        if (c->state == CONN_CLOSED)
+                goto out;
+        mb = conn_find_membership(c, req->room);
+        if (!mb || !mb->pending)
+                goto out;       /* left again meanwhile */
+
+        if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) {
+                conn_drop_membership(c, mb);
+                ws_conn_send_json(c, protocol_format_error(
+                        store_reply_is_error(reply, "NOROOM") ? PROTOCOL_ERROR_ROOM_INVALID :
+                        store_reply_is_error(reply, "BADID") ? PROTOCOL_ERROR_BAD_REQUEST :
+                        PROTOCOL_ERROR_UNAVAILABLE, chat_request_ref(req)));
+                goto out;
+        }
+
+        room_presence_from_reply(mb->room, reply->element[1]);
+        history = history_to_json(reply->element[2], reply->element[4], req->room, c->username, false, &last_id);
+        (void) room_presence_set(mb->room, c->username, MAX(1u, (unsigned) reply->element[0]->integer));
+        ws_conn_send_json(c, protocol_format_joined(
+                req->room, mb->room->title, mb->room->staff_only, mb->room->usernames, history,
+                req->has_since ? (int) (reply->element[3]->integer != 0 && !mb->held_overflow) : -1,
+                chat_request_ref(req)));
+        membership_settle(mb, last_id);
+out:
+        chat_request_free(req);
+}
+
+static void chat_join(Conn *c, const Command *cmd) {
+        Manager *m = c->manager;
+        Room *room = room_registry_find(m->rooms, cmd->room);
+        Membership *mb;
+        ChatRequest *req;
+        int r;
+
+        if (!room)
+                return send_error(c, PROTOCOL_ERROR_ROOM_INVALID, cmd);
+        if (room->staff_only && !c->staff)
+                return send_error(c, PROTOCOL_ERROR_ROOM_ACCESS_DENIED, cmd);
+        if (!redis_is_connected(m->redis))
+                return send_error(c, PROTOCOL_ERROR_UNAVAILABLE, cmd);
+
+        mb = conn_find_membership(c, cmd->room);
+        if (mb) {
+                /* Joined already: the presence stays as it is; answer as a
+                 * join would, so a client that lost track gets its state. */
+                if (!mb->pending)
+                        ws_conn_send_json(c, protocol_format_joined(room->id, room->title, room->staff_only,
+                                                                    room->usernames, NULL, -1,
+                                                                    cmd->has_ref ? cmd->ref : NULL));
+                return;
+        }
+        if (c->n_memberships >= WS_ROOMS_MAX)
+                return send_error(c, PROTOCOL_ERROR_RATE_LIMITED, cmd);
+
+        req = chat_request_new(c, cmd);
+        if (!req)
+                return send_error(c, PROTOCOL_ERROR_UNAVAILABLE, cmd);
+        r = conn_add_membership(c, room, &mb);
+        if (r < 0) {
+                chat_request_free(req);
+                return send_error(c, PROTOCOL_ERROR_UNAVAILABLE, cmd);
+        }
+        room_subscription_update(m, room);
+
+        r = store_join(m->redis, m->daemon_id, room->id, c->username, cmd->has_since ? cmd->since : NULL,
+                       cmd->has_since ? CATCH_UP_MAX : m->config->history_on_join, on_join_reply, req);
+        if (r < 0) {
+                chat_request_free(req);
+                conn_drop_membership(c, mb);
+                send_error(c, PROTOCOL_ERROR_UNAVAILABLE, cmd);
+        }
+}
+
+static void chat_leave(Conn *c, const Command *cmd) {
+        Membership *mb = conn_find_membership(c, cmd->room);
+
+        if (!room_registry_find(c->manager->rooms, cmd->room) && !mb)
+                return send_error(c, PROTOCOL_ERROR_ROOM_INVALID, cmd);
+        /* Leaving a room one is not in changes nothing and tells nobody. */
+        if (mb)
+                conn_leave(c, mb);
+        conn_send_left(c, cmd->room, LEAVE_REASON_NONE, cmd->has_ref ? cmd->ref : NULL);
+}
+
+static void on_send_reply(Redis *r, const redisReply *reply, void *userdata) {
+        ChatRequest *req = userdata;
+        Conn *c = req->conn;
+
+        if (c->state == CONN_CLOSED)
+                goto out;
+        if (!reply || reply->type == REDIS_REPLY_ERROR)
+                ws_conn_send_json(c, protocol_format_error(
+                        store_reply_is_error(reply, "NOROOM") ? PROTOCOL_ERROR_ROOM_INVALID :
+                        store_reply_is_error(reply, "NOTFOUND") ? PROTOCOL_ERROR_NOT_FOUND :
+                        store_reply_is_error(reply, "FORBIDDEN") ? PROTOCOL_ERROR_FORBIDDEN :
+                        PROTOCOL_ERROR_UNAVAILABLE, chat_request_ref(req)));
+        else if (req->has_ref)
+                ws_conn_send_json(c, protocol_format_ok(reply->type == REDIS_REPLY_STRING &&
+                                                        strchr(reply->str, '-') ? reply->str : NULL,
+                                                        req->ref));
+out:
+        chat_request_free(req);
+}
+
+static bool conn_in_room(Conn *c, const Command *cmd) {
+        if (conn_find_membership(c, cmd->room))
+                return true;
+        send_error(c, room_registry_find(c->manager->rooms, cmd->room) ?
+                   PROTOCOL_ERROR_ROOM_ACCESS_DENIED : PROTOCOL_ERROR_ROOM_INVALID, cmd);
+        return false;
+}
+
+static void chat_send(Conn *c, const Command *cmd) {
+        Manager *m = c->manager;
+        ChatRequest *req;
+        int r;
+
+        if (!conn_in_room(c, cmd))
+                return;
+        req = chat_request_new(c, cmd);
+        if (!req)
+                return send_error(c, PROTOCOL_ERROR_UNAVAILABLE, cmd);
+
+        if (cmd->type == COMMAND_SEND)
+                r = store_send(m->redis, cmd->room, c->username, cmd->message, m->config->history_size,
+                               on_send_reply, req);
+        else
+                r = store_edit(m->redis, cmd->room, cmd->id, c->username,
+                               cmd->type == COMMAND_EDIT ? cmd->message : NULL, on_send_reply, req);
+        if (r < 0) {
+                chat_request_free(req);
+                send_error(c, PROTOCOL_ERROR_UNAVAILABLE, cmd);
+        }
+}
+
+static void on_history_reply(Redis *r, const redisReply *reply, void *userdata) {
+        ChatRequest *req = userdata;
+        Conn *c = req->conn;
+        json_t *history;
+
+        if (c->state == CONN_CLOSED)
+                goto out;
+        if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) {
+                ws_conn_send_json(c, protocol_format_error(
+                        store_reply_is_error(reply, "NOROOM") ? PROTOCOL_ERROR_ROOM_INVALID : PROTOCOL_ERROR_UNAVAILABLE,
+                        chat_request_ref(req)));
+                goto out;
+        }
+        history = history_to_json(reply->element[0], reply->element[1], req->room, c->username, true, NULL);
+        ws_conn_send_json(c, protocol_format_history(req->room, history, reply->element[2]->integer != 0,
+                                                     chat_request_ref(req)));
+out:
+        chat_request_free(req);
+}
+
+static void chat_history(Conn *c, const Command *cmd) {
+        ChatRequest *req;
+
+        if (!conn_in_room(c, cmd))
+                return;
+        req = chat_request_new(c, cmd);
+        if (!req)
+                return send_error(c, PROTOCOL_ERROR_UNAVAILABLE, cmd);
+        if (store_history(c->manager->redis, cmd->room, cmd->has_before ? cmd->before : NULL, cmd->limit,
+                          on_history_reply, req) < 0) {
+                chat_request_free(req);
+                send_error(c, PROTOCOL_ERROR_UNAVAILABLE, cmd);
+        }
+}
+
+static void chat_typing(Conn *c, const Command *cmd) {
+        _cleanup_free_ char *payload = NULL;
+        json_t *a;
+        char channel[64];
+
+        if (!conn_in_room(c, cmd))
+                return;
+        a = json_pack("[ss]", "t", c->username);
+        payload = a ? json_dumps(a, JSON_COMPACT) : NULL;
+        json_decref(a);
+        if (!payload || store_room_channel(cmd->room, channel, sizeof channel) < 0 ||
+            store_publish(c->manager->redis, channel, payload, strlen(payload), NULL, NULL) < 0)
+                return send_error(c, PROTOCOL_ERROR_UNAVAILABLE, cmd);
+        if (cmd->has_ref)
+                ws_conn_send_json(c, protocol_format_ok(NULL, cmd->ref));
+}
+
+void chat_handle_command(Conn *c, Command *cmd) {
+        switch (cmd->type) {
+        case COMMAND_JOIN:
+                return chat_join(c, cmd);
+        case COMMAND_LEAVE:
+                return chat_leave(c, cmd);
+        case COMMAND_SEND:
+        case COMMAND_EDIT:
+        case COMMAND_DELETE:
+                return chat_send(c, cmd);
+        case COMMAND_HISTORY:
+                return chat_history(c, cmd);
+        case COMMAND_TYPING:
+                return chat_typing(c, cmd);
+        default:
+                return send_error(c, PROTOCOL_ERROR_BAD_REQUEST, cmd);
+        }
+}
+
+void chat_conn_closed(Conn *c) {
+        while (c->n_memberships > 0)
+                conn_leave(c, c->memberships[c->n_memberships - 1]);
+}
+
+static char *rooms_json(Manager *m) {
+        _cleanup_free_ Room **rooms = NULL;
+        _cleanup_free_ RoomInfo *infos = NULL;
+        size_t n = 0;
+
+        rooms = room_registry_sorted(m->rooms, &n);
+        infos = calloc(n ?: 1, sizeof *infos);
+        if (!rooms || !infos)
+                return NULL;
+        for (size_t i = 0; i < n; i++)
+                infos[i] = (RoomInfo) { rooms[i]->id, rooms[i]->title, rooms[i]->staff_only };
+        return protocol_format_rooms(infos, n);
+}
+
+char *chat_rooms_json(Manager *m) {
+        return rooms_json(m);
+}
+
+void chat_conn_ready(Conn *c) {
+        ws_conn_send_json(c, rooms_json(c->manager));
+}
+
+void chat_broadcast_rooms(Manager *m) {
+        _cleanup_(frame_unrefp) Frame *f = NULL;
+
+        if (frame_new_take(&f, rooms_json(m)) < 0)
+                return;
+        for (Conn *c = m->conns; c; c = c->next)
+                if (c->state == CONN_READY)
+                        ws_conn_send(c, f);
+}
+
+/* Every local member leaves the room with a reason; staff_only_only limits
+ * it to those who may no longer be there. */
+static void room_evict(Manager *m, Room *room, LeaveReason reason, bool non_staff_only) {
+        for (size_t i = room->n_members; i > 0; i--) {
+                Membership *mb = room->members[i - 1];
+                Conn *c = mb->conn;
+                char id[ROOM_ID_MAX + 1];
+
+                if (non_staff_only && c->staff)
+                        continue;
+                strcpy(id, room->id);
+                if (reason == LEAVE_REASON_DELETED)
+                        conn_drop_membership(c, mb);
+                else
+                        conn_leave(c, mb);
+                conn_send_left(c, id, reason, NULL);
+        }
+}
+
+static void chat_remove_room(Manager *m, Room *room) {
+        room_evict(m, room, LEAVE_REASON_DELETED, false);
+        if (m->bus)
+                (void) bus_emit_room_removed(m->bus, room->id);
+        room_registry_remove(m->rooms, room);
+}
+
+/* A Redis request about one room; the room may be gone by the reply. */
+typedef struct RoomRequest {
+        Manager *manager;
+        char room[ROOM_ID_MAX + 1];
+} RoomRequest;
+
+static RoomRequest *room_request_new(Manager *m, const char *room) {
+        RoomRequest *req = calloc(1, sizeof *req);
+
+        if (req) {
+                req->manager = m;
+                snprintf(req->room, sizeof req->room, "%s", room);
+        }
+        return req;
+}
+
+static void on_presence_reply(Redis *r, const redisReply *reply, void *userdata) {
+        _cleanup_free_ RoomRequest *req = userdata;
+        Room *room = room_registry_find(req->manager->rooms, req->room);
+
+        if (room && reply && reply->type == REDIS_REPLY_ARRAY)
+                room_presence_from_reply(room, reply);
+}
+
+static void room_load_presence(Manager *m, Room *room) {
+        RoomRequest *req = room_request_new(m, room->id);
+
+        if (req && store_load_presence(m->redis, room->id, on_presence_reply, req) < 0)
+                free(req);
+}
+
+int chat_apply_room(Manager *m, const char *id, const char *title, bool staff_only) {
+        _cleanup_free_ char *old_title = NULL;
+        bool was_staff_only = false;
+        Room *room;
+        int r;
+
+        room = room_registry_find(m->rooms, id);
+        if (room) {
+                was_staff_only = room->staff_only;
+                old_title = strdup(room->title);
+                if (!old_title)
+                        return -ENOMEM;
+        }
+        r = room_registry_put(m->rooms, id, title, staff_only, &room);
+        if (r < 0)
+                return r;
+
+        if (r > 0) {
+                if (m->bus)
+                        (void) bus_emit_room_added(m->bus, room->id);
+                return 1;
+        }
+        if (m->bus && !streq(old_title, room->title))
+                (void) bus_emit_room_changed(m->bus, room->id, BUS_ROOM_TITLE);
+        if (was_staff_only != room->staff_only) {
+                if (m->bus)
+                        (void) bus_emit_room_changed(m->bus, room->id, BUS_ROOM_STAFF_ONLY);
+                if (room->staff_only)
+                        room_evict(m, room, LEAVE_REASON_KICKED, true);
+        }
+        return 0;
+}
+
+void chat_apply_room_removed(Manager *m, const char *id) {
+        Room *room = room_registry_find(m->rooms, id);
+
+        if (room)
+                chat_remove_room(m, room);
+}
+
+/* One room of the list in Redis, which is external input like any other. */
+static void room_sync_one(Manager *m, const redisReply *k, const redisReply *v, bool first) {
+        json_t *j, *title;
+        Room *room;
+        int r;
+
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || k->len > ROOM_ID_MAX)
+                return;
+        j = json_loadb(v->str, v->len, 0, NULL);
+        title = json_object_get(j, "title");
+        r = json_is_string(title) ?
+                chat_apply_room(m, k->str, json_string_value(title), json_is_true(json_object_get(j, "staff_only"))) :
+                -EBADMSG;
+        json_decref(j);
+        if (r < 0)
+                return;
+        room = room_registry_find(m->rooms, k->str);
+        if (room && (first || r > 0))
+                room_load_presence(m, room);
+}
+
+static void on_rooms_reply(Redis *r, const redisReply *reply, void *userdata) {
+        Manager *m = userdata;
+        bool first = !m->redis_ready;
+        Room *room;
+
+        if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+                log_warning("Could not load the room list from Redis: %s", reply ? reply->str : "no reply");
+                return;
+        }
+
+        room_registry_begin_sync(m->rooms);
+        for (size_t i = 0; i + 1 < reply->elements; i += 2)
+                room_sync_one(m, reply->element[i], reply->element[i + 1], first);
+        while ((room = room_registry_next_unseen(m->rooms)))
+                chat_remove_room(m, room);
+
+        chat_broadcast_rooms(m);
+        if (first) {
+                m->redis_ready = true;
+                manager_update_notify(m);
+        }
+}
+
+static void chat_reload_rooms(Manager *m) {
+        int r = store_load_rooms(m->redis, on_rooms_reply, m);
+
+        if (r < 0)
+                log_warning_errno(r, "Could not ask Redis for the room list: %m");
+}
+
+static void chat_deliver_message(Manager *m, Room *room, const char *kind, const char *id,
+                                 const char *user, const char *text);
+
+static void on_catch_up_reply(Redis *r, const redisReply *reply, void *userdata) {
+        _cleanup_free_ RoomRequest *req = userdata;
+        Room *room = room_registry_find(req->manager->rooms, req->room);
+        const redisReply *entries, *edits;
+
+        if (!room || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2)
+                return;
+        entries = reply->element[0];
+        edits = reply->element[1];
+        for (size_t i = 0; entries->type == REDIS_REPLY_ARRAY && i < entries->elements; i++) {
+                StoreEntry e;
+
+                if (store_parse_entry(entries->element[i], i < edits->elements ? edits->element[i] : NULL, &e) < 0)
+                        continue;
+                /* Whatever live delivery already brought is skipped. */
+                if (room->last_id[0] && message_id_compare(e.id, room->last_id) <= 0)
+                        continue;
+                chat_deliver_message(req->manager, room, e.edited ? "e" : "m", e.id, e.username, e.text);
+        }
+}
+
+void chat_on_redis_connected(Manager *m) {
+        _cleanup_free_ Room **rooms = NULL;
+        size_t n = 0;
+
+        chat_reload_rooms(m);
+        chat_heartbeat(m);
+
+        /* Messages published while our subscriber was away are in the
+         * streams: replay what came after the last one each room saw. */
+        rooms = room_registry_sorted(m->rooms, &n);
+        for (size_t i = 0; rooms && i < n; i++) {
+                RoomRequest *req;
+
+                if (!rooms[i]->subscribed || !rooms[i]->last_id[0])
+                        continue;
+                req = room_request_new(m, rooms[i]->id);
+                if (req && store_since(m->redis, rooms[i]->id, rooms[i]->last_id, CATCH_UP_MAX,
+                                       on_catch_up_reply, req) < 0)
+                        free(req);
+        }
+}
+
+void chat_on_redis_disconnected(Manager *m) {
+        m->redis_ready = false;
+        manager_update_notify(m);
+}
+
+static void chat_deliver_message(Manager *m, Room *room, const char *kind, const char *id,
+                                 const char *user, const char *text) {
+        ChatMessage msg = {
+                .room = room->id, .id = id, .username = user, .message = text,
+                .ts = message_id_ms(id), .edited = streq(kind, "e"),
+        };
+
+        room_fan_out_json(m, room, protocol_format_message(&msg), user, id, NULL);
+        if (message_id_compare(id, room->last_id) > 0)
+                snprintf(room->last_id, sizeof room->last_id, "%s", id);
+}
+
+static bool notice_level_valid(json_int_t level) {
+        return level >= MSG_TYPE_WARNING && level <= MSG_TYPE_MUTED;
+}
+
+static void on_room_event(Manager *m, Room *room, json_t *ev) {
+        const char *kind = json_string_value(json_array_get(ev, 0));
+        json_t *a1 = json_array_get(ev, 1), *a2 = json_array_get(ev, 2), *a3 = json_array_get(ev, 3);
+
+        if (!kind)
+                return;
+        if ((streq(kind, "m") || streq(kind, "e")) && json_is_string(a1) && json_is_string(a2) && json_is_string(a3))
+                chat_deliver_message(m, room, kind, json_string_value(a1), json_string_value(a2), json_string_value(a3));
+        else if (streq(kind, "d") && json_is_string(a1))
+                room_fan_out_json(m, room, protocol_format_deleted(room->id, json_string_value(a1)), NULL, NULL, NULL);
+        else if (streq(kind, "n") && json_is_integer(a1) && notice_level_valid(json_integer_value(a1)) && json_is_string(a2))
+                room_fan_out_json(m, room, protocol_format_notice((MessageType) json_integer_value(a1), room->id,
+                                                                  json_string_value(a2)), NULL, NULL, NULL);
+        else if (streq(kind, "t") && json_is_string(a1))
+                room_fan_out_json(m, room, protocol_format_typing(room->id, json_string_value(a1)), NULL, NULL,
+                                  json_string_value(a1));
+}
+
+/* Redis decides who entered or left (the first connection in, the last
+ * one out, over every daemon); the count here only feeds member lists. */
+static void on_presence_event(Manager *m, const char *room_id, const char *user, json_int_t count, json_int_t change) {
+        Room *room = room_registry_find(m->rooms, room_id);
+
+        if (!room || count < 0)
+                return;
+        if (room_presence_set(room, user, (unsigned) MIN(count, (json_int_t) UINT32_MAX)) < 0)
+                return;
+        if (change > 0)
+                room_fan_out_presence(room, protocol_format_presence(MSG_TYPE_ENTER, room->id, user), user);
+        else if (change < 0)
+                room_fan_out_presence(room, protocol_format_presence(MSG_TYPE_LEAVE, room->id, user), user);
+        else
+                return;
+        if (m->bus)
+                (void) bus_emit_room_changed(m->bus, room->id, BUS_ROOM_MEMBERS);
+}
+
+static void on_kick_event(Manager *m, const char *user, const char *room_id) {
+        for (Conn *c = m->conns, *next; c; c = next) {
+                Membership *mb;
+
+                next = c->next;
+                if (!streq(c->username, user))
+                        continue;
+                if (!room_id[0]) {
+                        ws_conn_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "kicked");
+                        continue;
+                }
+                mb = conn_find_membership(c, room_id);
+                if (!mb)
+                        continue;
+                conn_leave(c, mb);
+                conn_send_left(c, room_id, LEAVE_REASON_KICKED, NULL);
+        }
+}
+
+static void on_global_notice(Manager *m, MessageType level, const char *text) {
+        _cleanup_free_ Room **rooms = NULL;
+        size_t n = 0;
+
+        rooms = room_registry_sorted(m->rooms, &n);
+        for (size_t i = 0; rooms && i < n; i++)
+                if (rooms[i]->n_members > 0)
+                        room_fan_out_json(m, rooms[i], protocol_format_notice(level, rooms[i]->id, text),
+                                          NULL, NULL, NULL);
+}
+
+static void on_global_event(Manager *m, json_t *ev) {
+        const char *kind = json_string_value(json_array_get(ev, 0));
+        json_t *a1 = json_array_get(ev, 1), *a2 = json_array_get(ev, 2), *a3 = json_array_get(ev, 3);
+        Room *room;
+
+        if (!kind)
+                return;
+        if (streq(kind, "p") && json_is_string(a1) && json_is_string(a2) && json_is_integer(a3))
+                on_presence_event(m, json_string_value(a1), json_string_value(a2), json_integer_value(a3),
+                                  json_integer_value(json_array_get(ev, 4)));
+        else if (streq(kind, "rooms"))
+                chat_reload_rooms(m);
+        else if (streq(kind, "deleted") && json_is_string(a1)) {
+                room = room_registry_find(m->rooms, json_string_value(a1));
+                if (room)
+                        chat_remove_room(m, room);
+        } else if (streq(kind, "kick") && json_is_string(a1) && json_is_string(a2))
+                on_kick_event(m, json_string_value(a1), json_string_value(a2));
+        else if (streq(kind, "n") && json_is_integer(a1) && notice_level_valid(json_integer_value(a1)) && json_is_string(a2))
+                on_global_notice(m, (MessageType) json_integer_value(a1), json_string_value(a2));
+        else if (streq(kind, "logout") && json_is_string(a1)) {
+                for (Conn *c = m->conns; c; c = c->next)
+                        if (streq(c->session_id, json_string_value(a1))) {
+                                ws_conn_send_json(c, protocol_format_error(PROTOCOL_ERROR_USER_HAS_TO_LOGIN, NULL));
+                                ws_conn_close(c, WS_CLOSE_LOGGED_OUT, "logged out");
+                        }
+        }
+}
+
+void chat_on_redis_message(Manager *m, const char *channel, const char *data, size_t len) {
+        json_t *ev;
+
+        ev = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_array(ev)) {
+                log_debug("Ignoring malformed event on %s.", channel);
+                json_decref(ev);
+                return;
+        }
+        if (streq(channel, STORE_EVENTS_CHANNEL))
+                on_global_event(m, ev);
+        else if (strncmp(channel, STORE_ROOM_CHANNEL_PREFIX, strlen(STORE_ROOM_CHANNEL_PREFIX)) == 0) {
+                Room *room = room_registry_find(m->rooms, channel + strlen(STORE_ROOM_CHANNEL_PREFIX));
+
+                if (room)
+                        on_room_event(m, room, ev);
+        }
+        json_decref(ev);
+}
+
+static int publish_event(Manager *m, json_t *ev) {
+        _cleanup_free_ char *payload = NULL;
+        int r;
+
+        if (!ev)
+                return -ENOMEM;
+        payload = json_dumps(ev, JSON_COMPACT);
+        json_decref(ev);
+        if (!payload)
+                return -ENOMEM;
+        r = store_publish(m->redis, STORE_EVENTS_CHANNEL, payload, strlen(payload), NULL, NULL);
+        return r;
+}
+
+int chat_publish_logout(Manager *m, const char *session_id) {
+        return publish_event(m, json_pack("[ss]", "logout", session_id));
+}
+
+int chat_publish_kick(Manager *m, const char *username, const char *room) {
+        return publish_event(m, json_pack("[sss]", "kick", username, room ?: ""));
+}
+
+int chat_publish_notice(Manager *m, const char *room, unsigned level, const char *text) {
+        _cleanup_free_ char *payload = NULL;
+        char channel[64];
+        json_t *ev;
+
+        if (!room || !room[0])
+                return publish_event(m, json_pack("[sis]", "n", (json_int_t) level, text));
+        if (store_room_channel(room, channel, sizeof channel) < 0)
+                return -EINVAL;
+        ev = json_pack("[sis]", "n", (json_int_t) level, text);
+        payload = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
+        json_decref(ev);
+        if (!payload)
+                return -ENOMEM;
+        return store_publish(m->redis, channel, payload, strlen(payload), NULL, NULL);
+}
+
+static void on_reap_reply(Redis *r, const redisReply *reply, void *userdata) {
+        if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+                log_info("Took back the room presence of %lld daemon(s) that stopped without saying.",
+                         reply->integer);
+}
+
+void chat_heartbeat(Manager *m) {
+        if (!redis_is_connected(m->redis))
+                return;
+        (void) store_heartbeat(m->redis, m->daemon_id);
+        (void) store_reap(m->redis, NULL, on_reap_reply, NULL);
+}
+
+void chat_retire(Manager *m) {
+        if (redis_is_connected(m->redis))
+                (void) store_reap(m->redis, m->daemon_id, NULL, NULL);
+}

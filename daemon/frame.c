@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Refcounted, pre-serialized outgoing WebSocket text frames shared by every receiver. */
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "frame.h"
+#include "macro.h"
+
+#define OWN_SUFFIX ", \"own\": true}"
+
+static int frame_alloc(Frame **ret, size_t len) {
+        Frame *f;
+
+        f = malloc(sizeof *f + LWS_PRE + len + 1);
+        if (!f)
+                return -ENOMEM;
+        f->n_ref = 1;
+        f->len = len;
+        f->data[LWS_PRE + len] = 0;
+        *ret = f;
+        return 0;
+}
+
+int frame_new(Frame **ret, const char *payload, size_t len) {
+        Frame *f;
+        int r;
+
+        r = frame_alloc(&f, len);
+        if (r < 0)
+                return r;
+        memcpy(frame_payload(f), payload, len);
+        *ret = f;
+        return 0;
+}
+
+int frame_new_take(Frame **ret, char *payload) {
+        _cleanup_free_ char *p = payload;
+
+        if (!p)
+                return -ENOMEM;
+        return frame_new(ret, p, strlen(p));
+}
+
+int frame_new_own(Frame **ret, const Frame *message) {
+        const unsigned char *src = message->data + LWS_PRE;
+        Frame *f;
+        int r;
+
+        /* A message event has keys, so "{...}" with something inside. */
+        if (message->len < 3 || src[0] != '{' || src[message->len - 1] != '}')
+                return -EINVAL;
+
+        r = frame_alloc(&f, message->len - 1 + strlen(OWN_SUFFIX));
+        if (r < 0)
+                return r;
+        memcpy(frame_payload(f), src, message->len - 1);
+        memcpy(frame_payload(f) + message->len - 1, OWN_SUFFIX, strlen(OWN_SUFFIX));
+        *ret = f;
+        return 0;
+}
+
+Frame *frame_ref(Frame *f) {
+        if (f)
+                f->n_ref++;
+        return f;
+}
+
+Frame *frame_unref(Frame *f) {
+        if (f && --f->n_ref == 0)
+                free(f);
+        return NULL;
+}

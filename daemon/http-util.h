@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Pure HTTP helpers for the login pages: forms, cookies, escaping, redirect and origin checks. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Longest decoded form value or cookie value we hand out. */
+#define HTTP_VALUE_MAX 4096
+/* Longest redirect target accepted from a login form. */
+#define HTTP_REDIRECT_MAX 2048
+
+/* Strict UTF-8: rejects overlong forms, surrogates (U+D800..U+DFFF), code
+ * points above U+10FFFF and truncated sequences. NUL bytes are valid UTF-8
+ * here; callers that care reject them separately. */
+bool utf8_is_valid(const char *s, size_t n);
+
+/* Percent-decodes s[0..n) into a new NUL-terminated string. '+' stays '+'
+ * (path semantics). Returns -EINVAL on a malformed %-escape, a decoded NUL
+ * byte or invalid UTF-8, -ENOMEM. */
+int http_url_decode(const char *s, size_t n, char **ret);
+
+/* Looks up key in an application/x-www-form-urlencoded body. '+' is a space,
+ * %XX is decoded, names are compared after decoding, the first occurrence
+ * wins, a pair without '=' has an empty value. The whole body must be well
+ * formed: any malformed %-escape, NUL byte or invalid UTF-8 in any name or
+ * value gives -EINVAL. -ENOENT when absent, -E2BIG when the value decodes to
+ * more than HTTP_VALUE_MAX bytes, -ENOMEM. */
+int http_form_get(const char *body, size_t len, const char *key, char **ret);
+
+/* Looks up a cookie in an RFC 6265 Cookie request header ("a=1; b=2").
+ * Whitespace around pairs is tolerated, a value in double quotes is
+ * unquoted, names are case-sensitive and the first occurrence wins. Other
+ * cookies may be malformed (they belong to other applications on the host)
+ * and are skipped. -ENOENT when absent (or header is NULL), -EINVAL when the
+ * value holds a byte outside cookie-octet, -E2BIG over HTTP_VALUE_MAX, -ENOMEM. */
+int http_cookie_get(const char *header, const char *name, char **ret);
+
+/* Escapes & < > " ' as HTML entities (&amp; &lt; &gt; &quot; &#39;), safe in
+ * element content and in quoted attributes. NULL on ENOMEM (or s NULL, EINVAL). */
+char *html_escape(const char *s);
+
+/* True when next is a same-origin absolute path that is safe to put in a
+ * Location header: starts with "/" but not "//" or "/\", every byte is
+ * printable ASCII 0x21..0x7e (no spaces, controls, backslashes or raw
+ * non-ASCII — browsers strip tabs and newlines and treat "\" as "/", which
+ * would turn "/\t/evil" into "//evil"), at most HTTP_REDIRECT_MAX bytes. */
+bool http_redirect_is_safe(const char *next);
+
+/* True when a WebSocket handshake's Origin header is the page's own origin,
+ * i.e. "http(s)://" + the Host header with the scheme matching tls (scheme
+ * and host compared case-insensitively, default ports 80/443 equal to no
+ * port, IPv6 literals in brackets), or is exactly (byte for byte) one of the
+ * NULL-terminated allowed list (which may be NULL). Origin NULL or "null"
+ * (sandboxed frames, file: pages) → false even when listed; an Origin with
+ * a path, userinfo, query or fragment never equals the page's origin. */
+bool http_origin_allowed(const char *origin, const char *host, bool tls, char *const *allowed);

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The WebSocket JSON protocol: client commands in, server events out (pure: no I/O). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#define ROOM_ID_MAX 20          /* decimal digits */
+#define MESSAGE_ID_MAX 41       /* Redis stream id "<ms>-<seq>", each part 1..20 digits */
+#define REF_MAX 64              /* bytes */
+
+/* Largest command frame parsed at all; the WebSocket layer caps frames before this. */
+#define PROTOCOL_COMMAND_MAX (1024 * 1024)
+/* Commands are flat objects; deeper nesting (in ignored keys) is refused
+ * before jansson's recursive parser sees it. */
+#define PROTOCOL_DEPTH_MAX 8
+
+#define HISTORY_LIMIT_DEFAULT 50u
+#define HISTORY_LIMIT_MAX 100u
+
+typedef enum CommandType {
+        COMMAND_JOIN,
+        COMMAND_LEAVE,
+        COMMAND_SEND,
+        COMMAND_HISTORY,
+        COMMAND_EDIT,
+        COMMAND_DELETE,
+        COMMAND_TYPING,
+        _COMMAND_TYPE_MAX,
+} CommandType;
+
+typedef enum ProtocolError {
+        PROTOCOL_OK = 0,
+        PROTOCOL_ERROR_USER_HAS_TO_LOGIN,
+        PROTOCOL_ERROR_ROOM_INVALID,
+        PROTOCOL_ERROR_ROOM_ACCESS_DENIED,
+        PROTOCOL_ERROR_BAD_REQUEST,
+        PROTOCOL_ERROR_MESSAGE_TOO_LONG,
+        PROTOCOL_ERROR_RATE_LIMITED,
+        PROTOCOL_ERROR_NOT_FOUND,
+        PROTOCOL_ERROR_FORBIDDEN,
+        PROTOCOL_ERROR_UNAVAILABLE,
+        _PROTOCOL_ERROR_MAX,
+} ProtocolError;
+
+/* The v1 "msg_type" of message-like events. */
+typedef enum MessageType {
+        MSG_TYPE_MESSAGE = 0,
+        MSG_TYPE_WARNING = 1,
+        MSG_TYPE_ALERT = 2,
+        MSG_TYPE_MUTED = 3,
+        MSG_TYPE_ENTER = 4,
+        MSG_TYPE_LEAVE = 5,
+} MessageType;
+
+typedef enum LeaveReason {
+        LEAVE_REASON_NONE,      /* the client asked to leave */
+        LEAVE_REASON_DELETED,   /* the room was deleted */
+        LEAVE_REASON_KICKED,
+        _LEAVE_REASON_MAX,
+} LeaveReason;
+
+/* "ROOM_INVALID", ...; NULL for PROTOCOL_OK and out-of-range values, so an
+ * "OK" error can never be sent. */
+const char *protocol_error_to_string(ProtocolError e);
+/* "join", ...; NULL when out of range. */
+const char *command_type_to_string(CommandType t);
+
+typedef struct Command {
+        CommandType type;
+        char room[ROOM_ID_MAX + 1];      /* canonical decimal, 1..20 digits, no leading zero */
+        char id[MESSAGE_ID_MAX + 1];     /* edit/delete */
+        char since[MESSAGE_ID_MAX + 1];  /* join */
+        bool has_since;
+        char before[MESSAGE_ID_MAX + 1]; /* history */
+        bool has_before;
+        unsigned limit;                  /* history: 1..HISTORY_LIMIT_MAX, default HISTORY_LIMIT_DEFAULT */
+        char *message;                   /* send/edit: owned, valid UTF-8, no NUL, not blank */
+        char ref[REF_MAX + 1];
+        bool has_ref;
+} Command;
+
+/* Frees owned members and zeroes *c; safe on a zeroed Command. */
+void command_done(Command *c);
+
+/* Parses one text frame into *ret, which is always (re)initialized.
+ *
+ * Success: PROTOCOL_OK, *ret filled; free it with command_done().
+ * Failure: a ProtocolError; *ret owns nothing and only ref/has_ref are set
+ * (when a valid "ref" was present) so the error reply can echo it.
+ *
+ * Rules (the v1 example was loose about types; these are the ones we keep):
+ * - the frame is at most PROTOCOL_COMMAND_MAX bytes of UTF-8 JSON holding
+ *   one object, nesting at most PROTOCOL_DEPTH_MAX, no duplicate keys, and
+ *   "command" is one of the CommandType names; unknown keys are ignored;
+ *   else BAD_REQUEST.
+ * - "room" is required: a JSON integer 1..2^53-1 or a string of 1..20 ASCII
+ *   digits without leading zero, stored canonically. Other JSON types →
+ *   BAD_REQUEST; a string or integer out of that form ("01", " 1 ", "", 0,
+ *   -1, 2^53) → ROOM_INVALID.
+ * - "id" (edit/delete, required), "since" (join), "before" (history) match
+ *   ^[0-9]{1,20}-[0-9]{1,20}$, else BAD_REQUEST.
+ * - "limit" (history) is a JSON integer 1..HISTORY_LIMIT_MAX, else BAD_REQUEST.
+ * - "message" (send/edit, required) is a JSON string, else BAD_REQUEST;
+ *   over max_message_bytes bytes → MESSAGE_TOO_LONG; empty or only
+ *   whitespace, invisible or control characters → BAD_REQUEST (for edit
+ *   too: emptying a message is what delete is for).
+ * - "ref" is a string of at most REF_MAX bytes, else BAD_REQUEST.
+ * - optional keys ("since", "before", "limit", "ref") set to null count as absent.
+ * - allocation failure → UNAVAILABLE (nothing was done; the client may retry). */
+ProtocolError protocol_parse_command(const char *data, size_t len, size_t max_message_bytes, Command *ret);
+
+/* Serializes like Python's json.dumps() with default arguments: separators
+ * ", " and ": ", key order as inserted, every byte outside printable ASCII
+ * escaped as \uXXXX with lowercase hex (surrogate pairs above U+FFFF), \" \\
+ * \n \r \t \b \f short escapes. Handles objects, arrays, strings, integers,
+ * true, false, null; reals, invalid UTF-8 and nesting deeper than 32 give
+ * NULL with errno EINVAL. Returns a malloc'd NUL-terminated string, its
+ * length in *ret_len if non-NULL; NULL with errno ENOMEM on allocation failure.
+ *
+ * All protocol_format_*() below return the same way; a required string
+ * argument that is NULL or not valid UTF-8 gives NULL with errno EINVAL.
+ * An optional ref that is NULL is left out. */
+char *protocol_json_dumps(const json_t *j, size_t *ret_len);
+
+typedef struct ChatMessage {
+        const char *room, *id, *username, *message;
+        uint64_t ts;            /* milliseconds since the epoch, <= INT64_MAX */
+        bool edited;
+} ChatMessage;
+
+/* {"msg_type": 0, "room": "1", "username": "alice", "message": "hi", "id": "1700000000000-0", "ts": 1700000000000}
+ * then "edited": true when edited, then "own": true when own. id NULL
+ * leaves out both id and ts (the v1 shape). NULL with errno set on failure. */
+json_t *protocol_message_to_json(const ChatMessage *m, bool own);
+/* The same without "own": the string always ends in '}' and holds no "own"
+ * key, so the frame layer can splice `, "own": true` in before the '}'. */
+char *protocol_format_message(const ChatMessage *m);
+
+/* {"msg_type": 1|2|3, "room": "1", "message": "..."}: administrators' notices. */
+char *protocol_format_notice(MessageType type, const char *room, const char *text);
+/* {"msg_type": 4|5, "room": "1", "username": "bob"}: someone entered or left. */
+char *protocol_format_presence(MessageType type, const char *room, const char *username);
+
+/* {"join": "1", "title": "Lobby", "staff_only": false, "members": ["alice"],
+ *  "history": [...], "complete": true, "ref": "x"}
+ * members: NULL-terminated, may be NULL (empty). history: a JSON array of
+ * protocol_message_to_json() objects, oldest first; the reference is stolen
+ * even on failure; NULL means empty. complete: -1 leaves it out (no "since"
+ * was given), 0/1 → false/true. */
+char *protocol_format_joined(
+                const char *room,
+                const char *title,
+                bool staff_only,
+                char *const *members,
+                json_t *history,
+                int complete,
+                const char *ref);
+
+/* {"leave": "1"} + "reason": "deleted"|"kicked" unless LEAVE_REASON_NONE, + "ref". */
+char *protocol_format_left(const char *room, LeaveReason reason, const char *ref);
+
+/* {"error": "ROOM_INVALID"} + "ref". e must not be PROTOCOL_OK (EINVAL). */
+char *protocol_format_error(ProtocolError e, const char *ref);
+
+/* Reply to the "history" command:
+ * {"history": [...], "room": "1", "complete": true, "ref": "x"}
+ * history as for protocol_format_joined() (stolen, NULL = empty), oldest
+ * first; complete false means older messages exist before the first one
+ * given (ask again with "before" set to its id). */
+char *protocol_format_history(const char *room, json_t *history, bool complete, const char *ref);
+
+typedef struct RoomInfo {
+        const char *id, *title;
+        bool staff_only;
+} RoomInfo;
+
+/* {"rooms": [{"id": "1", "title": "Lobby", "staff_only": false}, ...]} in the
+ * order given (the caller sorts by title). Also the body of GET /api/rooms. */
+char *protocol_format_rooms(const RoomInfo *rooms, size_t n_rooms);
+
+/* {"deleted": "<id>", "room": "1"} */
+char *protocol_format_deleted(const char *room, const char *id);
+
+/* {"typing": "bob", "room": "1"} */
+char *protocol_format_typing(const char *room, const char *username);
+
+/* {"ok": true, "id": "<new message id>", "ref": "x"}: the ack for send, edit,
+ * delete and typing when the command carried a ref; id (send only) and ref
+ * are left out when NULL. */
+char *protocol_format_ok(const char *id, const char *ref);
+
+/* {"username": "alice", "staff": true}: the body of GET /api/session. */
+char *protocol_format_session(const char *username, bool staff);

@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The lws context and vhost on our libuv loop; routes HTTP requests and WebSocket upgrades. */
+#pragma once
+
+#include <stdbool.h>
+
+typedef struct Manager Manager;
+typedef struct Web Web;
+
+#define WS_PATH "/chat/stream/"
+
+int web_new(Web **ret, Manager *m);
+/* Destroys the lws context; lws closes its libuv handles asynchronously,
+ * so this runs the uv loop until they are gone. */
+Web *web_free(Web *w);
+
+/* Hands an accepted connection to lws (which owns the fd from then on). */
+int web_adopt(Web *w, int fd);
+bool web_is_tls(const Web *w);
+
+static inline void web_freep(Web **w) {
+        web_free(*w);
+}

@@ -1,0 +1,103 @@
+#!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Builds and runs every test: the plain build (build/: unit, integration and
+# browser suites), then an AddressSanitizer + UBSan build (build-asan/: unit
+# and integration suites). The last line of output is the total over both
+# runs, alone: "N passed, N failed" (", N skipped" when any). Exits non-zero
+# when anything failed.
+#
+# Environment:
+#   MULTICHAT_NO_ASAN=1         skip the sanitizer pass
+#   MULTICHAT_BUILD_DIR_PLAIN   plain build directory (default build)
+#   MULTICHAT_BUILD_DIR_ASAN    sanitizer build directory (default build-asan)
+#   MESON_TEST_ARGS             extra arguments for every meson test run
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+PLAIN=${MULTICHAT_BUILD_DIR_PLAIN:-build}
+ASAN=${MULTICHAT_BUILD_DIR_ASAN:-build-asan}
+# Word-split on purpose: a list of arguments.
+read -r -a EXTRA <<< "${MESON_TEST_ARGS:-}"
+
+passed=0 failed=0 skipped=0
+
+note() { printf '=== %s\n' "$*"; }
+
+setup() {
+        local dir=$1; shift
+        if [ -f "$dir/build.ninja" ]; then
+                # Again each time, so options and new files are picked up.
+                meson setup --reconfigure "$dir" "$@"
+        else
+                meson setup "$dir" "$@"
+        fi
+}
+
+# Adds a testlog.json's results to the totals.
+count() {
+        local log=$1/meson-logs/testlog.json
+        if [ ! -s "$log" ]; then
+                echo "no test log in $log" >&2
+                failed=$((failed + 1))
+                return
+        fi
+        local p f s
+        read -r p f s < <(/usr/bin/python3 - "$log" <<'EOF'
+import json, sys
+p = f = s = 0
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line:
+        continue
+    r = json.loads(line).get("result")
+    if r in ("OK", "EXPECTEDFAIL"):
+        p += 1
+    elif r == "SKIP":
+        s += 1
+    else:                       # FAIL, TIMEOUT, ERROR, UNEXPECTEDPASS, ...
+        f += 1
+print(p, f, s)
+EOF
+)
+        passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+}
+
+# run DIR [meson test args...]
+run() {
+        local dir=$1; shift
+        rm -f "$dir/meson-logs/testlog.json"
+        meson test -C "$dir" --print-errorlogs "${EXTRA[@]}" "$@"
+        count "$dir"
+}
+
+build() {
+        local dir=$1; shift
+        if setup "$dir" "$@" && meson compile -C "$dir"; then
+                return 0
+        fi
+        echo "building $dir failed" >&2
+        failed=$((failed + 1))
+        return 1
+}
+
+note "plain build: $PLAIN"
+if build "$PLAIN"; then
+        note "tests: $PLAIN (all suites)"
+        run "$PLAIN"
+fi
+
+if [ "${MULTICHAT_NO_ASAN:-0}" != 1 ]; then
+        note "sanitizer build: $ASAN (address,undefined)"
+        if build "$ASAN" -Db_sanitize=address,undefined -Db_lundef=false; then
+                note "tests: $ASAN (unit, integration)"
+                # Slower under the sanitizers; leak checks at exit.
+                MULTICHAT_ASAN=1 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
+                UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+                        run "$ASAN" --suite unit --suite integration --timeout-multiplier 2
+        fi
+fi
+
+line="$passed passed, $failed failed"
+[ "$skipped" -gt 0 ] && line+=", $skipped skipped"
+echo "$line"
+[ "$failed" -eq 0 ]
