@@ -22,6 +22,8 @@
 
 /* Messages replayed to a daemon whose subscriber connection was down. */
 #define CATCH_UP_MAX 1000
+/* Long enough for a SUBSCRIBE sent with a join to have taken effect. */
+#define CATCH_UP_DELAY_USEC (300 * 1000ULL)
 
 /* A command waiting for Redis: the connection (referenced), the room, the
  * client's ref to echo. */
@@ -31,6 +33,7 @@ typedef struct ChatRequest {
         char ref[REF_MAX + 1];
         bool has_ref;
         bool has_since;
+        char since[MESSAGE_ID_MAX + 1];
 } ChatRequest;
 
 static ChatRequest *chat_request_new(Conn *c, const Command *cmd) {
@@ -45,6 +48,8 @@ static ChatRequest *chat_request_new(Conn *c, const Command *cmd) {
                 req->has_ref = true;
         }
         req->has_since = cmd->has_since;
+        if (cmd->has_since)
+                strcpy(req->since, cmd->since);
         return req;
 }
 
@@ -94,8 +99,10 @@ static void room_subscription_update(Manager *m, Room *room) {
         if (store_room_channel(room->id, channel, sizeof channel) < 0)
                 return;
         if (room->n_members > 0 && !room->subscribed) {
-                if (redis_subscribe(m->redis, channel) >= 0)
+                if (redis_subscribe(m->redis, channel) >= 0) {
                         room->subscribed = true;
+                        room->catch_up = true;
+                }
         } else if (room->n_members == 0 && room->subscribed) {
                 (void) redis_unsubscribe(m->redis, channel);
                 room->subscribed = false;
@@ -260,6 +267,8 @@ static void membership_settle(Membership *mb, const char *last_history_id) {
         membership_drop_held(mb);
 }
 
+static void room_schedule_catch_up(Manager *m, Room *room, const char *known_id);
+
 static void on_join_reply(Redis *r, const redisReply *reply, void *userdata) {
         ChatRequest *req = userdata;
         Conn *c = req->conn;
@@ -290,6 +299,8 @@ static void on_join_reply(Redis *r, const redisReply *reply, void *userdata) {
                 req->has_since ? (int) (reply->element[3]->integer != 0 && !mb->held_overflow) : -1,
                 chat_request_ref(req)));
         membership_settle(mb, last_id);
+        if (mb->room->catch_up)
+                room_schedule_catch_up(c->manager, mb->room, last_id ?: req->has_since ? req->since : NULL);
 out:
         chat_request_free(req);
 }
@@ -682,6 +693,48 @@ static void on_catch_up_reply(Redis *r, const redisReply *reply, void *userdata)
         }
 }
 
+static void room_catch_up(Manager *m, Room *room) {
+        RoomRequest *req = room_request_new(m, room->id);
+
+        if (req && store_since(m->redis, room->id, room->last_id[0] ? room->last_id : "0-0", CATCH_UP_MAX,
+                               on_catch_up_reply, req) < 0)
+                free(req);
+}
+
+static int on_catch_up_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        RoomRequest *req = userdata;
+        Room *room = room_registry_find(req->manager->rooms, req->room);
+
+        if (room && room->subscribed)
+                room_catch_up(req->manager, room);
+        return 0;
+}
+
+/* A room's first local join reads its history on the command connection
+ * while SUBSCRIBE goes out on the other one: a message published between
+ * the two would reach neither. One read of the stream a little later,
+ * after what we know of, closes that gap; live delivery skips nothing,
+ * and what arrived live meanwhile is skipped by id. */
+static void room_schedule_catch_up(Manager *m, Room *room, const char *known_id) {
+        RoomRequest *req;
+        sd_event_source *s;
+
+        room->catch_up = false;
+        if (known_id && message_id_compare(known_id, room->last_id) > 0)
+                snprintf(room->last_id, sizeof room->last_id, "%s", known_id);
+        req = room_request_new(m, room->id);
+        if (!req)
+                return;
+        if (sd_event_add_time_relative(m->event, &s, CLOCK_MONOTONIC, CATCH_UP_DELAY_USEC, 10000,
+                                       on_catch_up_timer, req) < 0) {
+                free(req);
+                return;
+        }
+        (void) sd_event_source_set_destroy_callback(s, free);
+        (void) sd_event_source_set_floating(s, true);
+        sd_event_source_unref(s);
+}
+
 void chat_on_redis_connected(Manager *m) {
         _cleanup_free_ Room **rooms = NULL;
         size_t n = 0;
@@ -692,16 +745,9 @@ void chat_on_redis_connected(Manager *m) {
         /* Messages published while our subscriber was away are in the
          * streams: replay what came after the last one each room saw. */
         rooms = room_registry_sorted(m->rooms, &n);
-        for (size_t i = 0; rooms && i < n; i++) {
-                RoomRequest *req;
-
-                if (!rooms[i]->subscribed || !rooms[i]->last_id[0])
-                        continue;
-                req = room_request_new(m, rooms[i]->id);
-                if (req && store_since(m->redis, rooms[i]->id, rooms[i]->last_id, CATCH_UP_MAX,
-                                       on_catch_up_reply, req) < 0)
-                        free(req);
-        }
+        for (size_t i = 0; rooms && i < n; i++)
+                if (rooms[i]->subscribed && rooms[i]->last_id[0])
+                        room_catch_up(m, rooms[i]);
 }
 
 void chat_on_redis_disconnected(Manager *m) {

@@ -49,6 +49,7 @@ struct Room {
         size_t n_usernames;
 
         bool subscribed;
+        bool catch_up;                      /* just subscribed: read the stream once more after the join */
         char last_id[MESSAGE_ID_MAX + 1];   /* newest message delivered here */
 };
 
