@@ -491,8 +491,9 @@ class Daemon:
     (socket activation: the harness listens and passes fd 3)."""
 
     def __init__(self, stack, name, bus, mode="listen", args=(), watchdog_usec=None,
-                 env=None, with_web_root=True):
+                 env=None, with_web_root=True, config=None):
         self.stack = stack
+        self.config = config        # a config file to read instead of --no-config
         self.name = name
         self.bus = bus
         self.mode = mode
@@ -515,7 +516,7 @@ class Daemon:
         return f"http://127.0.0.1:{self.port}"
 
     def argv(self):
-        a = [str(DAEMON), "--no-config",
+        a = [str(DAEMON), f"--config={self.config}" if self.config else "--no-config",
              f"--redis=unix:{self.stack.redis.path}",
              f"--bus={self.bus.address}",
              "--pam-service=multichat",
@@ -799,7 +800,7 @@ class Stack:
         return b
 
     def start_daemon(self, mode="listen", args=(), bus=None, own_bus=False, bus_args=None, wait=True,
-                     name=None, watchdog_usec=None, env=None):
+                     name=None, watchdog_usec=None, env=None, config=None):
         """Starts a multichatd (and Redis and the default bus if needed).
         own_bus=True (or bus_args, for DBus()) gives it a bus of its own
         (two daemons cannot own the same name on one bus)."""
@@ -809,7 +810,8 @@ class Stack:
             bus = self.new_bus(**(bus_args or {})) if own_bus or bus_args else self.bus
         name = name or f"d{len(self.daemons) + 1}"
         for attempt in range(3):
-            d = Daemon(self, name, bus, mode=mode, args=args, watchdog_usec=watchdog_usec, env=env)
+            d = Daemon(self, name, bus, mode=mode, args=args, watchdog_usec=watchdog_usec, env=env,
+                       config=config)
             self.daemons.append(d)
             d.start()
             if not wait:
