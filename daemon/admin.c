@@ -230,14 +230,22 @@ static int admin_set_staff_only(void *ud, const char *id, bool staff_only, BusRe
         return admin_submit(ud, req, id, NULL, staff_only, false);
 }
 
-static int admin_announce(void *ud, const char *room_id, unsigned level, const char *text, BusRequest *req) {
-        Manager *m = ud;
-        int r;
-
+/* Announcements and kicks go to one room, or to every room for "", over Redis. */
+static int admin_check_target(Manager *m, const char *room_id) {
         if (room_id[0] && !room_registry_find(m->rooms, room_id))
                 return -ENOENT;
         if (!redis_is_connected(m->redis))
                 return -ENOTCONN;
+        return 0;
+}
+
+static int admin_announce(void *ud, const char *room_id, unsigned level, const char *text, BusRequest *req) {
+        Manager *m = ud;
+        int r;
+
+        r = admin_check_target(m, room_id);
+        if (r < 0)
+                return r;
         r = chat_publish_notice(m, room_id, level, text);
         if (r < 0)
                 return r;
@@ -249,10 +257,9 @@ static int admin_kick(void *ud, const char *username, const char *room_id, BusRe
         Manager *m = ud;
         int r;
 
-        if (room_id[0] && !room_registry_find(m->rooms, room_id))
-                return -ENOENT;
-        if (!redis_is_connected(m->redis))
-                return -ENOTCONN;
+        r = admin_check_target(m, room_id);
+        if (r < 0)
+                return r;
         r = chat_publish_kick(m, username, room_id);
         if (r < 0)
                 return r;

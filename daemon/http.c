@@ -39,7 +39,7 @@ const char *http_status_text(unsigned status) {
         }
 }
 
-static char *copy_header(struct lws *wsi, enum lws_token_indexes token) {
+char *http_header_dup(struct lws *wsi, enum lws_token_indexes token) {
         int len = lws_hdr_total_length(wsi, token);
         char *s;
 
@@ -83,9 +83,9 @@ int http_exchange_new(HttpExchange **ret, Manager *m, struct lws *wsi, const cha
         memcpy(x->path, uri ?: "", n);
         x->path[n] = 0;
 
-        x->query = copy_header(wsi, WSI_TOKEN_HTTP_URI_ARGS);
-        x->cookie = copy_header(wsi, WSI_TOKEN_HTTP_COOKIE);
-        x->content_type = copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE);
+        x->query = http_header_dup(wsi, WSI_TOKEN_HTTP_URI_ARGS);
+        x->cookie = http_header_dup(wsi, WSI_TOKEN_HTTP_COOKIE);
+        x->content_type = http_header_dup(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE);
         peer_address(wsi, x->peer, sizeof x->peer);
 
         *ret = x;

@@ -5,7 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-struct lws;
+#include <libwebsockets.h>
+
 typedef struct Manager Manager;
 
 #define HTTP_PATH_MAX 1024
@@ -79,6 +80,10 @@ int http_respond_json(HttpExchange *x, unsigned status, char *json);
 int http_exchange_on_writeable(HttpExchange *x);
 
 const char *http_status_text(unsigned status);
+
+/* A copy of a request header, or NULL when it is missing, longer than
+ * HTTP_HEADER_VALUE_MAX, or memory ran out. */
+char *http_header_dup(struct lws *wsi, enum lws_token_indexes token);
 
 /* The headers every response carries. */
 int http_add_security_headers(struct lws *wsi, unsigned char **p, unsigned char *end);

@@ -126,6 +126,19 @@ static long nss_buffer_size(int name) {
         return n > 0 && n <= NSS_BUFFER_MAX ? n : 4096;
 }
 
+/* What a get*_r() call's answer k means: 1 to try again with the buffer
+ * doubled in *size, 0 when found, -ENOENT when there is no such entry,
+ * -errno when the database failed. */
+static int nss_result(int k, const void *res, size_t *size) {
+        if (k == ERANGE && *size < NSS_BUFFER_MAX) {
+                *size *= 2;
+                return 1;
+        }
+        if (k != 0)
+                return -k;
+        return res ? 0 : -ENOENT;
+}
+
 /* getpwnam_r or getpwuid_r into a growing buffer: -ENOENT when there is
  * no such user, -errno when the user database failed. */
 static int passwd_get(const char *name, uid_t uid, struct passwd *ret_pw, char **ret_buf) {
@@ -134,21 +147,17 @@ static int passwd_get(const char *name, uid_t uid, struct passwd *ret_pw, char *
         for (;;) {
                 _cleanup_(freep) char *buf = malloc(size);
                 struct passwd *res = NULL;
-                int k;
+                int k, r;
 
                 if (!buf)
                         return -ENOMEM;
                 k = name ? getpwnam_r(name, ret_pw, buf, size, &res) : getpwuid_r(uid, ret_pw, buf, size, &res);
-                if (k == ERANGE && size < NSS_BUFFER_MAX) {
-                        size *= 2;
+                r = nss_result(k, res, &size);
+                if (r > 0)
                         continue;
-                }
-                if (k != 0)
-                        return -k;
-                if (!res)
-                        return -ENOENT;
-                *ret_buf = TAKE_PTR(buf);
-                return 0;
+                if (r == 0)
+                        *ret_buf = TAKE_PTR(buf);
+                return r;
         }
 }
 
@@ -158,21 +167,17 @@ static int group_gid(const char *name, gid_t *ret_gid) {
         for (;;) {
                 _cleanup_(freep) char *buf = malloc(size);
                 struct group gr, *res = NULL;
-                int k;
+                int k, r;
 
                 if (!buf)
                         return -ENOMEM;
                 k = getgrnam_r(name, &gr, buf, size, &res);
-                if (k == ERANGE && size < NSS_BUFFER_MAX) {
-                        size *= 2;
+                r = nss_result(k, res, &size);
+                if (r > 0)
                         continue;
-                }
-                if (k != 0)
-                        return -k;
-                if (!res)
-                        return -ENOENT;
-                *ret_gid = gr.gr_gid;
-                return 0;
+                if (r == 0)
+                        *ret_gid = gr.gr_gid;
+                return r;
         }
 }
 

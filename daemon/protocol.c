@@ -675,44 +675,35 @@ char *protocol_format_message(const ChatMessage *m) {
         return finish(o, message_build(o, m, false));
 }
 
-char *protocol_format_notice(MessageType type, const char *room, const char *text) {
-        _cleanup_(json_decrefp) json_t *o = NULL;
+/* {"msg_type": type, "room": room, "<key>": value}: notices and presence. */
+static char *format_typed(MessageType type, const char *room, const char *key, const char *value) {
+        _cleanup_(json_decrefp) json_t *o = new_object();
         int r;
 
+        if (!o)
+                return NULL;
+        r = put_integer(o, "msg_type", type);
+        if (r >= 0)
+                r = put_string(o, "room", room);
+        if (r >= 0)
+                r = put_string(o, key, value);
+        return finish(o, r);
+}
+
+char *protocol_format_notice(MessageType type, const char *room, const char *text) {
         if (type < MSG_TYPE_WARNING || type > MSG_TYPE_MUTED) {
                 errno = EINVAL;
                 return NULL;
         }
-        o = new_object();
-        if (!o)
-                return NULL;
-
-        r = put_integer(o, "msg_type", type);
-        if (r >= 0)
-                r = put_string(o, "room", room);
-        if (r >= 0)
-                r = put_string(o, "message", text);
-        return finish(o, r);
+        return format_typed(type, room, "message", text);
 }
 
 char *protocol_format_presence(MessageType type, const char *room, const char *username) {
-        _cleanup_(json_decrefp) json_t *o = NULL;
-        int r;
-
         if (type != MSG_TYPE_ENTER && type != MSG_TYPE_LEAVE) {
                 errno = EINVAL;
                 return NULL;
         }
-        o = new_object();
-        if (!o)
-                return NULL;
-
-        r = put_integer(o, "msg_type", type);
-        if (r >= 0)
-                r = put_string(o, "room", room);
-        if (r >= 0)
-                r = put_string(o, "username", username);
-        return finish(o, r);
+        return format_typed(type, room, "username", username);
 }
 
 char *protocol_format_joined(
@@ -857,28 +848,25 @@ char *protocol_format_rooms(const RoomInfo *rooms, size_t n_rooms) {
         return finish(o, put_new(o, "rooms", TAKE_PTR(a)));
 }
 
-char *protocol_format_deleted(const char *room, const char *id) {
+/* {"<key>": value, "room": room}: deletions and typing. */
+static char *format_keyed(const char *key, const char *value, const char *room) {
         _cleanup_(json_decrefp) json_t *o = new_object();
         int r;
 
         if (!o)
                 return NULL;
-        r = put_string(o, "deleted", id);
+        r = put_string(o, key, value);
         if (r >= 0)
                 r = put_string(o, "room", room);
         return finish(o, r);
 }
 
-char *protocol_format_typing(const char *room, const char *username) {
-        _cleanup_(json_decrefp) json_t *o = new_object();
-        int r;
+char *protocol_format_deleted(const char *room, const char *id) {
+        return format_keyed("deleted", id, room);
+}
 
-        if (!o)
-                return NULL;
-        r = put_string(o, "typing", username);
-        if (r >= 0)
-                r = put_string(o, "room", room);
-        return finish(o, r);
+char *protocol_format_typing(const char *room, const char *username) {
+        return format_keyed("typing", username, room);
 }
 
 char *protocol_format_ok(const char *id, const char *ref) {

@@ -2,16 +2,13 @@
 /* Tests for the hiredis ↔ sd-event adapter against a real redis-server. */
 
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,72 +19,8 @@
 
 #include "macro.h"
 #include "redis-sdevent.h"
+#include "test-redis-server.h"
 #include "test.h"
-
-#define REDIS_SERVER "/usr/bin/redis-server"
-
-/* ---- a private redis-server on a Unix socket ---- */
-
-typedef struct TestServer {
-        pid_t pid;
-        char dir[64];
-        char sock[128];
-} TestServer;
-
-static bool socket_accepts(const char *path) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        int fd, r;
-
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                return false;
-        strncpy(sa.sun_path, path, sizeof(sa.sun_path) - 1);
-        r = connect(fd, (struct sockaddr *) &sa, sizeof(sa));
-        close(fd);
-        return r == 0;
-}
-
-static void server_start(TestServer *s) {
-        if (!s->dir[0]) {
-                strcpy(s->dir, "/tmp/test-redis-sdevent.XXXXXX");
-                ASSERT_NOT_NULL(mkdtemp(s->dir));
-                snprintf(s->sock, sizeof(s->sock), "%s/redis.sock", s->dir);
-        }
-
-        s->pid = fork();
-        ASSERT_TRUE(s->pid >= 0);
-        if (s->pid == 0) {
-                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
-                (void) dup2(null, STDIN_FILENO);
-                (void) dup2(null, STDOUT_FILENO);
-                execl(REDIS_SERVER, REDIS_SERVER, "--port", "0", "--unixsocket", s->sock,
-                      "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", s->dir,
-                      "--loglevel", "warning", (char *) NULL);
-                _exit(127);
-        }
-        for (int i = 0; i < 500 && !socket_accepts(s->sock); i++)
-                usleep(10000);
-        ASSERT_TRUE(socket_accepts(s->sock));
-}
-
-static void server_kill(TestServer *s) {
-        if (s->pid <= 0)
-                return;
-        (void) kill(s->pid, SIGKILL);
-        (void) waitpid(s->pid, NULL, 0);
-        s->pid = 0;
-}
-
-static void server_cleanup(TestServer *s) {
-        char path[160];
-
-        server_kill(s);
-        (void) unlink(s->sock);
-        snprintf(path, sizeof(path), "%s/redis.log", s->dir);
-        (void) unlink(path);
-        (void) rmdir(s->dir);
-}
 
 /* ---- loop helpers ---- */
 
@@ -169,7 +102,7 @@ static void on_status(redisAsyncContext *ac, void *reply_, void *privdata) {
         st->n_replies++;
 }
 
-static void test_commands(TestServer *srv, sd_event *e) {
+static void test_commands(TestRedis *srv, sd_event *e) {
         State st = { .event = e };
         redisAsyncContext *ac = connect_unix(&st, srv->sock);
 
@@ -201,7 +134,7 @@ static void on_incr(redisAsyncContext *ac, void *reply_, void *privdata) {
                 st->done = true;
 }
 
-static void test_pipeline(TestServer *srv, sd_event *e) {
+static void test_pipeline(TestRedis *srv, sd_event *e) {
         State st = { .event = e, .order_ok = true, .expect = 10000 };
         redisAsyncContext *ac = connect_unix(&st, srv->sock);
         uint64_t t;
@@ -251,7 +184,7 @@ static void on_free_in_callback(redisAsyncContext *ac, void *reply_, void *privd
         st->done = true;
 }
 
-static void test_free_in_callback(TestServer *srv, sd_event *e) {
+static void test_free_in_callback(TestRedis *srv, sd_event *e) {
         State st = { .event = e };
         redisAsyncContext *ac = connect_unix(&st, srv->sock);
 
@@ -276,7 +209,7 @@ static void on_null_expected(redisAsyncContext *ac, void *reply_, void *privdata
                 st->n_null++;
 }
 
-static void test_server_killed(TestServer *srv, sd_event *e) {
+static void test_server_killed(TestRedis *srv, sd_event *e) {
         State st = { .event = e };
         redisAsyncContext *ac = connect_unix(&st, srv->sock);
 
@@ -286,16 +219,16 @@ static void test_server_killed(TestServer *srv, sd_event *e) {
                 ASSERT_OK(sd_event_run(e, 20000));
         ASSERT_INT_EQ(st.n_connect_ok, 1);
 
-        server_kill(srv);
+        test_redis_kill(srv);
         ASSERT_TRUE(run_until(e, &st.done, 5000000));
         ASSERT_INT_EQ(st.n_null, 1);
         ASSERT_INT_EQ(st.n_replies, 0);
         ASSERT_INT_EQ(st.n_disconnect, 1);
 
-        server_start(srv);
+        ASSERT_OK(test_redis_start(srv));
 }
 
-static void test_connect_refused(TestServer *srv, sd_event *e) {
+static void test_connect_refused(TestRedis *srv, sd_event *e) {
         char path[160];
         redisAsyncContext *ac;
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -343,7 +276,7 @@ static int on_free_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-static void test_free_from_timer(TestServer *srv, sd_event *e) {
+static void test_free_from_timer(TestRedis *srv, sd_event *e) {
         State st = { .event = e };
         redisAsyncContext *ac = connect_unix(&st, srv->sock);
         _cleanup_(sd_event_source_unrefp) sd_event_source *t = NULL;
@@ -357,16 +290,19 @@ static void test_free_from_timer(TestServer *srv, sd_event *e) {
 
 int main(void) {
         _cleanup_(sd_event_unrefp) sd_event *e = NULL;
-        TestServer srv = {};
+        TestRedis srv;
+        int r;
 
-        if (access(REDIS_SERVER, X_OK) < 0) {
-                printf("skipping: %s not installed (apt-get install redis-server)\n", REDIS_SERVER);
+        r = test_redis_init(&srv, "redis.sock");
+        if (r == -ENOENT) {
+                printf("skipping: redis-server not installed (apt-get install redis-server)\n");
                 return EXIT_TEST_SKIP;
         }
+        ASSERT_OK(r);
         (void) signal(SIGPIPE, SIG_IGN);
 
         ASSERT_OK(sd_event_new(&e));
-        server_start(&srv);
+        ASSERT_OK(test_redis_start(&srv));
 
         test_commands(&srv, e);
         test_pipeline(&srv, e);
@@ -375,6 +311,6 @@ int main(void) {
         test_server_killed(&srv, e);
         test_connect_refused(&srv, e);
 
-        server_cleanup(&srv);
+        ASSERT_OK(test_redis_cleanup(&srv));
         return 0;
 }

@@ -3,7 +3,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -12,10 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/un.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,75 +21,12 @@
 
 #include "macro.h"
 #include "redis.h"
+#include "test-redis-server.h"
 #include "test.h"
 
-#define REDIS_SERVER "/usr/bin/redis-server"
 #define SEC 1000000ULL
 
-/* ---- private redis-servers ---- */
-
-typedef struct TestServer {
-        pid_t pid;
-        char dir[64];
-        char sock[128];
-        int port;               /* > 0: listen on TCP too */
-} TestServer;
-
-static bool socket_accepts(const char *path) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        int fd, r;
-
-        if (strlen(path) >= sizeof(sa.sun_path))
-                return false;
-        memcpy(sa.sun_path, path, strlen(path) + 1);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                return false;
-        r = connect(fd, (struct sockaddr *) &sa, sizeof(sa));
-        close(fd);
-        return r == 0;
-}
-
-static void server_init(TestServer *s, const char *name) {
-        strcpy(s->dir, "/tmp/test-redis.XXXXXX");
-        ASSERT_NOT_NULL(mkdtemp(s->dir));
-        snprintf(s->sock, sizeof(s->sock), "%s/%s", s->dir, name);
-}
-
-static void server_start(TestServer *s) {
-        char port[16];
-
-        snprintf(port, sizeof(port), "%d", s->port);
-        s->pid = fork();
-        ASSERT_TRUE(s->pid >= 0);
-        if (s->pid == 0) {
-                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
-                (void) dup2(null, STDIN_FILENO);
-                (void) dup2(null, STDOUT_FILENO);
-                execl(REDIS_SERVER, REDIS_SERVER, "--port", port, "--bind", "127.0.0.1", "127.0.1.1",
-                      "--unixsocket", s->sock, "--save", "", "--appendonly", "no",
-                      "--daemonize", "no", "--dir", s->dir, "--loglevel", "warning", (char *) NULL);
-                _exit(127);
-        }
-        for (int i = 0; i < 500 && !socket_accepts(s->sock); i++)
-                usleep(10000);
-        ASSERT_TRUE(socket_accepts(s->sock));
-}
-
-static void server_kill(TestServer *s) {
-        if (s->pid <= 0)
-                return;
-        (void) kill(s->pid, SIGKILL);
-        (void) waitpid(s->pid, NULL, 0);
-        s->pid = 0;
-}
-
-static void server_cleanup(TestServer *s) {
-        server_kill(s);
-        (void) unlink(s->sock);
-        (void) rmdir(s->dir);
-}
+/* ---- a port for the redis-server that listens on TCP ---- */
 
 static int free_tcp_port(void) {
         struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
@@ -324,7 +257,7 @@ static void on_must_not_run(Redis *r, const redisReply *reply, void *userdata) {
         abort();
 }
 
-static void test_commands(TestServer *srv, sd_event *e) {
+static void test_commands(TestRedis *srv, sd_event *e) {
         char url[192];
         Ctx c;
         Reply a, b;
@@ -402,7 +335,7 @@ static bool counter_done(const void *p) {
         return ((const Counter *) p)->n >= 10000;
 }
 
-static void test_pipeline(TestServer *srv, sd_event *e) {
+static void test_pipeline(TestRedis *srv, sd_event *e) {
         static const char *const incr[] = { "INCR", "pipeline" };
         char url[192];
         Counter k = { .in_order = true };
@@ -461,7 +394,7 @@ static void wait_receivers(Ctx *c, const char *channel, long long want) {
         abort();
 }
 
-static void test_pubsub(TestServer *srv, sd_event *e) {
+static void test_pubsub(TestRedis *srv, sd_event *e) {
         char url[192];
         Ctx c;
 
@@ -511,7 +444,7 @@ static void test_pubsub(TestServer *srv, sd_event *e) {
         c.redis = redis_free(c.redis);
 }
 
-static void test_eval(TestServer *srv, sd_event *e) {
+static void test_eval(TestRedis *srv, sd_event *e) {
         RedisScript s, counter;
         const char *argv[] = { "key", "arg\0x", "two" };
         const size_t argvlen[] = { 3, 5, 3 };
@@ -648,7 +581,7 @@ static void assert_each_once(const Pending *p) {
                 ASSERT_INT_EQ(p->calls[i], 1);
 }
 
-static void test_kill_restart(TestServer *srv, sd_event *e) {
+static void test_kill_restart(TestRedis *srv, sd_event *e) {
         static Slot slots[N_PENDING];
         static Pending p;
         char url[192];
@@ -666,7 +599,7 @@ static void test_kill_restart(TestServer *srv, sd_event *e) {
         p = (Pending) { .redis = c.redis };
         send_range(&c, &p, slots, 0, 500, false);
         ASSERT_TRUE(run_until_fn(e, some_answered, &p, 5 * SEC));
-        server_kill(srv);
+        test_redis_kill(srv);
         ASSERT_TRUE(redis_is_connected(c.redis));       /* not noticed yet */
         send_range(&c, &p, slots, 500, N_PENDING - 1, true);
         ASSERT_TRUE(run_until_fn(e, all_answered, &p, 5 * SEC));
@@ -685,7 +618,7 @@ static void test_kill_restart(TestServer *srv, sd_event *e) {
         ASSERT_INT_EQ(c.n_down, 1);
         ASSERT_INT_EQ(c.n_up, 1);
 
-        server_start(srv);
+        ASSERT_OK(test_redis_start(srv));
         t = now_usec();
         ASSERT_TRUE(run_until_fn(e, is_up, &c, 10 * SEC));
         printf("redis: reconnected %.0f ms after the restart\n", (now_usec() - t) / 1000.0);
@@ -704,7 +637,7 @@ static void test_kill_restart(TestServer *srv, sd_event *e) {
         c.redis = redis_free(c.redis);
 }
 
-static void test_timeout(TestServer *srv, sd_event *e) {
+static void test_timeout(TestRedis *srv, sd_event *e) {
         static Slot slots[N_PENDING];
         static Pending p;
         char url[192];
@@ -766,7 +699,7 @@ static void on_free_in_handler(Redis *r, const redisReply *reply, void *userdata
         }
 }
 
-static void test_free_pending(TestServer *srv, sd_event *e) {
+static void test_free_pending(TestRedis *srv, sd_event *e) {
         static Slot slots[N_PENDING];
         static Pending p;
         char url[192];
@@ -805,13 +738,13 @@ static void test_free_pending(TestServer *srv, sd_event *e) {
         slots[0] = (Slot) { &p, 0 };
         ASSERT_OK(redis_command(c.redis, on_pending, &slots[0], "BLPOP nolist 0"));
         run_for(e, 50000);
-        server_kill(srv);
+        test_redis_kill(srv);
         ASSERT_TRUE(run_until_fn(e, first_called, &p, 5 * SEC));
         ASSERT_NULL(c.redis);
         ASSERT_INT_EQ(p.n_null, 1);
         run_for(e, 100000);
         ASSERT_INT_EQ(p.calls[0], 1);
-        server_start(srv);
+        ASSERT_OK(test_redis_start(srv));
 
         /* Freed from the message handler. */
         ctx_open(&c, e, url);
@@ -826,12 +759,12 @@ static void test_free_pending(TestServer *srv, sd_event *e) {
 }
 
 static void test_refused_at_start(sd_event *e) {
-        TestServer later = {};
+        TestRedis later = {};
         char url[192];
         uint64_t t;
         Ctx c = { .event = e };
 
-        server_init(&later, "later.sock");
+        ASSERT_OK(test_redis_init(&later, "later.sock"));
         snprintf(url, sizeof(url), "unix:%s", later.sock);
         ASSERT_OK(redis_new(&c.redis, e, url, on_state, on_message, &c));
         ASSERT_OK(redis_subscribe(c.redis, "early"));
@@ -842,7 +775,7 @@ static void test_refused_at_start(sd_event *e) {
         ASSERT_ERROR(redis_command(c.redis, NULL, NULL, "PING"), ENOTCONN);
         ASSERT_TRUE(strlen(redis_last_error(c.redis)) > 0);
 
-        server_start(&later);
+        ASSERT_OK(test_redis_start(&later));
         t = now_usec();
         ASSERT_TRUE(run_until_fn(e, is_up, &c, 10 * SEC));
         printf("redis: connected %.0f ms after the server came up (was refused at start)\n",
@@ -851,7 +784,7 @@ static void test_refused_at_start(sd_event *e) {
         ASSERT_TRUE(run_until_fn(e, got_message, &c, 5 * SEC));
 
         c.redis = redis_free(c.redis);
-        server_cleanup(&later);
+        ASSERT_OK(test_redis_cleanup(&later));
 }
 
 static void redis_context_freep(redisContext **rc) {
@@ -859,7 +792,7 @@ static void redis_context_freep(redisContext **rc) {
                 redisFree(*rc);
 }
 
-static void test_slow_subscriber(TestServer *srv, sd_event *e) {
+static void test_slow_subscriber(TestRedis *srv, sd_event *e) {
         _cleanup_(redis_context_freep) redisContext *rc = NULL;
         char url[192], *big;
         redisReply *rep;
@@ -902,15 +835,15 @@ static void test_slow_subscriber(TestServer *srv, sd_event *e) {
 }
 
 static void test_tcp(sd_event *e) {
-        TestServer tcp = {};
+        TestRedis tcp = {};
         char url[320], host[256];
         struct addrinfo *ai = NULL, hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM };
         Reply a;
         Ctx c;
 
-        server_init(&tcp, "tcp.sock");
+        ASSERT_OK(test_redis_init(&tcp, "tcp.sock"));
         tcp.port = free_tcp_port();
-        server_start(&tcp);
+        ASSERT_OK(test_redis_start(&tcp));
 
         snprintf(url, sizeof(url), "redis://127.0.0.1:%d/2", tcp.port);
         ctx_open(&c, e, url);
@@ -937,7 +870,7 @@ static void test_tcp(sd_event *e) {
                 freeaddrinfo(ai);
 
         /* A TCP port nobody listens on: refused, retried, never up. */
-        server_kill(&tcp);
+        test_redis_kill(&tcp);
         snprintf(url, sizeof(url), "redis://127.0.0.1:%d", tcp.port);
         ASSERT_OK(redis_new(&c.redis, e, url, on_state, on_message, &c));
         ASSERT_OK(redis_start(c.redis));
@@ -946,24 +879,26 @@ static void test_tcp(sd_event *e) {
         ASSERT_TRUE(strlen(redis_last_error(c.redis)) > 0);
         c.redis = redis_free(c.redis);
 
-        server_cleanup(&tcp);
+        ASSERT_OK(test_redis_cleanup(&tcp));
 }
 
 int main(void) {
         _cleanup_(sd_event_unrefp) sd_event *e = NULL;
-        TestServer srv = {};
+        TestRedis srv;
+        int r;
 
         test_sha1();
-        if (access(REDIS_SERVER, X_OK) < 0) {
-                printf("skipping: %s not installed (apt-get install redis-server)\n", REDIS_SERVER);
+        r = test_redis_init(&srv, "redis.sock");
+        if (r == -ENOENT) {
+                printf("skipping: redis-server not installed (apt-get install redis-server)\n");
                 return EXIT_TEST_SKIP;
         }
+        ASSERT_OK(r);
         (void) signal(SIGPIPE, SIG_IGN);
         ASSERT_OK(sd_event_new(&e));
         test_url(e);
 
-        server_init(&srv, "redis.sock");
-        server_start(&srv);
+        ASSERT_OK(test_redis_start(&srv));
 
         test_commands(&srv, e);
         test_pipeline(&srv, e);
@@ -976,6 +911,6 @@ int main(void) {
         test_tcp(e);
         test_timeout(&srv, e);
 
-        server_cleanup(&srv);
+        ASSERT_OK(test_redis_cleanup(&srv));
         return 0;
 }

@@ -2,14 +2,10 @@
 /* Tests for sessions: id/CSRF formats, cookies, and the Redis store against a real redis-server. */
 
 #include <errno.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,15 +16,14 @@
 #include "macro.h"
 #include "redis.h"
 #include "session.h"
+#include "test-redis-server.h"
 #include "test.h"
 
 #define USEC_PER_MS UINT64_C(1000)
 #define USEC_PER_S UINT64_C(1000000)
 #define HOUR (UINT64_C(3600) * USEC_PER_S)
 
-static char tmp_dir[] = "/tmp/test-session-XXXXXX";
-static char sock_path[256];
-static pid_t redis_pid = -1;
+static TestRedis server;
 
 typedef struct Result {
         unsigned calls;
@@ -183,75 +178,8 @@ static void test_cookies(void) {
 
 /* ---- a real redis-server ---- */
 
-static bool redis_server_start(void) {
-        if (access("/usr/bin/redis-server", X_OK) < 0 && system("command -v redis-server >/dev/null 2>&1") != 0)
-                return false;
-
-        snprintf(sock_path, sizeof sock_path, "%s/redis.sock", tmp_dir);
-        redis_pid = fork();
-        ASSERT_TRUE(redis_pid >= 0);
-        if (redis_pid == 0) {
-                /* Dies with us, also when an assertion aborts the test. */
-                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
-                execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock_path,
-                       "--save", "", "--appendonly", "no", "--dir", tmp_dir,
-                       "--loglevel", "warning", "--logfile", "redis.log", (char *) NULL);
-                _exit(127);
-        }
-        /* Ready once the socket answers. */
-        for (unsigned i = 0; i < 500; i++) {
-                redisContext *c = redisConnectUnix(sock_path);
-                if (c && !c->err) {
-                        redisReply *reply = redisCommand(c, "PING");
-                        bool ok = reply && reply->type == REDIS_REPLY_STATUS;
-                        freeReplyObject(reply);
-                        redisFree(c);
-                        if (ok)
-                                return true;
-                } else if (c)
-                        redisFree(c);
-                usleep(10 * 1000);
-        }
-        ASSERT_TRUE(!"redis-server did not come up");
-        return false;
-}
-
-static void redis_server_stop(void) {
-        if (redis_pid > 0) {
-                (void) kill(redis_pid, SIGKILL);
-                (void) waitpid(redis_pid, NULL, 0);
-                redis_pid = -1;
-        }
-}
-
-/* A synchronous side channel: what another daemon, or an attacker with
- * Redis access, could do to the keys. */
-static redisReply *sync_cmd(const char *fmt, ...) {
-        redisContext *c = redisConnectUnix(sock_path);
-        redisReply *reply;
-        va_list ap;
-
-        ASSERT_TRUE(c && !c->err);
-        va_start(ap, fmt);
-        reply = redisvCommand(c, fmt, ap);
-        va_end(ap);
-        redisFree(c);
-        ASSERT_NOT_NULL(reply);
-        return reply;
-}
-
-static long long sync_int(const char *fmt, const char *key) {
-        redisReply *reply = sync_cmd(fmt, key);
-        long long v;
-
-        ASSERT_INT_EQ(reply->type, REDIS_REPLY_INTEGER);
-        v = reply->integer;
-        freeReplyObject(reply);
-        return v;
-}
-
 static char *sync_hget(const char *key, const char *field) {
-        redisReply *reply = sync_cmd("HGET %s %s", key, field);
+        redisReply *reply = test_redis_command(&server, "HGET %s %s", key, field);
         char *v = reply->type == REDIS_REPLY_STRING ? strdup(reply->str) : NULL;
         freeReplyObject(reply);
         return v;
@@ -289,7 +217,7 @@ static void run_for(Test *t, uint64_t usec) {
 static void connect_redis(Test *t) {
         _cleanup_free_ char *url = NULL;
 
-        ASSERT_TRUE(asprintf(&url, "unix:%s", sock_path) >= 0);
+        ASSERT_TRUE(asprintf(&url, "unix:%s", server.sock) >= 0);
         ASSERT_OK(redis_new(&t->redis, t->event, url, on_state, NULL, t));
         ASSERT_OK(redis_start(t->redis));
         for (unsigned i = 0; i < 500 && !t->connected; i++)
@@ -338,7 +266,8 @@ static void test_create_lookup_delete(Test *t) {
         v = sync_hget(key, "staff");
         ASSERT_STREQ(v, "0");
         v = mfree(v);
-        ASSERT_TRUE(sync_int("PTTL %s", key) > 55000 && sync_int("PTTL %s", key) <= 60000);
+        ASSERT_TRUE(test_redis_integer(&server, "PTTL %s", key) > 55000 &&
+                    test_redis_integer(&server, "PTTL %s", key) <= 60000);
 
         do_lookup(t, res.d.id, 60 * USEC_PER_S, HOUR, &res2);
         ASSERT_INT_EQ(res2.r, 0);
@@ -351,15 +280,15 @@ static void test_create_lookup_delete(Test *t) {
         ASSERT_INT_EQ(res2.d.created_usec, res.d.created_usec);
 
         /* Redis forgot our scripts (restart, SCRIPT FLUSH): still works. */
-        freeReplyObject(sync_cmd("SCRIPT FLUSH"));
+        freeReplyObject(test_redis_command(&server, "SCRIPT FLUSH"));
         do_lookup(t, res.d.id, 60 * USEC_PER_S, HOUR, &res2);
         ASSERT_INT_EQ(res2.r, 0);
 
         /* Refresh: a lookup pushes the idle timeout out again. */
-        ASSERT_INT_EQ(sync_int("PEXPIRE %s 2000", key), 1);
+        ASSERT_INT_EQ(test_redis_integer(&server, "PEXPIRE %s 2000", key), 1);
         do_lookup(t, res.d.id, 60 * USEC_PER_S, HOUR, &res2);
         ASSERT_INT_EQ(res2.r, 0);
-        ASSERT_TRUE(sync_int("PTTL %s", key) > 55000);
+        ASSERT_TRUE(test_redis_integer(&server, "PTTL %s", key) > 55000);
 
         /* Staff flag update. */
         res2 = (Result) {};
@@ -386,7 +315,7 @@ static void test_create_lookup_delete(Test *t) {
         ASSERT_OK(session_delete(t->redis, res.d.id, on_result, &res2, NULL));
         run_until(t, &res2.calls, 1);
         ASSERT_INT_EQ(res2.r, 0);
-        ASSERT_INT_EQ(sync_int("EXISTS %s", key), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS %s", key), 0);
         res2 = (Result) {};
         ASSERT_OK(session_delete(t->redis, res.d.id, on_result, &res2, NULL));
         run_until(t, &res2.calls, 1);
@@ -400,7 +329,7 @@ static void test_create_lookup_delete(Test *t) {
         ASSERT_OK(session_update_staff(t->redis, res.d.id, true, on_result, &res2, NULL));
         run_until(t, &res2.calls, 1);
         ASSERT_ERROR(res2.r, ENOENT);
-        ASSERT_INT_EQ(sync_int("EXISTS %s", key), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS %s", key), 0);
 
         /* A well-formed id that was never handed out. */
         ASSERT_OK(session_id_generate(other));
@@ -480,13 +409,13 @@ static void test_expiry(Test *t) {
         do_create(t, &d, HOUR, &res);
         ASSERT_INT_EQ(res.r, 0);
         key = key_of(res.d.id);
-        ASSERT_INT_EQ(sync_int("EXISTS %s", key), 1);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS %s", key), 1);
         do_lookup(t, res.d.id, HOUR, 3 * HOUR, &res2);        /* still within max */
         ASSERT_INT_EQ(res2.r, 0);
         do_lookup(t, res.d.id, HOUR, HOUR, &res2);
         ASSERT_ERROR(res2.r, ENOENT);
         ASSERT_FALSE(res2.has_data);
-        ASSERT_INT_EQ(sync_int("EXISTS %s", key), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS %s", key), 0);
         key = mfree(key);
 
         /* The refreshed TTL never reaches beyond the absolute expiry. */
@@ -496,7 +425,7 @@ static void test_expiry(Test *t) {
         key = key_of(res.d.id);
         do_lookup(t, res.d.id, HOUR, HOUR, &res2);
         ASSERT_INT_EQ(res2.r, 0);
-        ttl = sync_int("PTTL %s", key);
+        ttl = test_redis_integer(&server, "PTTL %s", key);
         ASSERT_TRUE(ttl > 0 && ttl <= 2000);
 }
 
@@ -575,15 +504,15 @@ static void expect_malformed(Test *t, const char *id, bool deleted) {
                 char other[SESSION_ID_MAX + 1];
                 ASSERT_OK(session_id_generate(other));
                 do_lookup(t, other, 60 * USEC_PER_S, HOUR, &sync);
-                ASSERT_INT_EQ(sync_int("EXISTS %s", key), 0);
+                ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS %s", key), 0);
         }
 }
 
 static void plant(const char *id, const char *user, const char *uid, const char *staff,
                   const char *csrf, const char *created) {
         _cleanup_free_ char *key = key_of(id);
-        redisReply *reply = sync_cmd("HSET %s user %s uid %s staff %s csrf %s created %s",
-                                     key, user, uid, staff, csrf, created);
+        redisReply *reply = test_redis_command(&server, "HSET %s user %s uid %s staff %s csrf %s created %s",
+                                               key, user, uid, staff, csrf, created);
         ASSERT_INT_EQ(reply->type, REDIS_REPLY_INTEGER);
         freeReplyObject(reply);
 }
@@ -643,7 +572,7 @@ static void test_malformed(Test *t) {
         ASSERT_OK(session_id_generate(id));
         key = key_of(id);
         plant(id, "dave", "1001", "1", csrf, now);
-        reply = sync_cmd("HSET %s user %b", key, "da\0ve", (size_t) 5);
+        reply = test_redis_command(&server, "HSET %s user %b", key, "da\0ve", (size_t) 5);
         freeReplyObject(reply);
         expect_malformed(t, id, true);
         key = mfree(key);
@@ -651,40 +580,40 @@ static void test_malformed(Test *t) {
         /* Fields missing. */
         ASSERT_OK(session_id_generate(id));
         key = key_of(id);
-        freeReplyObject(sync_cmd("HSET %s user dave", key));
+        freeReplyObject(test_redis_command(&server, "HSET %s user dave", key));
         expect_malformed(t, id, true);
         key = mfree(key);
 
         ASSERT_OK(session_id_generate(id));
         key = key_of(id);
-        freeReplyObject(sync_cmd("HSET %s user dave uid 1 staff 0 csrf %s", key, csrf));
+        freeReplyObject(test_redis_command(&server, "HSET %s user dave uid 1 staff 0 csrf %s", key, csrf));
         expect_malformed(t, id, true);
         key = mfree(key);
 
         /* Keys of other types in our namespace. */
         ASSERT_OK(session_id_generate(id));
         key = key_of(id);
-        freeReplyObject(sync_cmd("SET %s hello", key));
+        freeReplyObject(test_redis_command(&server, "SET %s hello", key));
         expect_malformed(t, id, true);
         key = mfree(key);
 
         ASSERT_OK(session_id_generate(id));
         key = key_of(id);
-        freeReplyObject(sync_cmd("RPUSH %s a b c d e", key));
+        freeReplyObject(test_redis_command(&server, "RPUSH %s a b c d e", key));
         expect_malformed(t, id, true);
-        freeReplyObject(sync_cmd("RPUSH %s a", key));
+        freeReplyObject(test_redis_command(&server, "RPUSH %s a", key));
         res = (Result) {};
         ASSERT_OK(session_update_staff(t->redis, id, true, on_result, &res, NULL));
         run_until(t, &res.calls, 1);
         ASSERT_ERROR(res.r, EBADMSG);
-        ASSERT_INT_EQ(sync_int("LLEN %s", key), 1);     /* left alone: only lookups clean up */
+        ASSERT_INT_EQ(test_redis_integer(&server, "LLEN %s", key), 1); /* left alone: only lookups clean up */
         key = mfree(key);
 
         /* Extra fields are ignored. */
         ASSERT_OK(session_id_generate(id));
         plant(id, "erin", "5", "0", csrf, now);
         key = key_of(id);
-        freeReplyObject(sync_cmd("HSET %s extra field", key));
+        freeReplyObject(test_redis_command(&server, "HSET %s extra field", key));
         do_lookup(t, id, 60 * USEC_PER_S, HOUR, &res);
         ASSERT_INT_EQ(res.r, 0);
         ASSERT_STREQ(res.d.user, "erin");
@@ -701,7 +630,7 @@ static void test_redis_gone(Test *t) {
         ASSERT_OK(session_id_generate(id));
 
         /* Not connected yet: refused at once, handler never called. */
-        ASSERT_TRUE(asprintf(&url, "unix:%s", sock_path) >= 0);
+        ASSERT_TRUE(asprintf(&url, "unix:%s", server.sock) >= 0);
         ASSERT_OK(redis_new(&unstarted, t->event, url, NULL, NULL, NULL));
         ASSERT_ERROR(session_lookup(unstarted, id, 60 * USEC_PER_S, HOUR, on_result, &res, NULL), ENOTCONN);
         ASSERT_ERROR(session_create(unstarted, &d, 60 * USEC_PER_S, on_result, &res, NULL), ENOTCONN);
@@ -718,12 +647,12 @@ static void test_redis_gone(Test *t) {
         /* The server dies with a request in flight (held back by CLIENT PAUSE). */
         t->connected = false;
         connect_redis(t);
-        freeReplyObject(sync_cmd("CLIENT PAUSE 3000 ALL"));
+        freeReplyObject(test_redis_command(&server, "CLIENT PAUSE 3000 ALL"));
         pending = (Result) {};
         ASSERT_OK(session_lookup(t->redis, id, 60 * USEC_PER_S, HOUR, on_result, &pending, NULL));
         run_for(t, 50 * USEC_PER_MS);
         ASSERT_INT_EQ(pending.calls, 0);
-        redis_server_stop();
+        test_redis_kill(&server);
         run_until(t, &pending.calls, 1);
         ASSERT_ERROR(pending.r, ENOTCONN);
         for (unsigned i = 0; i < 200 && t->connected; i++)
@@ -740,17 +669,19 @@ static void test_redis_gone(Test *t) {
 
 int main(void) {
         Test t = {};
+        int r;
 
         test_tokens();
         test_user();
         test_cookies();
 
-        ASSERT_NOT_NULL(mkdtemp(tmp_dir));
-        if (!redis_server_start()) {
+        r = test_redis_init(&server, "redis.sock");
+        if (r == -ENOENT) {
                 fprintf(stderr, "redis-server not found (Debian package redis-server), skipping the store tests\n");
-                (void) rmdir(tmp_dir);
                 return EXIT_TEST_SKIP;
         }
+        ASSERT_OK(r);
+        ASSERT_OK(test_redis_start(&server));
 
         ASSERT_OK(sd_event_new(&t.event));
         connect_redis(&t);
@@ -765,11 +696,6 @@ int main(void) {
 
         t.redis = redis_free(t.redis);
         t.event = sd_event_unref(t.event);
-        redis_server_stop();
-        {
-                char cmd[128];
-                snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
-                ASSERT_INT_EQ(system(cmd), 0);
-        }
+        ASSERT_OK(test_redis_cleanup(&server));
         return 0;
 }

@@ -2,15 +2,12 @@
 /* Tests for the Redis schema and its Lua scripts against a real redis-server: replies, keys and published events. */
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,14 +19,13 @@
 #include "macro.h"
 #include "redis.h"
 #include "store.h"
+#include "test-redis-server.h"
 #include "test.h"
 
 #define MSEC 1000ULL
 #define SEC 1000000ULL
 
-static char tmp_dir[] = "/tmp/test-store.XXXXXX";
-static char sock_path[128];
-static pid_t redis_pid = -1;
+static TestRedis server;
 
 /* Known bugs are reported once each and counted; the other checks still run. */
 static unsigned n_bugs;
@@ -51,84 +47,11 @@ static uint64_t now_usec(void) {
 
 DEFINE_CLEANUP_FUNC(redisReply *, freeReplyObject);
 
-/* ---- a real redis-server (as in test-session.c) ---- */
-
-static bool redis_server_start(void) {
-        if (access("/usr/bin/redis-server", X_OK) < 0 && system("command -v redis-server >/dev/null 2>&1") != 0)
-                return false;
-
-        snprintf(sock_path, sizeof sock_path, "%s/redis.sock", tmp_dir);
-        redis_pid = fork();
-        ASSERT_TRUE(redis_pid >= 0);
-        if (redis_pid == 0) {
-                /* Dies with us, also when an assertion aborts the test. */
-                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
-                execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock_path,
-                       "--save", "", "--appendonly", "no", "--dir", tmp_dir,
-                       "--loglevel", "warning", "--logfile", "redis.log", (char *) NULL);
-                _exit(127);
-        }
-        for (unsigned i = 0; i < 500; i++) {
-                redisContext *c = redisConnectUnix(sock_path);
-                if (c && !c->err) {
-                        redisReply *reply = redisCommand(c, "PING");
-                        bool ok = reply && reply->type == REDIS_REPLY_STATUS;
-                        freeReplyObject(reply);
-                        redisFree(c);
-                        if (ok)
-                                return true;
-                } else if (c)
-                        redisFree(c);
-                usleep(10 * 1000);
-        }
-        ASSERT_TRUE(!"redis-server did not come up");
-        return false;
-}
-
-static void redis_server_stop(void) {
-        if (redis_pid > 0) {
-                (void) kill(redis_pid, SIGKILL);
-                (void) waitpid(redis_pid, NULL, 0);
-                redis_pid = -1;
-        }
-}
-
-/* A synchronous side channel to look at the keys the scripts leave. */
-static redisReply *sync_cmd(const char *fmt, ...) {
-        redisContext *c = redisConnectUnix(sock_path);
-        redisReply *reply;
-        va_list ap;
-
-        ASSERT_TRUE(c && !c->err);
-        va_start(ap, fmt);
-        reply = redisvCommand(c, fmt, ap);
-        va_end(ap);
-        redisFree(c);
-        ASSERT_NOT_NULL(reply);
-        return reply;
-}
-
-static long long sync_int(const char *fmt, ...) {
-        redisContext *c = redisConnectUnix(sock_path);
-        redisReply *reply;
-        long long v;
-        va_list ap;
-
-        ASSERT_TRUE(c && !c->err);
-        va_start(ap, fmt);
-        reply = redisvCommand(c, fmt, ap);
-        va_end(ap);
-        redisFree(c);
-        ASSERT_NOT_NULL(reply);
-        ASSERT_INT_EQ(reply->type, REDIS_REPLY_INTEGER);
-        v = reply->integer;
-        freeReplyObject(reply);
-        return v;
-}
+/* ---- keys, read over a side channel ---- */
 
 /* HGET as a string ("" for a missing field). */
 static void sync_hget(char *buf, size_t size, const char *key, const char *field) {
-        _cleanup_(freeReplyObjectp) redisReply *reply = sync_cmd("HGET %s %s", key, field);
+        _cleanup_(freeReplyObjectp) redisReply *reply = test_redis_command(&server, "HGET %s %s", key, field);
 
         if (reply->type == REDIS_REPLY_NIL)
                 buf[0] = 0;
@@ -284,7 +207,7 @@ static void connect_all(Test *t) {
         _cleanup_free_ char *url = NULL;
         uint64_t end = now_usec() + 5 * SEC;
 
-        ASSERT_TRUE(asprintf(&url, "unix:%s", sock_path) >= 0);
+        ASSERT_TRUE(asprintf(&url, "unix:%s", server.sock) >= 0);
         ASSERT_OK(redis_new(&t->cmd, t->event, url, on_state, NULL, t));
         ASSERT_OK(redis_new(&t->sub, t->event, url, on_state, on_message, t));
         ASSERT_OK(redis_subscribe(t->sub, STORE_EVENTS_CHANNEL));
@@ -822,7 +745,7 @@ static void test_rooms(Test *t) {
                         assert_ok_status(r);
                         freeReplyObject(r);
                         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"rooms\"]");
-                        raw = sync_cmd("HGET mc:rooms 1");
+                        raw = test_redis_command(&server, "HGET mc:rooms 1");
                         ASSERT_INT_EQ(raw->type, REDIS_REPLY_STRING);
                         j = parse(raw->str, raw->len);
                         ASSERT_STREQ(json_string_value(json_object_get(j, "title")), steps[i].expect_title);
@@ -834,7 +757,7 @@ static void test_rooms(Test *t) {
         assert_error(r, "NOROOM");
         freeReplyObject(r);
         assert_quiet(t);
-        ASSERT_INT_EQ(sync_int("HEXISTS mc:rooms 99"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:rooms 99"), 0);
 
         /* Delete: gone with its keys; ids are never reused. */
         r = do_delete(t, "2");
@@ -842,8 +765,8 @@ static void test_rooms(Test *t) {
         freeReplyObject(r);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"deleted\", \"2\"]");
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"rooms\"]");
-        ASSERT_INT_EQ(sync_int("HEXISTS mc:rooms 2"), 0);
-        ASSERT_INT_EQ(sync_int("HLEN mc:rooms"), 2);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:rooms 2"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:rooms"), 2);
         r = do_delete(t, "2");
         assert_error(r, "NOROOM");
         freeReplyObject(r);
@@ -912,18 +835,18 @@ static void test_presence(Test *t) {
         ASSERT_STREQ(v, "2");
         sync_hget(v, sizeof v, "mc:daemon:d2:presence", "1\tbob");
         ASSERT_STREQ(v, "1");
-        ASSERT_INT_EQ(sync_int("HLEN mc:daemon:d1:presence"), 1);
-        ASSERT_INT_EQ(sync_int("SCARD mc:daemons"), 2);
-        ASSERT_INT_EQ(sync_int("SISMEMBER mc:daemons d1"), 1);
-        ASSERT_INT_EQ(sync_int("SISMEMBER mc:daemons d2"), 1);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:daemon:d1:presence"), 1);
+        ASSERT_INT_EQ(test_redis_integer(&server, "SCARD mc:daemons"), 2);
+        ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons d1"), 1);
+        ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons d2"), 1);
 
         /* No such room: refused, nothing written or published. */
         r = do_join(t, "d1", "99", "carol", NULL, 50);
         assert_error(r, "NOROOM");
         freeReplyObject(r);
         assert_quiet(t);
-        ASSERT_INT_EQ(sync_int("EXISTS mc:room:99:users"), 0);
-        ASSERT_INT_EQ(sync_int("HLEN mc:daemon:d1:presence"), 1);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:99:users"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:daemon:d1:presence"), 1);
 
         /* Leave: down to 1, then 0 with "left". */
         r = do_leave(t, "d1", "1", "alice");
@@ -934,8 +857,8 @@ static void test_presence(Test *t) {
         assert_int(r, 0);
         freeReplyObject(r);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"alice\", 0, -1]");
-        ASSERT_INT_EQ(sync_int("HEXISTS mc:room:1:users alice"), 0);
-        ASSERT_INT_EQ(sync_int("HEXISTS mc:daemon:d1:presence %s", "1\talice"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:room:1:users alice"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:daemon:d1:presence %s", "1\talice"), 0);
 
         /* Leaves without a join change nothing: once more, never joined,
          * joined on another daemon. */
@@ -954,15 +877,15 @@ static void test_presence(Test *t) {
         assert_quiet(t);
         sync_hget(v, sizeof v, "mc:room:1:users", "bob");
         ASSERT_STREQ(v, "1");
-        ASSERT_INT_EQ(sync_int("HEXISTS mc:room:1:users carol"), 0);
-        ASSERT_INT_EQ(sync_int("HEXISTS mc:room:1:users alice"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:room:1:users carol"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:room:1:users alice"), 0);
 
         r = do_leave(t, "d2", "1", "bob");
         assert_int(r, 0);
         freeReplyObject(r);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"bob\", 0, -1]");
-        ASSERT_INT_EQ(sync_int("EXISTS mc:room:1:users"), 0);
-        ASSERT_INT_EQ(sync_int("EXISTS mc:daemon:d2:presence"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:1:users"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:daemon:d2:presence"), 0);
         assert_quiet(t);
 }
 
@@ -980,7 +903,8 @@ static void test_messages(Test *t) {
         send_msg(t, "1", "alice", odd, 1000, odd_id);
         ASSERT_TRUE(id_cmp(id2, odd_id) < 0);
         {
-                _cleanup_(freeReplyObjectp) redisReply *x = sync_cmd("XRANGE mc:room:1:log %s %s", odd_id, odd_id);
+                _cleanup_(freeReplyObjectp) redisReply *x =
+                        test_redis_command(&server, "XRANGE mc:room:1:log %s %s", odd_id, odd_id);
                 StoreEntry e;
 
                 ASSERT_INT_EQ(x->elements, 1);
@@ -988,13 +912,13 @@ static void test_messages(Test *t) {
                 ASSERT_STREQ(e.text, odd);
                 ASSERT_STREQ(e.username, "alice");
         }
-        ASSERT_INT_EQ(sync_int("XLEN mc:room:1:log"), 3);
+        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:room:1:log"), 3);
 
         r = do_send(t, "99", "alice", "lost", 1000);
         assert_error(r, "NOROOM");
         freeReplyObject(r);
         assert_quiet(t);
-        ASSERT_INT_EQ(sync_int("EXISTS mc:room:99:log"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:99:log"), 0);
 
         /* Edit: only by the author. */
         r = do_edit(t, "1", id, "alice", "hello, edited");
@@ -1038,14 +962,14 @@ static void test_messages(Test *t) {
         assert_error(r, "FORBIDDEN");
         freeReplyObject(r);
         assert_quiet(t);
-        ASSERT_INT_EQ(sync_int("XLEN mc:room:1:log"), 3);
+        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:room:1:log"), 3);
 
         r = do_edit(t, "1", id, "alice", NULL);
         assert_ok_status(r);
         freeReplyObject(r);
         expect_msgf(t, "mc:room:1", "[\"d\", \"%s\"]", id);
-        ASSERT_INT_EQ(sync_int("XLEN mc:room:1:log"), 2);
-        ASSERT_INT_EQ(sync_int("HEXISTS mc:room:1:edits %s", id), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:room:1:log"), 2);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:room:1:edits %s", id), 0);
         r = do_edit(t, "1", id, "alice", "again");
         assert_error(r, "NOTFOUND");
         freeReplyObject(r);
@@ -1067,13 +991,13 @@ static void test_messages(Test *t) {
         r = do_join(t, "d1", "1", "alice", NULL, 1);
         freeReplyObject(r);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"alice\", 1, 1]");
-        ASSERT_INT_EQ(sync_int("EXISTS mc:room:1:log mc:room:1:edits mc:room:1:users"), 3);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:1:log mc:room:1:edits mc:room:1:users"), 3);
         r = do_delete(t, "1");
         assert_ok_status(r);
         freeReplyObject(r);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"deleted\", \"1\"]");
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"rooms\"]");
-        ASSERT_INT_EQ(sync_int("EXISTS mc:room:1:log mc:room:1:edits mc:room:1:users"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:1:log mc:room:1:edits mc:room:1:users"), 0);
 
         /* Afterwards everything about it is refused and creates nothing. */
         r = do_send(t, "1", "alice", "anyone?", 1000);
@@ -1089,15 +1013,15 @@ static void test_messages(Test *t) {
         assert_error(r, "NOROOM");
         freeReplyObject(r);
         assert_quiet(t);
-        ASSERT_INT_EQ(sync_int("EXISTS mc:room:1:log mc:room:1:edits mc:room:1:users"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:1:log mc:room:1:edits mc:room:1:users"), 0);
 
         /* The daemon's late leave for the deleted room is harmless. */
         r = do_leave(t, "d1", "1", "alice");
         ASSERT_INT_EQ(r->type, REDIS_REPLY_INTEGER);
         freeReplyObject(r);
         drain(t);
-        ASSERT_INT_EQ(sync_int("EXISTS mc:room:1:users"), 0);
-        ASSERT_INT_EQ(sync_int("HLEN mc:daemon:d1:presence"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:1:users"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:daemon:d1:presence"), 0);
 }
 
 static void test_history(Test *t) {
@@ -1327,7 +1251,7 @@ static void test_trim(Test *t) {
 
         /* Trimmed to about keep (whole stream nodes: at least keep, less than
          * keep plus a node of 100). */
-        len = sync_int("XLEN mc:room:1:log");
+        len = test_redis_integer(&server, "XLEN mc:room:1:log");
         ASSERT_TRUE(len >= KEEP);
         ASSERT_TRUE(len < KEEP + 100);
 
@@ -1337,7 +1261,8 @@ static void test_trim(Test *t) {
         ASSERT_INT_EQ(r->element[2]->elements, (size_t) len);
         ASSERT_INT_EQ(r->element[3]->type, REDIS_REPLY_INTEGER);
         if (r->element[3]->integer != 0) {
-                _cleanup_(freeReplyObjectp) redisReply *info = sync_cmd("XINFO STREAM mc:room:1:log");
+                _cleanup_(freeReplyObjectp) redisReply *info =
+                        test_redis_command(&server, "XINFO STREAM mc:room:1:log");
                 const char *mdel = "?";
 
                 for (size_t i = 0; i + 1 < info->elements; i += 2)
@@ -1423,11 +1348,11 @@ static void test_reap(Test *t) {
         ASSERT_OK(store_heartbeat(t->cmd, "live"));
         barrier(t);
         {
-                long long ttl = sync_int("TTL mc:daemon:live");
+                long long ttl = test_redis_integer(&server, "TTL mc:daemon:live");
 
                 ASSERT_TRUE(ttl > 0 && ttl <= STORE_HEARTBEAT_SEC);
         }
-        ASSERT_INT_EQ(sync_int("SISMEMBER mc:daemons live"), 1);
+        ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons live"), 1);
 
         /* "dead" never sent a heartbeat (or it expired). */
         freeReplyObject(do_join(t, "dead", "1", "alice", NULL, 1));
@@ -1458,14 +1383,14 @@ static void test_reap(Test *t) {
         ASSERT_STREQ(v, "1");
         sync_hget(v, sizeof v, "mc:room:1:users", "bob");
         ASSERT_STREQ(v, "1");
-        ASSERT_INT_EQ(sync_int("HEXISTS mc:room:1:users carol"), 0);
-        ASSERT_INT_EQ(sync_int("EXISTS mc:room:2:users"), 0);
-        ASSERT_INT_EQ(sync_int("EXISTS mc:daemon:dead:presence"), 0);
-        ASSERT_INT_EQ(sync_int("SISMEMBER mc:daemons dead"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:room:1:users carol"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:2:users"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:daemon:dead:presence"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons dead"), 0);
         /* The live daemon is untouched. */
-        ASSERT_INT_EQ(sync_int("SISMEMBER mc:daemons live"), 1);
-        ASSERT_INT_EQ(sync_int("HLEN mc:daemon:live:presence"), 2);
-        ASSERT_INT_EQ(sync_int("EXISTS mc:daemon:live"), 1);
+        ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons live"), 1);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:daemon:live:presence"), 2);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:daemon:live"), 1);
 
         /* Nothing left to reap. */
         r = do_reap(t, NULL);
@@ -1493,22 +1418,22 @@ static void test_reap(Test *t) {
                 expect_msgs_unordered(t, ELEMENTSOF(events), STORE_EVENTS_CHANNEL, events);
         }
         assert_quiet(t);
-        ASSERT_INT_EQ(sync_int("EXISTS mc:room:1:users"), 0);
-        ASSERT_INT_EQ(sync_int("EXISTS mc:daemon:live:presence"), 0);
-        ASSERT_INT_EQ(sync_int("SCARD mc:daemons"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:1:users"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:daemon:live:presence"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "SCARD mc:daemons"), 0);
 
         /* A daemon with a heartbeat and presence survives a reap by others;
          * an empty dead one is only dropped from the set. */
         ASSERT_OK(store_heartbeat(t->cmd, "live"));
         freeReplyObject(do_join(t, "live", "1", "bob", NULL, 1));
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"bob\", 1, 1]");
-        freeReplyObject(sync_cmd("SADD mc:daemons ghost"));
+        freeReplyObject(test_redis_command(&server, "SADD mc:daemons ghost"));
         r = do_reap(t, NULL);
         assert_int(r, 1);
         freeReplyObject(r);
         assert_quiet(t);
-        ASSERT_INT_EQ(sync_int("SISMEMBER mc:daemons ghost"), 0);
-        ASSERT_INT_EQ(sync_int("SISMEMBER mc:daemons live"), 1);
+        ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons ghost"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons live"), 1);
         sync_hget(v, sizeof v, "mc:room:1:users", "bob");
         ASSERT_STREQ(v, "1");
 }
@@ -1518,9 +1443,9 @@ static void test_script_flush(Test *t) {
         redisReply *r;
 
         reset(t);
-        freeReplyObject(sync_cmd("SCRIPT FLUSH"));
+        freeReplyObject(test_redis_command(&server, "SCRIPT FLUSH"));
         create_room(t, "Again", "1");
-        freeReplyObject(sync_cmd("SCRIPT FLUSH"));
+        freeReplyObject(test_redis_command(&server, "SCRIPT FLUSH"));
         r = do_join(t, "d1", "1", "alice", NULL, 10);
         assert_int(r->element[0], 1);
         freeReplyObject(r);
@@ -1585,8 +1510,8 @@ static void test_odd_ids(Test *t) {
                             sinces[i], r->str, v[0] ? v : "-");
                 freeReplyObject(r);
                 /* Back to a clean state for the next case. */
-                freeReplyObject(sync_cmd("HDEL mc:room:1:users mallory"));
-                freeReplyObject(sync_cmd("DEL mc:daemon:d1:presence"));
+                freeReplyObject(test_redis_command(&server, "HDEL mc:room:1:users mallory"));
+                freeReplyObject(test_redis_command(&server, "DEL mc:daemon:d1:presence"));
         }
 
         /* history-on-join = 0 is a valid setting (docs/configuration.md: 0-100000). */
@@ -1629,6 +1554,7 @@ static void test_odd_ids(Test *t) {
 int main(void) {
         Test t = {};
         uint64_t start = now_usec();
+        int r;
 
         /* Everything here is bounded; this is the last resort (and the
          * server dies with us through PR_SET_PDEATHSIG). */
@@ -1638,12 +1564,13 @@ int main(void) {
         test_pure();
         test_parse_entry();
 
-        ASSERT_NOT_NULL(mkdtemp(tmp_dir));
-        if (!redis_server_start()) {
+        r = test_redis_init(&server, "redis.sock");
+        if (r == -ENOENT) {
                 fprintf(stderr, "redis-server not found (Debian package redis-server), skipping the store tests\n");
-                (void) rmdir(tmp_dir);
                 return EXIT_TEST_SKIP;
         }
+        ASSERT_OK(r);
+        ASSERT_OK(test_redis_start(&server));
         ASSERT_OK(sd_event_new(&t.event));
         connect_all(&t);
 
@@ -1665,13 +1592,7 @@ int main(void) {
                 free(t.msgs[i].data);
         }
         free(t.msgs);
-        redis_server_stop();
-        {
-                char cmd[128];
-
-                snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
-                ASSERT_INT_EQ(system(cmd), 0);
-        }
+        ASSERT_OK(test_redis_cleanup(&server));
         printf("test-store: %" PRIu64 " ms\n", (now_usec() - start) / 1000);
         if (n_bugs > 0) {
                 fprintf(stderr, "%u known bug(s) found, see BUG lines above\n", n_bugs);

@@ -128,26 +128,14 @@ static int on_http_body(WebSession *ws, const void *in, size_t len) {
         return 0;
 }
 
-static char *header_dup(struct lws *wsi, enum lws_token_indexes token) {
-        int len = lws_hdr_total_length(wsi, token);
-        char *s;
-
-        if (len <= 0 || len > HTTP_HEADER_VALUE_MAX)
-                return NULL;
-        s = malloc((size_t) len + 1);
-        if (s && lws_hdr_copy(wsi, s, len + 1, token) < 0)
-                s = mfree(s);
-        return s;
-}
-
 /* Everything we can check about a WebSocket upgrade without waiting for
  * Redis: path, Origin, a well-formed session cookie. The session itself is
  * looked up right after the handshake (lws cannot pause one). */
 static unsigned web_check_upgrade(Web *w, struct lws *wsi) {
-        _cleanup_free_ char *uri = header_dup(wsi, WSI_TOKEN_GET_URI);
-        _cleanup_free_ char *origin = header_dup(wsi, WSI_TOKEN_ORIGIN);
-        _cleanup_free_ char *host = header_dup(wsi, WSI_TOKEN_HOST);
-        _cleanup_free_ char *cookie = header_dup(wsi, WSI_TOKEN_HTTP_COOKIE);
+        _cleanup_free_ char *uri = http_header_dup(wsi, WSI_TOKEN_GET_URI);
+        _cleanup_free_ char *origin = http_header_dup(wsi, WSI_TOKEN_ORIGIN);
+        _cleanup_free_ char *host = http_header_dup(wsi, WSI_TOKEN_HOST);
+        _cleanup_free_ char *cookie = http_header_dup(wsi, WSI_TOKEN_HTTP_COOKIE);
         _cleanup_free_ char *sid = NULL;
 
         if (!uri || !streq(uri, WS_PATH))
@@ -162,7 +150,7 @@ static unsigned web_check_upgrade(Web *w, struct lws *wsi) {
 }
 
 static int on_ws_established(Web *w, struct lws *wsi, WebSession *ws) {
-        _cleanup_free_ char *cookie = header_dup(wsi, WSI_TOKEN_HTTP_COOKIE);
+        _cleanup_free_ char *cookie = http_header_dup(wsi, WSI_TOKEN_HTTP_COOKIE);
         _cleanup_free_ char *sid = NULL;
         char peer[64];
 

@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* A private redis-server for the unit tests: a unix socket in a temp dir, killed with the test. */
+#pragma once
+
+#include <sys/types.h>
+
+#include <hiredis/hiredis.h>
+
+typedef struct TestRedis {
+        pid_t pid;                      /* > 0 while running */
+        int port;                       /* > 0: listen on 127.0.0.1 and 127.0.1.1 TCP too */
+        char binary[256];
+        char dir[64];
+        char sock[108];                 /* sizeof(sun_path) */
+} TestRedis;
+
+/* Finds redis-server and makes the temp dir with the socket path sock_name
+ * in it; -ENOENT when redis-server is not installed (the caller skips). Set
+ * port afterwards for TCP. */
+int test_redis_init(TestRedis *s, const char *sock_name);
+/* Starts the server (again, after test_redis_kill()) and waits until it
+ * answers PING. It gets SIGKILL when the test dies, also on abort(). */
+int test_redis_start(TestRedis *s);
+void test_redis_kill(TestRedis *s);
+/* Kills the server and removes the temp dir with what is in it. */
+int test_redis_cleanup(TestRedis *s);
+
+/* A synchronous side channel, over a connection of its own: what another
+ * daemon, or anyone with Redis access, could do to the keys. Never NULL:
+ * a failure aborts the test, as a failed ASSERT does. */
+redisReply *test_redis_command(const TestRedis *s, const char *fmt, ...);
+/* The same for a command that must answer an integer. */
+long long test_redis_integer(const TestRedis *s, const char *fmt, ...);
