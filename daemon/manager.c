@@ -130,8 +130,9 @@ static void on_final_ping(Redis *r, const redisReply *reply, void *userdata) {
 /* Every connection is gone: their leaves are queued for Redis; exit once
  * Redis has answered a PING sent after them (replies come in order). */
 static void manager_maybe_exit(Manager *m) {
-        if (!m->stopping || m->n_conns > 0)
+        if (!m->stopping || m->n_conns > 0 || web_peer_count(m->web) > 0 || m->exiting)
                 return;
+        m->exiting = true;
         chat_retire(m);
         if (redis_command(m->redis, on_final_ping, m, "PING") < 0)
                 manager_finish_stop(m);
@@ -140,7 +141,7 @@ static void manager_maybe_exit(Manager *m) {
 static int on_shutdown_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
 
-        log_warning("%u connections did not close in time; exiting anyway.", m->n_conns);
+        log_warning("%u connections did not close in time; exiting anyway.", web_peer_count(m->web));
         manager_finish_stop(m);
         return 0;
 }
@@ -151,14 +152,20 @@ void manager_stop(Manager *m, int exit_code) {
         m->stopping = true;
         m->exit_code = exit_code;
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down.");
-        log_info("Shutting down; closing %u connections.", m->n_conns);
+        log_info("Shutting down; closing %u WebSockets, %u connections in all.", m->n_conns,
+                 web_peer_count(m->web));
 
         if (m->listener)
                 (void) listener_set_accepting(m->listener, false);
         for (Conn *c = m->conns; c; c = c->next)
                 ws_conn_close(c, 1001, "server shutting down");
+        web_drain(m->web);
         (void) sd_event_add_time_relative(m->event, &m->shutdown_timer, CLOCK_MONOTONIC,
                                           SHUTDOWN_TIMEOUT_USEC, 0, on_shutdown_timeout, m);
+        manager_maybe_exit(m);
+}
+
+void manager_peer_removed(Manager *m) {
         manager_maybe_exit(m);
 }
 

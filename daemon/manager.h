@@ -53,6 +53,7 @@ typedef struct Manager {
         bool bus_ready;
         bool ready_sent;
         bool stopping;
+        bool exiting;                 /* everything closed; waiting for Redis to take the last writes */
         bool reloading;
         int exit_code;
 
@@ -73,6 +74,8 @@ void manager_stop(Manager *m, int exit_code);
 
 void manager_conn_added(Manager *m);
 void manager_conn_removed(Manager *m);
+/* An accepted connection (HTTP or WebSocket) is gone. */
+void manager_peer_removed(Manager *m);
 
 static inline void manager_freep(Manager **m) {
         manager_free(*m);

@@ -24,11 +24,21 @@
  * Small pieces keep idle connections at ~2 KB (measured, FACTS.md). */
 #define WEB_RX_BUFFER 512
 
+/* One accepted connection, HTTP or WebSocket, from adoption until lws
+ * destroys it: a shutdown waits for all of them, not only WebSockets. */
+typedef struct WebPeer {
+        Web *web;
+        struct lws *wsi;
+        struct WebPeer *prev, *next;
+} WebPeer;
+
 struct Web {
         Manager *manager;
         struct lws_context *context;
         struct lws_vhost *vhost;
         bool tls;
+        WebPeer *peers;
+        unsigned n_peers;
 };
 
 /* lws's per-connection user data: which exchange or WebSocket it carries. */
@@ -163,6 +173,25 @@ static int on_ws_established(Web *w, struct lws *wsi, WebSession *ws) {
         return 0;
 }
 
+/* Called for every wsi lws destroys, including its own internal ones: only
+ * those we adopted carry a WebPeer. */
+static void web_peer_free(WebPeer *p, struct lws *wsi) {
+        Web *w;
+
+        if (!p || p->wsi != wsi)
+                return;
+        w = p->web;
+        if (p->prev)
+                p->prev->next = p->next;
+        else
+                w->peers = p->next;
+        if (p->next)
+                p->next->prev = p->prev;
+        w->n_peers--;
+        free(p);
+        manager_peer_removed(w->manager);
+}
+
 static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len) {
         struct lws_vhost *vh = lws_get_vhost(wsi);
         Web *w = vh ? lws_vhost_user(vh) : NULL;
@@ -191,6 +220,8 @@ static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason, void 
                 if (r == 0)
                         return 0;
                 web_session_drop_http(ws);
+                if (w->manager->stopping)
+                        return -1;      /* answered; no next request on this connection */
                 return lws_http_transaction_completed(wsi) ? -1 : 0;
 
         case LWS_CALLBACK_CLOSED_HTTP:
@@ -220,6 +251,10 @@ static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason, void 
                         ws_conn_closed(ws->conn);
                         ws->conn = NULL;
                 }
+                return 0;
+
+        case LWS_CALLBACK_WSI_DESTROY:
+                web_peer_free(lws_get_opaque_user_data(wsi), wsi);
                 return 0;
 
         default:
@@ -306,12 +341,45 @@ Web *web_free(Web *w) {
 int web_adopt(Web *w, int fd) {
         lws_sock_file_fd_type f = { .sockfd = fd };
         lws_adoption_type type = LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP;
+        WebPeer *p;
 
+        p = calloc(1, sizeof *p);
+        if (!p) {
+                safe_close(fd);
+                return -ENOMEM;
+        }
         if (w->tls)
                 type |= LWS_ADOPT_ALLOW_SSL;
-        if (!lws_adopt_descriptor_vhost(w->vhost, type, f, NULL, NULL))
+        p->wsi = lws_adopt_descriptor_vhost(w->vhost, type, f, NULL, NULL);
+        if (!p->wsi) {
+                free(p);
                 return -EIO;       /* lws closed the fd */
+        }
+        p->web = w;
+        p->next = w->peers;
+        if (w->peers)
+                w->peers->prev = p;
+        w->peers = p;
+        w->n_peers++;
+        lws_set_opaque_user_data(p->wsi, p);
         return 0;
+}
+
+unsigned web_peer_count(const Web *w) {
+        return w->n_peers;
+}
+
+/* Shutdown: WebSockets are closed by their owners; an HTTP connection
+ * with no request under way gets a second to deliver one that is already
+ * on its way (and is answered, then closed), and is dropped after that. */
+void web_drain(Web *w) {
+        for (WebPeer *p = w->peers; p; p = p->next) {
+                WebSession *ws = lws_wsi_user(p->wsi);
+
+                if (ws && (ws->conn || ws->http))
+                        continue;
+                lws_set_timeout(p->wsi, PENDING_TIMEOUT_USER_OK, 1);
+        }
 }
 
 bool web_is_tls(const Web *w) {

@@ -18,6 +18,11 @@ Web *web_free(Web *w);
 int web_adopt(Web *w, int fd);
 bool web_is_tls(const Web *w);
 
+/* Accepted connections, HTTP and WebSocket, that lws still holds. */
+unsigned web_peer_count(const Web *w);
+/* Shutdown: lets requests under way finish, and idle connections go. */
+void web_drain(Web *w);
+
 static inline void web_freep(Web **w) {
         web_free(*w);
 }
