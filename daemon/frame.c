@@ -2,6 +2,7 @@
 /* Refcounted, pre-serialized outgoing WebSocket text frames shared by every receiver. */
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,6 +10,28 @@
 #include "macro.h"
 
 #define OWN_SUFFIX ", \"own\": true}"
+
+/* RFC 6455 5.2: FIN + text opcode, then a 7-bit, 16-bit or 64-bit length;
+ * a server does not mask. */
+static unsigned frame_write_header(unsigned char *end, size_t len) {
+        if (len < 126) {
+                end[-2] = 0x81;
+                end[-1] = (unsigned char) len;
+                return 2;
+        }
+        if (len <= 0xffff) {
+                end[-4] = 0x81;
+                end[-3] = 126;
+                end[-2] = (unsigned char) (len >> 8);
+                end[-1] = (unsigned char) len;
+                return 4;
+        }
+        end[-10] = 0x81;
+        end[-9] = 127;
+        for (unsigned i = 0; i < 8; i++)
+                end[-1 - (int) i] = (unsigned char) ((uint64_t) len >> (8 * i));
+        return 10;
+}
 
 static int frame_alloc(Frame **ret, size_t len) {
         Frame *f;
@@ -18,6 +41,7 @@ static int frame_alloc(Frame **ret, size_t len) {
                 return -ENOMEM;
         f->n_ref = 1;
         f->len = len;
+        f->header_len = frame_write_header(f->data + LWS_PRE, len);
         f->data[LWS_PRE + len] = 0;
         *ret = f;
         return 0;

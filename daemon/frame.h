@@ -8,8 +8,11 @@
 typedef struct Frame {
         unsigned n_ref;
         size_t len;
-        /* LWS_PRE bytes of headroom that lws_write() may scribble on, then
-         * the payload. Receivers of one broadcast share one Frame. */
+        unsigned header_len;          /* of the WebSocket header that ends the headroom */
+        /* LWS_PRE bytes of headroom, then the payload. Receivers of one
+         * broadcast share one Frame. The headroom ends with the frame's
+         * RFC 6455 header (FIN, text, unmasked length): the very bytes
+         * lws_write() puts there, so both may use it. */
         unsigned char data[];
 } Frame;
 
@@ -25,6 +28,16 @@ Frame *frame_unref(Frame *f);
 
 static inline unsigned char *frame_payload(Frame *f) {
         return f->data + LWS_PRE;
+}
+
+/* Header and payload as they go on the wire, for writing several frames
+ * in one go. */
+static inline const unsigned char *frame_wire(const Frame *f) {
+        return f->data + LWS_PRE - f->header_len;
+}
+
+static inline size_t frame_wire_len(const Frame *f) {
+        return f->header_len + f->len;
 }
 
 static inline void frame_unrefp(Frame **f) {

@@ -6,6 +6,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <systemd/sd-event.h>
+#include <libwebsockets.h>
+
+#include "ws.h"
 
 typedef struct AuthClient AuthClient;
 typedef struct Bus Bus;
@@ -45,6 +48,9 @@ typedef struct Manager {
         uint64_t next_conn_serial;
 
         uint64_t messages_relayed;
+        /* Scratch space for writing several queued frames at once; one
+         * thread, so one buffer serves every connection. */
+        unsigned char write_buffer[LWS_PRE + WS_BATCH_MAX];
         char daemon_id[DAEMON_ID_LEN + 1];   /* random per start; keys this daemon's presence in Redis */
         gid_t admin_gid;              /* (gid_t) -1 when the group does not exist */
 

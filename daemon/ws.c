@@ -135,9 +135,40 @@ static int ws_conn_write_close(Conn *c) {
         return 0;
 }
 
+/* Several queued frames go out in one write: each already carries its
+ * WebSocket header, and lws passes LWS_WRITE_HTTP bytes through unframed.
+ * One send() for a burst instead of one per message, where fan-out to a
+ * busy room queues many. Returns how many frames went, 0 for "write them
+ * one by one", < 0 to close. */
+static int ws_conn_write_batch(Conn *c) {
+        unsigned char *buf = c->manager->write_buffer, *p = buf + LWS_PRE;
+        size_t used = 0;
+        unsigned k = 0;
+
+        while (k < c->queue_len) {
+                Frame *f = c->queue[(c->queue_head + k) % c->queue_allocated];
+
+                if (used + frame_wire_len(f) > WS_BATCH_MAX)
+                        break;
+                memcpy(p + used, frame_wire(f), frame_wire_len(f));
+                used += frame_wire_len(f);
+                k++;
+        }
+        if (k < 2)
+                return 0;
+        if (lws_write(c->wsi, p, used, LWS_WRITE_HTTP) < 0)
+                return -1;
+        for (unsigned i = 0; i < k; i++) {
+                frame_unref(c->queue[c->queue_head]);
+                c->queue_head = (c->queue_head + 1) % c->queue_allocated;
+        }
+        c->queue_len -= k;
+        return (int) k;
+}
+
 int ws_conn_on_writeable(Conn *c) {
         Frame *f;
-        int n;
+        int n = 0;
 
         if (c->queue_len == 0) {
                 if (!c->close_requested)
@@ -145,15 +176,23 @@ int ws_conn_on_writeable(Conn *c) {
                 return ws_conn_write_close(c);
         }
 
-        f = c->queue[c->queue_head];
-        c->queue_head = (c->queue_head + 1) % c->queue_allocated;
-        c->queue_len--;
-        /* lws writes the frame header into the headroom before the payload;
-         * every receiver of a shared frame writes the same bytes there. */
-        n = lws_write(c->wsi, frame_payload(f), f->len, LWS_WRITE_TEXT);
-        frame_unref(f);
-        if (n < 0)
-                return -1;
+        if (c->queue_len > 1) {
+                n = ws_conn_write_batch(c);
+                if (n < 0)
+                        return -1;
+        }
+        if (n == 0) {
+                f = c->queue[c->queue_head];
+                c->queue_head = (c->queue_head + 1) % c->queue_allocated;
+                c->queue_len--;
+                /* lws writes the frame header into the headroom before the
+                 * payload; every receiver of a shared frame writes the same
+                 * bytes there. */
+                n = lws_write(c->wsi, frame_payload(f), f->len, LWS_WRITE_TEXT);
+                frame_unref(f);
+                if (n < 0)
+                        return -1;
+        }
 
         if (c->queue_len > 0 || c->close_requested)
                 lws_callback_on_writable(c->wsi);

@@ -20,6 +20,8 @@ typedef struct Membership Membership;
 /* Commands that arrive before the session is checked wait, this many. */
 #define WS_HELD_COMMANDS_MAX 16
 #define WS_ROOMS_MAX 100
+/* Bytes of queued frames written in one go (one send()). */
+#define WS_BATCH_MAX (16 * 1024)
 
 typedef enum ConnState {
         CONN_VALIDATING,      /* session and staff flag being checked */
