@@ -503,18 +503,39 @@ static char *rooms_json(Manager *m) {
         return protocol_format_rooms(infos, n);
 }
 
+/* The room list changes rarely and goes to every connection that opens:
+ * serialized once per change and shared, not rebuilt per connection. */
+static Frame *rooms_frame(Manager *m) {
+        if (!m->rooms_frame && frame_new_take(&m->rooms_frame, rooms_json(m)) < 0)
+                m->rooms_frame = NULL;
+        return m->rooms_frame;
+}
+
+static void rooms_changed(Manager *m) {
+        m->rooms_frame = frame_unref(m->rooms_frame);
+}
+
 char *chat_rooms_json(Manager *m) {
-        return rooms_json(m);
+        Frame *f = rooms_frame(m);
+
+        return f ? strndup((const char *) frame_payload(f), f->len) : NULL;
 }
 
 void chat_conn_ready(Conn *c) {
-        ws_conn_send_json(c, rooms_json(c->manager));
+        Frame *f = rooms_frame(c->manager);
+
+        if (f)
+                ws_conn_send(c, f);
+        else
+                ws_conn_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
 }
 
 void chat_broadcast_rooms(Manager *m) {
-        _cleanup_(frame_unrefp) Frame *f = NULL;
+        Frame *f;
 
-        if (frame_new_take(&f, rooms_json(m)) < 0)
+        rooms_changed(m);
+        f = rooms_frame(m);
+        if (!f)
                 return;
         for (Conn *c = m->conns; c; c = c->next)
                 if (c->state == CONN_READY)
@@ -541,6 +562,7 @@ static void room_evict(Manager *m, Room *room, LeaveReason reason, bool non_staf
 }
 
 static void chat_remove_room(Manager *m, Room *room) {
+        rooms_changed(m);
         room_evict(m, room, LEAVE_REASON_DELETED, false);
         if (m->bus)
                 (void) bus_emit_room_removed(m->bus, room->id);
@@ -594,6 +616,7 @@ int chat_apply_room(Manager *m, const char *id, const char *title, bool staff_on
         r = room_registry_put(m->rooms, id, title, staff_only, &room);
         if (r < 0)
                 return r;
+        rooms_changed(m);
 
         if (r > 0) {
                 if (m->bus)

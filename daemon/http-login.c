@@ -210,14 +210,26 @@ static void on_login_authenticated(const AuthResult *res, void *userdata) {
         int r;
 
         a->auth = auth_request_cancel(a->auth);
-        if (res->result < 0) {
+        if (res->result == -EACCES || res->result == -EPERM) {
                 log_struct(LOG_NOTICE, 0, MESSAGE_ID_LOGIN_FAILED,
                            LOG_FIELDS({ "USER", a->username }, { "REMOTE_ADDR", a->address }),
                            "Login failed for %s from %s: %s", a->username, a->address,
-                           res->result == -EPERM ? "account not allowed" :
-                           res->result == -EACCES ? "wrong username or password" : strerror(-res->result));
-                return login_fail(a, res->result == -EACCES || res->result == -EPERM ?
-                                  res->fail_delay_usec : AUTH_FAIL_DELAY_USEC);
+                           res->result == -EPERM ? "account not allowed" : "wrong username or password");
+                return login_fail(a, res->fail_delay_usec);
+        }
+        if (res->result < 0) {
+                /* The helper could not say (busy, gone, timed out): that is
+                 * our trouble, not a wrong password, and the user should
+                 * try again rather than doubt their password. */
+                HttpExchange *x;
+
+                log_warning_errno(res->result, "Could not check the password of %s: %m", a->username);
+                x = login_attempt_finish(a);
+                if (x) {
+                        (void) http_exchange_add_header(x, "retry-after:", "1");
+                        (void) http_respond_error(x, 503);
+                }
+                return;
         }
 
         log_struct(LOG_INFO, 0, MESSAGE_ID_LOGIN_OK,

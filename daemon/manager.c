@@ -17,6 +17,7 @@
 #include "bus.h"
 #include "chat.h"
 #include "config.h"
+#include "frame.h"
 #include "listen.h"
 #include "log.h"
 #include "login-limit.h"
@@ -437,6 +438,7 @@ Manager *manager_free(Manager *m) {
         m->auth = auth_client_free(m->auth);
         m->redis = redis_free(m->redis);
         m->rooms = room_registry_free(m->rooms);
+        m->rooms_frame = frame_unref(m->rooms_frame);
         m->login_limiter = login_limiter_free(m->login_limiter);
         m->static_files = static_files_free(m->static_files);
         m->uv = loop_uv_free(m->uv);

@@ -48,6 +48,7 @@ typedef struct Manager {
         uint64_t next_conn_serial;
 
         uint64_t messages_relayed;
+        Frame *rooms_frame;           /* the room list, serialized once per change */
         /* Scratch space for writing several queued frames at once; one
          * thread, so one buffer serves every connection. */
         unsigned char write_buffer[LWS_PRE + WS_BATCH_MAX];

@@ -321,10 +321,13 @@ static void on_conn_staff_checked(const AuthResult *res, void *userdata) {
                         ws_conn_send_error(c, PROTOCOL_ERROR_USER_HAS_TO_LOGIN, NULL);
                         ws_conn_close(c, WS_CLOSE_LOGGED_OUT, "account gone");
                 } else {
+                        /* A busy or unreachable helper says nothing about
+                         * the groups: the flag from login stands. */
                         if (res->result < 0)
                                 log_warning_errno(res->result, "Could not re-check staff membership of %s, "
-                                                  "treating as not staff: %m", c->username);
-                        c->staff = res->result >= 0 && res->staff;
+                                                  "keeping the flag from login: %m", c->username);
+                        else
+                                c->staff = res->staff;
                         ws_conn_become_ready(c);
                 }
         }
