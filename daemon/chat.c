@@ -542,8 +542,8 @@ void chat_broadcast_rooms(Manager *m) {
                         ws_conn_send(c, f);
 }
 
-/* Every local member leaves the room with a reason; staff_only_only limits
- * it to those who may no longer be there. */
+/* Every local member leaves the room with a reason; non_staff_only limits
+ * it to those who may no longer be there (the room became staff-only). */
 static void room_evict(Manager *m, Room *room, LeaveReason reason, bool non_staff_only) {
         for (size_t i = room->n_members; i > 0; i--) {
                 Membership *mb = room->members[i - 1];

@@ -76,10 +76,6 @@ static inline int fd_nonblock(int fd) {
         return fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ? -errno : 0;
 }
 
-static inline int negative_errno(void) {
-        return errno > 0 ? -errno : -EIO;
-}
-
 static inline void *mfree(void *p) {
         free(p);
         return NULL;

@@ -22,7 +22,3 @@ bool web_is_tls(const Web *w);
 unsigned web_peer_count(const Web *w);
 /* Shutdown: lets requests under way finish, and idle connections go. */
 void web_drain(Web *w);
-
-static inline void web_freep(Web **w) {
-        web_free(*w);
-}
