@@ -382,6 +382,30 @@ out:
         chat_request_free(req);
 }
 
+/* Past capacity, new messages are refused rather than delivered ever
+ * later: the newest messages we relay tell how far behind we are. */
+static bool chat_overloaded(Manager *m) {
+        uint64_t now = 0;
+        int k;
+
+        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
+        k = overload_update(&m->overload, m->config->overload_lag_usec, now);
+        if (k > 0)
+                log_warning("Relaying messages %.1f s late; refusing new ones until caught up.",
+                            (double) m->overload.lag_usec / USEC_PER_SEC);
+        else if (k < 0)
+                log_info("Caught up with relaying messages; accepting new ones again.");
+        return m->overload.active;
+}
+
+static void note_message_lag(Manager *m, const char *id) {
+        uint64_t rt = 0, mono = 0;
+
+        (void) sd_event_now(m->event, CLOCK_REALTIME, &rt);
+        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &mono);
+        overload_note_message(&m->overload, message_id_ms(id), rt, mono);
+}
+
 static bool conn_in_room(Conn *c, const Command *cmd) {
         if (conn_find_membership(c, cmd->room))
                 return true;
@@ -397,6 +421,8 @@ static void chat_send(Conn *c, const Command *cmd) {
 
         if (!conn_in_room(c, cmd))
                 return;
+        if (cmd->type == COMMAND_SEND && chat_overloaded(m))
+                return send_error(c, PROTOCOL_ERROR_RATE_LIMITED, cmd);
         req = chat_request_new(c, cmd);
         if (!req)
                 return send_error(c, PROTOCOL_ERROR_UNAVAILABLE, cmd);
@@ -455,6 +481,8 @@ static void chat_typing(Conn *c, const Command *cmd) {
 
         if (!conn_in_room(c, cmd))
                 return;
+        if (chat_overloaded(c->manager))
+                return send_error(c, PROTOCOL_ERROR_RATE_LIMITED, cmd);
         a = json_pack("[ss]", "t", c->username);
         payload = a ? json_dumps(a, JSON_COMPACT) : NULL;
         json_decref(a);
@@ -800,9 +828,12 @@ static void on_room_event(Manager *m, Room *room, json_t *ev) {
 
         if (!kind)
                 return;
-        if ((streq(kind, "m") || streq(kind, "e")) && json_is_string(a1) && json_is_string(a2) && json_is_string(a3))
+        if ((streq(kind, "m") || streq(kind, "e")) && json_is_string(a1) && json_is_string(a2) && json_is_string(a3)) {
+                /* Only new messages: an edit keeps its message's old id. */
+                if (streq(kind, "m"))
+                        note_message_lag(m, json_string_value(a1));
                 chat_deliver_message(m, room, kind, json_string_value(a1), json_string_value(a2), json_string_value(a3));
-        else if (streq(kind, "d") && json_is_string(a1))
+        } else if (streq(kind, "d") && json_is_string(a1))
                 room_fan_out_json(m, room, protocol_format_deleted(room->id, json_string_value(a1)), NULL, NULL, NULL);
         else if (streq(kind, "n") && json_is_integer(a1) && notice_level_valid(json_integer_value(a1)) && json_is_string(a2))
                 room_fan_out_json(m, room, protocol_format_notice((MessageType) json_integer_value(a1), room->id,
@@ -955,9 +986,33 @@ static void on_reap_reply(Redis *r, const redisReply *reply, void *userdata) {
                          reply->integer);
 }
 
+static uint64_t realtime_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+static void on_time_reply(Redis *r, const redisReply *reply, void *userdata) {
+        Manager *m = userdata;
+        uint64_t sec, usec;
+
+        if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+            reply->element[0]->type != REDIS_REPLY_STRING || reply->element[1]->type != REDIS_REPLY_STRING)
+                return;
+        sec = strtoull(reply->element[0]->str, NULL, 10);
+        usec = strtoull(reply->element[1]->str, NULL, 10);
+        if (sec > UINT64_MAX / USEC_PER_SEC - 1 || usec >= USEC_PER_SEC)
+                return;
+        overload_clock_sample(&m->overload, m->time_asked_usec, sec * USEC_PER_SEC + usec, realtime_usec());
+}
+
 void chat_heartbeat(Manager *m) {
         if (!redis_is_connected(m->redis))
                 return;
+        /* Redis's clock stamps message ids; lags are measured against it. */
+        m->time_asked_usec = realtime_usec();
+        (void) redis_command(m->redis, on_time_reply, m, "TIME");
         (void) store_heartbeat(m->redis, m->daemon_id);
         (void) store_reap(m->redis, NULL, on_reap_reply, NULL);
 }

@@ -451,12 +451,30 @@ int config_parse_timespan(const char *s, uint64_t *ret_usec) {
         return 0;
 }
 
+/* A bound in its largest whole unit: "366d", "1h", "10ms". */
+static const char *format_timespan_bound(char *buf, size_t size, uint64_t usec) {
+        static const struct { const char *unit; uint64_t usec; } units[] = {
+                { "d", USEC_PER_DAY }, { "h", USEC_PER_HOUR }, { "min", USEC_PER_MINUTE }, { "s", USEC_PER_SEC },
+                { "ms", USEC_PER_MSEC },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(units); i++)
+                if (usec >= units[i].usec && usec % units[i].usec == 0) {
+                        snprintf(buf, size, "%" PRIu64 "%s", usec / units[i].usec, units[i].unit);
+                        return buf;
+                }
+        snprintf(buf, size, "%" PRIu64 "us", usec);
+        return buf;
+}
+
 static int parse_timespan(const ConfigOption *o, const char *value, void *field, char *reason) {
+        char lo[32], hi[32];
         uint64_t v = 0;
 
         if (config_parse_timespan(value, &v) < 0 || v < o->min || v > o->max)
-                return reasonf(reason, "expected a time span from %" PRIu64 "s to %" PRIu64 "d, e.g. 90s, 30min, 12h, 7d",
-                               o->min / USEC_PER_SEC, o->max / USEC_PER_DAY);
+                return reasonf(reason, "expected a time span from %s to %s, e.g. 90s, 30min, 12h, 7d",
+                               format_timespan_bound(lo, sizeof lo, o->min),
+                               format_timespan_bound(hi, sizeof hi, o->max));
         *(uint64_t *) field = v;
         return 0;
 }
@@ -509,6 +527,10 @@ static const ConfigOption config_options[] = {
           parse_timespan, FIELD(session_idle_usec), USEC_PER_SEC, 366 * USEC_PER_DAY },
         { "session-max", "TIME", "No session lives longer than this",
           parse_timespan, FIELD(session_max_usec), USEC_PER_SEC, 366 * USEC_PER_DAY },
+        { "overload-lag", "TIME", "Refuse new messages while relaying them this late",
+          parse_timespan, FIELD(overload_lag_usec), 10 * USEC_PER_MSEC, USEC_PER_HOUR },
+        { "keepalive", "TIME", "Ping a quiet WebSocket after this; drop it when as long again passes unanswered",
+          parse_timespan, FIELD(keepalive_usec), USEC_PER_SEC, USEC_PER_HOUR },
         { "max-connections", "N", "WebSocket connections on this daemon",
           parse_unsigned, FIELD(max_connections), 1, 10000000 },
         { "send-queue-frames", "N", "Frames queued for a slow client before it is dropped",
@@ -556,6 +578,8 @@ int config_new(Config **ret) {
                 .history_on_join = 50,
                 .session_idle_usec = 12 * USEC_PER_HOUR,
                 .session_max_usec = 7 * USEC_PER_DAY,
+                .overload_lag_usec = 250 * USEC_PER_MSEC,
+                .keepalive_usec = 30 * USEC_PER_SEC,
                 .max_connections = 200000,
                 .send_queue_frames = 1024,
                 .login_attempts = 10,

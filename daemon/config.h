@@ -38,6 +38,8 @@ typedef struct Config {
         unsigned history_on_join;   /* messages replayed to a joiner; <= history_size */
         uint64_t session_idle_usec; /* a session unused this long expires */
         uint64_t session_max_usec;  /* no session lives longer; >= session_idle_usec */
+        uint64_t overload_lag_usec; /* refuse new messages while relaying them this late */
+        uint64_t keepalive_usec;    /* ping a WebSocket quiet this long; drop it after as long again */
         unsigned max_connections;   /* WebSocket connections on this daemon */
         unsigned send_queue_frames; /* per-connection bounded outgoing queue */
         unsigned login_attempts;    /* per address and per username per minute */

@@ -11,29 +11,34 @@
 
 #define OWN_SUFFIX ", \"own\": true}"
 
-/* RFC 6455 5.2: FIN + text opcode, then a 7-bit, 16-bit or 64-bit length;
+#define OPCODE_TEXT 0x1
+#define OPCODE_PING 0x9
+
+/* RFC 6455 5.2: FIN + opcode, then a 7-bit, 16-bit or 64-bit length;
  * a server does not mask. */
-static unsigned frame_write_header(unsigned char *end, size_t len) {
+static unsigned frame_write_header(unsigned char *end, unsigned opcode, size_t len) {
+        unsigned char first = (unsigned char) (0x80 | opcode);
+
         if (len < 126) {
-                end[-2] = 0x81;
+                end[-2] = first;
                 end[-1] = (unsigned char) len;
                 return 2;
         }
         if (len <= 0xffff) {
-                end[-4] = 0x81;
+                end[-4] = first;
                 end[-3] = 126;
                 end[-2] = (unsigned char) (len >> 8);
                 end[-1] = (unsigned char) len;
                 return 4;
         }
-        end[-10] = 0x81;
+        end[-10] = first;
         end[-9] = 127;
         for (unsigned i = 0; i < 8; i++)
                 end[-1 - (int) i] = (unsigned char) ((uint64_t) len >> (8 * i));
         return 10;
 }
 
-static int frame_alloc(Frame **ret, size_t len) {
+static int frame_alloc_opcode(Frame **ret, unsigned opcode, size_t len) {
         Frame *f;
 
         f = malloc(sizeof *f + LWS_PRE + len + 1);
@@ -41,8 +46,28 @@ static int frame_alloc(Frame **ret, size_t len) {
                 return -ENOMEM;
         f->n_ref = 1;
         f->len = len;
-        f->header_len = frame_write_header(f->data + LWS_PRE, len);
+        f->header_len = frame_write_header(f->data + LWS_PRE, opcode, len);
         f->data[LWS_PRE + len] = 0;
+        *ret = f;
+        return 0;
+}
+
+static int frame_alloc(Frame **ret, size_t len) {
+        return frame_alloc_opcode(ret, OPCODE_TEXT, len);
+}
+
+/* The pong echoes the payload (RFC 6455 5.5.3); lws 4.1 tells us of a
+ * pong only when it has one. */
+#define PING_PAYLOAD "mc"
+
+int frame_new_ping(Frame **ret) {
+        Frame *f;
+        int r;
+
+        r = frame_alloc_opcode(&f, OPCODE_PING, strlen(PING_PAYLOAD));
+        if (r < 0)
+                return r;
+        memcpy(frame_payload(f), PING_PAYLOAD, strlen(PING_PAYLOAD));
         *ret = f;
         return 0;
 }

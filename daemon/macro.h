@@ -23,6 +23,7 @@
 #ifndef MAX
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 #endif
+#define CLAMP(x, lo, hi) MIN(MAX((x), (lo)), (hi))
 
 /* Takes ownership: returns the pointer and clears the variable, so a cleanup
  * attribute on it no longer frees what was handed on. */

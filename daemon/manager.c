@@ -120,6 +120,26 @@ static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
 
+/* A sweep over all connections: cheap next to their traffic (tens of ns
+ * each), and no per-connection timers to keep sorted. Often enough that
+ * nobody is pinged or dropped much later than keepalive says. */
+static uint64_t keepalive_sweep_usec(const Manager *m) {
+        return CLAMP(m->config->keepalive_usec / 4, 250 * 1000ULL, STATUS_INTERVAL_USEC);
+}
+
+static int on_keepalive_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        ws_keepalive(m, usec);
+        (void) sd_event_source_set_time(s, usec + keepalive_sweep_usec(m));
+        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+}
+
+static int on_write_scheduled(sd_event_source *s, void *userdata) {
+        ws_write_scheduled(userdata);
+        return 0;
+}
+
 static void manager_finish_stop(Manager *m) {
         (void) sd_event_exit(m->event, m->exit_code);
 }
@@ -359,8 +379,16 @@ int manager_new(Manager **ret, Config *config, int argc, char *argv[]) {
         r = room_registry_new(&m->rooms);
         if (r >= 0)
                 r = login_limiter_new(&m->login_limiter, config->login_attempts);
+        if (r >= 0)
+                r = frame_new_ping(&m->ping_frame);
         if (r < 0)
                 return log_oom();
+
+        r = sd_event_add_defer(m->event, &m->write_source, on_write_scheduled, m);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(m->write_source, SD_EVENT_OFF);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up writing: %m");
 
         r = loop_uv_new(&m->uv, m->event);
         if (r < 0)
@@ -410,8 +438,11 @@ int manager_start(Manager *m) {
 
         r = sd_event_add_time_relative(m->event, &m->status_timer, CLOCK_MONOTONIC, STATUS_INTERVAL_USEC,
                                        USEC_PER_SEC, on_status_timer, m);
+        if (r >= 0)
+                r = sd_event_add_time_relative(m->event, &m->keepalive_timer, CLOCK_MONOTONIC,
+                                               keepalive_sweep_usec(m), 0, on_keepalive_timer, m);
         if (r < 0)
-                return log_error_errno(r, "Failed to start the status timer: %m");
+                return log_error_errno(r, "Failed to start the timers: %m");
 
         r = redis_subscribe(m->redis, "mc:events");
         if (r < 0)
@@ -433,6 +464,9 @@ Manager *manager_free(Manager *m) {
 
         /* Connections first: they reach into rooms, Redis and the bus. */
         m->web = web_free(m->web);
+        ws_write_scheduled(m);          /* only drops references: every connection is closed */
+        m->write_source = sd_event_source_disable_unref(m->write_source);
+        m->ping_frame = frame_unref(m->ping_frame);
         m->listener = listener_free(m->listener);
         m->bus = bus_free(m->bus);
         m->auth = auth_client_free(m->auth);
@@ -443,6 +477,7 @@ Manager *manager_free(Manager *m) {
         m->static_files = static_files_free(m->static_files);
         m->uv = loop_uv_free(m->uv);
         sd_event_source_disable_unref(m->status_timer);
+        sd_event_source_disable_unref(m->keepalive_timer);
         sd_event_source_disable_unref(m->shutdown_timer);
         sd_event_unref(m->event);
         strv_free(m->auth_helper_args);

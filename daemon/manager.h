@@ -8,6 +8,7 @@
 #include <systemd/sd-event.h>
 #include <libwebsockets.h>
 
+#include "overload.h"
 #include "ws.h"
 
 typedef struct AuthClient AuthClient;
@@ -45,7 +46,15 @@ typedef struct Manager {
         /* Every live WebSocket connection, newest first. */
         Conn *conns;
         unsigned n_conns;
-        uint64_t next_conn_serial;
+
+        /* Connections that got frames this loop iteration; written by
+         * write_source at its end. Each holds a reference. */
+        Conn *write_list;
+        sd_event_source *write_source;
+        Frame *ping_frame;
+
+        Overload overload;
+        uint64_t time_asked_usec;     /* CLOCK_REALTIME, when TIME was sent to Redis */
 
         uint64_t messages_relayed;
         Frame *rooms_frame;           /* the room list, serialized once per change */
@@ -65,6 +74,7 @@ typedef struct Manager {
         int exit_code;
 
         sd_event_source *status_timer;
+        sd_event_source *keepalive_timer;
         sd_event_source *shutdown_timer;
         uint64_t last_heartbeat_usec;
 } Manager;

@@ -188,6 +188,8 @@ static void assert_defaults(const Config *c) {
         ASSERT_INT_EQ(c->history_on_join, 50);
         ASSERT_TRUE(c->session_idle_usec == 12 * USEC_PER_HOUR);
         ASSERT_TRUE(c->session_max_usec == 7 * USEC_PER_DAY);
+        ASSERT_TRUE(c->keepalive_usec == 30 * USEC_PER_SEC);
+        ASSERT_TRUE(c->overload_lag_usec == 250 * USEC_PER_MSEC);
         ASSERT_INT_EQ(c->max_connections, 200000);
         ASSERT_INT_EQ(c->send_queue_frames, 1024);
         ASSERT_INT_EQ(c->login_attempts, 10);
@@ -246,6 +248,8 @@ static void test_every_key(void) {
                    "history-on-join = 7 ; inline comment\n"
                    "session-idle = 30min\n"
                    "session-max = 1d 12h\n"
+                   "keepalive = 45s\n"
+                   "overload-lag = 100ms\n"
                    "max-connections = 9\n"
                    "send-queue-frames = 10\n"
                    "login-attempts = 11\n"
@@ -279,6 +283,8 @@ static void test_every_key(void) {
         ASSERT_INT_EQ(c->history_on_join, 7);
         ASSERT_TRUE(c->session_idle_usec == 30 * USEC_PER_MINUTE);
         ASSERT_TRUE(c->session_max_usec == 36 * USEC_PER_HOUR);
+        ASSERT_TRUE(c->keepalive_usec == 45 * USEC_PER_SEC);
+        ASSERT_TRUE(c->overload_lag_usec == 100 * USEC_PER_MSEC);
         ASSERT_INT_EQ(c->max_connections, 9);
         ASSERT_INT_EQ(c->send_queue_frames, 10);
         ASSERT_INT_EQ(c->login_attempts, 11);
@@ -481,6 +487,9 @@ static void test_file_errors(void) {
                 { "session-idle", "0", "expected a time span from 1s to 366d" },
                 { "session-idle", "12 parsecs", "expected a time span" },
                 { "session-max", "400d", "expected a time span" },
+                { "keepalive", "2h", "expected a time span from 1s to 1h" },
+                { "keepalive", "500ms", "expected a time span from 1s to 1h" },
+                { "overload-lag", "5ms", "expected a time span from 10ms to 1h" },
                 { "tls-key", "key.pem", "expected an absolute path" },
                 { "log-level", "loud", "expected emerg, alert" },
         };

@@ -23,11 +23,12 @@ static void test_new(void) {
         ASSERT_TRUE(memcmp(frame_payload(f), payload, f->len) == 0);
         /* NUL-terminated for free, so it can be logged or parsed as a string. */
         ASSERT_INT_EQ(frame_payload(f)[f->len], 0);
-        /* The payload sits exactly LWS_PRE bytes in; lws_write() may write
-         * its header into the headroom without harm. */
+        /* The payload sits exactly LWS_PRE bytes in, its RFC 6455 header
+         * (FIN + text, 7-bit length) right before it. */
         ASSERT_TRUE(frame_payload(f) == f->data + LWS_PRE);
-        memset(f->data, 0xAA, LWS_PRE);
-        ASSERT_TRUE(memcmp(frame_payload(f), payload, f->len) == 0);
+        ASSERT_INT_EQ(frame_wire_len(f), 2 + strlen(payload));
+        ASSERT_INT_EQ(frame_wire(f)[0], 0x81);
+        ASSERT_INT_EQ(frame_wire(f)[1], strlen(payload));
         f = frame_unref(f);
         ASSERT_NULL(f);
 
@@ -53,6 +54,19 @@ static void test_new(void) {
                 ASSERT_OK(frame_new(&f, big, n));
                 ASSERT_INT_EQ(f->len, n);
                 ASSERT_TRUE(memcmp(frame_payload(f), big, n) == 0);
+                /* 64-bit length: 127, then 0x0000000000100000. */
+                ASSERT_INT_EQ(frame_wire_len(f), 10 + n);
+                ASSERT_INT_EQ(frame_wire(f)[1], 127);
+                ASSERT_INT_EQ(frame_wire(f)[7], 0x10);
+                ASSERT_INT_EQ(frame_wire(f)[9], 0);
+                frame_unref(f);
+
+                /* 16-bit length: 126, then 0x012c. */
+                ASSERT_OK(frame_new(&f, big, 300));
+                ASSERT_INT_EQ(frame_wire_len(f), 4 + 300);
+                ASSERT_INT_EQ(frame_wire(f)[1], 126);
+                ASSERT_INT_EQ(frame_wire(f)[2], 0x01);
+                ASSERT_INT_EQ(frame_wire(f)[3], 0x2c);
                 frame_unref(f);
         }
 }
@@ -180,8 +194,22 @@ static void test_own(void) {
         ASSERT_NULL(o);
 }
 
+static void test_ping(void) {
+        Frame *f = NULL;
+
+        ASSERT_OK(frame_new_ping(&f));
+        /* FIN + opcode 9, unmasked, a payload (lws reports only pongs
+         * that have one), at most 125 bytes (RFC 6455 5.5). */
+        ASSERT_INT_EQ(frame_wire(f)[0], 0x89);
+        ASSERT_TRUE(f->len > 0 && f->len <= 125);
+        ASSERT_INT_EQ(frame_wire(f)[1], f->len);
+        ASSERT_INT_EQ(frame_wire_len(f), 2 + f->len);
+        frame_unref(f);
+}
+
 int main(void) {
         test_new();
+        test_ping();
         test_take();
         test_refs();
         test_own();

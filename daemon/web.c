@@ -21,8 +21,10 @@
 #include "ws.h"
 
 /* lws hands WebSocket messages over in pieces of this size; we reassemble.
- * Small pieces keep idle connections at ~2 KB (measured, FACTS.md). */
-#define WEB_RX_BUFFER 512
+ * lws keeps a buffer of this size per connection, so it is most of what an
+ * idle connection costs beyond lws's own state (tests/bench/README.md);
+ * 128 still takes any control frame (at most 125 bytes) whole. */
+#define WEB_RX_BUFFER 128
 
 /* One accepted connection, HTTP or WebSocket, from adoption until lws
  * destroys it: a shutdown waits for all of them, not only WebSockets. */
@@ -243,6 +245,11 @@ static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason, void 
         case LWS_CALLBACK_RECEIVE:
                 return ws->conn ? ws_conn_on_receive(ws->conn, in, len) : -1;
 
+        case LWS_CALLBACK_RECEIVE_PONG:
+                if (ws->conn)
+                        ws_conn_on_pong(ws->conn);
+                return 0;
+
         case LWS_CALLBACK_SERVER_WRITEABLE:
                 return ws->conn ? ws_conn_on_writeable(ws->conn) : -1;
 
@@ -268,15 +275,20 @@ static const struct lws_protocols web_protocols[] = {
                 .callback = on_lws_event,
                 .per_session_data_size = sizeof(WebSession),
                 .rx_buffer_size = WEB_RX_BUFFER,
+                /* lws sends at most this much per send() (rx_buffer_size
+                 * otherwise): a batch of queued frames, a page. */
+                .tx_packet_size = WS_BATCH_MAX,
         },
         { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
-/* Pings idle WebSockets and hangs up on peers that stopped answering, so a
- * crashed client leaves its rooms. */
+/* No lws keep-alive: lws 4.1 keeps each connection's validity timer in
+ * one sorted list, inserted into from the head on every received frame,
+ * which made it most of the daemon's CPU above ~14k connections. The
+ * connections' owner pings instead (ws_keepalive). */
 static const lws_retry_bo_t web_idle_policy = {
-        .secs_since_valid_ping = 30,
-        .secs_since_valid_hangup = 70,
+        .secs_since_valid_ping = 0,
+        .secs_since_valid_hangup = 0,
 };
 
 int web_new(Web **ret, Manager *m) {

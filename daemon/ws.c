@@ -35,7 +35,8 @@ static void ws_conn_send_error(Conn *c, ProtocolError e, const char *ref) {
 
 static void ws_conn_drop_held(Conn *c) {
         for (unsigned i = 0; i < c->n_held; i++)
-                free(c->held[i]);
+                free(c->held[i].data);
+        c->held = mfree(c->held);
         c->n_held = 0;
 }
 
@@ -68,8 +69,22 @@ void ws_conn_close(Conn *c, uint16_t code, const char *reason) {
                 return;
         c->close_requested = true;
         c->close_code = code;
-        snprintf(c->close_reason, sizeof c->close_reason, "%s", reason ?: "");
+        c->close_reason = reason ?: "";
         lws_callback_on_writable(c->wsi);
+}
+
+/* The write happens at the end of this loop iteration (ws_write_scheduled),
+ * not now: more frames for the same connection may follow from the same
+ * Redis read, and they should share one send(). */
+static void ws_conn_schedule_write(Conn *c) {
+        Manager *m = c->manager;
+
+        if (c->write_scheduled)
+                return;
+        c->write_scheduled = true;
+        c->write_next = m->write_list;
+        m->write_list = ws_conn_ref(c);
+        (void) sd_event_source_set_enabled(m->write_source, SD_EVENT_ONESHOT);
 }
 
 void ws_conn_send(Conn *c, Frame *f) {
@@ -100,7 +115,7 @@ void ws_conn_send(Conn *c, Frame *f) {
         }
         c->queue[(c->queue_head + c->queue_len) % c->queue_allocated] = frame_ref(f);
         if (c->queue_len++ == 0)
-                lws_callback_on_writable(c->wsi);
+                ws_conn_schedule_write(c);
 }
 
 void ws_conn_send_json(Conn *c, char *json) {
@@ -120,8 +135,8 @@ void ws_conn_send_json(Conn *c, char *json) {
 #define WS_LWS_WRITE_CLOSE 4
 
 static int ws_conn_write_close(Conn *c) {
-        unsigned char buf[LWS_PRE + 2 + sizeof c->close_reason];
-        size_t n = strlen(c->close_reason);
+        unsigned char buf[LWS_PRE + 2 + 123];   /* a close frame's payload is at most 125 bytes */
+        size_t n = MIN(strlen(c->close_reason), (size_t) 123);
 
         if (c->close_sent)
                 return -1;
@@ -135,68 +150,85 @@ static int ws_conn_write_close(Conn *c) {
         return 0;
 }
 
-/* Several queued frames go out in one write: each already carries its
- * WebSocket header, and lws passes LWS_WRITE_HTTP bytes through unframed.
- * One send() for a burst instead of one per message, where fan-out to a
- * busy room queues many. Returns how many frames went, 0 for "write them
- * one by one", < 0 to close. */
-static int ws_conn_write_batch(Conn *c) {
-        unsigned char *buf = c->manager->write_buffer, *p = buf + LWS_PRE;
-        size_t used = 0;
-        unsigned k = 0;
+/* Writes queued frames until the queue is empty or the socket takes no
+ * more. Every frame carries its own WebSocket header, so frames go out as
+ * raw bytes (LWS_WRITE_HTTP passes them through), several in one send()
+ * where they queued up. A short send leaves the rest with lws, which
+ * finishes it when the socket is writable before anything else goes out;
+ * only then do we ask for POLLOUT, so a connection that keeps up costs no
+ * poll changes. */
+static int ws_conn_write_queued(Conn *c) {
+        while (c->queue_len > 0 && !lws_partial_buffered(c->wsi)) {
+                Frame *f = c->queue[c->queue_head];
+                unsigned char *p = (unsigned char *) frame_wire(f);
+                size_t used = frame_wire_len(f);
+                unsigned k = 1;
 
-        while (k < c->queue_len) {
-                Frame *f = c->queue[(c->queue_head + k) % c->queue_allocated];
+                while (k < c->queue_len) {
+                        Frame *g = c->queue[(c->queue_head + k) % c->queue_allocated];
 
-                if (used + frame_wire_len(f) > WS_BATCH_MAX)
-                        break;
-                memcpy(p + used, frame_wire(f), frame_wire_len(f));
-                used += frame_wire_len(f);
-                k++;
-        }
-        if (k < 2)
-                return 0;
-        if (lws_write(c->wsi, p, used, LWS_WRITE_HTTP) < 0)
-                return -1;
-        for (unsigned i = 0; i < k; i++) {
-                frame_unref(c->queue[c->queue_head]);
-                c->queue_head = (c->queue_head + 1) % c->queue_allocated;
-        }
-        c->queue_len -= k;
-        return (int) k;
-}
-
-int ws_conn_on_writeable(Conn *c) {
-        Frame *f;
-        int n = 0;
-
-        if (c->queue_len == 0) {
-                if (!c->close_requested)
-                        return 0;
-                return ws_conn_write_close(c);
-        }
-
-        if (c->queue_len > 1) {
-                n = ws_conn_write_batch(c);
-                if (n < 0)
+                        if (used + frame_wire_len(g) > WS_BATCH_MAX)
+                                break;
+                        if (k == 1) {
+                                p = c->manager->write_buffer;
+                                memcpy(p, frame_wire(f), frame_wire_len(f));
+                        }
+                        memcpy(p + used, frame_wire(g), frame_wire_len(g));
+                        used += frame_wire_len(g);
+                        k++;
+                }
+                if (lws_write(c->wsi, p, used, LWS_WRITE_HTTP) < 0)
                         return -1;
+                for (unsigned i = 0; i < k; i++) {
+                        frame_unref(c->queue[c->queue_head]);
+                        c->queue_head = (c->queue_head + 1) % c->queue_allocated;
+                }
+                c->queue_len -= k;
         }
-        if (n == 0) {
-                f = c->queue[c->queue_head];
-                c->queue_head = (c->queue_head + 1) % c->queue_allocated;
-                c->queue_len--;
-                /* lws writes the frame header into the headroom before the
-                 * payload; every receiver of a shared frame writes the same
-                 * bytes there. */
-                n = lws_write(c->wsi, frame_payload(f), f->len, LWS_WRITE_TEXT);
-                frame_unref(f);
-                if (n < 0)
-                        return -1;
-        }
-
         if (c->queue_len > 0 || c->close_requested)
                 lws_callback_on_writable(c->wsi);
         return 0;
+}
+
+int ws_conn_on_writeable(Conn *c) {
+        if (ws_conn_write_queued(c) < 0)
+                return -1;
+        if (c->queue_len == 0 && c->close_requested && !lws_partial_buffered(c->wsi))
+                return ws_conn_write_close(c);
+        return 0;
+}
+
+void ws_write_scheduled(Manager *m) {
+        Conn *list = TAKE_PTR(m->write_list);
+
+        while (list) {
+                Conn *c = list;
+
+                list = c->write_next;
+                c->write_next = NULL;
+                c->write_scheduled = false;
+                /* A failed send means a dead socket: lws finds out and
+                 * closes it on its next look at it. */
+                if (c->state != CONN_CLOSED && ws_conn_write_queued(c) < 0)
+                        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+                ws_conn_unref(c);
+        }
+}
+
+void ws_keepalive(Manager *m, uint64_t now) {
+        uint64_t quiet = m->config->keepalive_usec;
+
+        for (Conn *c = m->conns; c; c = c->next) {
+                if (c->state == CONN_CLOSED)
+                        continue;
+                if (now >= c->last_rx_usec + 2 * quiet) {
+                        log_debug("Dropping connection of %s from %s: no answer to pings.", c->username, c->peer);
+                        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+                } else if (now >= c->last_rx_usec + quiet && !c->ping_sent && ws_conn_is_open(c)) {
+                        c->ping_sent = true;
+                        ws_conn_send(c, m->ping_frame);
+                }
+        }
 }
 
 /* Token bucket: rate_limit commands per second, bursts of rate_burst. */
@@ -250,13 +282,21 @@ static void ws_conn_hold(Conn *c, const char *data, size_t len) {
                 ws_conn_send_error(c, PROTOCOL_ERROR_RATE_LIMITED, NULL);
                 return;
         }
+        if (!c->held) {
+                c->held = calloc(WS_HELD_COMMANDS_MAX, sizeof *c->held);
+                if (!c->held) {
+                        ws_conn_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+                        return;
+                }
+        }
         copy = malloc(len + 1);
-        if (!copy)
+        if (!copy) {
+                ws_conn_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
                 return;
+        }
         memcpy(copy, data, len);
         copy[len] = 0;
-        c->held[c->n_held] = copy;
-        c->held_len[c->n_held++] = len;
+        c->held[c->n_held++] = (HeldCommand) { copy, len };
 }
 
 static size_t ws_conn_rx_limit(Conn *c) {
@@ -264,14 +304,47 @@ static size_t ws_conn_rx_limit(Conn *c) {
         return MIN(c->manager->config->max_message_bytes * 6 + 4096, (size_t) PROTOCOL_COMMAND_MAX);
 }
 
+static void ws_conn_heard_from(Conn *c) {
+        (void) sd_event_now(c->manager->event, CLOCK_MONOTONIC, &c->last_rx_usec);
+        c->ping_sent = false;
+}
+
+void ws_conn_on_pong(Conn *c) {
+        ws_conn_heard_from(c);
+}
+
+static void ws_conn_on_message(Conn *c, const char *data, size_t len) {
+        if (!ws_conn_is_open(c))
+                return;
+        if (c->rx_binary)
+                ws_conn_send_error(c, PROTOCOL_ERROR_BAD_REQUEST, NULL);
+        else if (c->state == CONN_VALIDATING)
+                ws_conn_hold(c, data, len);
+        else
+                ws_conn_dispatch(c, data, len);
+}
+
+/* A message that arrives in one piece (most commands) is handled straight
+ * from lws's buffer; longer ones are put together in c->rx, which is given
+ * back after each message, so an idle connection holds none. */
 int ws_conn_on_receive(Conn *c, const void *in, size_t len) {
         struct lws *wsi = c->wsi;
+        bool complete;
         char *b;
 
+        ws_conn_heard_from(c);
+
         if (lws_is_first_fragment(wsi)) {
+                c->rx = mfree(c->rx);
                 c->rx_len = 0;
                 c->rx_binary = lws_frame_is_binary(wsi);
         }
+        complete = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
+        if (complete && c->rx_len == 0) {
+                ws_conn_on_message(c, in, len);
+                return 0;
+        }
+
         if (c->rx_len + len > ws_conn_rx_limit(c)) {
                 lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *) "too large", 9);
                 return -1;
@@ -283,22 +356,11 @@ int ws_conn_on_receive(Conn *c, const void *in, size_t len) {
         memcpy(c->rx + c->rx_len, in, len);
         c->rx_len += len;
         c->rx[c->rx_len] = 0;
-
-        if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0)
+        if (!complete)
                 return 0;
 
-        if (!ws_conn_is_open(c))
-                return 0;
-        if (c->rx_binary)
-                ws_conn_send_error(c, PROTOCOL_ERROR_BAD_REQUEST, NULL);
-        else if (c->state == CONN_VALIDATING)
-                ws_conn_hold(c, c->rx, c->rx_len);
-        else
-                ws_conn_dispatch(c, c->rx, c->rx_len);
-
-        /* Keep a small buffer; give back the memory of big messages. */
-        if (c->rx_len > 4096)
-                c->rx = mfree(c->rx);
+        ws_conn_on_message(c, c->rx, c->rx_len);
+        c->rx = mfree(c->rx);
         c->rx_len = 0;
         return 0;
 }
@@ -308,7 +370,7 @@ static void ws_conn_become_ready(Conn *c) {
         log_debug("WebSocket of %s from %s ready (staff: %s).", c->username, c->peer, c->staff ? "yes" : "no");
         chat_conn_ready(c);
         for (unsigned i = 0; i < c->n_held && ws_conn_is_open(c); i++)
-                ws_conn_dispatch(c, c->held[i], c->held_len[i]);
+                ws_conn_dispatch(c, c->held[i].data, c->held[i].len);
         ws_conn_drop_held(c);
 }
 
@@ -379,13 +441,13 @@ int ws_conn_new(Conn **ret, Manager *m, struct lws *wsi, const char *session_id,
         c->n_ref = 1;
         c->manager = m;
         c->wsi = wsi;
-        c->serial = ++m->next_conn_serial;
         c->state = CONN_VALIDATING;
         strcpy(c->session_id, session_id);
         snprintf(c->peer, sizeof c->peer, "%s", peer);
         c->since_usec = now_usec(CLOCK_REALTIME);
         c->tokens = m->config->rate_burst;
         c->tokens_usec = now_usec(CLOCK_MONOTONIC);
+        ws_conn_heard_from(c);
 
         r = session_lookup(m->redis, session_id, m->config->session_idle_usec, m->config->session_max_usec,
                            on_conn_session, ws_conn_ref(c), (SessionRequest **) &c->pending_session);

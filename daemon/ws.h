@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include "frame.h"
+#include "session.h"
 
 struct lws;
 typedef struct Manager Manager;
@@ -23,6 +24,7 @@ typedef struct Membership Membership;
 /* Bytes of queued frames written in one go (one send()). */
 #define WS_BATCH_MAX (16 * 1024)
 
+
 typedef enum ConnState {
         CONN_VALIDATING,      /* session and staff flag being checked */
         CONN_READY,
@@ -31,42 +33,48 @@ typedef enum ConnState {
 
 typedef struct Conn Conn;
 
+/* A command that arrived before the session was checked. */
+typedef struct HeldCommand {
+        char *data;
+        size_t len;
+} HeldCommand;
+
 struct Conn {
         unsigned n_ref;
         Manager *manager;
         struct lws *wsi;              /* NULL once closed */
         Conn *prev, *next;            /* the manager's list */
-        uint64_t serial;
+        Conn *write_next;             /* the manager's list of connections to write to */
         ConnState state;
-
-        char session_id[64];
-        char username[65];
         bool staff;
-        char peer[64];
+        bool write_scheduled;
+        bool ping_sent;
+        bool close_requested;
+        bool close_sent;
+        bool rx_binary;
+        uint16_t close_code;
+        const char *close_reason;     /* a string literal */
+
+        char session_id[SESSION_ID_MAX + 1];
+        char username[65];
+        char peer[47];                /* an IPv6 address at most */
         uint64_t since_usec;          /* CLOCK_REALTIME */
+        uint64_t last_rx_usec;        /* CLOCK_MONOTONIC: when the peer last sent anything */
 
         char *rx;                     /* message being reassembled */
         size_t rx_len;
-        bool rx_binary;
 
         Frame **queue;                /* ring of frames to send */
         unsigned queue_head, queue_len, queue_allocated;
 
+        unsigned strikes;
         double tokens;                /* rate limit: token bucket */
         uint64_t tokens_usec;
-        unsigned strikes;
 
         Membership **memberships;
-        size_t n_memberships;
-
-        char *held[WS_HELD_COMMANDS_MAX];
-        size_t held_len[WS_HELD_COMMANDS_MAX];
+        unsigned n_memberships;
         unsigned n_held;
-
-        bool close_requested;
-        bool close_sent;
-        uint16_t close_code;
-        char close_reason[64];
+        HeldCommand *held;            /* WS_HELD_COMMANDS_MAX, allocated on first use */
 
         void *pending_session;
         void *pending_auth;
@@ -81,14 +89,24 @@ Conn *ws_conn_unref(Conn *c);
 
 /* lws callbacks; return what the lws callback should return. */
 int ws_conn_on_receive(Conn *c, const void *in, size_t len);
+void ws_conn_on_pong(Conn *c);
 int ws_conn_on_writeable(Conn *c);
+
+/* Writes to every connection that got frames since the last call: the
+ * manager runs it once per loop iteration, so frames from one batch of
+ * Redis replies go out together and a connection with nothing pending
+ * costs no poll changes. */
+void ws_write_scheduled(Manager *m);
+/* Pings connections quiet for keepalive and hangs up on those that stay
+ * quiet as long again, so a vanished client leaves its rooms. */
+void ws_keepalive(Manager *m, uint64_t now_usec);
 
 /* Queues a frame (takes a new reference). A receiver whose queue is full
  * is closed with 1013 rather than allowed to grow without end. */
 void ws_conn_send(Conn *c, Frame *f);
 /* Queues a malloc'd JSON text, taking ownership. */
 void ws_conn_send_json(Conn *c, char *json);
-/* Closes once what is queued has gone out. */
+/* Closes once what is queued has gone out. The reason is a string literal. */
 void ws_conn_close(Conn *c, uint16_t code, const char *reason);
 
 static inline bool ws_conn_is_open(const Conn *c) {

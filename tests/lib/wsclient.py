@@ -71,6 +71,7 @@ class WS:
         self.got_close_frame = False
         self.sent_close = False
         self.pongs = []             # payloads of pongs received
+        self.pings = []             # payloads of pings received (each answered)
         self.pending = []           # JSON messages read but not yet consumed by expect()
         self.log = []               # every text message received, in order (raw str)
 
@@ -296,6 +297,7 @@ class WS:
         while True:
             fin, op, payload = self.recv_frame(max(0.0, deadline - time.monotonic()))
             if op == OP_PING:
+                self.pings.append(payload)
                 if not self.sent_close:
                     try:
                         self.send_frame(OP_PONG, payload)

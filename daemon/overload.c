@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* How late messages reach us from Redis, and whether to refuse new ones until we catch up. */
+
+#include "overload.h"
+
+void overload_clock_sample(Overload *o, uint64_t sent_usec, uint64_t redis_usec, uint64_t received_usec) {
+        uint64_t mid;
+
+        if (received_usec < sent_usec)
+                return;         /* our clock was set back meanwhile */
+        mid = sent_usec + (received_usec - sent_usec) / 2;
+        o->clock_offset_usec = (int64_t) redis_usec - (int64_t) mid;
+        o->clock_known = true;
+}
+
+void overload_note_message(Overload *o, uint64_t id_ms, uint64_t now_realtime_usec, uint64_t now_monotonic_usec) {
+        int64_t lag;
+
+        if (!o->clock_known || id_ms > UINT64_MAX / 1000 || now_realtime_usec > INT64_MAX)
+                return;
+        /* An id's millisecond is truncated: the message may be up to 1 ms
+         * younger than it says. */
+        lag = (int64_t) now_realtime_usec + o->clock_offset_usec - (int64_t) (id_ms * 1000) - 1000;
+        o->lag_usec = lag > 0 ? (uint64_t) lag : 0;
+        o->lag_at_usec = now_monotonic_usec;
+}
+
+int overload_update(Overload *o, uint64_t max_lag_usec, uint64_t now_monotonic_usec) {
+        bool fresh = o->lag_at_usec > 0 && now_monotonic_usec < o->lag_at_usec + OVERLOAD_SAMPLE_TTL_USEC;
+        bool active = fresh && o->lag_usec > max_lag_usec;
+
+        if (active == o->active)
+                return 0;
+        o->active = active;
+        return active ? 1 : -1;
+}
