@@ -46,7 +46,8 @@ static void ws_conn_free(Conn *c) {
                 c->queue_head = (c->queue_head + 1) % c->queue_allocated;
                 c->queue_len--;
         }
-        free(c->queue);
+        if (c->queue != c->queue_inline)
+                free(c->queue);
         free(c->rx);
         free(c->memberships);
         ws_conn_drop_held(c);
@@ -98,7 +99,10 @@ void ws_conn_send(Conn *c, Frame *f) {
                 ws_conn_close(c, WS_CLOSE_TRY_AGAIN_LATER, "too slow");
                 return;
         }
-        if (c->queue_len == c->queue_allocated) {
+        if (c->queue_allocated == 0) {
+                c->queue = c->queue_inline;
+                c->queue_allocated = WS_QUEUE_INLINE;
+        } else if (c->queue_len == c->queue_allocated) {
                 unsigned n = MIN(MAX(c->queue_allocated * 2, 8u), limit);
                 Frame **q = malloc(n * sizeof *q);
 
@@ -108,7 +112,8 @@ void ws_conn_send(Conn *c, Frame *f) {
                 }
                 for (unsigned i = 0; i < c->queue_len; i++)
                         q[i] = c->queue[(c->queue_head + i) % c->queue_allocated];
-                free(c->queue);
+                if (c->queue != c->queue_inline)
+                        free(c->queue);
                 c->queue = q;
                 c->queue_head = 0;
                 c->queue_allocated = n;
@@ -207,23 +212,35 @@ void ws_write_scheduled(Manager *m) {
                 list = c->write_next;
                 c->write_next = NULL;
                 c->write_scheduled = false;
-                /* A failed send means a dead socket: lws finds out and
-                 * closes it on its next look at it. */
+                /* A failed send means a dead socket. */
                 if (c->state != CONN_CLOSED && ws_conn_write_queued(c) < 0)
-                        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+                        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
                 ws_conn_unref(c);
         }
 }
 
 void ws_keepalive(Manager *m, uint64_t now) {
         uint64_t quiet = m->config->keepalive_usec;
+        Conn *next;
 
-        for (Conn *c = m->conns; c; c = c->next) {
+        /* Dropping a connection takes it off the list (ws_conn_closed). */
+        for (Conn *c = m->conns; c; c = next) {
+                next = c->next;
                 if (c->state == CONN_CLOSED)
                         continue;
+                /* A burst is over: back to the inline queue, so a quiet
+                 * connection holds no allocation for it. */
+                if (c->queue_len == 0 && c->queue != c->queue_inline && c->queue_allocated > 0) {
+                        free(c->queue);
+                        c->queue = c->queue_inline;
+                        c->queue_allocated = WS_QUEUE_INLINE;
+                        c->queue_head = 0;
+                }
                 if (now >= c->last_rx_usec + 2 * quiet) {
                         log_debug("Dropping connection of %s from %s: no answer to pings.", c->username, c->peer);
-                        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+                        /* Now: an asynchronous kill waits for lws's next
+                         * timer, which on a foreign loop may be a while. */
+                        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
                 } else if (now >= c->last_rx_usec + quiet && !c->ping_sent && ws_conn_is_open(c)) {
                         c->ping_sent = true;
                         ws_conn_send(c, m->ping_frame);

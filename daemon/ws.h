@@ -21,6 +21,9 @@ typedef struct Membership Membership;
 /* Commands that arrive before the session is checked wait, this many. */
 #define WS_HELD_COMMANDS_MAX 16
 #define WS_ROOMS_MAX 100
+/* Frames a connection queues without an allocation of its own: what a
+ * quiet connection needs. */
+#define WS_QUEUE_INLINE 2
 /* Bytes of queued frames written in one go (one send()). */
 #define WS_BATCH_MAX (16 * 1024)
 
@@ -64,8 +67,9 @@ struct Conn {
         char *rx;                     /* message being reassembled */
         size_t rx_len;
 
-        Frame **queue;                /* ring of frames to send */
+        Frame **queue;                /* ring of frames to send: queue_inline, or allocated */
         unsigned queue_head, queue_len, queue_allocated;
+        Frame *queue_inline[WS_QUEUE_INLINE];
 
         unsigned strikes;
         double tokens;                /* rate limit: token bucket */

@@ -174,3 +174,56 @@ HostSample host_sample(void) {
         h.ok = true;
         return h;
 }
+
+const char *const slab_names[_SLAB_MAX] = {
+        [SLAB_TCP] = "TCP", [SLAB_SOCK_INODE] = "sock_inode_cache", [SLAB_FILP] = "filp",
+        [SLAB_DENTRY] = "dentry", [SLAB_EPOLL] = "eventpoll_epi",
+};
+
+static uint64_t meminfo_kb(const char *buf, const char *key) {
+        const char *p = strstr(buf, key);
+        return p ? strtoull(p + strlen(key), NULL, 10) : 0;
+}
+
+/* The caches every socket of ours allocates from: the socket itself, its
+ * inode, its file, its dentry, its epoll registration. */
+static void slab_caches(uint64_t out_kb[static _SLAB_MAX]) {
+        FILE *f = fopen("/proc/slabinfo", "re");
+        char line[512];
+
+        if (!f)
+                return;
+        while (fgets(line, sizeof(line), f)) {
+                char name[64];
+                unsigned long long active, total, size;
+                if (sscanf(line, "%63s %llu %llu %llu", name, &active, &total, &size) != 4)
+                        continue;
+                for (unsigned i = 0; i < _SLAB_MAX; i++)
+                        if (strcmp(name, slab_names[i]) == 0)
+                                out_kb[i] = active * size / 1024;
+        }
+        fclose(f);
+}
+
+KernelSample kernel_sample(void) {
+        char buf[8192];
+        KernelSample k = {};
+        const char *p;
+
+        if (read_small("/proc/meminfo", buf, sizeof(buf)) <= 0)
+                return k;
+        k.mem_used_kb = meminfo_kb(buf, "MemTotal:") - meminfo_kb(buf, "\nMemFree:");
+        k.slab_kb = meminfo_kb(buf, "\nSlab:");
+        k.sunreclaim_kb = meminfo_kb(buf, "\nSUnreclaim:");
+        if (read_small("/proc/net/sockstat", buf, sizeof(buf)) <= 0)
+                return k;
+        if ((p = strstr(buf, "sockets: used ")))
+                k.sockets_used = strtoull(p + 14, NULL, 10);
+        if ((p = strstr(buf, "TCP: inuse ")))
+                k.tcp_inuse = strtoull(p + 11, NULL, 10);
+        if ((p = strstr(buf, "TCP: ")) && (p = strstr(p, " mem ")))
+                k.tcp_mem_pages = strtoull(p + 5, NULL, 10);
+        slab_caches(k.slab_cache_kb);
+        k.ok = true;
+        return k;
+}

@@ -66,8 +66,12 @@ typedef struct WorkerShm {
         pid_t pid;
         uint64_t conns_open;            /* members connected, session confirmed, rooms joined */
         uint64_t conns_failed;
+        uint64_t conns_lost;            /* of those open, ended since (by either side) */
+        uint64_t probes_sent;           /* CMD_PROBE: pings written to open members */
+        uint64_t probes_answered;       /* and their pongs */
         uint64_t slots_busy;            /* login / reconnect attempts in flight */
         uint64_t setup_logins_failed;
+        uint64_t setup_login_retries;   /* right passwords refused once, then tried again */
         StepStats steps[MAX_STEPS];
 } WorkerShm;
 
@@ -91,5 +95,24 @@ typedef struct HostSample {
 
 HostSample host_sample(void);
 uint64_t proc_ticks_to_us(uint64_t ticks);
+
+/* The kernel's side of holding sockets (/proc/meminfo, /proc/net/sockstat,
+ * /proc/slabinfo), machine-wide: both ends of a loopback connection count,
+ * and so does anything else running meanwhile. */
+enum { SLAB_TCP, SLAB_SOCK_INODE, SLAB_FILP, SLAB_DENTRY, SLAB_EPOLL, _SLAB_MAX };
+extern const char *const slab_names[_SLAB_MAX];
+
+typedef struct KernelSample {
+        uint64_t mem_used_kb;           /* MemTotal - MemFree: everything, caches included */
+        uint64_t slab_kb;               /* Slab (reclaimable and not) */
+        uint64_t sunreclaim_kb;
+        uint64_t sockets_used;          /* sockstat "sockets: used" */
+        uint64_t tcp_inuse;
+        uint64_t tcp_mem_pages;         /* pages held by TCP socket buffers */
+        uint64_t slab_cache_kb[_SLAB_MAX];      /* active objects × object size; 0 when slabinfo is unreadable */
+        bool ok;
+} KernelSample;
+
+KernelSample kernel_sample(void);
 
 uint64_t now_ns(void);

@@ -7,7 +7,7 @@
 
 #include "lg-stats.h"
 
-#define MAX_TARGETS 8
+#define MAX_TARGETS 32                  /* daemons: idle-200k spreads over as many as the fd limit needs */
 #define COOKIE_MAX 128
 #define SETUP_STEP (MAX_STEPS - 1)      /* counters of the setup phase go here */
 
@@ -42,6 +42,7 @@ enum {
         CMD_LOGIN_USERS = 1,    /* log in users w, w + W, ...; cookies into the shared table */
         CMD_CONNECT,            /* open members up to `n` (global count) */
         CMD_STEP,               /* send / run slots from t0 to t_end */
+        CMD_PROBE,              /* ping every open member once; pongs are counted in the shm */
         CMD_QUIT,
 };
 

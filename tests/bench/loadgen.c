@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,7 @@
 #include "lg-stats.h"
 #include "lg-worker.h"
 
-#define MAX_PIDS 8
+#define MAX_PIDS 64     /* daemons, their auth helpers and Redis */
 #define ELEMENTS(x) (sizeof(x) / sizeof((x)[0]))
 #define MAX_RATES 32
 
@@ -73,6 +74,8 @@ static double arg_bg_rate = 200;
 static double arg_stagger = 2.0;        /* the daemon's fail delay: wrong logins in flight stay even */
 static bool arg_reconnect_join;
 static const char *arg_bus;
+static const char *arg_check_buses[MAX_TARGETS];        /* idle: ask these daemons how many they hold */
+static unsigned arg_n_check_buses;
 static unsigned arg_count = 1;
 static const char *arg_title = "bench";
 static const char *arg_label = "";
@@ -239,6 +242,15 @@ static uint64_t sum_failed(Master *m) {
         uint64_t s = 0;
         for (unsigned i = 0; i < m->n_workers; i++)
                 s += __atomic_load_n(&m->shm[i].conns_failed, __ATOMIC_RELAXED);
+        return s;
+}
+
+/* A counter of every worker's WorkerShm, summed: offsetof(WorkerShm, field). */
+static uint64_t sum_shm(const Master *m, size_t offset) {
+        uint64_t s = 0;
+
+        for (unsigned i = 0; i < m->n_workers; i++)
+                s += __atomic_load_n((const uint64_t *) ((const char *) &m->shm[i] + offset), __ATOMIC_RELAXED);
         return s;
 }
 
@@ -596,8 +608,9 @@ static void setup_logins(Master *m) {
         for (unsigned u = 0; u < m->p->n_users; u++)
                 if (!m->cookies[(size_t) u * COOKIE_MAX])
                         missing++;
-        note("logged in %u users in %.2fs (%u failed)", m->p->n_users - missing, (double) (now_ns() - t) / 1e9,
-             missing);
+        note("logged in %u users in %.2fs (%u failed, %" PRIu64 " refused once and tried again)",
+             m->p->n_users - missing, (double) (now_ns() - t) / 1e9, missing,
+             sum_shm(m, offsetof(WorkerShm, setup_login_retries)));
         if (missing > 0)
                 die("%u setup logins failed", missing);
 }
@@ -685,57 +698,188 @@ static int scenario_chat(Master *m) {
         return 0;
 }
 
+static void json_kernel(const char *name, const KernelSample *k) {
+        printf("\"%s\": {\"ok\": %s, \"mem_used_kb\": %" PRIu64 ", \"slab_kb\": %" PRIu64
+               ", \"sunreclaim_kb\": %" PRIu64 ", \"sockets_used\": %" PRIu64 ", \"tcp_inuse\": %" PRIu64
+               ", \"tcp_mem_pages\": %" PRIu64 ", \"slab_caches_kb\": {",
+               name, k->ok ? "true" : "false", k->mem_used_kb, k->slab_kb, k->sunreclaim_kb, k->sockets_used,
+               k->tcp_inuse, k->tcp_mem_pages);
+        for (unsigned i = 0; i < _SLAB_MAX; i++)
+                printf("%s\"%s\": %" PRIu64, i ? ", " : "", slab_names[i], k->slab_cache_kb[i]);
+        printf("}}");
+}
+
+static uint64_t slab_caches_sum(const KernelSample *k) {
+        uint64_t s = 0;
+
+        for (unsigned i = 0; i < _SLAB_MAX; i++)
+                s += k->slab_cache_kb[i];
+        return s;
+}
+
+static uint64_t loadgen_rss_kb(const Master *m, const Snapshot *s) {
+        uint64_t sum = 0;
+
+        for (unsigned i = 0; i < m->n_workers; i++)
+                sum += s->workers[i].rss_kb;
+        return sum;
+}
+
+typedef struct ProbeResult {
+        uint64_t sent, answered;
+        double seconds;
+} ProbeResult;
+
+/* A ping to every member still open, and the pongs counted: each
+ * connection is open on both ends and its daemon's loop serves it. */
+static ProbeResult probe(Master *m, double timeout_s) {
+        Cmd c = { .op = CMD_PROBE };
+        ProbeResult r = {};
+        uint64_t t0 = now_ns(), deadline;
+
+        master_broadcast(m, &c);
+        if (!master_wait_acks(m, m->n_workers, 60))
+                note("probe: a worker did not finish sending its pings");
+        r.sent = sum_shm(m, offsetof(WorkerShm, probes_sent));
+        deadline = now_ns() + (uint64_t) (timeout_s * 1e9);
+        while ((r.answered = sum_shm(m, offsetof(WorkerShm, probes_answered))) < r.sent && now_ns() < deadline)
+                sleep_s(0.01);
+        r.seconds = (double) (now_ns() - t0) / 1e9;
+        return r;
+}
+
+/* The daemon's own count (Manager.Connections), over its bus. */
+static int bus_connections(const char *address, uint32_t *ret) {
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        sd_bus *bus = NULL;
+        uint32_t n = 0;
+        int r;
+
+        if ((r = sd_bus_new(&bus)) < 0 || (r = sd_bus_set_address(bus, address)) < 0 ||
+            (r = sd_bus_set_bus_client(bus, 1)) < 0 || (r = sd_bus_start(bus)) < 0)
+                goto out;
+        r = sd_bus_get_property_trivial(bus, "org.multichat.Chat1", "/org/multichat/Chat1",
+                                        "org.multichat.Chat1.Manager", "Connections", &error, 'u', &n);
+out:
+        sd_bus_error_free(&error);
+        sd_bus_flush_close_unref(bus);
+        if (r < 0)
+                return r;
+        *ret = n;
+        return 0;
+}
+
+static void json_idle_series(const Master *m, const ConnectResult *cr, const KernelSample *ks, unsigned n) {
+        printf(", \"series\": [");
+        for (unsigned i = 0; i < n; i++) {
+                uint64_t prev = i ? cr[i - 1].open : 0;
+                printf("%s{\"connections\": %" PRIu64 ", \"failed\": %" PRIu64 ", \"seconds\": %.3f, "
+                       "\"handshakes_per_s\": %.1f, \"rss_kb\": {\"daemon\": %" PRIu64 ", \"redis\": %" PRIu64
+                       ", \"loadgen\": %" PRIu64 "}, \"cpu_us\": {\"daemon\": %" PRIu64 ", \"redis\": %" PRIu64 "}, ",
+                       i ? ", " : "", cr[i].open, cr[i].failed, cr[i].seconds,
+                       (double) (cr[i].open - prev) / cr[i].seconds, role_rss_kb(&cr[i].after, "daemon"),
+                       role_rss_kb(&cr[i].after, "redis"), loadgen_rss_kb(m, &cr[i].after),
+                       role_cpu_us(&cr[i].before, &cr[i].after, "daemon", false),
+                       role_cpu_us(&cr[i].before, &cr[i].after, "redis", false));
+                json_kernel("kernel", &ks[i]);
+                printf("}");
+        }
+        printf("]");
+}
+
 static int scenario_idle(Master *m) {
         Snapshot base, held;
+        KernelSample kbase, kheld, *ks = calloc(arg_idle_steps, sizeof(KernelSample));
         ConnectResult *cr = calloc(arg_idle_steps, sizeof(ConnectResult));
-        uint64_t rss0, open = 0;
+        uint64_t rss0, open = 0, lost;
+        uint32_t counted[MAX_TARGETS] = {};
+        int counted_r[MAX_TARGETS] = {};
+        double open_s = 0;
+        ProbeResult pr;
 
-        if (!cr)
+        if (!cr || !ks)
                 die("out of memory");
         setup_logins(m);
         sleep_s(0.5);
         base = snapshot(m);
+        kbase = kernel_sample();
         rss0 = role_rss_kb(&base, "daemon");
         for (unsigned i = 0; i < arg_idle_steps; i++) {
                 uint64_t goal = (uint64_t) arg_connections * (i + 1) / arg_idle_steps;
                 cr[i] = connect_members(m, goal);
+                open_s += cr[i].seconds;
                 /* Let the daemon finish what the handshakes started (Redis lookups, room lists). */
                 sleep_s(1.0);
                 cr[i].after = snapshot(m);
+                ks[i] = kernel_sample();
                 open = cr[i].open;
-                note("%" PRIu64 " idle connections (%" PRIu64 " failed): daemon RSS %" PRIu64 " kB, %.0f handshakes/s",
+                note("%" PRIu64 " idle connections (%" PRIu64 " failed): daemon RSS %" PRIu64 " kB, %.0f handshakes/s, "
+                     "slab +%" PRIu64 " kB",
                      cr[i].open, cr[i].failed, role_rss_kb(&cr[i].after, "daemon"),
-                     (double) (cr[i].open - (i ? cr[i - 1].open : 0)) / cr[i].seconds);
+                     (double) (cr[i].open - (i ? cr[i - 1].open : 0)) / cr[i].seconds,
+                     ks[i].slab_kb > kbase.slab_kb ? ks[i].slab_kb - kbase.slab_kb : 0);
         }
         Snapshot a = snapshot(m);
         sleep_s(arg_idle_hold);
         held = snapshot(m);
+        kheld = kernel_sample();
+        for (unsigned i = 0; i < arg_n_check_buses; i++)
+                counted_r[i] = bus_connections(arg_check_buses[i], &counted[i]);
+        pr = probe(m, 60);
+        lost = sum_shm(m, offsetof(WorkerShm, conns_lost));
+        note("after %.1fs idle: %" PRIu64 " of %" PRIu64 " open members answered a ping (%.2fs); %" PRIu64 " lost",
+             (double) (held.t - a.t) / 1e9, pr.answered, open, pr.seconds, lost);
 
         printf("{\"scenario\": \"idle\", \"label\": \"%s\", ", arg_label);
         json_params();
-        printf(", \"baseline\": {\"rss_kb\": {\"daemon\": %" PRIu64 ", \"redis\": %" PRIu64 "}}",
-               rss0, role_rss_kb(&base, "redis"));
-        printf(", \"series\": [");
-        for (unsigned i = 0; i < arg_idle_steps; i++) {
-                uint64_t prev = i ? cr[i - 1].open : 0;
-                printf("%s{\"connections\": %" PRIu64 ", \"failed\": %" PRIu64 ", \"seconds\": %.3f, "
-                       "\"handshakes_per_s\": %.1f, \"rss_kb\": {\"daemon\": %" PRIu64 ", \"redis\": %" PRIu64 "}, "
-                       "\"cpu_us\": {\"daemon\": %" PRIu64 ", \"redis\": %" PRIu64 "}}",
-                       i ? ", " : "", cr[i].open, cr[i].failed, cr[i].seconds,
-                       (double) (cr[i].open - prev) / cr[i].seconds, role_rss_kb(&cr[i].after, "daemon"),
-                       role_rss_kb(&cr[i].after, "redis"), role_cpu_us(&cr[i].before, &cr[i].after, "daemon", false),
-                       role_cpu_us(&cr[i].before, &cr[i].after, "redis", false));
+        printf(", \"baseline\": {\"rss_kb\": {\"daemon\": %" PRIu64 ", \"redis\": %" PRIu64
+               ", \"loadgen\": %" PRIu64 "}, ",
+               rss0, role_rss_kb(&base, "redis"), loadgen_rss_kb(m, &base));
+        json_kernel("kernel", &kbase);
+        printf("}");
+        json_idle_series(m, cr, ks, arg_idle_steps);
+        printf(", \"held\": {\"rss_kb\": {\"daemon\": %" PRIu64 ", \"redis\": %" PRIu64 ", \"loadgen\": %" PRIu64 "}, ",
+               role_rss_kb(&held, "daemon"), role_rss_kb(&held, "redis"), loadgen_rss_kb(m, &held));
+        json_kernel("kernel", &kheld);
+        printf(", \"procs\": [");
+        for (unsigned i = 0; i < arg_n_pids; i++)
+                printf("%s{\"role\": \"%s\", \"pid\": %d, \"rss_kb\": %" PRIu64 "}", i ? ", " : "", arg_pids[i].role,
+                       (int) arg_pids[i].pid, held.procs[i].rss_kb);
+        printf("], \"daemon_connections\": [");
+        for (unsigned i = 0; i < arg_n_check_buses; i++) {
+                if (counted_r[i] < 0)
+                        printf("%snull", i ? ", " : "");
+                else
+                        printf("%s%" PRIu32, i ? ", " : "", counted[i]);
         }
+        printf("]}, \"setup_login_retries\": %" PRIu64 ", \"probe\": {\"sent\": %" PRIu64 ", \"answered\": %" PRIu64
+               ", \"seconds\": %.3f, \"lost\": %" PRIu64 ", \"idle_s\": %.3f}",
+               sum_shm(m, offsetof(WorkerShm, setup_login_retries)), pr.sent, pr.answered, pr.seconds, lost,
+               (double) (held.t - a.t) / 1e9);
+
         double hold_s = (double) (held.t - a.t) / 1e9;
         uint64_t last_rss = role_rss_kb(&held, "daemon");
-        printf("], \"summary\": {\"connections\": %" PRIu64 ", \"daemon_rss_kb\": %" PRIu64
-               ", \"daemon_kb_per_conn\": %.3f, \"redis_kb_per_conn\": %.3f, "
+        double n = open ? (double) open : 1;
+        printf(", \"summary\": {\"connections\": %" PRIu64 ", \"daemons\": %u, \"open_seconds\": %.3f, "
+               "\"still_open\": %" PRIu64 ", \"daemon_rss_kb\": %" PRIu64 ", \"daemon_kb_per_conn\": %.3f, "
+               "\"redis_kb_per_conn\": %.3f, \"loadgen_kb_per_conn\": %.3f, \"slab_kb_per_conn\": %.3f, "
+               "\"socket_slab_kb_per_conn\": %.3f, \"sunreclaim_kb_per_conn\": %.3f, \"mem_used_kb_per_conn\": %.3f, "
+               "\"tcp_mem_pages_delta\": %" PRId64
+               ", \"sockets_used_delta\": %" PRId64 ", "
                "\"idle_cpu_us_per_s\": {\"daemon\": %.1f, \"redis\": %.1f}}}\n",
-               open, last_rss, open ? (double) (last_rss - rss0) / (double) open : 0,
-               open ? ((double) role_rss_kb(&held, "redis") - (double) role_rss_kb(&base, "redis")) / (double) open : 0,
+               open, m->p->n_targets, open_s, pr.answered, last_rss, open ? (double) (last_rss - rss0) / n : 0,
+               open ? ((double) role_rss_kb(&held, "redis") - (double) role_rss_kb(&base, "redis")) / n : 0,
+               open ? ((double) loadgen_rss_kb(m, &held) - (double) loadgen_rss_kb(m, &base)) / n : 0,
+               open ? ((double) kheld.slab_kb - (double) kbase.slab_kb) / n : 0,
+               open ? ((double) slab_caches_sum(&kheld) - (double) slab_caches_sum(&kbase)) / n : 0,
+               open ? ((double) kheld.sunreclaim_kb - (double) kbase.sunreclaim_kb) / n : 0,
+               open ? ((double) kheld.mem_used_kb - (double) kbase.mem_used_kb) / n : 0,
+               (int64_t) kheld.tcp_mem_pages - (int64_t) kbase.tcp_mem_pages,
+               (int64_t) kheld.sockets_used - (int64_t) kbase.sockets_used,
                (double) role_cpu_us(&a, &held, "daemon", false) / hold_s,
                (double) role_cpu_us(&a, &held, "redis", false) / hold_s);
         free(cr);
+        free(ks);
         return 0;
 }
 
@@ -867,6 +1011,8 @@ static void help(void) {
                "  --senders=N              Members per room that send (default 1)\n"
                "  --connections=N          Idle connections to open (idle)\n"
                "  --idle-steps=N           Open them in N steps, measuring memory after each (default 4)\n"
+               "  --idle-hold=S            idle: hold them this long, then ping each once (default 3)\n"
+               "  --check-bus=ADDRESS      idle: read Manager.Connections of the daemon on this bus (repeatable)\n"
                "  --rates=R,...            chat: messages/s offered, step by step; reconnect: attempts in flight\n"
                "  --step-seconds=S         Length of a step (default 2)\n"
                "  --stop-p99-ms=MS         chat: stop rising once p99 exceeds this (default 50)\n"
@@ -973,6 +1119,7 @@ static void parse_argv(int argc, char *argv[]) {
                 ARG_IDLE_STEPS, ARG_RATES, ARG_STEP_SECONDS, ARG_STOP_P99, ARG_FIXED, ARG_MESSAGE_BYTES,
                 ARG_CONNECT_CONCURRENCY, ARG_BG_RATE, ARG_RIGHT_SLOTS, ARG_WRONG_SLOTS, ARG_LOGIN_USER_BASE,
                 ARG_RECONNECT_JOIN, ARG_PID, ARG_LABEL, ARG_BUS, ARG_COUNT, ARG_TITLE, ARG_IDLE_HOLD, ARG_PAST_LIMIT, ARG_CPUS, ARG_STAGGER,
+                ARG_CHECK_BUS,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -1007,6 +1154,7 @@ static void parse_argv(int argc, char *argv[]) {
                 { "cpus", required_argument, NULL, ARG_CPUS },
                 { "stagger", required_argument, NULL, ARG_STAGGER },
                 { "bus", required_argument, NULL, ARG_BUS },
+                { "check-bus", required_argument, NULL, ARG_CHECK_BUS },
                 { "count", required_argument, NULL, ARG_COUNT },
                 { "title", required_argument, NULL, ARG_TITLE },
                 {}
@@ -1110,6 +1258,11 @@ static void parse_argv(int argc, char *argv[]) {
                         break;
                 }
                 case ARG_BUS: arg_bus = optarg; break;
+                case ARG_CHECK_BUS:
+                        if (arg_n_check_buses >= MAX_TARGETS)
+                                die("too many --check-bus=");
+                        arg_check_buses[arg_n_check_buses++] = optarg;
+                        break;
                 case ARG_COUNT: arg_count = parse_uint("--count", optarg, 1, 1000000); break;
                 case ARG_TITLE: arg_title = optarg; break;
                 default:

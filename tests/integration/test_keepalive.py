@@ -63,6 +63,19 @@ def test(stack, check):
         check(1.5 <= left_at <= 3.5 * SLOW, "dropped after about twice keepalive (1 s), not before",
               f"{left_at:.2f} s")
     check(read_for(alice, 0.2), "alice, who answers pings, is still connected")
+
+    # Bursts (within the rate limit), with quiet between them (a sweep gives
+    # a grown send queue back meanwhile): every message arrives, in order.
+    for burst in range(3):
+        for i in range(15):
+            carol.send_json({"command": "send", "room": lobby, "message": f"burst {burst}.{i}"})
+        got = []
+        while len(got) < 15:
+            obj, _ = alice.expect(lambda o: str(o.get("message", "")).startswith(f"burst {burst}."),
+                                  5 * SLOW, what=f"burst {burst}")
+            got.append(obj["message"])
+        check.eq(got, [f"burst {burst}.{i}" for i in range(15)], f"burst {burst}: 15 messages, in order")
+        read_for(alice, 0.6)
     carol.drain(0.3)
     check(carol.is_open(), "a connection that talks but reads little is still connected")
     check(not read_for(bob, 2.0), "bob's socket is closed by the daemon")
