@@ -20,10 +20,11 @@
 #include "store.h"
 #include "ws.h"
 
-/* Messages replayed to a daemon whose subscriber connection was down. */
+/* Messages after a join's "since", and per page of a room's replay. */
 #define CATCH_UP_MAX 1000
-/* Long enough for a SUBSCRIBE sent with a join to have taken effect. */
-#define CATCH_UP_DELAY_USEC (300 * 1000ULL)
+/* Live events a room holds back while it replays its stream; messages
+ * beyond are read from the stream instead. */
+#define CATCH_UP_HELD_MAX 4096
 
 /* A command waiting for Redis: the connection (referenced), the room, the
  * client's ref to echo. */
@@ -93,6 +94,10 @@ static int conn_add_membership(Conn *c, Room *room, Membership **ret) {
         return 0;
 }
 
+static void room_catch_up_begin(Manager *m, Room *room, bool started);
+static void room_catch_up_end(Room *room);
+static void room_catch_up_joined(Manager *m, Membership *mb, const char *tip);
+
 static void room_subscription_update(Manager *m, Room *room) {
         char channel[64];
 
@@ -101,12 +106,13 @@ static void room_subscription_update(Manager *m, Room *room) {
         if (room->n_members > 0 && !room->subscribed) {
                 if (redis_subscribe(m->redis, channel) >= 0) {
                         room->subscribed = true;
-                        room->catch_up = true;
+                        room_catch_up_begin(m, room, false);
                 }
         } else if (room->n_members == 0 && room->subscribed) {
                 (void) redis_unsubscribe(m->redis, channel);
                 room->subscribed = false;
                 room->last_id[0] = 0;
+                room_catch_up_end(room);
         }
 }
 
@@ -267,8 +273,6 @@ static void membership_settle(Membership *mb, const char *last_history_id) {
         membership_drop_held(mb);
 }
 
-static void room_schedule_catch_up(Manager *m, Room *room, const char *known_id);
-
 static void on_join_reply(Redis *r, const redisReply *reply, void *userdata) {
         ChatRequest *req = userdata;
         Conn *c = req->conn;
@@ -282,7 +286,7 @@ static void on_join_reply(Redis *r, const redisReply *reply, void *userdata) {
         if (!mb || !mb->pending)
                 goto out;       /* left again meanwhile */
 
-        if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) {
+        if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 6) {
                 conn_drop_membership(c, mb);
                 ws_conn_send_json(c, protocol_format_error(
                         store_reply_is_error(reply, "NOROOM") ? PROTOCOL_ERROR_ROOM_INVALID :
@@ -299,8 +303,8 @@ static void on_join_reply(Redis *r, const redisReply *reply, void *userdata) {
                 req->has_since ? (int) (reply->element[3]->integer != 0 && !mb->held_overflow) : -1,
                 chat_request_ref(req)));
         membership_settle(mb, last_id);
-        if (mb->room->catch_up)
-                room_schedule_catch_up(c->manager, mb->room, last_id ?: req->has_since ? req->since : NULL);
+        room_catch_up_joined(c->manager, mb, reply->element[5]->type == REDIS_REPLY_STRING ?
+                             reply->element[5]->str : NULL);
 out:
         chat_request_free(req);
 }
@@ -722,68 +726,355 @@ static void chat_reload_rooms(Manager *m) {
 
 static void chat_deliver_message(Manager *m, Room *room, const char *kind, const char *id,
                                  const char *user, const char *text);
+static void on_room_event(Manager *m, Room *room, json_t *ev);
 
-static void on_catch_up_reply(Redis *r, const redisReply *reply, void *userdata) {
-        _cleanup_free_ RoomRequest *req = userdata;
-        Room *room = room_registry_find(req->manager->rooms, req->room);
+/* A member that joined while its room was catching up: its join reply held
+ * the room's messages up to `id`, so the replay skips those for it. Sorted
+ * by membership; only compared, never followed (a membership may be gone,
+ * and a new one at its address is pending until its own reply). */
+typedef struct CatchUpMark {
+        const Membership *mb;
+        char id[MESSAGE_ID_MAX + 1];
+} CatchUpMark;
+
+/* A room replaying its stream from room->last_id on, page by page, after a
+ * (re)subscribe: pub/sub delivers nothing published while the subscription
+ * was not in effect, and nothing it had queued for a connection that
+ * dropped. Live events wait in `held` meanwhile and are let through, minus
+ * what the replay delivered, once a page read after the subscription took
+ * effect reaches the stream's end: members get every message once, in
+ * order. Referenced by the room while it catches up and by each request in
+ * flight; a reply goes on only if its room still points to this replay. */
+struct RoomCatchUp {
+        unsigned n_ref;
+        Manager *manager;
+        char room[ROOM_ID_MAX + 1];
+        bool started;           /* room->last_id is where the replay stands */
+        bool in_flight;         /* a barrier or a page request is pending */
+        bool again;             /* read once more after the page in flight, even if it is the last */
+        bool lost;              /* dropped held events that the stream does not keep */
+        bool told;              /* members were told of a gap */
+        json_t **held;
+        size_t n_held, n_held_allocated;
+        CatchUpMark *marks;
+        size_t n_marks;
+};
+
+static RoomCatchUp *catch_up_ref(RoomCatchUp *cu) {
+        cu->n_ref++;
+        return cu;
+}
+
+static void catch_up_unref(RoomCatchUp *cu) {
+        if (!cu || --cu->n_ref > 0)
+                return;
+        for (size_t i = 0; i < cu->n_held; i++)
+                json_decref(cu->held[i]);
+        free(cu->held);
+        free(cu->marks);
+        free(cu);
+}
+
+/* The room this replay is for; NULL when it is gone or has moved on (lost
+ * its members, or replays anew). */
+static Room *catch_up_room(RoomCatchUp *cu) {
+        Room *room = room_registry_find(cu->manager->rooms, cu->room);
+
+        return room && room->catch_up == cu ? room : NULL;
+}
+
+/* Holds live events from the (re)subscribe on. started: room->last_id is
+ * known; otherwise the first join's reply tells. */
+static void room_catch_up_begin(Manager *m, Room *room, bool started) {
+        RoomCatchUp *cu;
+
+        if (room->catch_up)
+                return;
+        cu = calloc(1, sizeof *cu);
+        if (!cu) {
+                log_error("Out of memory: room %s cannot replay what its subscription misses.", room->id);
+                return;
+        }
+        cu->n_ref = 1;
+        cu->manager = m;
+        cu->started = started;
+        strcpy(cu->room, room->id);
+        room->catch_up = cu;
+}
+
+/* The room lost its last member: nobody to replay to. */
+static void room_catch_up_end(Room *room) {
+        catch_up_unref(TAKE_PTR(room->catch_up));
+}
+
+static void catch_up_hold(RoomCatchUp *cu, json_t *ev, const char *kind) {
+        if (cu->n_held >= cu->n_held_allocated) {
+                size_t n = MAX(cu->n_held_allocated * 2, (size_t) 64);
+                json_t **a = n <= CATCH_UP_HELD_MAX ? reallocarray(cu->held, n, sizeof *a) : NULL;
+
+                if (!a) {
+                        /* A message is in the stream: the replay reads on
+                         * instead. Typing hints may go; anything else is
+                         * missed, and members are told. */
+                        if (streq(kind, "m"))
+                                cu->again = true;
+                        else if (!streq(kind, "t"))
+                                cu->lost = true;
+                        return;
+                }
+                cu->held = a;
+                cu->n_held_allocated = n;
+        }
+        cu->held[cu->n_held++] = json_incref(ev);
+}
+
+static size_t catch_up_mark_bisect(const RoomCatchUp *cu, const Membership *mb) {
+        size_t lo = 0, hi = cu->n_marks;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if ((uintptr_t) cu->marks[mid].mb < (uintptr_t) mb)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo;
+}
+
+static const CatchUpMark *catch_up_mark(const RoomCatchUp *cu, const Membership *mb) {
+        size_t i;
+
+        if (cu->n_marks == 0)
+                return NULL;
+        i = catch_up_mark_bisect(cu, mb);
+        return i < cu->n_marks && cu->marks[i].mb == mb ? &cu->marks[i] : NULL;
+}
+
+static void catch_up_set_mark(RoomCatchUp *cu, const Membership *mb, const char *id) {
+        size_t i = catch_up_mark_bisect(cu, mb);
+
+        if (i >= cu->n_marks || cu->marks[i].mb != mb) {
+                CatchUpMark *a = reallocarray(cu->marks, cu->n_marks + 1, sizeof *a);
+
+                /* Without a mark the member may get a message twice, never miss one. */
+                if (!a)
+                        return;
+                cu->marks = a;
+                memmove(a + i + 1, a + i, (cu->n_marks - i) * sizeof *a);
+                cu->n_marks++;
+                a[i].mb = mb;
+        }
+        snprintf(cu->marks[i].id, sizeof cu->marks[i].id, "%s", id);
+}
+
+/* Messages after a member's position are gone from the stream: it is told
+ * the way a join with "since" tells, "complete": false. first: the oldest
+ * message the stream still has (NULL if unknown); members with it already
+ * lost nothing. */
+static void catch_up_tell_gap(Room *room, RoomCatchUp *cu, const char *first) {
+        _cleanup_(frame_unrefp) Frame *f = NULL;
+        size_t n = 0;
+
+        if (cu->told)
+                return;
+        cu->told = true;
+        if (frame_new_take(&f, protocol_format_joined(room->id, room->title, room->staff_only, room->usernames,
+                                                      NULL, 0, NULL)) < 0)
+                return;
+        for (size_t i = 0; i < room->n_members; i++) {
+                Membership *mb = room->members[i];
+                const CatchUpMark *mark = catch_up_mark(cu, mb);
+
+                if (mb->pending || (mark && first && message_id_compare(mark->id, first) >= 0))
+                        continue;
+                ws_conn_send(mb->conn, f);
+                n++;
+        }
+        log_warning("Room %s: messages published while this daemon's subscription was away are no longer "
+                    "in Redis; told %zu member connection(s) they missed some.", room->id, n);
+}
+
+/* One replayed or held message to the members that lack it: nothing the
+ * room delivered already, nothing a member's join reply held. Pending joins
+ * hold it as any live message. */
+static void catch_up_deliver(Manager *m, Room *room, RoomCatchUp *cu, const ChatMessage *msg) {
+        _cleanup_(frame_unrefp) Frame *plain = NULL, *own = NULL;
+
+        if (room->last_id[0] && message_id_compare(msg->id, room->last_id) <= 0)
+                return;
+        snprintf(room->last_id, sizeof room->last_id, "%s", msg->id);
+        if (frame_new_take(&plain, protocol_format_message(msg)) < 0) {
+                log_error("Out of memory while replaying room %s.", room->id);
+                return;
+        }
+        for (size_t i = 0; i < room->n_members; i++) {
+                Membership *mb = room->members[i];
+                Frame *f = pick_frame(mb->conn, msg->username, plain, &own);
+                const CatchUpMark *mark;
+
+                if (mb->pending) {
+                        (void) membership_hold(mb, f, msg->id);
+                        continue;
+                }
+                mark = catch_up_mark(cu, mb);
+                if (mark && message_id_compare(msg->id, mark->id) <= 0)
+                        continue;
+                ws_conn_send(mb->conn, f);
+                m->messages_relayed++;
+        }
+}
+
+static void catch_up_release(Manager *m, Room *room, RoomCatchUp *cu, json_t *ev) {
+        const char *kind = json_string_value(json_array_get(ev, 0));
+        json_t *id = json_array_get(ev, 1), *user = json_array_get(ev, 2), *text = json_array_get(ev, 3);
+
+        if (kind && streq(kind, "m") && json_is_string(id) && json_is_string(user) && json_is_string(text))
+                catch_up_deliver(m, room, cu, &(ChatMessage) {
+                        .room = room->id, .id = json_string_value(id), .username = json_string_value(user),
+                        .message = json_string_value(text), .ts = message_id_ms(json_string_value(id)),
+                });
+        else
+                on_room_event(m, room, ev);
+}
+
+/* The replay reached the stream's end after the subscription took effect:
+ * the room goes live, releasing what it held, in order. */
+static void catch_up_finish(Manager *m, Room *room) {
+        RoomCatchUp *cu = TAKE_PTR(room->catch_up);
+
+        if (cu->lost)
+                catch_up_tell_gap(room, cu, NULL);
+        for (size_t i = 0; i < cu->n_held; i++)
+                catch_up_release(m, room, cu, cu->held[i]);
+        catch_up_unref(cu);
+}
+
+static void on_catch_up_reply(Redis *r, const redisReply *reply, void *userdata);
+
+/* The next page after room->last_id. Not connected: the reconnect resumes. */
+static void catch_up_read(Manager *m, Room *room, RoomCatchUp *cu) {
+        if (store_since(m->redis, room->id, room->last_id[0] ? room->last_id : "0-0", CATCH_UP_MAX,
+                        on_catch_up_reply, catch_up_ref(cu)) >= 0) {
+                cu->in_flight = true;
+                return;
+        }
+        catch_up_unref(cu);
+        if (redis_is_connected(m->redis)) {
+                cu->lost = true;
+                catch_up_finish(m, room);
+        }
+}
+
+static const char *entry_id(const redisReply *entry) {
+        if (!entry || entry->type != REDIS_REPLY_ARRAY || entry->elements < 1 ||
+            entry->element[0]->type != REDIS_REPLY_STRING || entry->element[0]->len > MESSAGE_ID_MAX)
+                return NULL;
+        return entry->element[0]->str;
+}
+
+static void catch_up_page(Manager *m, Room *room, RoomCatchUp *cu, const redisReply *reply) {
         const redisReply *entries, *edits;
 
-        if (!room || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2)
-                return;
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4 ||
+            reply->element[0]->type != REDIS_REPLY_ARRAY || reply->element[1]->type != REDIS_REPLY_ARRAY ||
+            reply->element[2]->type != REDIS_REPLY_INTEGER || reply->element[3]->type != REDIS_REPLY_INTEGER) {
+                log_warning("Could not replay what room %s missed from Redis: %s", room->id,
+                            reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+                cu->lost = true;
+                return catch_up_finish(m, room);
+        }
         entries = reply->element[0];
         edits = reply->element[1];
-        for (size_t i = 0; entries->type == REDIS_REPLY_ARRAY && i < entries->elements; i++) {
+        if (reply->element[3]->integer != 0)
+                catch_up_tell_gap(room, cu, entries->elements > 0 ? entry_id(entries->element[0]) : NULL);
+        for (size_t i = 0; i < entries->elements; i++) {
+                const char *id = entry_id(entries->element[i]);
                 StoreEntry e;
 
-                if (store_parse_entry(entries->element[i], i < edits->elements ? edits->element[i] : NULL, &e) < 0)
-                        continue;
-                /* Whatever live delivery already brought is skipped. */
-                if (room->last_id[0] && message_id_compare(e.id, room->last_id) <= 0)
-                        continue;
-                chat_deliver_message(req->manager, room, e.edited ? "e" : "m", e.id, e.username, e.text);
+                if (store_parse_entry(entries->element[i], i < edits->elements ? edits->element[i] : NULL, &e) >= 0)
+                        catch_up_deliver(m, room, cu, &(ChatMessage) {
+                                .room = room->id, .id = e.id, .username = e.username, .message = e.text,
+                                .ts = message_id_ms(e.id), .edited = e.edited,
+                        });
+                /* Past what cannot be read, too: the next page must move on. */
+                if (id && message_id_compare(id, room->last_id) > 0)
+                        snprintf(room->last_id, sizeof room->last_id, "%s", id);
         }
+        if ((reply->element[2]->integer != 0 && entries->elements > 0) || cu->again) {
+                cu->again = false;
+                return catch_up_read(m, room, cu);
+        }
+        catch_up_finish(m, room);
 }
 
-static void room_catch_up(Manager *m, Room *room) {
-        RoomRequest *req = room_request_new(m, room->id);
+static void on_catch_up_reply(Redis *r, const redisReply *reply, void *userdata) {
+        RoomCatchUp *cu = userdata;
+        Room *room = catch_up_room(cu);
 
-        if (req && store_since(m->redis, room->id, room->last_id[0] ? room->last_id : "0-0", CATCH_UP_MAX,
-                               on_catch_up_reply, req) < 0)
-                free(req);
+        if (room) {
+                cu->in_flight = false;
+                /* NULL: the connection dropped; the reconnect resumes. */
+                if (reply)
+                        catch_up_page(cu->manager, room, cu, reply);
+        }
+        catch_up_unref(cu);
 }
 
-static int on_catch_up_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        RoomRequest *req = userdata;
-        Room *room = room_registry_find(req->manager->rooms, req->room);
+static void on_catch_up_barrier(Redis *r, bool ok, void *userdata) {
+        RoomCatchUp *cu = userdata;
+        Room *room = catch_up_room(cu);
 
-        if (room && room->subscribed)
-                room_catch_up(req->manager, room);
-        return 0;
+        if (room) {
+                cu->in_flight = false;
+                if (ok)
+                        catch_up_read(cu->manager, room, cu);
+        }
+        catch_up_unref(cu);
 }
 
-/* A room's first local join reads its history on the command connection
- * while SUBSCRIBE goes out on the other one: a message published between
- * the two would reach neither. One read of the stream a little later,
- * after what we know of, closes that gap; live delivery skips nothing,
- * and what arrived live meanwhile is skipped by id. */
-static void room_schedule_catch_up(Manager *m, Room *room, const char *known_id) {
-        RoomRequest *req;
-        sd_event_source *s;
+/* A join's reply gave its member the room's messages up to tip (the
+ * stream's newest then). The first reply after a subscribe also gives the
+ * replay its start, once the SUBSCRIBE is in effect: the barrier. */
+static void room_catch_up_joined(Manager *m, Membership *mb, const char *tip) {
+        Room *room = mb->room;
+        RoomCatchUp *cu = room->catch_up;
 
-        room->catch_up = false;
-        if (known_id && message_id_compare(known_id, room->last_id) > 0)
-                snprintf(room->last_id, sizeof room->last_id, "%s", known_id);
-        req = room_request_new(m, room->id);
-        if (!req)
-                return;
-        if (sd_event_add_time_relative(m->event, &s, CLOCK_MONOTONIC, CATCH_UP_DELAY_USEC, 10000,
-                                       on_catch_up_timer, req) < 0) {
-                free(req);
+        if (!tip || strlen(tip) > MESSAGE_ID_MAX)
+                tip = "0-0";
+        if (!cu) {
+                /* Live already; or no replay (out of memory at the subscribe):
+                 * a reconnect replays from here at least. */
+                if (!room->last_id[0])
+                        snprintf(room->last_id, sizeof room->last_id, "%s", tip);
                 return;
         }
-        (void) sd_event_source_set_destroy_callback(s, free);
-        (void) sd_event_source_set_floating(s, true);
-        sd_event_source_unref(s);
+        catch_up_set_mark(cu, mb, tip);
+        if (cu->started)
+                return;
+        cu->started = true;
+        snprintf(room->last_id, sizeof room->last_id, "%s", tip);
+        if (redis_subscriber_barrier(m->redis, on_catch_up_barrier, catch_up_ref(cu)) >= 0)
+                cu->in_flight = true;
+        else
+                catch_up_unref(cu);     /* down: the reconnect resumes */
+}
+
+/* After a resubscribe: what was published meanwhile is in the stream after
+ * room->last_id. Subscriptions are in effect by now. */
+static void room_catch_up_resume(Manager *m, Room *room) {
+        RoomCatchUp *cu;
+
+        if (!room->catch_up && !room->last_id[0])
+                return;         /* no join answered yet: the first one starts it */
+        room_catch_up_begin(m, room, true);
+        cu = room->catch_up;
+        if (!cu || !cu->started)
+                return;
+        if (cu->in_flight)
+                cu->again = true;       /* it may have been read before the resubscribe */
+        else
+                catch_up_read(m, room, cu);
 }
 
 void chat_on_redis_connected(Manager *m) {
@@ -793,12 +1084,15 @@ void chat_on_redis_connected(Manager *m) {
         chat_reload_rooms(m);
         chat_heartbeat(m);
 
-        /* Messages published while our subscriber was away are in the
-         * streams: replay what came after the last one each room saw. */
+        /* Whatever was published while our subscriber was away is in the
+         * streams, presence in the presence hashes; a subscriber that was
+         * not away replays nothing and loses a moment. */
         rooms = room_registry_sorted(m->rooms, &n);
         for (size_t i = 0; rooms && i < n; i++)
-                if (rooms[i]->subscribed && rooms[i]->last_id[0])
-                        room_catch_up(m, rooms[i]);
+                if (rooms[i]->subscribed) {
+                        room_load_presence(m, rooms[i]);
+                        room_catch_up_resume(m, rooms[i]);
+                }
 }
 
 void chat_on_redis_disconnected(Manager *m) {
@@ -813,8 +1107,12 @@ static void chat_deliver_message(Manager *m, Room *room, const char *kind, const
                 .ts = message_id_ms(id), .edited = streq(kind, "e"),
         };
 
+        /* A new message at most once: the replay of the stream may have
+         * brought it already. An edit keeps its message's old id. */
+        if (!msg.edited && room->last_id[0] && message_id_compare(id, room->last_id) <= 0)
+                return;
         room_fan_out_json(m, room, protocol_format_message(&msg), user, id, NULL);
-        if (message_id_compare(id, room->last_id) > 0)
+        if (!msg.edited)
                 snprintf(room->last_id, sizeof room->last_id, "%s", id);
 }
 
@@ -828,6 +1126,9 @@ static void on_room_event(Manager *m, Room *room, json_t *ev) {
 
         if (!kind)
                 return;
+        /* While the room replays its stream, live events wait behind it. */
+        if (room->catch_up)
+                return catch_up_hold(room->catch_up, ev, kind);
         if ((streq(kind, "m") || streq(kind, "e")) && json_is_string(a1) && json_is_string(a2) && json_is_string(a3)) {
                 /* Only new messages: an edit keeps its message's old id. */
                 if (streq(kind, "m"))

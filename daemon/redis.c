@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -35,12 +36,14 @@
 #define SUBSCRIBE_BATCH 512                     /* channels per SUBSCRIBE when resubscribing */
 #define USEC_INFINITY UINT64_MAX
 
-/* The subscriber connection's liveness probe: re-SUBSCRIBing a channel is
- * the one command whose answer hiredis 0.14 routes correctly in subscribed
- * mode (a PING there is mismatched with the pattern callbacks). Nobody
- * publishes to it. */
+/* The subscriber connection's probe: re-SUBSCRIBing a channel is the one
+ * command whose answer hiredis 0.14 routes correctly in subscribed mode (a
+ * PING there is mismatched with the pattern callbacks). Nobody publishes
+ * to it. Redis answers it after everything it queued for us before, which
+ * makes it a barrier as well as a liveness check. */
 #define PROBE_CHANNEL "__multichat:redis-probe__"
 
+typedef struct Probe Probe;
 typedef struct RedisConn RedisConn;
 typedef struct Request Request;
 typedef struct Resolve Resolve;
@@ -74,6 +77,15 @@ struct Request {
         sds command;                    /* the EVALSHA as sent, for the fallback */
 };
 
+/* A probe in flight on the subscriber connection, oldest first: the one that
+ * ends the setup, the idle liveness check, redis_subscriber_barrier(). */
+struct Probe {
+        Probe *next;
+        uint64_t deadline;
+        RedisBarrierHandler cb;         /* NULL but for barriers */
+        void *userdata;
+};
+
 /* A host name lookup off the loop. Shared by the connection and the thread;
  * whoever drops the last reference frees it, so a connection can give up on
  * a lookup that hangs. */
@@ -96,7 +108,8 @@ struct RedisConn {
         uint64_t timer_at;              /* when it fires, USEC_INFINITY if off */
         uint64_t backoff;
         uint64_t last_ping;
-        uint64_t probe_sent;            /* subscriber: outstanding probe, 0 if none */
+        uint64_t last_read;             /* when a reply last arrived, 0 if none yet */
+        Probe *probes, *probes_tail;    /* subscriber: unanswered probes */
         Request *head, *tail;           /* command connection: awaiting replies */
         Resolve *resolve;
         sd_event_source *resolve_source;
@@ -355,6 +368,23 @@ static void conn_fail_requests(RedisConn *c) {
         }
 }
 
+/* Every barrier still waiting learns that it will not be confirmed. */
+static void conn_fail_probes(RedisConn *c) {
+        Redis *r = c->redis;
+        Probe *p = c->probes;
+
+        /* Detached first: a handler may tear down more of r. */
+        c->probes = c->probes_tail = NULL;
+        while (p) {
+                Probe *next = p->next;
+
+                if (p->cb)
+                        p->cb(r, false, p->userdata);
+                free(p);
+                p = next;
+        }
+}
+
 /* ---- state ---- */
 
 static void redis_update_state(Redis *r) {
@@ -405,7 +435,7 @@ static void conn_detach(RedisConn *c, bool free_context) {
                 ac->data = NULL;        /* from now on hiredis' callbacks for it are stale */
         conn_cancel_resolve(c);
         c->state = CONN_DOWN;
-        c->probe_sent = 0;
+        c->last_read = 0;
         c->timer_at = USEC_INFINITY;
         if (!r->shut_down)
                 conn_schedule_reconnect(c);
@@ -415,6 +445,7 @@ static void conn_detach(RedisConn *c, bool free_context) {
          * list and the context we took. */
         redis_update_state(r);
         conn_fail_requests(c);
+        conn_fail_probes(c);
 
         /* Deferred by hiredis until its callback returns when we are inside
          * one; the orphaned requests are freed then. */
@@ -484,6 +515,7 @@ static void on_request_reply(redisAsyncContext *ac, void *reply_, void *privdata
                 return;
         }
 
+        c->last_read = redis_now(r);
         request_unlink(c, req);
 
         if (req->script && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
@@ -516,6 +548,24 @@ static void on_request_reply(redisAsyncContext *ac, void *reply_, void *privdata
                 cb(r, reply, userdata);
 }
 
+/* Probes are answered in the order sent, each after everything sent
+ * before it: the setup's SUBSCRIBEs, or those a barrier waits for. */
+static void on_probe_reply(RedisConn *c, const redisAsyncContext *ac) {
+        Redis *r = c->redis;
+        _cleanup_(freep) Probe *p = c->probes;
+
+        if (p) {
+                c->probes = p->next;
+                if (!c->probes)
+                        c->probes_tail = NULL;
+        }
+        if (c->state == CONN_SETUP)
+                conn_set_up(c);
+        /* on_state() may have freed r or dropped the connection meanwhile. */
+        if (p && p->cb)
+                p->cb(r, !r->shut_down && c->ac == ac, p->userdata);
+}
+
 static bool reply_is_string(const redisReply *e) {
         return e && (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) && e->str;
 }
@@ -535,6 +585,9 @@ static void on_subscriber_reply(redisAsyncContext *ac, void *reply_, void *privd
                 conn_detach(c, false);
                 return;
         }
+        /* Whatever arrives shows that Redis lives, also while a probe waits
+         * behind a backlog of messages that we are slow to read. */
+        c->last_read = redis_now(r);
 
         /* hiredis 0.14 may call a channel's callback again for a reply it
          * could not match: trust the reply, not which callback got it. */
@@ -559,12 +612,8 @@ static void on_subscriber_reply(redisAsyncContext *ac, void *reply_, void *privd
         }
 
         if (strcasecmp(kind->str, "subscribe") == 0 && reply_is_string(reply->element[1]) &&
-            streq(reply->element[1]->str, PROBE_CHANNEL)) {
-                /* Sent after every other SUBSCRIBE: when it is back, they are too. */
-                c->probe_sent = 0;
-                if (c->state == CONN_SETUP)
-                        conn_set_up(c);
-        }
+            streq(reply->element[1]->str, PROBE_CHANNEL))
+                on_probe_reply(c, ac);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status) {
@@ -626,12 +675,28 @@ static int conn_subscribe_all(RedisConn *c) {
         return 0;
 }
 
-static int conn_send_probe(RedisConn *c) {
-        if (redisAsyncCommand(c->ac, on_subscriber_reply, NULL, "SUBSCRIBE %s", PROBE_CHANNEL) != REDIS_OK)
+static int conn_send_probe(RedisConn *c, RedisBarrierHandler cb, void *userdata) {
+        uint64_t now = redis_now(c->redis);
+        Probe *p;
+
+        if (!c->ac)
                 return -ENOTCONN;
-        c->probe_sent = c->last_ping = redis_now(c->redis);
-        if (c->probe_sent + c->redis->command_timeout < c->timer_at)
-                conn_arm(c, c->probe_sent + c->redis->command_timeout);
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        if (redisAsyncCommand(c->ac, on_subscriber_reply, NULL, "SUBSCRIBE %s", PROBE_CHANNEL) != REDIS_OK) {
+                free(p);
+                return -ENOTCONN;
+        }
+        *p = (Probe) { .deadline = now + c->redis->command_timeout, .cb = cb, .userdata = userdata };
+        if (c->probes_tail)
+                c->probes_tail->next = p;
+        else
+                c->probes = p;
+        c->probes_tail = p;
+        c->last_ping = now;
+        if (p->deadline < c->timer_at)
+                conn_arm(c, p->deadline);
         return 0;
 }
 
@@ -646,7 +711,7 @@ static int conn_setup(RedisConn *c) {
                 k = conn_subscribe_all(c);
                 if (k < 0)
                         return k;
-                return conn_send_probe(c);
+                return conn_send_probe(c, NULL, NULL);
         }
 
         if (r->db > 0)
@@ -808,42 +873,63 @@ static void conn_connect(RedisConn *c) {
 
 /* ---- the connection timer: backoff, connect timeout, watchdog ---- */
 
-static void conn_watchdog(RedisConn *c, uint64_t now) {
+/* Bytes that arrived and wait for us to read them. */
+static bool conn_has_unread(RedisConn *c) {
+        int n = 0;
+
+        return c->ac && c->ac->c.fd >= 0 && ioctl(c->ac->c.fd, FIONREAD, &n) >= 0 && n > 0;
+}
+
+/* A connection is dead when something is awaited and nothing at all has
+ * arrived for the timeout. An answer that is late only because it is
+ * queued behind replies or messages we are still reading (a busy daemon
+ * behind a pub/sub backlog) is not Redis' fault: reconnecting for it would
+ * throw that backlog away. Nor is one that we could not see because our
+ * loop stalled (the timer fired late): the command may not even have been
+ * written yet. */
+static void conn_watchdog(RedisConn *c, uint64_t now, bool stalled) {
         Redis *r = c->redis;
+        uint64_t deadline = USEC_INFINITY, idle_since;
 
-        if (c->subscriber && c->probe_sent) {
-                if (now >= c->probe_sent + r->command_timeout) {
+        if (c->subscriber && c->probes)
+                deadline = c->probes->deadline;
+        else if (!c->subscriber && c->head)
+                deadline = c->head->deadline;
+        if (deadline != USEC_INFINITY) {
+                if (c->last_read > 0)
+                        deadline = MAX(deadline, c->last_read + r->command_timeout);
+                if (now >= deadline && (stalled || conn_has_unread(c)))
+                        deadline = now + r->command_timeout;
+                if (now >= deadline) {
                         redis_set_error(r, c->name, "no answer within the timeout");
                         conn_detach(c, true);
                 } else
-                        conn_arm(c, c->probe_sent + r->command_timeout);
-                return;
-        }
-        if (c->head) {
-                if (now >= c->head->deadline) {
-                        redis_set_error(r, c->name, "no answer within the timeout");
-                        conn_detach(c, true);
-                } else
-                        conn_arm(c, c->head->deadline);
+                        conn_arm(c, deadline);
                 return;
         }
 
-        /* Idle: a PING notices a Redis that vanished without a FIN. */
-        if (c->state == CONN_UP && now >= c->last_ping + r->ping_interval) {
-                int k = c->subscriber ? conn_send_probe(c) : conn_send_internal(c, REQUEST_PING, "PING");
+        /* Idle: a PING notices a Redis that vanished without a FIN. What
+         * keeps arriving shows it is there, so a busy connection is not
+         * probed at all. */
+        idle_since = MAX(c->last_ping, c->last_read);
+        if (c->state == CONN_UP && now >= idle_since + r->ping_interval) {
+                int k = c->subscriber ? conn_send_probe(c, NULL, NULL) : conn_send_internal(c, REQUEST_PING, "PING");
                 c->last_ping = now;
                 if (k >= 0)
                         return;
+                idle_since = now;
         }
-        conn_arm(c, c->last_ping + r->ping_interval);
+        conn_arm(c, idle_since + r->ping_interval);
 }
 
 static int on_conn_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         _cleanup_(redis_unrefp) Redis *r = NULL;
         RedisConn *c = userdata;
+        uint64_t now;
 
         r = redis_ref(c->redis);
         c->timer_at = USEC_INFINITY;
+        now = redis_now(r);
 
         switch (c->state) {
         case CONN_DOWN:
@@ -855,7 +941,7 @@ static int on_conn_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 break;
         case CONN_SETUP:
         case CONN_UP:
-                conn_watchdog(c, redis_now(r));
+                conn_watchdog(c, now, now > usec + r->command_timeout / 4);
                 break;
         }
         return 0;
@@ -1216,6 +1302,15 @@ int redis_eval(Redis *r, const RedisScript *s, RedisReplyHandler cb, void *userd
         if (k < 0)
                 sdsfree(cmd);
         return k;
+}
+
+int redis_subscriber_barrier(Redis *r, RedisBarrierHandler cb, void *userdata) {
+        if (!r || !cb || r->shut_down)
+                return -EINVAL;
+        /* While connecting the probe queues behind the setup's SUBSCRIBEs. */
+        if (r->sub.state != CONN_SETUP && r->sub.state != CONN_UP)
+                return -ENOTCONN;
+        return conn_send_probe(&r->sub, cb, userdata);
 }
 
 unsigned redis_cancel(Redis *r, const void *userdata) {

@@ -32,6 +32,9 @@ typedef void (*RedisMessageHandler)(Redis *r, const char *channel, const char *d
  * (REDIS_REPLY_ERROR) is a reply, not NULL. reply is freed after the call. */
 typedef void (*RedisReplyHandler)(Redis *r, const redisReply *reply, void *userdata);
 
+/* See redis_subscriber_barrier(). */
+typedef void (*RedisBarrierHandler)(Redis *r, bool ok, void *userdata);
+
 /* A Lua script run with EVALSHA, sent as EVAL when Redis does not know it
  * (NOSCRIPT: after a restart or SCRIPT FLUSH). */
 typedef struct RedisScript {
@@ -42,8 +45,11 @@ typedef struct RedisScript {
 
 void redis_script_init(RedisScript *s, const char *source);
 
-#define REDIS_COMMAND_TIMEOUT_USEC   (5 * 1000000ULL)   /* no reply → connection is dead */
-#define REDIS_PING_INTERVAL_USEC     (10 * 1000000ULL)  /* probe idle connections */
+/* A connection is dead when it owes an answer and nothing at all arrived
+ * on it for this long: replies and messages that keep arriving (a backlog
+ * we are slow to read) count as signs of life, as do bytes waiting unread. */
+#define REDIS_COMMAND_TIMEOUT_USEC   (5 * 1000000ULL)
+#define REDIS_PING_INTERVAL_USEC     (10 * 1000000ULL)  /* probe connections on which nothing arrived */
 #define REDIS_BACKOFF_MIN_USEC       (100 * 1000ULL)
 #define REDIS_BACKOFF_MAX_USEC       (3200 * 1000ULL)
 #define REDIS_CHANNEL_MAX            1024               /* bytes in a channel name or pattern */
@@ -110,3 +116,13 @@ int redis_subscribe(Redis *r, const char *channel);
 int redis_unsubscribe(Redis *r, const char *channel);
 int redis_psubscribe(Redis *r, const char *pattern);
 int redis_punsubscribe(Redis *r, const char *pattern);
+
+/* Sends a probe on the subscriber connection and calls cb exactly once:
+ * ok = true when Redis has answered it, which it does after everything it
+ * queued for us before; so every (P)SUBSCRIBE made before the call is in
+ * effect and every message published before its answer was handed to the
+ * RedisMessageHandler. ok = false when the subscriber connection dropped
+ * first (on_state() reports it; a resubscribe follows) or redis_free() ran.
+ * Fails without calling cb: -ENOTCONN while the subscriber connection is
+ * down (while it is being set up, the barrier waits for that), -ENOMEM. */
+int redis_subscriber_barrier(Redis *r, RedisBarrierHandler cb, void *userdata);

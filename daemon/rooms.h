@@ -11,6 +11,7 @@
 typedef struct Conn Conn;
 typedef struct Frame Frame;
 typedef struct Room Room;
+typedef struct RoomCatchUp RoomCatchUp;
 typedef struct RoomRegistry RoomRegistry;
 
 /* A join waits for Redis (presence, history); live messages that arrive
@@ -49,7 +50,10 @@ struct Room {
         size_t n_usernames;
 
         bool subscribed;
-        bool catch_up;                      /* just subscribed: read the stream once more after the join */
+        /* chat.c's replay of the room's stream after a (re)subscribe, NULL
+         * while live. It ends before the room loses its last member, so
+         * before the room can be removed. */
+        RoomCatchUp *catch_up;
         char last_id[MESSAGE_ID_MAX + 1];   /* newest message delivered here */
 };
 

@@ -43,8 +43,29 @@
         "  return out\n"                                                                \
         "end\n"
 
+/* Whether entries newer than `after` were trimmed away: the stream has lost
+ * entries (entries-added counts every one ever added, Redis 7) and its
+ * oldest is newer than `after`, or it has none left although newer ones
+ * were added. XDEL loses entries too, so a deletion right after `after`
+ * may be taken for trimming; never the other way round. */
+#define LUA_TRIMMED_AFTER                                                               \
+        "local function trimmed_after(log, after)\n"                                    \
+        "  if redis.call('EXISTS', log) == 0 then return false end\n"                   \
+        "  local info, added, length, last = redis.call('XINFO', 'STREAM', log), 0, 0, '0-0'\n" \
+        "  for i = 1, #info, 2 do\n"                                                    \
+        "    if info[i] == 'entries-added' then added = info[i + 1] end\n"              \
+        "    if info[i] == 'length' then length = info[i + 1] end\n"                   \
+        "    if info[i] == 'last-generated-id' then last = info[i + 1] end\n"          \
+        "  end\n"                                                                       \
+        "  if added <= length or not idlt(after, last) then return false end\n"         \
+        "  local first = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)\n"             \
+        "  return #first == 0 or idlt(after, first[1][1])\n"                            \
+        "end\n"
+
 /* ARGV: room, user, daemon, history, since ('' for none). Everything that
- * can fail comes before the presence changes: scripts are not rolled back. */
+ * can fail comes before the presence changes: scripts are not rolled back.
+ * The last element is the stream's newest id ("0-0" if none): what the
+ * joiner has, for a daemon that replays the stream meanwhile. */
 static RedisScript script_join = { .source =
         LUA_ID_LESS LUA_RANGE LUA_EDITS
         "local room, user, daemon, n, since = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]\n"
@@ -77,7 +98,9 @@ static RedisScript script_join = { .source =
         "local change = 0\n"
         "if count == 1 then change = 1 end\n"
         "redis.call('PUBLISH', 'mc:events', cjson.encode({'p', room, user, count, change}))\n"
-        "return {count, redis.call('HGETALL', 'mc:room:' .. room .. ':users'), hist, complete, edits(room, hist)}\n"
+        "local tip = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)\n"
+        "if #tip > 0 then tip = tip[1][1] else tip = '0-0' end\n"
+        "return {count, redis.call('HGETALL', 'mc:room:' .. room .. ':users'), hist, complete, edits(room, hist), tip}\n"
 };
 
 /* ARGV: room, user, daemon */
@@ -140,12 +163,16 @@ static RedisScript script_history = { .source =
         "return {rev, edits(room, rev), complete}\n"
 };
 
-/* ARGV: room, after, limit */
+/* ARGV: room, after, limit. One more than asked is read to tell whether
+ * more follow. */
 static RedisScript script_since = { .source =
-        LUA_RANGE LUA_EDITS
+        LUA_ID_LESS LUA_RANGE LUA_EDITS LUA_TRIMMED_AFTER
         "local room, after, n = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
-        "local hist = range('XRANGE', 'mc:room:' .. room .. ':log', '(' .. after, '+', n) or {}\n"
-        "return {hist, edits(room, hist)}\n"
+        "local log = 'mc:room:' .. room .. ':log'\n"
+        "local hist, more, gap = range('XRANGE', log, '(' .. after, '+', n + 1) or {}, 0, 0\n"
+        "if #hist > n then more = 1; hist[#hist] = nil end\n"
+        "if trimmed_after(log, after) then gap = 1 end\n"
+        "return {hist, edits(room, hist), more, gap}\n"
 };
 
 /* ARGV: title, staff_only */

@@ -48,7 +48,8 @@ int store_create_room(Redis *r, const char *title, bool staff_only, RedisReplyHa
 int store_update_room(Redis *r, const char *room, const char *title, int staff_only, RedisReplyHandler cb, void *userdata);
 int store_delete_room(Redis *r, const char *room, RedisReplyHandler cb, void *userdata);
 
-/* Reply: [count, [user, n, ...], [entries], complete, [edited texts]] */
+/* Reply: [count, [user, n, ...], [entries], complete, [edited texts], newest id]
+ * where the newest id is the stream's at that moment, "0-0" when empty. */
 int store_join(Redis *r, const char *daemon_id, const char *room, const char *username,
                const char *since, unsigned history, RedisReplyHandler cb, void *userdata);
 int store_leave(Redis *r, const char *daemon_id, const char *room, const char *username,
@@ -62,8 +63,11 @@ int store_edit(Redis *r, const char *room, const char *id, const char *username,
 /* Reply: [[entries newest first], [edited texts], complete] */
 int store_history(Redis *r, const char *room, const char *before, unsigned limit,
                   RedisReplyHandler cb, void *userdata);
-/* Entries after `after`, oldest first: what a daemon missed while its
- * subscriber connection was down. */
+/* Entries after `after`, oldest first, at most limit: what a daemon missed
+ * while its subscriber connection was down. Reply: [[entries], [edited
+ * texts], more, gap]: more = 1 when entries follow these; gap = 1 when
+ * entries after `after` were trimmed from the stream before anyone read
+ * them (or, rarely, deleted: see the script). */
 int store_since(Redis *r, const char *room, const char *after, unsigned limit,
                 RedisReplyHandler cb, void *userdata);
 

@@ -57,6 +57,8 @@ typedef struct Ctx {
         char data[64];
         size_t len;
         bool free_on_down, free_on_message;
+        uint64_t slow_usec;             /* each message takes this long, as in a busy daemon */
+        uint64_t stall_once_usec;       /* the first message takes this long */
 } Ctx;
 
 typedef struct Reply {
@@ -89,6 +91,12 @@ static void on_message(Redis *r, const char *channel, const char *data, size_t l
         Ctx *c = userdata;
 
         c->n_messages++;
+        if (c->stall_once_usec > 0) {
+                usleep(c->stall_once_usec);
+                c->stall_once_usec = 0;
+        }
+        if (c->slow_usec > 0)
+                usleep(c->slow_usec);
         snprintf(c->channel, sizeof(c->channel), "%s", channel);
         c->len = MIN(len, sizeof(c->data));
         memcpy(c->data, data, c->len);
@@ -836,6 +844,206 @@ static void test_slow_subscriber(TestRedis *srv, sd_event *e) {
         c.redis = redis_free(c.redis);
 }
 
+typedef struct Barrier {
+        unsigned calls, n_ok;
+        unsigned messages_then;         /* messages received when it was confirmed */
+        Ctx *ctx;
+} Barrier;
+
+static void on_barrier(Redis *r, bool ok, void *userdata) {
+        Barrier *b = userdata;
+
+        b->calls++;
+        b->n_ok += ok;
+        b->messages_then = b->ctx->n_messages;
+}
+
+static bool barrier_done(const void *p) {
+        return ((const Barrier *) p)->calls > 0;
+}
+
+static bool all_messages(const void *p) {
+        return ((const Ctx *) p)->n_messages >= 400;
+}
+
+/* Publishes 400 messages of 1 KiB on "backlog" while our loop does not run. */
+static void publish_backlog(redisContext *rc) {
+        char text[1024];
+        redisReply *rep;
+
+        memset(text, 'b', sizeof(text));
+        for (unsigned i = 0; i < 400; i++)
+                ASSERT_INT_EQ(redisAppendCommand(rc, "PUBLISH backlog %b", text, sizeof(text)), REDIS_OK);
+        for (unsigned i = 0; i < 400; i++) {
+                ASSERT_INT_EQ(redisGetReply(rc, (void **) &rep), REDIS_OK);
+                ASSERT_INT_EQ(rep->type, REDIS_REPLY_INTEGER);
+                ASSERT_INT_EQ(rep->integer, 1);
+                freeReplyObject(rep);
+        }
+}
+
+/* A subscriber that is slow to read a backlog (a busy daemon) gets its
+ * probe answered only behind it, later than the command timeout: that is
+ * no reason to drop the connection, and with it the backlog. */
+static void test_backlog_is_life(TestRedis *srv, sd_event *e) {
+        _cleanup_(redis_context_freep) redisContext *rc = NULL;
+        Barrier b = {};
+        char url[192];
+        uint64_t t;
+        Ctx c;
+
+        snprintf(url, sizeof(url), "unix:%s", srv->sock);
+        rc = redisConnectUnix(srv->sock);
+        ASSERT_TRUE(rc && !rc->err);
+
+        /* 400 messages at 2.5 ms each: 1 s of reading, timeout 300 ms. The
+         * loop sleeps past the ping interval first, so the idle probe goes
+         * out behind the whole backlog. */
+        ctx_open_timeouts(&c, e, url, 300000, 200000);
+        ASSERT_OK(redis_subscribe(c.redis, "backlog"));
+        wait_receivers(&c, "backlog", 1);
+        publish_backlog(rc);
+        usleep(400000);
+        c.slow_usec = 2500;
+        t = now_usec();
+        ASSERT_TRUE(run_until_fn(e, all_messages, &c, 10 * SEC));
+        printf("redis: a backlog of 400 messages read in %.0f ms (command timeout 300 ms)\n",
+               (now_usec() - t) / 1000.0);
+        ASSERT_INT_EQ(c.n_messages, 400);
+        ASSERT_INT_EQ(c.n_down, 0);
+        ASSERT_TRUE(redis_is_connected(c.redis));
+
+        /* The same behind a barrier: it is confirmed after the backlog. */
+        c.n_messages = 0;
+        b.ctx = &c;
+        publish_backlog(rc);
+        ASSERT_OK(redis_subscriber_barrier(c.redis, on_barrier, &b));
+        ASSERT_TRUE(run_until_fn(e, barrier_done, &b, 10 * SEC));
+        ASSERT_INT_EQ(b.calls, 1);
+        ASSERT_INT_EQ(b.n_ok, 1);
+        ASSERT_INT_EQ(b.messages_then, 400);
+        ASSERT_INT_EQ(c.n_down, 0);
+
+        /* A loop that stalls longer than the timeout in one handler, with a
+         * probe out and the rest of the backlog unread in the socket: late
+         * is our fault, not Redis'. */
+        c.n_messages = 0;
+        c.slow_usec = 0;
+        c.stall_once_usec = 600000;
+        b = (Barrier) { .ctx = &c };
+        publish_backlog(rc);
+        ASSERT_OK(redis_subscriber_barrier(c.redis, on_barrier, &b));
+        ASSERT_TRUE(run_until_fn(e, barrier_done, &b, 10 * SEC));
+        ASSERT_INT_EQ(b.n_ok, 1);
+        ASSERT_INT_EQ(c.n_messages, 400);
+        ASSERT_INT_EQ(c.n_down, 0);
+
+        /* Still, a Redis that stops sending anything is dropped, backlog or not. */
+        c.slow_usec = 2500;
+        publish_backlog(rc);
+        b = (Barrier) { .ctx = &c };
+        ASSERT_OK(redis_subscriber_barrier(c.redis, on_barrier, &b));
+        run_for(e, 20000);
+        ASSERT_INT_EQ(kill(srv->pid, SIGSTOP), 0);
+        t = now_usec();
+        ASSERT_TRUE(run_until_fn(e, barrier_done, &b, 10 * SEC));
+        t = now_usec() - t;
+        ASSERT_INT_EQ(kill(srv->pid, SIGCONT), 0);
+        printf("redis: stopped server noticed by the subscriber behind a backlog after %.0f ms\n", t / 1000.0);
+        ASSERT_TRUE(t < 3 * SEC);
+        ASSERT_INT_EQ(b.calls, 1);
+        ASSERT_INT_EQ(b.n_ok, 0);
+        c.slow_usec = 0;
+        ASSERT_TRUE(run_until_fn(e, is_up, &c, 10 * SEC));
+        c.redis = redis_free(c.redis);
+}
+
+typedef struct SlowReplies {
+        unsigned n_reply, n_null;
+} SlowReplies;
+
+static void on_slow_reply(Redis *r, const redisReply *reply, void *userdata) {
+        SlowReplies *s = userdata;
+
+        if (reply)
+                s->n_reply++;
+        else
+                s->n_null++;
+        usleep(2500);
+}
+
+static bool slow_replies_done(const void *p) {
+        const SlowReplies *s = p;
+        return s->n_reply + s->n_null >= 400;
+}
+
+/* The same on the command connection: 400 pipelined commands whose replies
+ * we handle slowly. The last ones are answered long after the timeout, but
+ * replies arrive all the while. */
+static void test_slow_replies(TestRedis *srv, sd_event *e) {
+        SlowReplies s = {};
+        char url[192], text[1024];
+        Ctx c;
+
+        /* 1 KiB each, so that they take many reads. */
+        memset(text, 'r', sizeof(text));
+        snprintf(url, sizeof(url), "unix:%s", srv->sock);
+        ctx_open_timeouts(&c, e, url, 300000, 200000);
+        for (unsigned i = 0; i < 400; i++)
+                ASSERT_OK(redis_command(c.redis, on_slow_reply, &s, "ECHO %b", text, sizeof(text)));
+        ASSERT_TRUE(run_until_fn(e, slow_replies_done, &s, 10 * SEC));
+        ASSERT_INT_EQ(s.n_reply, 400);
+        ASSERT_INT_EQ(s.n_null, 0);
+        ASSERT_INT_EQ(c.n_down, 0);
+        c.redis = redis_free(c.redis);
+}
+
+static void test_barrier(TestRedis *srv, sd_event *e) {
+        Barrier b = {}, b2 = {};
+        char url[192];
+        Ctx c = { .event = e };
+
+        snprintf(url, sizeof(url), "unix:%s", srv->sock);
+
+        /* Down: refused, the handler never runs. */
+        ASSERT_OK(redis_new(&c.redis, e, url, on_state, on_message, &c));
+        ASSERT_ERROR(redis_subscriber_barrier(c.redis, on_barrier, &b), ENOTCONN);
+        ASSERT_ERROR(redis_subscriber_barrier(c.redis, NULL, &b), EINVAL);
+        c.redis = redis_free(c.redis);
+        ASSERT_INT_EQ(b.calls, 0);
+
+        /* Once confirmed, the SUBSCRIBE sent before it is in effect: a
+         * message published right then arrives. */
+        ctx_open(&c, e, url);
+        b.ctx = &c;
+        ASSERT_OK(redis_subscribe(c.redis, "after-barrier"));
+        ASSERT_OK(redis_subscriber_barrier(c.redis, on_barrier, &b));
+        ASSERT_TRUE(run_until_fn(e, barrier_done, &b, 5 * SEC));
+        ASSERT_INT_EQ(b.n_ok, 1);
+        ASSERT_INT_EQ(test_redis_integer(srv, "PUBLISH after-barrier now"), 1);
+        ASSERT_TRUE(run_until_fn(e, got_message, &c, 5 * SEC));
+        ASSERT_STREQ(c.channel, "after-barrier");
+
+        /* Lost with the connection: called once, not ok; and once more
+         * not ok when redis_free() runs with one pending. */
+        b = (Barrier) { .ctx = &c };
+        ASSERT_OK(redis_subscriber_barrier(c.redis, on_barrier, &b));
+        test_redis_kill(srv);
+        ASSERT_TRUE(run_until_fn(e, barrier_done, &b, 5 * SEC));
+        ASSERT_INT_EQ(b.calls, 1);
+        ASSERT_INT_EQ(b.n_ok, 0);
+        ASSERT_OK(test_redis_start(srv));
+        ASSERT_TRUE(run_until_fn(e, is_up, &c, 10 * SEC));
+        b2.ctx = &c;
+        ASSERT_OK(redis_subscriber_barrier(c.redis, on_barrier, &b2));
+        c.redis = redis_free(c.redis);
+        ASSERT_INT_EQ(b2.calls, 1);
+        ASSERT_INT_EQ(b2.n_ok, 0);
+        run_for(e, 100000);
+        ASSERT_INT_EQ(b.calls, 1);
+        ASSERT_INT_EQ(b2.calls, 1);
+}
+
 static void test_tcp(sd_event *e) {
         TestRedis tcp = {};
         char url[320], host[256];
@@ -909,6 +1117,9 @@ int main(void) {
         test_free_pending(&srv, e);
         test_kill_restart(&srv, e);
         test_slow_subscriber(&srv, e);
+        test_barrier(&srv, e);
+        test_backlog_is_life(&srv, e);
+        test_slow_replies(&srv, e);
         test_refused_at_start(e);
         test_tcp(e);
         test_timeout(&srv, e);

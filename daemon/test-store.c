@@ -788,10 +788,11 @@ static void test_presence(Test *t) {
         reset(t);
         create_room(t, "Lobby", "1");
 
-        /* [count, [user, n, ...], [entries], complete, [edits]] */
+        /* [count, [user, n, ...], [entries], complete, [edits], newest id] */
         r = do_join(t, "d1", "1", "alice", NULL, 50);
         ASSERT_INT_EQ(r->type, REDIS_REPLY_ARRAY);
-        ASSERT_INT_EQ(r->elements, 5);
+        ASSERT_INT_EQ(r->elements, 6);
+        assert_str(r->element[5], "0-0");       /* no messages yet */
         assert_int(r->element[0], 1);
         ASSERT_INT_EQ(r->element[1]->type, REDIS_REPLY_ARRAY);
         ASSERT_INT_EQ(r->element[1]->elements, 2);
@@ -1121,12 +1122,20 @@ static void test_history(Test *t) {
         assert_error(r, "NOROOM");
         freeReplyObject(r);
 
-        /* since: [[entries oldest first], [edits]] */
+        /* since: [[entries oldest first], [edits], more, gap] */
         r = do_since(t, "1", ids[4], 100);
         ASSERT_INT_EQ(r->type, REDIS_REPLY_ARRAY);
-        ASSERT_INT_EQ(r->elements, 2);
+        ASSERT_INT_EQ(r->elements, 4);
         SELECT(6, 10);
         assert_entries(r->element[0], r->element[1], 5, sel, tsel, "alice");
+        assert_int(r->element[2], 0);
+        assert_int(r->element[3], 0);
+        freeReplyObject(r);
+
+        /* Exactly what is left: no more. */
+        r = do_since(t, "1", ids[4], 5);
+        assert_entries(r->element[0], r->element[1], 5, sel, tsel, "alice");
+        assert_int(r->element[2], 0);
         freeReplyObject(r);
 
         r = do_since(t, "1", ids[2], 100);
@@ -1138,6 +1147,8 @@ static void test_history(Test *t) {
         r = do_since(t, "1", ids[4], 2);
         SELECT(6, 7);
         assert_entries(r->element[0], r->element[1], 2, sel, tsel, "alice");
+        assert_int(r->element[2], 1);           /* more follow */
+        assert_int(r->element[3], 0);
         freeReplyObject(r);
 
         r = do_since(t, "1", ids[9], 100);
@@ -1151,7 +1162,15 @@ static void test_history(Test *t) {
 
         r = do_since(t, "2", "0-0", 100);
         assert_entries(r->element[0], r->element[1], 0, sel, tsel, NULL);
+        assert_int(r->element[2], 0);
+        assert_int(r->element[3], 0);           /* no stream at all */
         freeReplyObject(r);
+
+        /* A join answers the newest id, whatever history it asked for. */
+        r = do_join(t, "d1", "1", "dave", ids[2], 3);
+        assert_str(r->element[5], ids[9]);
+        freeReplyObject(r);
+        expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"dave\", 1, 1]");
 
         /* join: the last n, oldest first, with edits. */
         r = do_join(t, "d1", "1", "carol", NULL, 8);
@@ -1297,6 +1316,45 @@ static void test_trim(Test *t) {
         assert_int(r->element[3], 0);
         freeReplyObject(r);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"bob\", 3, 0]");
+
+        /* Replaying after an id that was trimmed: a gap, paged. After one
+         * that is kept, none. */
+        {
+                char after[64];
+                unsigned total = 0, pages = 0;
+                bool first = true;
+
+                snprintf(after, sizeof after, "%s", ids[10]);
+                for (;;) {
+                        r = do_since(t, "1", after, 40);
+                        ASSERT_INT_EQ(r->elements, 4);
+                        assert_int(r->element[3], first ? 1 : 0);
+                        for (size_t i = 0; i < r->element[0]->elements; i++) {
+                                StoreEntry e;
+
+                                ASSERT_OK(store_parse_entry(r->element[0]->element[i], r->element[1]->element[i], &e));
+                                ASSERT_STREQ(e.id, ids[N_TRIM - len + total]);
+                                total++;
+                                snprintf(after, sizeof after, "%s", e.id);
+                        }
+                        first = false;
+                        ASSERT_TRUE(++pages < 100);
+                        if (r->element[2]->integer == 0) {
+                                freeReplyObject(r);
+                                break;
+                        }
+                        ASSERT_INT_EQ(r->element[0]->elements, 40);
+                        freeReplyObject(r);
+                }
+                ASSERT_INT_EQ(total, len);
+                ASSERT_INT_EQ(pages, (len + 39) / 40);
+        }
+        r = do_since(t, "1", ids[N_TRIM - len], 10);
+        assert_int(r->element[3], 0);
+        freeReplyObject(r);
+        r = do_since(t, "1", ids[N_TRIM - len - 1], 10);       /* the newest trimmed one: nothing lost after it */
+        ASSERT_INT_EQ(r->element[0]->elements, 10);
+        freeReplyObject(r);
 
         /* A recent since is complete. */
         r = do_join(t, "d1", "1", "bob", ids[N_TRIM - 10], 50);
@@ -1525,10 +1583,12 @@ static void test_odd_ids(Test *t) {
                 freeReplyObject(r);
                 (void) quiet(t);
         } else {
-                ASSERT_INT_EQ(r->elements, 5);
+                ASSERT_INT_EQ(r->elements, 6);
                 assert_int(r->element[0], 1);
                 ASSERT_INT_EQ(r->element[2]->elements, 0);
                 assert_int(r->element[3], 1);
+                ASSERT_INT_EQ(r->element[5]->type, REDIS_REPLY_STRING);
+                ASSERT_TRUE(is_stream_id(r->element[5]->str));
                 freeReplyObject(r);
                 expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"zoe\", 1, 1]");
         }
