@@ -24,6 +24,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <security/pam_appl.h>
@@ -54,6 +55,9 @@ static const char *arg_staff_group = "multichat-staff";
 static uid_t arg_min_uid = 1000;
 static unsigned arg_max_concurrent = 32;
 static int arg_fd = -EBADF;
+/* PAM service files from here instead of /etc/pam.d (NULL: libpam's own
+ * search); set from $MULTICHAT_PAM_CONFDIR, see pam_confdir_setup(). */
+static const char *arg_pam_confdir = NULL;
 
 typedef struct Server Server;
 typedef struct Connection Connection;
@@ -94,10 +98,13 @@ struct Server {
         unsigned n_connections;
         unsigned n_inflight;
 
-        /* getgrouplist() is thread-safe in glibc, but an NSS module
-         * without initgroups walks getgrent(), one iterator per process
-         * (nss_wrapper in our tests does exactly that): workers take turns
-         * for group membership. It costs nothing next to PAM. */
+        /* Workers take turns for every user database lookup. glibc's
+         * get*_r() are thread-safe, but an NSS module need not be:
+         * getgrouplist() without initgroups walks getgrent(), one iterator
+         * per process, and nss_wrapper 1.1.12 (our tests) answers
+         * getpwnam_r() from two threads with a spurious ENOENT, or
+         * crashes, while its first lookup loads the files. It costs
+         * microseconds next to PAM's milliseconds. */
         pthread_mutex_t nss_lock;
 
         /* Workers append finished jobs here and poke done_fd. */
@@ -221,9 +228,8 @@ static int user_groups(const char *name, gid_t gid, gid_t **ret, int *ret_n) {
         }
 }
 
-/* Resolves a user by name (or by uid when name is NULL) with the staff
- * flag and membership of the optional extra group. */
-static int user_lookup(Server *s, const char *name, uid_t uid, const char *group, UserInfo *ret) {
+/* The body of user_lookup(), with nss_lock held. */
+static int user_lookup_locked(const char *name, uid_t uid, const char *group, UserInfo *ret) {
         _cleanup_(freep) char *buf = NULL;
         _cleanup_(freep) gid_t *groups = NULL;
         struct passwd pw;
@@ -235,21 +241,30 @@ static int user_lookup(Server *s, const char *name, uid_t uid, const char *group
         /* A name we cannot carry on the wire is a name the chat cannot show. */
         if (!auth_wire_username_is_valid(pw.pw_name))
                 return -EPERM;
-        pthread_mutex_lock(&s->nss_lock);
         r = user_groups(pw.pw_name, pw.pw_gid, &groups, &n);
-        staff = r < 0 ? r : user_in_group(groups, n, arg_staff_group);
-        in_group = r < 0 || staff < 0 ? 0 : user_in_group(groups, n, group);
-        pthread_mutex_unlock(&s->nss_lock);
         if (r < 0)
                 return r;
+        staff = user_in_group(groups, n, arg_staff_group);
         if (staff < 0)
                 return staff;
+        in_group = user_in_group(groups, n, group);
         if (in_group < 0)
                 return in_group;
 
         *ret = (UserInfo) { .uid = pw.pw_uid, .staff = staff, .in_group = in_group };
         strcpy(ret->name, pw.pw_name);
         return 0;
+}
+
+/* Resolves a user by name (or by uid when name is NULL) with the staff
+ * flag and membership of the optional extra group. */
+static int user_lookup(Server *s, const char *name, uid_t uid, const char *group, UserInfo *ret) {
+        int r;
+
+        pthread_mutex_lock(&s->nss_lock);
+        r = user_lookup_locked(name, uid, group, ret);
+        pthread_mutex_unlock(&s->nss_lock);
+        return r;
 }
 
 /* ---- PAM (worker threads) ---- */
@@ -331,7 +346,10 @@ static int pam_check(Job *j, char ret_user[static AUTH_WIRE_USERNAME_MAX + 1]) {
         const void *item = NULL;
         int pr, r;
 
-        pr = pam_start(arg_pam_service, j->req.username, &conv, &pamh);
+        if (arg_pam_confdir)
+                pr = pam_start_confdir(arg_pam_service, j->req.username, &conv, arg_pam_confdir, &pamh);
+        else
+                pr = pam_start(arg_pam_service, j->req.username, &conv, &pamh);
         if (pr != PAM_SUCCESS)
                 return log_error_errno(EIO, "pam_start(%s) failed: %s", arg_pam_service, pam_strerror(pamh, pr));
 
@@ -400,13 +418,14 @@ static int job_authenticate(Job *j, UserInfo *ret) {
         if (r < 0)
                 return r;
 
+        /* PAM said yes, so whoever sent this knows the password: a user
+         * the database cannot find now is our trouble (a broken NSS
+         * setup), not a wrong password, and answering so tells nothing. */
         r = user_lookup(j->server, user, 0, NULL, &u);
-        if (r == -ENOENT)
-                return -EACCES;
         if (r == -EPERM)
                 return r;
         if (r < 0) {
-                log_warning_errno(r, "Failed to look up user %s: %m", user);
+                log_warning_errno(r, "PAM accepted %s, but looking the user up failed: %m", user);
                 return -EIO;
         }
         if (!uid_allowed(u.uid))
@@ -957,7 +976,9 @@ static void help(void) {
                "     --staff-group=NAME     Members are staff (default: multichat-staff)\n"
                "     --min-uid=UID          Refuse accounts below this uid (default: 1000;\n"
                "                            root and nobody are always refused)\n"
-               "     --max-concurrent=N     Requests run at once; more get -EBUSY (default: 32)\n",
+               "     --max-concurrent=N     Requests run at once; more get -EBUSY (default: 32)\n"
+               "\nEnvironment (for tests):\n"
+               "  MULTICHAT_PAM_CONFDIR=DIR  Read the PAM service from DIR, not /etc/pam.d\n",
                program_invocation_short_name);
 }
 
@@ -1031,6 +1052,31 @@ static int parse_argv(int argc, char *argv[]) {
         return 1;
 }
 
+/* A hook for tests, like systemd's $SYSTEMD_* variables: PAM service files
+ * from $MULTICHAT_PAM_CONFDIR instead of /etc/pam.d, through libpam's
+ * pam_start_confdir(). The tests used to get that from pam_wrapper, which
+ * copies the files into one of 62 machine-wide /tmp/pam.? directories per
+ * process; two processes starting at the same moment may pick the same one
+ * (pam_wrapper 1.1.4 checks, then creates), and the other's copy or exit
+ * then truncates or deletes our PAM configuration: right passwords were
+ * refused now and then. Set but unusable, it is an error: a test must not
+ * quietly fall back to the system's PAM. */
+static int pam_confdir_setup(void) {
+        const char *e = secure_getenv("MULTICHAT_PAM_CONFDIR");
+        struct stat st;
+
+        if (!e || e[0] == '\0')
+                return 0;
+        if (e[0] != '/' || strlen(e) >= PATH_MAX)
+                return log_error_errno(EINVAL, "$MULTICHAT_PAM_CONFDIR=%s is not an absolute path.", e);
+        if (stat(e, &st) < 0)
+                return log_error_errno(errno, "$MULTICHAT_PAM_CONFDIR=%s: %m", e);
+        if (!S_ISDIR(st.st_mode))
+                return log_error_errno(ENOTDIR, "$MULTICHAT_PAM_CONFDIR=%s: %m", e);
+        arg_pam_confdir = e;
+        return 0;
+}
+
 static int run(int argc, char *argv[]) {
         _cleanup_(server_freep) Server *s = NULL;
         sigset_t mask;
@@ -1039,6 +1085,9 @@ static int run(int argc, char *argv[]) {
         log_setup("multichat-auth");
         r = parse_argv(argc, argv);
         if (r <= 0)
+                return r;
+        r = pam_confdir_setup();
+        if (r < 0)
                 return r;
 
         /* Blocked before any worker exists, so every thread inherits the
@@ -1058,8 +1107,9 @@ static int run(int argc, char *argv[]) {
                 return r;
 
         (void) sd_notify(false, "READY=1");
-        log_debug("Serving PAM service %s, staff group %s, min uid %u, %u at once.",
-                  arg_pam_service, arg_staff_group, (unsigned) arg_min_uid, arg_max_concurrent);
+        log_debug("Serving PAM service %s%s%s, staff group %s, min uid %u, %u at once.",
+                  arg_pam_service, arg_pam_confdir ? " from " : "", arg_pam_confdir ?: "",
+                  arg_staff_group, (unsigned) arg_min_uid, arg_max_concurrent);
 
         r = sd_event_loop(s->event);
         if (r < 0)

@@ -3,7 +3,7 @@
 """Runs the benchmark scenarios against freshly started stacks and reports.
 
 For every run of every scenario: a new Redis (Unix socket), a private
-D-Bus, one or two multichatd (tests/lib/harness.py, with pam_wrapper
+D-Bus, one or two multichatd (tests/lib/harness.py, with pam_matrix
 accounts from tests/lib/pamenv.py), rooms created over D-Bus, then
 mc-loadgen (tests/bench/loadgen.c) drives the scenario and samples the
 processes in /proc. The figures kept are medians over the runs.
@@ -63,8 +63,12 @@ STANDARD = [
      "rates": per_member(DELIVERY_STEPS, 100), "users": 100},
     {"name": "fanout-1000", "kind": "chat", "rooms": 1, "members": 1000, "senders": 4,
      "rates": per_member(DELIVERY_STEPS, 1000), "users": 100},
+    # One message to 10,000 sockets takes at least 10,000 send()s, ~40 ms
+    # here even at the bare-send floor (README, "What this machine does"):
+    # p99 < 50 ms is out of reach, so this one rises until loss or overload,
+    # to show what the CPU per delivery does with load.
     {"name": "fanout-10000", "kind": "chat", "rooms": 1, "members": 10000, "senders": 4,
-     "rates": per_member(DELIVERY_STEPS, 10000), "users": 100, "step_seconds": 2},
+     "rates": per_member(DELIVERY_STEPS, 10000), "users": 100, "step_seconds": 2, "stop_p99_ms": 1000},
     {"name": "many-rooms", "kind": "chat", "rooms": 1000, "members": 10, "senders": 10,
      "rates": per_member([10e3, 25e3, 50e3, 100e3, 200e3, 400e3], 10), "users": 100},
     {"name": "login-storm", "kind": "login", "rooms": 1, "members": 100, "bg_rate": 200,
@@ -270,6 +274,8 @@ def run_chat(sc, lg, build_dir, workers):
             f"--members={sc['members']}", f"--senders={sc['senders']}",
             "--rates=" + ",".join(f"{r:g}" for r in sc["rates"]),
             f"--step-seconds={sc.get('step_seconds', 1.5)}", f"--label={sc['name']}"]
+        if "stop_p99_ms" in sc:
+            args.append(f"--stop-p99-ms={sc['stop_p99_ms']}")
         if sc.get("fixed"):
             args.append("--fixed")
         return loadgen(lg, args, timeout=600)
@@ -521,6 +527,7 @@ def summarize_chat(sc, runs):
                 "daemon_rss_kb_loaded")}
     summary["silent_loss_max"] = max(p["silent_loss"] for p in pr)
     summary["stop_reasons"] = [p["stop_reason"] for p in pr]
+    summary["stop_p99_ms"] = stop
     d = summary["daemon_us_per_delivery"]
     summary["one_core_deliveries_per_s"] = 1e6 / d if d else None
     summary["members"] = members
@@ -780,7 +787,7 @@ def markdown(meta, res):
         out += [f"## {name}", ""]
         if kind == "chat":
             sm = r["summary"]
-            out += [f"Max deliveries/s within limits (p99 ≤ 50 ms, no loss): **{fmt(sm['max_ok_deliveries_per_s'], 0)}**; "
+            out += [f"Max deliveries/s within limits (p99 ≤ {fmt(sm.get('stop_p99_ms', 50), 0)} ms, no loss): **{fmt(sm['max_ok_deliveries_per_s'], 0)}**; "
                     f"most the server kept up with (no loss, ≥ 90 % delivered, any latency): "
                     f"{fmt(sm['max_kept_up_deliveries_per_s'], 0)}/s, daemon CPU there "
                     f"**{fmt(sm['daemon_us_per_delivery'], 2)} µs/delivery** (redis {fmt(sm['redis_us_per_delivery'], 2)}); "

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""multichat-auth end to end: the real helper under pam_wrapper/nss_wrapper,
+"""multichat-auth end to end: the real helper with pam_matrix/nss_wrapper,
 spoken to in its wire format, over --fd and by socket activation.
 
 Usage: test_auth_helper.py [BUILD_DIR]   (or MULTICHAT_BUILD_DIR; default build)
@@ -335,8 +335,8 @@ def test_systemd_socket_activate(binary, pam, workdir):
     env = pam.env(os.environ)
     # It passes no environment unless told (-E), and execs on the first connection.
     args = [tool, "--seqpacket", "-l", path]
-    for k in ("LD_PRELOAD", "PAM_WRAPPER", "PAM_WRAPPER_SERVICE_DIR", "NSS_WRAPPER_PASSWD",
-              "NSS_WRAPPER_GROUP", "PAM_WRAPPER_DISABLE_DEEPBIND", "ASAN_OPTIONS", "UBSAN_OPTIONS"):
+    for k in ("LD_PRELOAD", "MULTICHAT_PAM_CONFDIR", "NSS_WRAPPER_PASSWD",
+              "NSS_WRAPPER_GROUP", "ASAN_OPTIONS", "UBSAN_OPTIONS"):
         if k in env:
             args += ["-E", f"{k}={env[k]}"]
     with open(os.path.join(workdir, "ssa.log"), "w") as log:

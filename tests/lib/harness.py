@@ -456,7 +456,7 @@ def room_path(room_id):
 # --- the daemon -----------------------------------------------------------
 
 def _pam_env(dir, base_env, users=None):
-    """(PamEnv, env): base_env plus h2's pam_wrapper/nss_wrapper setup."""
+    """(PamEnv, env): base_env plus h2's pam_matrix/nss_wrapper setup."""
     try:
         import pamenv
     except ImportError as e:

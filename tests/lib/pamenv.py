@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""A fake user database and PAM stack for tests: pam_wrapper + pam_matrix + nss_wrapper.
+"""A fake user database and PAM stack for tests: pam_matrix (from pam_wrapper) + nss_wrapper.
 
 Nothing here needs root or touches /etc. Typical use:
 
@@ -181,18 +181,21 @@ class PamEnv:
         env = dict(os.environ if base_env is None else base_env)
         preload = [p for p in env.get("LD_PRELOAD", "").replace(":", " ").split()
                    if "libasan" not in p and "pam_wrapper" not in p and "nss_wrapper" not in p]
-        wrappers = [_find_lib("libpam_wrapper.so"), _find_lib("libnss_wrapper.so")]
         front = []
         if self.asan:
             rt = _asan_runtime()
             if not rt:
                 raise RuntimeError("asan requested but gcc -print-file-name=libasan.so found nothing")
             front = [rt]
-            # pam_wrapper's RTLD_DEEPBIND breaks the sanitizers' interposition.
-            env["PAM_WRAPPER_DISABLE_DEEPBIND"] = "1"
-        env["LD_PRELOAD"] = " ".join(front + wrappers + preload)
-        env["PAM_WRAPPER"] = "1"
-        env["PAM_WRAPPER_SERVICE_DIR"] = self.service_dir
+        # No libpam_wrapper preload: it copies the service files into one of
+        # ~62 machine-wide /tmp/pam.X directories, picked racily, so
+        # processes started together (ours or anyone's) overwrite or delete
+        # each other's PAM configuration and right passwords fail. The auth
+        # helper reads our service directory itself (pam_start_confdir).
+        env["LD_PRELOAD"] = " ".join(front + [_find_lib("libnss_wrapper.so")] + preload)
+        for k in ("PAM_WRAPPER", "PAM_WRAPPER_SERVICE_DIR", "PAM_WRAPPER_DISABLE_DEEPBIND"):
+            env.pop(k, None)
+        env["MULTICHAT_PAM_CONFDIR"] = self.service_dir
         env["NSS_WRAPPER_PASSWD"] = self.passwd
         env["NSS_WRAPPER_GROUP"] = self.group
         return env
