@@ -387,19 +387,23 @@ out:
 }
 
 /* Past capacity, new messages are refused rather than delivered ever
- * later: the newest messages we relay tell how far behind we are. */
-static bool chat_overloaded(Manager *m) {
+ * later: the newest messages we relay tell how far behind we are, and
+ * only the share of new messages we can keep up with is let in. Typing
+ * hints are refused outright meanwhile. */
+static bool chat_refuse_new(Manager *m, bool hint) {
         uint64_t now = 0;
         int k;
 
         (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
         k = overload_update(&m->overload, m->config->overload_lag_usec, now);
         if (k > 0)
-                log_warning("Relaying messages %.1f s late; refusing new ones until caught up.",
+                log_warning("Relaying messages %.1f s late; refusing new ones in part until caught up.",
                             (double) m->overload.lag_usec / USEC_PER_SEC);
         else if (k < 0)
                 log_info("Caught up with relaying messages; accepting new ones again.");
-        return m->overload.active;
+        if (!m->overload.active)
+                return false;
+        return hint || !overload_admit(&m->overload);
 }
 
 static void note_message_lag(Manager *m, const char *id) {
@@ -425,7 +429,7 @@ static void chat_send(Conn *c, const Command *cmd) {
 
         if (!conn_in_room(c, cmd))
                 return;
-        if (cmd->type == COMMAND_SEND && chat_overloaded(m))
+        if (cmd->type == COMMAND_SEND && chat_refuse_new(m, false))
                 return send_error(c, PROTOCOL_ERROR_RATE_LIMITED, cmd);
         req = chat_request_new(c, cmd);
         if (!req)
@@ -485,7 +489,7 @@ static void chat_typing(Conn *c, const Command *cmd) {
 
         if (!conn_in_room(c, cmd))
                 return;
-        if (chat_overloaded(c->manager))
+        if (chat_refuse_new(c->manager, true))
                 return send_error(c, PROTOCOL_ERROR_RATE_LIMITED, cmd);
         a = json_pack("[ss]", "t", c->username);
         payload = a ? json_dumps(a, JSON_COMPACT) : NULL;

@@ -25,12 +25,38 @@ void overload_note_message(Overload *o, uint64_t id_ms, uint64_t now_realtime_us
         o->lag_at_usec = now_monotonic_usec;
 }
 
+static double overload_share(const Overload *o) {
+        return o->admit > 0 ? o->admit : 1.0;
+}
+
 int overload_update(Overload *o, uint64_t max_lag_usec, uint64_t now_monotonic_usec) {
         bool fresh = o->lag_at_usec > 0 && now_monotonic_usec < o->lag_at_usec + OVERLOAD_SAMPLE_TTL_USEC;
-        bool active = fresh && o->lag_usec > max_lag_usec;
+        bool late = fresh && o->lag_usec > max_lag_usec;
+        double share = overload_share(o);
+        bool was = o->active;
 
-        if (active == o->active)
+        if (!fresh)
+                share = 1.0;    /* nothing relayed lately: no backlog */
+        else if (now_monotonic_usec >= o->adjusted_at_usec + OVERLOAD_STEP_USEC) {
+                if (late)
+                        share = share / 2 > OVERLOAD_ADMIT_MIN ? share / 2 : OVERLOAD_ADMIT_MIN;
+                else if (share < 1.0)
+                        share = share + OVERLOAD_ADMIT_STEP < 1.0 ? share + OVERLOAD_ADMIT_STEP : 1.0;
+                else
+                        return 0;
+                o->adjusted_at_usec = now_monotonic_usec;
+        }
+        o->admit = share;
+        o->active = share < 1.0;
+        if (o->active == was)
                 return 0;
-        o->active = active;
-        return active ? 1 : -1;
+        return o->active ? 1 : -1;
+}
+
+bool overload_admit(Overload *o) {
+        o->credit += overload_share(o);
+        if (o->credit < 1.0)
+                return false;
+        o->credit -= 1.0;
+        return true;
 }
