@@ -15,6 +15,7 @@
 #include "macro.h"
 #include "manager.h"
 #include "protocol.h"
+#include "redis.h"
 #include "session.h"
 #include "ws.h"
 
@@ -235,6 +236,14 @@ void ws_keepalive(Manager *m, uint64_t now) {
                         c->queue = c->queue_inline;
                         c->queue_allocated = WS_QUEUE_INLINE;
                         c->queue_head = 0;
+                }
+                /* Someone with the chat open is using their session: keep
+                 * it from expiring as idle (session-max still ends it). */
+                if (c->state == CONN_READY && now >= c->session_used_usec + m->config->session_idle_usec / 4 &&
+                    redis_is_connected(m->redis)) {
+                        c->session_used_usec = now;
+                        (void) session_lookup(m->redis, c->session_id, m->config->session_idle_usec,
+                                              m->config->session_max_usec, NULL, NULL, NULL);
                 }
                 if (now >= c->last_rx_usec + 2 * quiet) {
                         log_debug("Dropping connection of %s from %s: no answer to pings.", c->username, c->peer);
@@ -465,6 +474,7 @@ int ws_conn_new(Conn **ret, Manager *m, struct lws *wsi, const char *session_id,
         c->tokens = m->config->rate_burst;
         c->tokens_usec = now_usec(CLOCK_MONOTONIC);
         ws_conn_heard_from(c);
+        c->session_used_usec = c->last_rx_usec;
 
         r = session_lookup(m->redis, session_id, m->config->session_idle_usec, m->config->session_max_usec,
                            on_conn_session, ws_conn_ref(c), (SessionRequest **) &c->pending_session);

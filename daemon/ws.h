@@ -63,6 +63,7 @@ struct Conn {
         char peer[47];                /* an IPv6 address at most */
         uint64_t since_usec;          /* CLOCK_REALTIME */
         uint64_t last_rx_usec;        /* CLOCK_MONOTONIC: when the peer last sent anything */
+        uint64_t session_used_usec;   /* CLOCK_MONOTONIC: when this connection last refreshed its session */
 
         char *rx;                     /* message being reassembled */
         size_t rx_len;
@@ -102,7 +103,8 @@ int ws_conn_on_writeable(Conn *c);
  * costs no poll changes. */
 void ws_write_scheduled(Manager *m);
 /* Pings connections quiet for keepalive and hangs up on those that stay
- * quiet as long again, so a vanished client leaves its rooms. */
+ * quiet as long again, so a vanished client leaves its rooms; an open
+ * connection keeps its login session from expiring as unused. */
 void ws_keepalive(Manager *m, uint64_t now_usec);
 
 /* Queues a frame (takes a new reference). A receiver whose queue is full
