@@ -41,6 +41,10 @@ int login_limiter_new(LoginLimiter **ret, unsigned attempts_per_window) {
         return 0;
 }
 
+void login_limiter_set_limit(LoginLimiter *l, unsigned attempts_per_window) {
+        l->attempts_per_window = attempts_per_window;
+}
+
 LoginLimiter *login_limiter_free(LoginLimiter *l) {
         return mfree(l);
 }

@@ -12,6 +12,8 @@ typedef struct LoginLimiter LoginLimiter;
 
 int login_limiter_new(LoginLimiter **ret, unsigned attempts_per_window);
 LoginLimiter *login_limiter_free(LoginLimiter *l);
+/* A new limit (on reload): attempts already counted stay counted. */
+void login_limiter_set_limit(LoginLimiter *l, unsigned attempts_per_window);
 
 /* Counts an attempt for both keys when neither is over its limit and
  * returns 0; otherwise returns -EBUSY and the seconds until a retry may

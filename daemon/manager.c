@@ -254,6 +254,7 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
         if (m->config != m->config_boot)
                 config_free(m->config);
         m->config = c;
+        login_limiter_set_limit(m->login_limiter, c->login_attempts);
 
         m->reloading = true;
         r = static_files_load_async(m->event, c->web_root, on_static_reloaded, m);

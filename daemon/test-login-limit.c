@@ -47,6 +47,29 @@ static void test_window(void) {
         login_limiter_end(l, "192.0.2.2", "bob");
 }
 
+static void test_set_limit(void) {
+        _cleanup_(login_limiter_freep) LoginLimiter *l = NULL;
+        unsigned retry = 0;
+
+        ASSERT_OK(login_limiter_new(&l, 2));
+        for (unsigned i = 0; i < 2; i++) {
+                ASSERT_OK(login_limiter_begin(l, "192.0.2.1", "alice", T0, &retry));
+                login_limiter_end(l, "192.0.2.1", "alice");
+        }
+        ASSERT_ERROR(login_limiter_begin(l, "192.0.2.1", "alice", T0, &retry), EBUSY);
+        /* Raised: the two counted stay counted, one more fits. */
+        login_limiter_set_limit(l, 3);
+        ASSERT_OK(login_limiter_begin(l, "192.0.2.1", "alice", T0, &retry));
+        login_limiter_end(l, "192.0.2.1", "alice");
+        ASSERT_ERROR(login_limiter_begin(l, "192.0.2.1", "alice", T0, &retry), EBUSY);
+        /* Lowered below what was counted: refused for the rest of the window. */
+        login_limiter_set_limit(l, 1);
+        ASSERT_ERROR(login_limiter_begin(l, "192.0.2.3", "alice", T0, &retry), EBUSY);
+        ASSERT_OK(login_limiter_begin(l, "192.0.2.3", "bob", T0, &retry));
+        login_limiter_end(l, "192.0.2.3", "bob");
+        ASSERT_ERROR(login_limiter_begin(l, "192.0.2.3", "carol", T0, &retry), EBUSY);
+}
+
 static void test_per_key(void) {
         _cleanup_(login_limiter_freep) LoginLimiter *l = NULL;
         char a[64], u[64];
@@ -252,6 +275,7 @@ static void test_alias(void) {
 }
 
 int main(void) {
+        test_set_limit();
         test_window();
         test_per_key();
         test_in_flight();

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """SIGHUP re-reads the configuration file: systemd hears RELOADING=1 then
-READY=1, a changed limit applies to connections already open, and a broken
-file leaves the old configuration in force with the daemon serving on."""
+READY=1, a changed limit applies to connections already open and to
+logins, and a broken file leaves the old configuration in force with the
+daemon serving on."""
 
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import harness  # noqa: E402
+import wsclient  # noqa: E402
 from harness import SLOW, expect_message, join, send  # noqa: E402
 
 
@@ -57,6 +59,19 @@ def test(stack, check):
     check(a.is_open() and b.is_open(), "... and the connections stay open")
     jar = d.login("bob")
     check(bool(jar), "... and logins still work")
+
+    # The login limit follows a reload too, both ways (the attempts of this
+    # minute stay counted: several from 127.0.0.1 above).
+    def login_status():
+        jar, csrf, _ = wsclient.login_form(d.base)
+        return wsclient.post_login(d.base, jar, "bob", harness.PASSWORDS["bob"], csrf).status
+
+    conf.write_text("[multichat]\nmax-message-bytes=4096\nlogin-attempts=1\n")
+    reload(d)
+    check.eq(login_status(), 429, "after a reload to login-attempts=1, a further login this minute gets 429")
+    conf.write_text("[multichat]\nmax-message-bytes=4096\nlogin-attempts=100\n")
+    reload(d)
+    check.eq(login_status(), 303, "after a reload to login-attempts=100, it gets through again")
     check(d.alive, "the daemon is still running")
 
 
