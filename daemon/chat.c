@@ -18,6 +18,7 @@
 #include "redis.h"
 #include "rooms.h"
 #include "store.h"
+#include "time-util.h"
 #include "ws.h"
 
 /* Messages after a join's "since", and per page of a room's replay. */
@@ -160,11 +161,14 @@ static Frame *pick_frame(Conn *c, const char *author, Frame *plain, Frame **own)
         return *own;
 }
 
+static bool catch_up_member_has(const RoomCatchUp *cu, const Membership *mb, const char *id);
+
 /* Delivers one event to every local member of a room. Pending members
  * (join waiting for history) hold it; message ids let them drop what the
- * history already had. */
+ * history already had. replay: a room's replay in progress, whose members
+ * that joined meanwhile got messages up to some id with their join. */
 static void room_fan_out(Manager *m, Room *room, Frame *plain, const char *author, const char *id,
-                         const char *skip_user) {
+                         const char *skip_user, const RoomCatchUp *replay) {
         _cleanup_(frame_unrefp) Frame *own = NULL;
 
         for (size_t i = 0; i < room->n_members; i++) {
@@ -180,6 +184,8 @@ static void room_fan_out(Manager *m, Room *room, Frame *plain, const char *autho
                                 log_debug("Hold of pending join of %s in room %s is full.", c->username, room->id);
                         continue;
                 }
+                if (replay && catch_up_member_has(replay, mb, id))
+                        continue;
                 ws_conn_send(c, f);
                 if (id)
                         m->messages_relayed++;
@@ -194,7 +200,7 @@ static void room_fan_out_json(Manager *m, Room *room, char *json, const char *au
                 log_error("Out of memory while broadcasting to room %s.", room->id);
                 return;
         }
-        room_fan_out(m, room, f, author, id, skip_user);
+        room_fan_out(m, room, f, author, id, skip_user, NULL);
 }
 
 /* Presence notices go to members whose join has finished (the join reply's
@@ -902,8 +908,14 @@ static void catch_up_tell_gap(Room *room, RoomCatchUp *cu, const char *first) {
 /* One replayed or held message to the members that lack it: nothing the
  * room delivered already, nothing a member's join reply held. Pending joins
  * hold it as any live message. */
+static bool catch_up_member_has(const RoomCatchUp *cu, const Membership *mb, const char *id) {
+        const CatchUpMark *mark = catch_up_mark(cu, mb);
+
+        return id && mark && message_id_compare(id, mark->id) <= 0;
+}
+
 static void catch_up_deliver(Manager *m, Room *room, RoomCatchUp *cu, const ChatMessage *msg) {
-        _cleanup_(frame_unrefp) Frame *plain = NULL, *own = NULL;
+        _cleanup_(frame_unrefp) Frame *plain = NULL;
 
         if (room->last_id[0] && message_id_compare(msg->id, room->last_id) <= 0)
                 return;
@@ -912,21 +924,7 @@ static void catch_up_deliver(Manager *m, Room *room, RoomCatchUp *cu, const Chat
                 log_error("Out of memory while replaying room %s.", room->id);
                 return;
         }
-        for (size_t i = 0; i < room->n_members; i++) {
-                Membership *mb = room->members[i];
-                Frame *f = pick_frame(mb->conn, msg->username, plain, &own);
-                const CatchUpMark *mark;
-
-                if (mb->pending) {
-                        (void) membership_hold(mb, f, msg->id);
-                        continue;
-                }
-                mark = catch_up_mark(cu, mb);
-                if (mark && message_id_compare(msg->id, mark->id) <= 0)
-                        continue;
-                ws_conn_send(mb->conn, f);
-                m->messages_relayed++;
-        }
+        room_fan_out(m, room, plain, msg->username, msg->id, NULL, cu);
 }
 
 static void catch_up_release(Manager *m, Room *room, RoomCatchUp *cu, json_t *ev) {
@@ -1291,13 +1289,6 @@ static void on_reap_reply(Redis *r, const redisReply *reply, void *userdata) {
                          reply->integer);
 }
 
-static uint64_t realtime_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
-}
-
 static void on_time_reply(Redis *r, const redisReply *reply, void *userdata) {
         Manager *m = userdata;
         uint64_t sec, usec;
@@ -1309,14 +1300,14 @@ static void on_time_reply(Redis *r, const redisReply *reply, void *userdata) {
         usec = strtoull(reply->element[1]->str, NULL, 10);
         if (sec > UINT64_MAX / USEC_PER_SEC - 1 || usec >= USEC_PER_SEC)
                 return;
-        overload_clock_sample(&m->overload, m->time_asked_usec, sec * USEC_PER_SEC + usec, realtime_usec());
+        overload_clock_sample(&m->overload, m->time_asked_usec, sec * USEC_PER_SEC + usec, now_usec(CLOCK_REALTIME));
 }
 
 void chat_heartbeat(Manager *m) {
         if (!redis_is_connected(m->redis))
                 return;
         /* Redis's clock stamps message ids; lags are measured against it. */
-        m->time_asked_usec = realtime_usec();
+        m->time_asked_usec = now_usec(CLOCK_REALTIME);
         (void) redis_command(m->redis, on_time_reply, m, "TIME");
         (void) store_heartbeat(m->redis, m->daemon_id);
         (void) store_reap(m->redis, NULL, on_reap_reply, NULL);

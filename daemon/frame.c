@@ -38,7 +38,7 @@ static unsigned frame_write_header(unsigned char *end, unsigned opcode, size_t l
         return 10;
 }
 
-static int frame_alloc_opcode(Frame **ret, unsigned opcode, size_t len) {
+static int frame_alloc(Frame **ret, unsigned opcode, size_t len) {
         Frame *f;
 
         f = malloc(sizeof *f + LWS_PRE + len + 1);
@@ -52,8 +52,20 @@ static int frame_alloc_opcode(Frame **ret, unsigned opcode, size_t len) {
         return 0;
 }
 
-static int frame_alloc(Frame **ret, size_t len) {
-        return frame_alloc_opcode(ret, OPCODE_TEXT, len);
+static int frame_new_opcode(Frame **ret, unsigned opcode, const void *payload, size_t len) {
+        Frame *f;
+        int r;
+
+        r = frame_alloc(&f, opcode, len);
+        if (r < 0)
+                return r;
+        memcpy(frame_payload(f), payload, len);
+        *ret = f;
+        return 0;
+}
+
+int frame_new(Frame **ret, const char *payload, size_t len) {
+        return frame_new_opcode(ret, OPCODE_TEXT, payload, len);
 }
 
 /* The pong echoes the payload (RFC 6455 5.5.3); lws 4.1 tells us of a
@@ -61,27 +73,7 @@ static int frame_alloc(Frame **ret, size_t len) {
 #define PING_PAYLOAD "mc"
 
 int frame_new_ping(Frame **ret) {
-        Frame *f;
-        int r;
-
-        r = frame_alloc_opcode(&f, OPCODE_PING, strlen(PING_PAYLOAD));
-        if (r < 0)
-                return r;
-        memcpy(frame_payload(f), PING_PAYLOAD, strlen(PING_PAYLOAD));
-        *ret = f;
-        return 0;
-}
-
-int frame_new(Frame **ret, const char *payload, size_t len) {
-        Frame *f;
-        int r;
-
-        r = frame_alloc(&f, len);
-        if (r < 0)
-                return r;
-        memcpy(frame_payload(f), payload, len);
-        *ret = f;
-        return 0;
+        return frame_new_opcode(ret, OPCODE_PING, PING_PAYLOAD, strlen(PING_PAYLOAD));
 }
 
 int frame_new_take(Frame **ret, char *payload) {
@@ -101,7 +93,7 @@ int frame_new_own(Frame **ret, const Frame *message) {
         if (message->len < 3 || src[0] != '{' || src[message->len - 1] != '}')
                 return -EINVAL;
 
-        r = frame_alloc(&f, message->len - 1 + strlen(OWN_SUFFIX));
+        r = frame_alloc(&f, OPCODE_TEXT, message->len - 1 + strlen(OWN_SUFFIX));
         if (r < 0)
                 return r;
         memcpy(frame_payload(f), src, message->len - 1);

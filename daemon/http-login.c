@@ -19,17 +19,11 @@
 #include "manager.h"
 #include "session.h"
 #include "static-files.h"
+#include "time-util.h"
 #include "web.h"
 
 #define CSRF_COOKIE_NAME "multichat_csrf"
 #define LOGIN_FAILED_TEXT "Invalid username or password."
-
-static uint64_t now_usec(clockid_t clock) {
-        struct timespec ts;
-
-        clock_gettime(clock, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
-}
 
 /* Appends src to the buffer, replacing the first occurrence of each
  * placeholder with its (already escaped) value. */

@@ -60,7 +60,7 @@ typedef struct Manager {
         Frame *rooms_frame;           /* the room list, serialized once per change */
         /* Scratch space for writing several queued frames at once; one
          * thread, so one buffer serves every connection. */
-        unsigned char write_buffer[LWS_PRE + WS_BATCH_MAX];
+        unsigned char write_buffer[WS_BATCH_MAX];
         char daemon_id[DAEMON_ID_LEN + 1];   /* random per start; keys this daemon's presence in Redis */
         gid_t admin_gid;              /* (gid_t) -1 when the group does not exist */
 

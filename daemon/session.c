@@ -17,6 +17,7 @@
 #include "macro.h"
 #include "redis.h"
 #include "session.h"
+#include "time-util.h"
 
 #define SESSION_KEY_MAX (sizeof(SESSION_KEY_PREFIX) - 1 + SESSION_ID_MAX)
 
@@ -176,13 +177,6 @@ bool session_user_is_valid(const char *s) {
                 if ((unsigned char) s[i] < 0x20 || s[i] == 0x7f)
                         return false;
         return utf8_is_valid(s, n);
-}
-
-static uint64_t now_realtime_usec(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
 }
 
 static void session_key(char ret[static SESSION_KEY_MAX + 1], const char *id) {
@@ -377,7 +371,7 @@ int session_create(Redis *redis, const SessionData *d, uint64_t idle_usec,
         memcpy(req->data.user, d->user, sizeof req->data.user);
         req->data.uid = d->uid;
         req->data.staff = d->staff;
-        req->data.created_usec = d->created_usec ?: now_realtime_usec();
+        req->data.created_usec = d->created_usec ?: now_usec(CLOCK_REALTIME);
         if (d->csrf[0] == 0)
                 r = csrf_token_generate(req->data.csrf);
         else if (csrf_token_is_valid(d->csrf))
@@ -416,7 +410,7 @@ int session_lookup(Redis *redis, const char *id, uint64_t idle_usec, uint64_t ma
                 return r;
 
         pthread_once(&scripts_once, scripts_init);
-        snprintf(now, sizeof now, "%" PRIu64, now_realtime_usec());
+        snprintf(now, sizeof now, "%" PRIu64, now_usec(CLOCK_REALTIME));
         snprintf(idle, sizeof idle, "%" PRIu64, usec_to_msec_ceil(idle_usec));
         snprintf(max, sizeof max, "%" PRIu64, max_usec);
 

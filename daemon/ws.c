@@ -17,18 +17,12 @@
 #include "protocol.h"
 #include "redis.h"
 #include "session.h"
+#include "time-util.h"
 #include "ws.h"
 
 /* Over-limit commands tolerated (they get RATE_LIMITED) before we call it
  * sustained abuse and close with 1008. */
 #define WS_STRIKES_MAX 200
-
-static uint64_t now_usec(clockid_t clock) {
-        struct timespec ts;
-
-        clock_gettime(clock, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
-}
 
 static void ws_conn_send_error(Conn *c, ProtocolError e, const char *ref) {
         ws_conn_send_json(c, protocol_format_error(e, ref));

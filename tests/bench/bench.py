@@ -385,21 +385,14 @@ def run_coldstart(sc, lg, build_dir, workers):
         env["LISTEN_FDS"] = "1"
         env["LISTEN_FDNAMES"] = "http"
         env.pop("NOTIFY_SOCKET", None)
-        lfd = lsock.fileno()
-
-        def preexec():
-            if lfd != 3:
-                os.dup2(lfd, 3)
-            os.set_inheritable(3, True)
-            env["LISTEN_PID"] = str(os.getpid())
-            os.execve(argv[0], argv, env)
 
         c = socket.create_connection(("127.0.0.1", port), timeout=10)
         t0 = time.monotonic()
         c.sendall(f"GET /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
         out = open(d.logfile, "ab")
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=False, preexec_fn=preexec)
+                                start_new_session=True, close_fds=False,
+                                preexec_fn=bs.harness.socket_activation_exec(lsock.fileno(), argv, env))
         out.close()
         try:
             first = c.recv(64)

@@ -104,6 +104,19 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def socket_activation_exec(lfd, argv, env):
+    """A preexec_fn that starts argv as systemd starts a socket-activated
+    service: the listening socket lfd becomes fd 3, and LISTEN_PID is the
+    pid of the process that execs, known only in the child."""
+    def preexec():
+        if lfd != 3:
+            os.dup2(lfd, 3)
+        os.set_inheritable(3, True)
+        env["LISTEN_PID"] = str(os.getpid())
+        os.execve(argv[0], argv, env)
+    return preexec
+
+
 def wait_until(pred, timeout, interval=0.05, what="condition"):
     """Polls pred() until it returns something truthy; returns that value.
     Raises TimeoutError naming `what`."""
@@ -566,18 +579,9 @@ class Daemon:
             env["LISTEN_FDNAMES"] = "http"
             log(f"# starting {self.name} (socket-activated on 127.0.0.1:{self.port}): {' '.join(argv)}")
 
-            # Like systemd: the listening socket is fd 3 and LISTEN_PID is the
-            # pid of the process that execs the daemon, known only in the child.
-            def preexec():
-                if lfd != 3:
-                    os.dup2(lfd, 3)
-                os.set_inheritable(3, True)
-                env["LISTEN_PID"] = str(os.getpid())
-                os.execve(argv[0], argv, env)
-
             self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                         close_fds=False, preexec_fn=preexec)
+                                         close_fds=False, preexec_fn=socket_activation_exec(lfd, argv, env))
         else:
             raise ValueError(self.mode)
         out.close()
