@@ -21,8 +21,8 @@
 
 #include "config-build.h"
 #include "config.h"
-#include "log.h"
-#include "strv.h"
+#include "basic/log.h"
+#include "basic/strv.h"
 
 #define CONFIG_FILE_MAX (1024 * 1024)   /* bytes in one file */
 #define CONFIG_DROPINS_MAX 1024         /* files in one .d directory */

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 
 #include "config.h"
-#include "log.h"
-#include "macro.h"
+#include "basic/log.h"
+#include "basic/macro.h"
 #include "manager.h"
 
 int main(int argc, char *argv[]) {

@@ -8,8 +8,8 @@
 #include <systemd/sd-event.h>
 #include <libwebsockets.h>
 
-#include "overload.h"
-#include "ws.h"
+#include "chat/overload.h"
+#include "net/ws.h"
 
 typedef struct AuthClient AuthClient;
 typedef struct Bus Bus;

@@ -19,10 +19,10 @@
 #include <jansson.h>
 #include <systemd/sd-bus.h>
 
-#include "bus.h"
+#include "bus/bus.h"
 #include "config-build.h"
-#include "macro.h"
-#include "strv.h"
+#include "basic/macro.h"
+#include "basic/strv.h"
 
 /* Exit statuses, as multichatctl(1) documents them. */
 #define EXIT_USAGE 2

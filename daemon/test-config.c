@@ -13,8 +13,8 @@
 
 #include "config-build.h"
 #include "config.h"
-#include "strv.h"
-#include "test.h"
+#include "basic/strv.h"
+#include "test/test.h"
 
 static char tmpdir[] = "/tmp/test-config-XXXXXX";
 

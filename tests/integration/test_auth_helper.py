@@ -32,7 +32,7 @@ USERS = pamenv.DEFAULT_USERS + (
 )
 
 
-# ---- wire format (daemon/auth-wire.h) ----
+# ---- wire format (daemon/wire/auth-wire.h) ----
 
 def _str(s):
     b = s.encode() if isinstance(s, str) else s
@@ -383,7 +383,7 @@ def test_bad_invocations(binary):
 
 
 def test_auth_client(build, pam):
-    """daemon/auth-client.c against the real helper (test-auth-client --helper=)."""
+    """daemon/auth/auth-client.c against the real helper (test-auth-client --helper=)."""
     prog = os.path.join(build, "daemon", "test-auth-client")
     if not os.path.exists(prog):
         print("  (test-auth-client not built, skipped)")

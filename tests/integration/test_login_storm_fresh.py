@@ -6,7 +6,7 @@ right passwords answered 401 now and then by a daemon started a second
 before).
 
 The causes were in the test tools, and the auth helper now stays clear of
-both (daemon/multichat-auth.c):
+both (daemon/auth/multichat-auth.c):
 - pam_wrapper 1.1.4 copies each process's PAM service files into one of 62
   machine-wide /tmp/pam.? directories, chosen check-then-create. Processes
   that start at the same moment (parallel tests, several daemons, anybody's

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import harness  # noqa: E402
 from harness import SLOW, expect_message, join, send  # noqa: E402
 
-# What another daemon's send does (daemon/store.c script_send), n times.
+# What another daemon's send does (daemon/store/store.c script_send), n times.
 PUBLISH = """
 local room, user, n, keep, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 for i = 1, n do

@@ -1,0 +1,403 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Pure HTTP helpers for the login pages: forms, cookies, escaping, redirect and origin checks. */
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "net/http-util.h"
+#include "basic/macro.h"
+
+bool utf8_is_valid(const char *s, size_t n) {
+        const unsigned char *p = (const unsigned char *) s;
+
+        if (!s)
+                return n == 0;
+
+        for (size_t i = 0; i < n;) {
+                unsigned char c = p[i];
+                size_t len;
+                uint32_t cp, min;
+
+                if (c < 0x80) {
+                        i++;
+                        continue;
+                }
+                if ((c & 0xe0) == 0xc0) {
+                        len = 2, cp = c & 0x1f, min = 0x80;
+                } else if ((c & 0xf0) == 0xe0) {
+                        len = 3, cp = c & 0x0f, min = 0x800;
+                } else if ((c & 0xf8) == 0xf0) {
+                        len = 4, cp = c & 0x07, min = 0x10000;
+                } else
+                        return false; /* continuation byte or 0xf8..0xff as a lead */
+
+                if (n - i < len)
+                        return false;
+                for (size_t k = 1; k < len; k++) {
+                        if ((p[i + k] & 0xc0) != 0x80)
+                                return false;
+                        cp = (cp << 6) | (p[i + k] & 0x3f);
+                }
+                if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+                        return false;
+                i += len;
+        }
+        return true;
+}
+
+static int unhex(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
+/* Decodes s[0..n) into out (room for at least n bytes) and validates the
+ * result; the decoded form is never longer than the input. */
+static int url_decode_into(const char *s, size_t n, bool plus_is_space, char *out, size_t *ret_len) {
+        size_t k = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                char c = s[i];
+
+                if (c == '%') {
+                        int hi, lo;
+
+                        if (n - i < 3)
+                                return -EINVAL;
+                        hi = unhex(s[i + 1]);
+                        lo = unhex(s[i + 2]);
+                        if (hi < 0 || lo < 0)
+                                return -EINVAL;
+                        c = (char) (hi << 4 | lo);
+                        i += 2;
+                } else if (c == '+' && plus_is_space)
+                        c = ' ';
+
+                if (c == '\0')
+                        return -EINVAL;
+                out[k++] = c;
+        }
+
+        if (!utf8_is_valid(out, k))
+                return -EINVAL;
+
+        *ret_len = k;
+        return 0;
+}
+
+int http_url_decode(const char *s, size_t n, char **ret) {
+        _cleanup_(freep) char *buf = NULL;
+        size_t k;
+        int r;
+
+        if (!s && n > 0)
+                return -EINVAL;
+
+        buf = malloc(n + 1);
+        if (!buf)
+                return -ENOMEM;
+
+        r = url_decode_into(s, n, /* plus_is_space= */ false, buf, &k);
+        if (r < 0)
+                return r;
+        buf[k] = '\0';
+
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
+int http_form_get(const char *body, size_t len, const char *key, char **ret) {
+        _cleanup_(freep) char *buf = NULL, *found = NULL;
+        size_t key_len;
+        bool have = false;
+
+        if (!key || (!body && len > 0))
+                return -EINVAL;
+        if (len == 0)
+                return -ENOENT;
+
+        key_len = strlen(key);
+
+        /* One scratch buffer serves every segment: none decodes longer than the body. */
+        buf = malloc(len + 1);
+        if (!buf)
+                return -ENOMEM;
+
+        for (size_t i = 0; i < len;) {
+                const char *pair = body + i, *amp, *eq;
+                size_t pair_len, name_len, value_len, k;
+                int r;
+
+                amp = memchr(pair, '&', len - i);
+                pair_len = amp ? (size_t) (amp - pair) : len - i;
+                i += pair_len + 1;
+                if (pair_len == 0)
+                        continue;
+
+                eq = memchr(pair, '=', pair_len);
+                name_len = eq ? (size_t) (eq - pair) : pair_len;
+                value_len = eq ? pair_len - name_len - 1 : 0;
+
+                /* Every name and value is validated, even after a match, so
+                 * a malformed body is rejected as a whole. */
+                r = url_decode_into(pair, name_len, true, buf, &k);
+                if (r < 0)
+                        return r;
+                bool match = !have && k == key_len && memcmp(buf, key, k) == 0;
+
+                r = url_decode_into(eq ? eq + 1 : "", value_len, true, buf, &k);
+                if (r < 0)
+                        return r;
+                if (!match)
+                        continue;
+
+                have = true;
+                if (k > HTTP_VALUE_MAX)
+                        continue; /* reported after the body was validated */
+                found = strndup(buf, k);
+                if (!found)
+                        return -ENOMEM;
+        }
+
+        if (!have)
+                return -ENOENT;
+        if (!found)
+                return -E2BIG;
+
+        *ret = TAKE_PTR(found);
+        return 0;
+}
+
+static bool is_cookie_octet(unsigned char c) {
+        /* RFC 6265 4.1.1: %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E */
+        return c >= 0x21 && c <= 0x7e && c != '"' && c != ',' && c != ';' && c != '\\';
+}
+
+static bool is_ows(char c) {
+        return c == ' ' || c == '\t';
+}
+
+int http_cookie_get(const char *header, const char *name, char **ret) {
+        size_t name_len;
+
+        if (!name || !*name)
+                return -EINVAL;
+        if (!header)
+                return -ENOENT;
+
+        name_len = strlen(name);
+
+        for (const char *p = header; *p;) {
+                const char *pair, *end, *eq, *v;
+                size_t pair_len, v_len;
+
+                while (is_ows(*p))
+                        p++;
+                pair = p;
+                end = strchrnul(p, ';');
+                p = *end ? end + 1 : end;
+
+                pair_len = end - pair;
+                while (pair_len > 0 && is_ows(pair[pair_len - 1]))
+                        pair_len--;
+
+                eq = memchr(pair, '=', pair_len);
+                if (!eq)
+                        continue;
+
+                /* Browsers may send "name = value": ignore whitespace around '='. */
+                size_t n_len = eq - pair;
+                while (n_len > 0 && is_ows(pair[n_len - 1]))
+                        n_len--;
+                if (n_len != name_len || memcmp(pair, name, n_len) != 0)
+                        continue;
+
+                v = eq + 1;
+                v_len = pair_len - (v - pair);
+                while (v_len > 0 && is_ows(*v))
+                        v++, v_len--;
+                if (v_len >= 2 && v[0] == '"' && v[v_len - 1] == '"')
+                        v++, v_len -= 2;
+
+                for (size_t k = 0; k < v_len; k++)
+                        if (!is_cookie_octet((unsigned char) v[k]))
+                                return -EINVAL;
+                if (v_len > HTTP_VALUE_MAX)
+                        return -E2BIG;
+
+                char *s = strndup(v, v_len);
+                if (!s)
+                        return -ENOMEM;
+                *ret = s;
+                return 0;
+        }
+
+        return -ENOENT;
+}
+
+char *html_escape(const char *s) {
+        size_t n = 0;
+        char *buf, *q;
+
+        if (!s) {
+                errno = EINVAL;
+                return NULL;
+        }
+
+        for (const char *p = s; *p; p++)
+                switch (*p) {
+                case '&':
+                        n += 5;
+                        break;
+                case '<':
+                case '>':
+                        n += 4;
+                        break;
+                case '"':
+                        n += 6;
+                        break;
+                case '\'':
+                        n += 5;
+                        break;
+                default:
+                        n += 1;
+                }
+
+        buf = malloc(n + 1);
+        if (!buf)
+                return NULL;
+
+        q = buf;
+        for (const char *p = s; *p; p++)
+                switch (*p) {
+                case '&':
+                        q = stpcpy(q, "&amp;");
+                        break;
+                case '<':
+                        q = stpcpy(q, "&lt;");
+                        break;
+                case '>':
+                        q = stpcpy(q, "&gt;");
+                        break;
+                case '"':
+                        q = stpcpy(q, "&quot;");
+                        break;
+                case '\'':
+                        q = stpcpy(q, "&#39;");
+                        break;
+                default:
+                        *q++ = *p;
+                }
+        *q = '\0';
+        return buf;
+}
+
+bool http_redirect_is_safe(const char *next) {
+        size_t n;
+
+        if (!next || next[0] != '/')
+                return false;
+        if (next[1] == '/' || next[1] == '\\')
+                return false;
+
+        n = strnlen(next, HTTP_REDIRECT_MAX + 1);
+        if (n > HTTP_REDIRECT_MAX)
+                return false;
+
+        for (size_t i = 0; i < n; i++) {
+                unsigned char c = next[i];
+
+                if (c < 0x21 || c > 0x7e || c == '\\')
+                        return false;
+        }
+        return true;
+}
+
+typedef struct Authority {
+        const char *host;
+        size_t host_len;
+        unsigned port;  /* 0: none given */
+} Authority;
+
+static bool is_host_char(char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '-' || c == '.' || c == '_';
+}
+
+static bool is_ipv6_char(char c) {
+        return unhex(c) >= 0 || c == ':' || c == '.';
+}
+
+/* Parses "host[:port]" or "[v6]:port" spanning exactly s[0..n). */
+static bool authority_parse(const char *s, size_t n, Authority *ret) {
+        size_t h;
+
+        if (n == 0)
+                return false;
+
+        if (s[0] == '[') {
+                const char *close = memchr(s, ']', n);
+
+                if (!close || close == s + 1)
+                        return false;
+                h = close - s + 1;
+                for (size_t i = 1; i < h - 1; i++)
+                        if (!is_ipv6_char(s[i]))
+                                return false;
+        } else {
+                for (h = 0; h < n && s[h] != ':'; h++)
+                        if (!is_host_char(s[h]))
+                                return false;
+                if (h == 0)
+                        return false;
+        }
+
+        unsigned port = 0;
+        if (h < n) {
+                if (s[h] != ':' || h + 1 == n || n - h - 1 > 5)
+                        return false;
+                for (size_t i = h + 1; i < n; i++) {
+                        if (s[i] < '0' || s[i] > '9')
+                                return false;
+                        port = port * 10 + (unsigned) (s[i] - '0');
+                }
+                if (port == 0 || port > 65535)
+                        return false;
+        }
+
+        *ret = (Authority) { .host = s, .host_len = h, .port = port };
+        return true;
+}
+
+bool http_origin_allowed(const char *origin, const char *host, bool tls, char *const *allowed) {
+        const char *scheme = tls ? "https://" : "http://";
+        unsigned default_port = tls ? 443 : 80;
+        size_t scheme_len = strlen(scheme);
+        Authority a, b;
+
+        /* "null" comes from sandboxed frames, file: pages and redirects: never trusted. */
+        if (!origin || streq(origin, "null"))
+                return false;
+
+        for (char *const *p = allowed; p && *p; p++)
+                if (streq(origin, *p))
+                        return true;
+
+        if (!host || strncasecmp(origin, scheme, scheme_len) != 0)
+                return false;
+        if (!authority_parse(origin + scheme_len, strlen(origin + scheme_len), &a))
+                return false;
+        if (!authority_parse(host, strlen(host), &b))
+                return false;
+
+        if (a.host_len != b.host_len || strncasecmp(a.host, b.host, a.host_len) != 0)
+                return false;
+        return (a.port ?: default_port) == (b.port ?: default_port);
+}

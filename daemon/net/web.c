@@ -1,0 +1,399 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The lws context and vhost on our libuv loop; routes HTTP requests and WebSocket upgrades. */
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libwebsockets.h>
+
+#include "config.h"
+#include "net/http-api.h"
+#include "net/http-login.h"
+#include "net/http-util.h"
+#include "net/http.h"
+#include "basic/log.h"
+#include "net/loop-uv.h"
+#include "basic/macro.h"
+#include "manager.h"
+#include "store/session.h"
+#include "net/web.h"
+#include "net/ws.h"
+
+/* lws hands WebSocket messages over in pieces of this size; we reassemble.
+ * lws keeps a buffer of this size per connection, so it is most of what an
+ * idle connection costs beyond lws's own state (tests/bench/README.md);
+ * 128 still takes any control frame (at most 125 bytes) whole. */
+#define WEB_RX_BUFFER 128
+
+/* One accepted connection, HTTP or WebSocket, from adoption until lws
+ * destroys it: a shutdown waits for all of them, not only WebSockets. */
+typedef struct WebPeer {
+        Web *web;
+        struct lws *wsi;
+        struct WebPeer *prev, *next;
+} WebPeer;
+
+struct Web {
+        Manager *manager;
+        struct lws_context *context;
+        struct lws_vhost *vhost;
+        bool tls;
+        WebPeer *peers;
+        unsigned n_peers;
+};
+
+/* lws's per-connection user data: which exchange or WebSocket it carries. */
+typedef struct WebSession {
+        HttpExchange *http;
+        Conn *conn;
+} WebSession;
+
+static void web_session_drop_http(WebSession *ws) {
+        ws->http = http_exchange_release(ws->http);
+}
+
+static void web_route(HttpExchange *x) {
+        const char *p = x->path;
+
+        if (x->method == HTTP_METHOD_OTHER) {
+                (void) http_respond_error(x, 405);
+                return;
+        }
+        if (streq(p, "/login")) {
+                if (x->method == HTTP_METHOD_POST)
+                        http_login_submit(x);
+                else
+                        http_login_page(x, 200, NULL);
+                return;
+        }
+        if (x->method == HTTP_METHOD_POST) {
+                if (streq(p, "/logout"))
+                        http_logout(x);
+                else
+                        (void) http_respond_error(x, streq(p, "/") || strncmp(p, "/api/", 5) == 0 ? 405 : 404);
+                return;
+        }
+        if (streq(p, "/"))
+                http_api_index(x);
+        else if (streq(p, "/api/session"))
+                http_api_session(x);
+        else if (streq(p, "/api/rooms"))
+                http_api_rooms(x);
+        else if (streq(p, "/healthz"))
+                http_api_healthz(x);
+        else if (strncmp(p, "/static/", 8) == 0)
+                http_api_static(x);
+        else if (streq(p, WS_PATH))
+                (void) http_respond_error(x, 400);
+        else
+                (void) http_respond_error(x, 404);
+}
+
+static int on_http_request(Manager *m, struct lws *wsi, WebSession *ws, const char *uri) {
+        HttpExchange *x;
+        int len;
+
+        web_session_drop_http(ws);
+        if (http_exchange_new(&x, m, wsi, uri) < 0)
+                return -1;
+        ws->http = x;
+
+        if (x->method != HTTP_METHOD_POST) {
+                web_route(x);
+                return 0;
+        }
+
+        len = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+        if (len > 0) {
+                char buf[24];
+
+                lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+                x->body_expected = strtoull(buf, NULL, 10);
+        }
+        if (x->body_expected > HTTP_BODY_MAX) {
+                (void) http_respond_error(x, 413);
+                return 0;
+        }
+        if (x->body_expected == 0)
+                web_route(x);
+        return 0;
+}
+
+static int on_http_body(WebSession *ws, const void *in, size_t len) {
+        HttpExchange *x = ws->http;
+        char *b;
+
+        if (!x || x->responded || len == 0)
+                return 0;
+        if (x->body_len + len > HTTP_BODY_MAX) {
+                (void) http_respond_error(x, 413);
+                return 0;
+        }
+        b = realloc(x->body, x->body_len + len + 1);
+        if (!b)
+                return -1;
+        memcpy(b + x->body_len, in, len);
+        x->body = b;
+        x->body_len += len;
+        x->body[x->body_len] = 0;
+        return 0;
+}
+
+/* Everything we can check about a WebSocket upgrade without waiting for
+ * Redis: path, Origin, a well-formed session cookie. The session itself is
+ * looked up right after the handshake (lws cannot pause one). */
+static unsigned web_check_upgrade(Web *w, struct lws *wsi) {
+        _cleanup_free_ char *uri = http_header_dup(wsi, WSI_TOKEN_GET_URI);
+        _cleanup_free_ char *origin = http_header_dup(wsi, WSI_TOKEN_ORIGIN);
+        _cleanup_free_ char *host = http_header_dup(wsi, WSI_TOKEN_HOST);
+        _cleanup_free_ char *cookie = http_header_dup(wsi, WSI_TOKEN_HTTP_COOKIE);
+        _cleanup_free_ char *sid = NULL;
+
+        if (!uri || !streq(uri, WS_PATH))
+                return 404;
+        if (!origin || !host ||
+            !http_origin_allowed(origin, host, w->tls, w->manager->config->allowed_origins))
+                return 403;
+        if (!cookie || http_cookie_get(cookie, session_cookie_name(w->tls), &sid) < 0 ||
+            !session_id_is_valid(sid))
+                return 403;
+        return 0;
+}
+
+static int on_ws_established(Web *w, struct lws *wsi, WebSession *ws) {
+        _cleanup_free_ char *cookie = http_header_dup(wsi, WSI_TOKEN_HTTP_COOKIE);
+        _cleanup_free_ char *sid = NULL;
+        char peer[64];
+
+        if (!cookie || http_cookie_get(cookie, session_cookie_name(w->tls), &sid) < 0)
+                return -1;
+        if (!lws_get_peer_simple(wsi, peer, sizeof peer))
+                strcpy(peer, "unknown");
+        if (ws_conn_new(&ws->conn, w->manager, wsi, sid, peer) < 0)
+                return -1;
+        return 0;
+}
+
+/* Called for every wsi lws destroys, including its own internal ones: only
+ * those we adopted carry a WebPeer. */
+static void web_peer_free(WebPeer *p, struct lws *wsi) {
+        Web *w;
+
+        if (!p || p->wsi != wsi)
+                return;
+        w = p->web;
+        if (p->prev)
+                p->prev->next = p->next;
+        else
+                w->peers = p->next;
+        if (p->next)
+                p->next->prev = p->prev;
+        w->n_peers--;
+        free(p);
+        manager_peer_removed(w->manager);
+}
+
+static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len) {
+        struct lws_vhost *vh = lws_get_vhost(wsi);
+        Web *w = vh ? lws_vhost_user(vh) : NULL;
+        WebSession *ws = user;
+        unsigned status;
+        int r;
+
+        switch (reason) {
+        case LWS_CALLBACK_HTTP:
+                return on_http_request(w->manager, wsi, ws, in);
+
+        case LWS_CALLBACK_HTTP_BODY:
+                return on_http_body(ws, in, len);
+
+        case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+                if (ws->http && !ws->http->responded)
+                        web_route(ws->http);
+                return 0;
+
+        case LWS_CALLBACK_HTTP_WRITEABLE:
+                if (!ws || !ws->http)
+                        return 0;
+                r = http_exchange_on_writeable(ws->http);
+                if (r < 0)
+                        return -1;
+                if (r == 0)
+                        return 0;
+                web_session_drop_http(ws);
+                if (w->manager->stopping)
+                        return -1;      /* answered; no next request on this connection */
+                return lws_http_transaction_completed(wsi) ? -1 : 0;
+
+        case LWS_CALLBACK_CLOSED_HTTP:
+        case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+                if (ws)
+                        web_session_drop_http(ws);
+                return 0;
+
+        case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+                status = web_check_upgrade(w, wsi);
+                if (status == 0)
+                        return 0;
+                lws_return_http_status(wsi, status, NULL);
+                return 1;
+
+        case LWS_CALLBACK_ESTABLISHED:
+                return on_ws_established(w, wsi, ws);
+
+        case LWS_CALLBACK_RECEIVE:
+                return ws->conn ? ws_conn_on_receive(ws->conn, in, len) : -1;
+
+        case LWS_CALLBACK_RECEIVE_PONG:
+                if (ws->conn)
+                        ws_conn_on_pong(ws->conn);
+                return 0;
+
+        case LWS_CALLBACK_SERVER_WRITEABLE:
+                return ws->conn ? ws_conn_on_writeable(ws->conn) : -1;
+
+        case LWS_CALLBACK_CLOSED:
+                if (ws && ws->conn) {
+                        ws_conn_closed(ws->conn);
+                        ws->conn = NULL;
+                }
+                return 0;
+
+        case LWS_CALLBACK_WSI_DESTROY:
+                web_peer_free(lws_get_opaque_user_data(wsi), wsi);
+                return 0;
+
+        default:
+                return 0;
+        }
+}
+
+static const struct lws_protocols web_protocols[] = {
+        {
+                .name = "multichat",
+                .callback = on_lws_event,
+                .per_session_data_size = sizeof(WebSession),
+                .rx_buffer_size = WEB_RX_BUFFER,
+                /* lws sends at most this much per send() (rx_buffer_size
+                 * otherwise): a batch of queued frames, a page. */
+                .tx_packet_size = WS_BATCH_MAX,
+        },
+        { NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+/* No lws keep-alive: lws 4.1 keeps each connection's validity timer in
+ * one sorted list, inserted into from the head on every received frame,
+ * which made it most of the daemon's CPU above ~14k connections. The
+ * connections' owner pings instead (ws_keepalive). */
+static const lws_retry_bo_t web_idle_policy = {
+        .secs_since_valid_ping = 0,
+        .secs_since_valid_hangup = 0,
+};
+
+int web_new(Web **ret, Manager *m) {
+        struct lws_context_creation_info info = {};
+        void *foreign_loops[1] = { loop_uv_get(m->uv) };
+        Web *w;
+
+        w = calloc(1, sizeof *w);
+        if (!w)
+                return -ENOMEM;
+        w->manager = m;
+        w->tls = m->config->tls_certificate != NULL;
+
+        lws_set_log_level(log_get_max_level() >= LOG_DEBUG ? LLL_ERR | LLL_WARN : LLL_ERR, NULL);
+
+        info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+        info.protocols = web_protocols;
+        info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8;
+        info.foreign_loops = foreign_loops;
+        info.fd_limit_per_thread = m->config->max_connections + 256;
+        info.server_string = "multichat";
+        info.retry_and_idle_policy = &web_idle_policy;
+        info.timeout_secs = 20;
+        info.keepalive_timeout = 30;
+        info.user = w;
+        info.vhost_name = "multichat";
+        if (w->tls) {
+                info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+                info.ssl_cert_filepath = m->config->tls_certificate;
+                info.ssl_private_key_filepath = m->config->tls_key;
+        }
+
+        w->context = lws_create_context(&info);
+        if (!w->context) {
+                free(w);
+                return -EIO;
+        }
+        w->vhost = lws_get_vhost_by_name(w->context, "multichat");
+        if (!w->vhost) {
+                lws_context_destroy(w->context);
+                free(w);
+                return -EIO;
+        }
+        *ret = w;
+        return 0;
+}
+
+Web *web_free(Web *w) {
+        if (!w)
+                return NULL;
+        if (w->context) {
+                /* On a foreign loop the first destroy only starts closing
+                 * lws's handles; run the loop until they are gone, then
+                 * destroy again to finish (FACTS.md). */
+                lws_context_destroy(w->context);
+                (void) loop_uv_drain(w->manager->uv, 1000);
+                lws_context_destroy(w->context);
+        }
+        return mfree(w);
+}
+
+int web_adopt(Web *w, int fd) {
+        lws_sock_file_fd_type f = { .sockfd = fd };
+        lws_adoption_type type = LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP;
+        WebPeer *p;
+
+        p = calloc(1, sizeof *p);
+        if (!p) {
+                safe_close(fd);
+                return -ENOMEM;
+        }
+        if (w->tls)
+                type |= LWS_ADOPT_ALLOW_SSL;
+        p->wsi = lws_adopt_descriptor_vhost(w->vhost, type, f, NULL, NULL);
+        if (!p->wsi) {
+                free(p);
+                return -EIO;       /* lws closed the fd */
+        }
+        p->web = w;
+        p->next = w->peers;
+        if (w->peers)
+                w->peers->prev = p;
+        w->peers = p;
+        w->n_peers++;
+        lws_set_opaque_user_data(p->wsi, p);
+        return 0;
+}
+
+unsigned web_peer_count(const Web *w) {
+        return w->n_peers;
+}
+
+/* Shutdown: WebSockets are closed by their owners; an HTTP connection
+ * with no request under way gets a second to deliver one that is already
+ * on its way (and is answered, then closed), and is dropped after that. */
+void web_drain(Web *w) {
+        for (WebPeer *p = w->peers; p; p = p->next) {
+                WebSession *ws = lws_wsi_user(p->wsi);
+
+                if (ws && (ws->conn || ws->http))
+                        continue;
+                lws_set_timeout(p->wsi, PENDING_TIMEOUT_USER_OK, 1);
+        }
+}
+
+bool web_is_tls(const Web *w) {
+        return w->tls;
+}

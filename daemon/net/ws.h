@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* One WebSocket connection: receive, reassemble, dispatch commands, bounded write queue. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "wire/frame.h"
+#include "store/session.h"
+
+struct lws;
+typedef struct Manager Manager;
+typedef struct Membership Membership;
+
+/* Close codes of our own (RFC 6455 leaves 4000-4999 to applications). */
+#define WS_CLOSE_LOGGED_OUT 4001
+/* RFC 6455's registry has 1013 (try again later); lws 4.1 names no constant. */
+#define WS_CLOSE_TRY_AGAIN_LATER 1013
+
+/* Commands that arrive before the session is checked wait, this many. */
+#define WS_HELD_COMMANDS_MAX 16
+#define WS_ROOMS_MAX 100
+/* Frames a connection queues without an allocation of its own: what a
+ * quiet connection needs. */
+#define WS_QUEUE_INLINE 2
+/* Bytes of queued frames written in one go (one send()). */
+#define WS_BATCH_MAX (16 * 1024)
+
+
+typedef enum ConnState {
+        CONN_VALIDATING,      /* session and staff flag being checked */
+        CONN_READY,
+        CONN_CLOSED,          /* lws is done with it; only pending replies keep it */
+} ConnState;
+
+typedef struct Conn Conn;
+
+/* A command that arrived before the session was checked. */
+typedef struct HeldCommand {
+        char *data;
+        size_t len;
+} HeldCommand;
+
+struct Conn {
+        unsigned n_ref;
+        Manager *manager;
+        struct lws *wsi;              /* NULL once closed */
+        Conn *prev, *next;            /* the manager's list */
+        Conn *write_next;             /* the manager's list of connections to write to */
+        ConnState state;
+        bool staff;
+        bool write_scheduled;
+        bool ping_sent;
+        bool close_requested;
+        bool close_sent;
+        bool rx_binary;
+        uint16_t close_code;
+        const char *close_reason;     /* a string literal */
+
+        char session_id[SESSION_ID_MAX + 1];
+        char username[65];
+        char peer[47];                /* an IPv6 address at most */
+        uint64_t since_usec;          /* CLOCK_REALTIME */
+        uint64_t last_rx_usec;        /* CLOCK_MONOTONIC: when the peer last sent anything */
+        uint64_t session_used_usec;   /* CLOCK_MONOTONIC: when this connection last refreshed its session */
+
+        char *rx;                     /* message being reassembled */
+        size_t rx_len;
+
+        Frame **queue;                /* ring of frames to send: queue_inline, or allocated */
+        unsigned queue_head, queue_len, queue_allocated;
+        Frame *queue_inline[WS_QUEUE_INLINE];
+
+        unsigned strikes;
+        double tokens;                /* rate limit: token bucket */
+        uint64_t tokens_usec;
+
+        Membership **memberships;
+        unsigned n_memberships;
+        unsigned n_held;
+        HeldCommand *held;            /* WS_HELD_COMMANDS_MAX, allocated on first use */
+
+        void *pending_session;
+        void *pending_auth;
+};
+
+int ws_conn_new(Conn **ret, Manager *m, struct lws *wsi, const char *session_id, const char *peer);
+/* LWS_CALLBACK_CLOSED: leaves every room and drops lws's reference. */
+void ws_conn_closed(Conn *c);
+
+Conn *ws_conn_ref(Conn *c);
+Conn *ws_conn_unref(Conn *c);
+
+/* lws callbacks; return what the lws callback should return. */
+int ws_conn_on_receive(Conn *c, const void *in, size_t len);
+void ws_conn_on_pong(Conn *c);
+int ws_conn_on_writeable(Conn *c);
+
+/* Writes to every connection that got frames since the last call: the
+ * manager runs it once per loop iteration, so frames from one batch of
+ * Redis replies go out together and a connection with nothing pending
+ * costs no poll changes. */
+void ws_write_scheduled(Manager *m);
+/* Pings connections quiet for keepalive and hangs up on those that stay
+ * quiet as long again, so a vanished client leaves its rooms; an open
+ * connection keeps its login session from expiring as unused. */
+void ws_keepalive(Manager *m, uint64_t now_usec);
+
+/* Queues a frame (takes a new reference). A receiver whose queue is full
+ * is closed with 1013 rather than allowed to grow without end. */
+void ws_conn_send(Conn *c, Frame *f);
+/* Queues a malloc'd JSON text, taking ownership. */
+void ws_conn_send_json(Conn *c, char *json);
+/* Closes once what is queued has gone out. The reason is a string literal. */
+void ws_conn_close(Conn *c, uint16_t code, const char *reason);
+
+static inline bool ws_conn_is_open(const Conn *c) {
+        return c->state != CONN_CLOSED && !c->close_requested;
+}

@@ -1,0 +1,1444 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The daemon's Redis client: a command and a subscriber connection on sd-event, reconnect, pub/sub, scripts. */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <systemd/sd-event.h>
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
+
+#include "basic/macro.h"
+#include "redis/redis-sdevent.h"
+#include "redis/redis.h"
+
+#define REDIS_DEFAULT_PORT 6379
+#define REDIS_DB_MAX 65535
+#define REDIS_TIMER_ACCURACY_USEC 1000ULL       /* 0 would mean sd-event's default of 250 ms */
+#define SUBSCRIBE_BATCH 512                     /* channels per SUBSCRIBE when resubscribing */
+#define USEC_INFINITY UINT64_MAX
+
+/* The subscriber connection's probe: re-SUBSCRIBing a channel is the one
+ * command whose answer hiredis 0.14 routes correctly in subscribed mode (a
+ * PING there is mismatched with the pattern callbacks). Nobody publishes
+ * to it. Redis answers it after everything it queued for us before, which
+ * makes it a barrier as well as a liveness check. */
+#define PROBE_CHANNEL "__multichat:redis-probe__"
+
+typedef struct Probe Probe;
+typedef struct RedisConn RedisConn;
+typedef struct Request Request;
+typedef struct Resolve Resolve;
+typedef struct Subscription Subscription;
+
+typedef enum ConnState {
+        CONN_DOWN,              /* no context; the timer is the reconnect backoff */
+        CONN_RESOLVING,         /* host name lookup in a helper thread */
+        CONN_SETUP,             /* connecting, SELECT or SUBSCRIBEs in flight */
+        CONN_UP,
+} ConnState;
+
+typedef enum RequestKind {
+        REQUEST_USER,
+        REQUEST_SETUP,          /* SELECT/PING that makes the command connection usable */
+        REQUEST_PING,
+} RequestKind;
+
+/* One command handed to hiredis: hiredis owns it as the callback's privdata
+ * and calls on_request_reply() exactly once, which frees it. While the
+ * connection lives it is also on the connection's list, oldest first, so
+ * that timeouts and redis_free() can find it. */
+struct Request {
+        Request *prev, *next;
+        RedisConn *conn;                /* NULL once orphaned: the handler has run already */
+        RequestKind kind;
+        RedisReplyHandler cb;
+        void *userdata;
+        uint64_t deadline;
+        const RedisScript *script;      /* set for EVALSHA until it has fallen back to EVAL */
+        sds command;                    /* the EVALSHA as sent, for the fallback */
+};
+
+/* A probe in flight on the subscriber connection, oldest first: the one that
+ * ends the setup, the idle liveness check, redis_subscriber_barrier(). */
+struct Probe {
+        Probe *next;
+        uint64_t deadline;
+        RedisBarrierHandler cb;         /* NULL but for barriers */
+        void *userdata;
+};
+
+/* A host name lookup off the loop. Shared by the connection and the thread;
+ * whoever drops the last reference frees it, so a connection can give up on
+ * a lookup that hangs. */
+struct Resolve {
+        int n_ref;
+        int fd[2];                      /* the thread writes one byte when done */
+        char *host;
+        int done;                       /* set (release) by the thread before it wakes us */
+        int error;                      /* getaddrinfo()'s EAI_* */
+        char address[INET6_ADDRSTRLEN];
+};
+
+struct RedisConn {
+        Redis *redis;
+        const char *name;
+        bool subscriber;
+        ConnState state;
+        redisAsyncContext *ac;
+        sd_event_source *timer;         /* backoff, connect timeout, watchdog: one at a time */
+        uint64_t timer_at;              /* when it fires, USEC_INFINITY if off */
+        uint64_t backoff;
+        uint64_t last_ping;
+        uint64_t last_read;             /* when a reply last arrived, 0 if none yet */
+        Probe *probes, *probes_tail;    /* subscriber: unanswered probes */
+        Request *head, *tail;           /* command connection: awaiting replies */
+        Resolve *resolve;
+        sd_event_source *resolve_source;
+};
+
+struct Subscription {
+        Subscription *next;             /* hash chain */
+        unsigned n_ref;
+        bool pattern;
+        size_t len;
+        char name[];
+};
+
+struct Redis {
+        unsigned n_ref;                 /* the owner, plus any dispatch on the stack */
+        bool started, shut_down, connected;
+        sd_event *event;
+
+        char *host;                     /* TCP: numeric address or name; NULL for a Unix socket */
+        bool host_is_numeric;
+        int port;
+        char *path;                     /* Unix socket */
+        unsigned db;
+
+        RedisConn cmd, sub;
+
+        Subscription **buckets;
+        size_t n_buckets, n_subscriptions;
+
+        RedisStateHandler on_state;
+        RedisMessageHandler on_message;
+        void *userdata;
+
+        uint64_t command_timeout;
+        uint64_t ping_interval;
+
+        uint64_t rng;
+        char last_error[160];
+};
+
+static void conn_connect(RedisConn *c);
+static void on_request_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+/* ---- SHA-1, only to name scripts the way Redis does (FIPS 180-1) ---- */
+
+static uint32_t rol32(uint32_t x, unsigned n) {
+        return (x << n) | (x >> (32 - n));
+}
+
+static void sha1_block(uint32_t h[5], const uint8_t *p) {
+        uint32_t w[80], a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+
+        for (unsigned i = 0; i < 16; i++)
+                w[i] = (uint32_t) p[4*i] << 24 | (uint32_t) p[4*i+1] << 16 | (uint32_t) p[4*i+2] << 8 | p[4*i+3];
+        for (unsigned i = 16; i < 80; i++)
+                w[i] = rol32(w[i-3] ^ w[i-8] ^ w[i-14] ^ w[i-16], 1);
+
+        for (unsigned i = 0; i < 80; i++) {
+                uint32_t f, k, t;
+
+                if (i < 20) {
+                        f = (b & c) | (~b & d);
+                        k = 0x5A827999;
+                } else if (i < 40) {
+                        f = b ^ c ^ d;
+                        k = 0x6ED9EBA1;
+                } else if (i < 60) {
+                        f = (b & c) | (b & d) | (c & d);
+                        k = 0x8F1BBCDC;
+                } else {
+                        f = b ^ c ^ d;
+                        k = 0xCA62C1D6;
+                }
+                t = rol32(a, 5) + f + e + k + w[i];
+                e = d;
+                d = c;
+                c = rol32(b, 30);
+                b = a;
+                a = t;
+        }
+        h[0] += a;
+        h[1] += b;
+        h[2] += c;
+        h[3] += d;
+        h[4] += e;
+}
+
+static void sha1_hex(const void *data, size_t size, char out[41]) {
+        uint32_t h[5] = { 0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0 };
+        const uint8_t *p = data;
+        uint8_t tail[128] = {};
+        size_t rest = size % 64, n_tail = rest < 56 ? 64 : 128;
+        uint64_t bits = (uint64_t) size * 8;
+
+        for (size_t i = 0; i + 64 <= size; i += 64)
+                sha1_block(h, p + i);
+
+        memcpy(tail, p + size - rest, rest);
+        tail[rest] = 0x80;
+        for (unsigned i = 0; i < 8; i++)
+                tail[n_tail - 1 - i] = (uint8_t) (bits >> (8 * i));
+        for (size_t i = 0; i < n_tail; i += 64)
+                sha1_block(h, tail + i);
+
+        for (unsigned i = 0; i < 5; i++)
+                snprintf(out + 8 * i, 9, "%08x", h[i]);
+}
+
+void redis_script_init(RedisScript *s, const char *source) {
+        s->source = source;
+        s->size = strlen(source);
+        sha1_hex(source, s->size, s->sha1);
+}
+
+/* ---- small helpers ---- */
+
+static Redis *redis_ref(Redis *r) {
+        r->n_ref++;
+        return r;
+}
+
+static void redis_destroy(Redis *r);
+
+static void redis_unref(Redis *r) {
+        if (r && --r->n_ref == 0)
+                redis_destroy(r);
+}
+
+static void redis_unrefp(Redis **r) {
+        redis_unref(*r);
+}
+
+static uint64_t redis_now(Redis *r) {
+        uint64_t now = 0;
+
+        (void) sd_event_now(r->event, CLOCK_MONOTONIC, &now);
+        return now;
+}
+
+static uint64_t redis_random(Redis *r) {
+        /* xorshift64*: jitter needs spread, not secrecy */
+        r->rng ^= r->rng >> 12;
+        r->rng ^= r->rng << 25;
+        r->rng ^= r->rng >> 27;
+        return r->rng * 0x2545F4914F6CDD1DULL;
+}
+
+static void redis_set_error(Redis *r, const char *what, const char *detail) {
+        snprintf(r->last_error, sizeof(r->last_error), "%s connection: %s",
+                 what, detail && *detail ? detail : "failed");
+}
+
+/* ac->errstr is NULL until hiredis copies an error there; c.errstr is an array. */
+static const char *context_error(const redisAsyncContext *ac, const char *fallback) {
+        return ac->c.errstr[0] ? ac->c.errstr : fallback;
+}
+
+static void conn_arm(RedisConn *c, uint64_t usec) {
+        if (!c->timer)
+                return;
+        c->timer_at = usec;
+        (void) sd_event_source_set_time(c->timer, usec);
+        (void) sd_event_source_set_enabled(c->timer, SD_EVENT_ONESHOT);
+}
+
+/* ---- requests ---- */
+
+static Request *request_free(Request *req) {
+        if (req->command)
+                sdsfree(req->command);
+        free(req);
+        return NULL;
+}
+
+static void request_link(RedisConn *c, Request *req) {
+        bool was_empty = !c->head;
+
+        req->conn = c;
+        req->deadline = redis_now(c->redis) + c->redis->command_timeout;
+        req->next = NULL;
+        req->prev = c->tail;
+        if (c->tail)
+                c->tail->next = req;
+        else
+                c->head = req;
+        c->tail = req;
+
+        /* The watchdog only looks at the oldest request; make sure it is
+         * armed for it. Later requests have later deadlines. */
+        if (was_empty && req->deadline < c->timer_at)
+                conn_arm(c, req->deadline);
+}
+
+static void request_unlink(RedisConn *c, Request *req) {
+        if (req->prev)
+                req->prev->next = req->next;
+        else
+                c->head = req->next;
+        if (req->next)
+                req->next->prev = req->prev;
+        else
+                c->tail = req->prev;
+        req->prev = req->next = NULL;
+}
+
+/* Hands a formatted command to hiredis. On success req belongs to hiredis. */
+static int request_send(RedisConn *c, Request *req, const char *cmd, size_t len) {
+        if (!c->ac)
+                return -ENOTCONN;
+        if (redisAsyncFormattedCommand(c->ac, on_request_reply, req, cmd, len) != REDIS_OK)
+                return -ENOTCONN;       /* hiredis refuses while disconnecting */
+        request_link(c, req);
+        return 0;
+}
+
+static int conn_send_internal(RedisConn *c, RequestKind kind, const char *format, ...) {
+        Request *req;
+        char *cmd = NULL;
+        va_list ap;
+        int len, r;
+
+        va_start(ap, format);
+        len = redisvFormatCommand(&cmd, format, ap);
+        va_end(ap);
+        if (len < 0)
+                return -ENOMEM;
+
+        req = calloc(1, sizeof(*req));
+        if (!req) {
+                redisFreeCommand(cmd);
+                return -ENOMEM;
+        }
+        req->kind = kind;
+        r = request_send(c, req, cmd, (size_t) len);
+        redisFreeCommand(cmd);
+        if (r < 0)
+                request_free(req);
+        return r;
+}
+
+/* Every request still waiting gets NULL now, in order. The requests stay
+ * with hiredis, which frees them when it frees the context. */
+static void conn_fail_requests(RedisConn *c) {
+        Redis *r = c->redis;
+        Request *req;
+
+        while ((req = c->head)) {
+                RedisReplyHandler cb;
+
+                request_unlink(c, req);
+                req->conn = NULL;
+                cb = req->cb;
+                req->cb = NULL;
+                if (cb && req->kind == REQUEST_USER)
+                        cb(r, NULL, req->userdata);
+        }
+}
+
+/* Every barrier still waiting learns that it will not be confirmed. */
+static void conn_fail_probes(RedisConn *c) {
+        Redis *r = c->redis;
+        Probe *p = c->probes;
+
+        /* Detached first: a handler may tear down more of r. */
+        c->probes = c->probes_tail = NULL;
+        while (p) {
+                Probe *next = p->next;
+
+                if (p->cb)
+                        p->cb(r, false, p->userdata);
+                free(p);
+                p = next;
+        }
+}
+
+/* ---- state ---- */
+
+static void redis_update_state(Redis *r) {
+        bool up = !r->shut_down && r->cmd.state == CONN_UP && r->sub.state == CONN_UP;
+
+        if (up == r->connected)
+                return;
+        r->connected = up;
+        if (r->on_state && !r->shut_down)
+                r->on_state(r, up, r->userdata);
+}
+
+static void conn_schedule_reconnect(RedisConn *c) {
+        Redis *r = c->redis;
+        uint64_t delay;
+
+        /* ±25 % so that many daemons do not reconnect in lockstep. */
+        delay = c->backoff * 3 / 4 + redis_random(r) % (c->backoff / 2 + 1);
+        c->backoff = MIN(c->backoff * 2, REDIS_BACKOFF_MAX_USEC);
+        conn_arm(c, redis_now(r) + delay);
+}
+
+static void resolve_unref(Resolve *q) {
+        if (!q || __atomic_sub_fetch(&q->n_ref, 1, __ATOMIC_ACQ_REL) > 0)
+                return;
+        safe_close(q->fd[0]);
+        safe_close(q->fd[1]);
+        free(q->host);
+        free(q);
+}
+
+static void conn_cancel_resolve(RedisConn *c) {
+        c->resolve_source = sd_event_source_disable_unref(c->resolve_source);
+        resolve_unref(c->resolve);
+        c->resolve = NULL;
+}
+
+/* The one teardown path of a connection, whatever killed it. free_context is
+ * false when hiredis frees the context itself (we are inside its connect or
+ * disconnect callback, or it is already tearing the context down): freeing
+ * it there again would be a double free. */
+static void conn_detach(RedisConn *c, bool free_context) {
+        Redis *r = c->redis;
+        redisAsyncContext *ac = c->ac;
+
+        c->ac = NULL;
+        if (ac)
+                ac->data = NULL;        /* from now on hiredis' callbacks for it are stale */
+        conn_cancel_resolve(c);
+        c->state = CONN_DOWN;
+        c->last_read = 0;
+        c->timer_at = USEC_INFINITY;
+        if (!r->shut_down)
+                conn_schedule_reconnect(c);
+
+        /* Both may run the owner's code, which may call redis_free(): every
+         * caller holds a reference, and nothing below touches more than c's
+         * list and the context we took. */
+        redis_update_state(r);
+        conn_fail_requests(c);
+        conn_fail_probes(c);
+
+        /* Deferred by hiredis until its callback returns when we are inside
+         * one; the orphaned requests are freed then. */
+        if (ac && free_context)
+                redisAsyncFree(ac);
+}
+
+static void conn_set_up(RedisConn *c) {
+        c->state = CONN_UP;
+        c->backoff = REDIS_BACKOFF_MIN_USEC;
+        c->last_ping = redis_now(c->redis);
+        redis_update_state(c->redis);
+}
+
+/* ---- hiredis callbacks ---- */
+
+/* Redis does not know the script (restarted, SCRIPT FLUSH): send the same
+ * call as EVAL, which also caches it. The script and arguments follow the
+ * "*N\r\n$7\r\nEVALSHA\r\n$40\r\n<sha1>\r\n" we sent. */
+static int request_resend_as_eval(RedisConn *c, Request *req) {
+        const char *p = memchr(req->command, '\n', sdslen(req->command)) + 1;
+        size_t head = (size_t) (p - req->command), skip = head + 18 + 40 + 2;
+        sds eval;
+        int k;
+
+        eval = sdsnewlen(req->command, head);
+        if (eval)
+                eval = sdscatprintf(eval, "$4\r\nEVAL\r\n$%zu\r\n", req->script->size);
+        if (eval)
+                eval = sdscatlen(eval, req->script->source, req->script->size);
+        if (eval)
+                eval = sdscatlen(eval, "\r\n", 2);
+        if (eval)
+                eval = sdscatlen(eval, req->command + skip, sdslen(req->command) - skip);
+        sdsfree(req->command);
+        req->command = NULL;
+        req->script = NULL;     /* one fallback only */
+        if (!eval)
+                return -ENOMEM;
+
+        k = request_send(c, req, eval, sdslen(eval));
+        sdsfree(eval);
+        return k;
+}
+
+static void on_request_reply(redisAsyncContext *ac, void *reply_, void *privdata) {
+        _cleanup_(redis_unrefp) Redis *r = NULL;
+        redisReply *reply = reply_;
+        Request *req = privdata;
+        RedisConn *c = req->conn;
+        RedisReplyHandler cb;
+        void *userdata;
+
+        if (!c) {
+                /* Orphaned by conn_detach() or redis_cancel()-ed while the
+                 * context died: the handler ran or must not run. */
+                request_free(req);
+                return;
+        }
+        r = redis_ref(c->redis);
+
+        if (!reply) {
+                /* hiredis passes NULL only while it frees a dying context. */
+                redis_set_error(r, c->name, context_error(ac, "connection lost"));
+                conn_detach(c, false);  /* calls this request's handler too */
+                request_free(req);
+                return;
+        }
+
+        c->last_read = redis_now(r);
+        request_unlink(c, req);
+
+        if (req->script && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+                if (request_resend_as_eval(c, req) >= 0)
+                        return;
+                reply = NULL;
+        }
+
+        switch (req->kind) {
+        case REQUEST_SETUP:
+                request_free(req);
+                if (reply->type == REDIS_REPLY_ERROR) {
+                        redis_set_error(r, c->name, reply->str);
+                        conn_detach(c, true);
+                } else if (c->state == CONN_SETUP)
+                        conn_set_up(c);
+                return;
+        case REQUEST_PING:
+                /* Any answer, even an error (e.g. LOADING), shows it lives. */
+                request_free(req);
+                return;
+        case REQUEST_USER:
+                break;
+        }
+
+        cb = req->cb;
+        userdata = req->userdata;
+        request_free(req);
+        if (cb)
+                cb(r, reply, userdata);
+}
+
+/* Probes are answered in the order sent, each after everything sent
+ * before it: the setup's SUBSCRIBEs, or those a barrier waits for. */
+static void on_probe_reply(RedisConn *c, const redisAsyncContext *ac) {
+        Redis *r = c->redis;
+        _cleanup_(freep) Probe *p = c->probes;
+
+        if (p) {
+                c->probes = p->next;
+                if (!c->probes)
+                        c->probes_tail = NULL;
+        }
+        if (c->state == CONN_SETUP)
+                conn_set_up(c);
+        /* on_state() may have freed r or dropped the connection meanwhile. */
+        if (p && p->cb)
+                p->cb(r, !r->shut_down && c->ac == ac, p->userdata);
+}
+
+static bool reply_is_string(const redisReply *e) {
+        return e && (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) && e->str;
+}
+
+static void on_subscriber_reply(redisAsyncContext *ac, void *reply_, void *privdata) {
+        _cleanup_(redis_unrefp) Redis *r = NULL;
+        redisReply *reply = reply_;
+        RedisConn *c = ac->data;
+        const redisReply *kind, *channel, *data;
+
+        if (!c)
+                return;
+        r = redis_ref(c->redis);
+
+        if (!reply) {
+                redis_set_error(r, c->name, context_error(ac, "connection lost"));
+                conn_detach(c, false);
+                return;
+        }
+        /* Whatever arrives shows that Redis lives, also while a probe waits
+         * behind a backlog of messages that we are slow to read. */
+        c->last_read = redis_now(r);
+
+        /* hiredis 0.14 may call a channel's callback again for a reply it
+         * could not match: trust the reply, not which callback got it. */
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
+                return;
+        kind = reply->element[0];
+        if (!reply_is_string(kind))
+                return;
+
+        if (strcasecmp(kind->str, "message") == 0 || strcasecmp(kind->str, "pmessage") == 0) {
+                bool p = kind->str[0] == 'p' || kind->str[0] == 'P';
+
+                if (reply->elements < (p ? 4u : 3u))
+                        return;
+                channel = reply->element[p ? 2 : 1];
+                data = reply->element[p ? 3 : 2];
+                if (!reply_is_string(channel) || !reply_is_string(data) || streq(channel->str, PROBE_CHANNEL))
+                        return;
+                if (r->on_message && !r->shut_down)
+                        r->on_message(r, channel->str, data->str, data->len, r->userdata);
+                return;
+        }
+
+        if (strcasecmp(kind->str, "subscribe") == 0 && reply_is_string(reply->element[1]) &&
+            streq(reply->element[1]->str, PROBE_CHANNEL))
+                on_probe_reply(c, ac);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status) {
+        _cleanup_(redis_unrefp) Redis *r = NULL;
+        RedisConn *c = ac->data;
+
+        /* Success shows in the setup replies. On failure hiredis frees the
+         * context after we return and calls no disconnect callback. */
+        if (!c || status == REDIS_OK)
+                return;
+        r = redis_ref(c->redis);
+        redis_set_error(r, c->name, context_error(ac, "connect failed"));
+        conn_detach(c, false);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status) {
+        _cleanup_(redis_unrefp) Redis *r = NULL;
+        RedisConn *c = ac->data;
+
+        if (!c)
+                return;
+        r = redis_ref(c->redis);
+        redis_set_error(r, c->name, status == REDIS_OK ? "closed" : context_error(ac, "connection lost"));
+        conn_detach(c, false);
+}
+
+/* ---- connecting ---- */
+
+static int conn_subscribe_all(RedisConn *c) {
+        Redis *r = c->redis;
+        _cleanup_(freep) const char **argv = NULL;
+        _cleanup_(freep) size_t *argvlen = NULL;
+
+        argv = calloc(SUBSCRIBE_BATCH + 1, sizeof(*argv));
+        argvlen = calloc(SUBSCRIBE_BATCH + 1, sizeof(*argvlen));
+        if (!argv || !argvlen)
+                return -ENOMEM;
+
+        for (int pattern = 0; pattern <= 1; pattern++) {
+                int n = 1;
+
+                argv[0] = pattern ? "PSUBSCRIBE" : "SUBSCRIBE";
+                argvlen[0] = strlen(argv[0]);
+                for (size_t b = 0; b < r->n_buckets; b++)
+                        for (Subscription *s = r->buckets[b]; s; s = s->next) {
+                                if (s->pattern != pattern)
+                                        continue;
+                                argv[n] = s->name;
+                                argvlen[n++] = s->len;
+                                if (n <= SUBSCRIBE_BATCH)
+                                        continue;
+                                if (redisAsyncCommandArgv(c->ac, on_subscriber_reply, NULL, n, argv, argvlen) != REDIS_OK)
+                                        return -ENOTCONN;
+                                n = 1;
+                        }
+                if (n > 1 && redisAsyncCommandArgv(c->ac, on_subscriber_reply, NULL, n, argv, argvlen) != REDIS_OK)
+                        return -ENOTCONN;
+        }
+        return 0;
+}
+
+static int conn_send_probe(RedisConn *c, RedisBarrierHandler cb, void *userdata) {
+        uint64_t now = redis_now(c->redis);
+        Probe *p;
+
+        if (!c->ac)
+                return -ENOTCONN;
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        if (redisAsyncCommand(c->ac, on_subscriber_reply, NULL, "SUBSCRIBE %s", PROBE_CHANNEL) != REDIS_OK) {
+                free(p);
+                return -ENOTCONN;
+        }
+        *p = (Probe) { .deadline = now + c->redis->command_timeout, .cb = cb, .userdata = userdata };
+        if (c->probes_tail)
+                c->probes_tail->next = p;
+        else
+                c->probes = p;
+        c->probes_tail = p;
+        c->last_ping = now;
+        if (p->deadline < c->timer_at)
+                conn_arm(c, p->deadline);
+        return 0;
+}
+
+/* Queues what makes a fresh connection usable; hiredis sends it as soon as
+ * the socket connects, and the answers mark the connection up. */
+static int conn_setup(RedisConn *c) {
+        Redis *r = c->redis;
+        int k;
+
+        if (c->subscriber) {
+                /* Pub/sub ignores the database: no SELECT here. */
+                k = conn_subscribe_all(c);
+                if (k < 0)
+                        return k;
+                return conn_send_probe(c, NULL, NULL);
+        }
+
+        if (r->db > 0)
+                return conn_send_internal(c, REQUEST_SETUP, "SELECT %u", r->db);
+        return conn_send_internal(c, REQUEST_SETUP, "PING");
+}
+
+static void conn_connect_to(RedisConn *c, const char *host) {
+        Redis *r = c->redis;
+        redisAsyncContext *ac;
+        int k;
+
+        ac = host ? redisAsyncConnect(host, r->port) : redisAsyncConnectUnix(r->path);
+        if (!ac) {
+                redis_set_error(r, c->name, "out of memory");
+                conn_detach(c, false);
+                return;
+        }
+        if (ac->err) {
+                /* Failed before any I/O (e.g. no socket file): nothing attached yet. */
+                redis_set_error(r, c->name, context_error(ac, "connect failed"));
+                redisAsyncFree(ac);
+                conn_detach(c, false);
+                return;
+        }
+        if (host)
+                (void) redisEnableKeepAlive(&ac->c);
+
+        k = redis_sdevent_attach(ac, r->event);
+        if (k < 0) {
+                redis_set_error(r, c->name, strerror(-k));
+                redisAsyncFree(ac);
+                conn_detach(c, false);
+                return;
+        }
+        ac->data = c;
+        (void) redisAsyncSetConnectCallback(ac, on_connect);
+        (void) redisAsyncSetDisconnectCallback(ac, on_disconnect);
+
+        c->ac = ac;
+        c->state = CONN_SETUP;
+        c->timer_at = USEC_INFINITY;
+        k = conn_setup(c);
+        if (k < 0) {
+                redis_set_error(r, c->name, strerror(-k));
+                conn_detach(c, true);
+        }
+}
+
+static void *resolve_thread(void *p) {
+        Resolve *q = p;
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL, *pick;
+
+        q->error = getaddrinfo(q->host, NULL, &hints, &ai);
+        if (q->error == 0) {
+                /* IPv4 first, as hiredis does for names. */
+                pick = ai;
+                for (struct addrinfo *i = ai; i; i = i->ai_next)
+                        if (i->ai_family == AF_INET) {
+                                pick = i;
+                                break;
+                        }
+                if (pick->ai_family == AF_INET)
+                        inet_ntop(AF_INET, &((struct sockaddr_in *) pick->ai_addr)->sin_addr,
+                                  q->address, sizeof(q->address));
+                else
+                        inet_ntop(AF_INET6, &((struct sockaddr_in6 *) pick->ai_addr)->sin6_addr,
+                                  q->address, sizeof(q->address));
+                freeaddrinfo(ai);
+        }
+
+        __atomic_store_n(&q->done, 1, __ATOMIC_RELEASE);
+        (void) !write(q->fd[1], "", 1);
+        resolve_unref(q);
+        return NULL;
+}
+
+static int on_resolved(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        _cleanup_(redis_unrefp) Redis *r = NULL;
+        RedisConn *c = userdata;
+        Resolve *q = c->resolve;
+        char address[INET6_ADDRSTRLEN];
+        int error;
+
+        if (!__atomic_load_n(&q->done, __ATOMIC_ACQUIRE))
+                return 0;
+        error = q->error;
+        r = redis_ref(c->redis);
+        memcpy(address, q->address, sizeof(address));
+        conn_cancel_resolve(c);
+
+        if (error != 0) {
+                redis_set_error(r, c->name, gai_strerror(error));
+                conn_detach(c, false);
+                return 0;
+        }
+        conn_connect_to(c, address);
+        return 0;
+}
+
+static int conn_start_resolve(RedisConn *c) {
+        Redis *r = c->redis;
+        Resolve *q;
+        pthread_attr_t attr;
+        pthread_t thread;
+        sigset_t all, saved;
+        int k;
+
+        q = calloc(1, sizeof(*q));
+        if (!q)
+                return -ENOMEM;
+        q->n_ref = 1;
+        q->fd[0] = q->fd[1] = -EBADF;
+        q->host = strdup(r->host);
+        if (!q->host || pipe2(q->fd, O_CLOEXEC | O_NONBLOCK) < 0) {
+                resolve_unref(q);
+                return -ENOMEM;
+        }
+        c->resolve = q;
+
+        k = sd_event_add_io(r->event, &c->resolve_source, q->fd[0], EPOLLIN, on_resolved, c);
+        if (k < 0)
+                return k;
+
+        /* The thread must not take the daemon's signals. */
+        k = -pthread_attr_init(&attr);
+        if (k < 0)
+                return k;
+        (void) pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        sigfillset(&all);
+        (void) pthread_sigmask(SIG_SETMASK, &all, &saved);
+        q->n_ref++;
+        k = -pthread_create(&thread, &attr, resolve_thread, q);
+        (void) pthread_sigmask(SIG_SETMASK, &saved, NULL);
+        (void) pthread_attr_destroy(&attr);
+        if (k < 0)
+                q->n_ref--;
+        return k;
+}
+
+static void conn_connect(RedisConn *c) {
+        Redis *r = c->redis;
+        int k;
+
+        if (!r->host || r->host_is_numeric) {
+                conn_connect_to(c, r->host);
+                return;
+        }
+
+        c->state = CONN_RESOLVING;
+        k = conn_start_resolve(c);
+        if (k < 0) {
+                redis_set_error(r, c->name, strerror(-k));
+                conn_detach(c, false);
+                return;
+        }
+        conn_arm(c, redis_now(r) + r->command_timeout);
+}
+
+/* ---- the connection timer: backoff, connect timeout, watchdog ---- */
+
+/* Bytes that arrived and wait for us to read them. */
+static bool conn_has_unread(RedisConn *c) {
+        int n = 0;
+
+        return c->ac && c->ac->c.fd >= 0 && ioctl(c->ac->c.fd, FIONREAD, &n) >= 0 && n > 0;
+}
+
+/* A connection is dead when something is awaited and nothing at all has
+ * arrived for the timeout. An answer that is late only because it is
+ * queued behind replies or messages we are still reading (a busy daemon
+ * behind a pub/sub backlog) is not Redis' fault: reconnecting for it would
+ * throw that backlog away. Nor is one that we could not see because our
+ * loop stalled (the timer fired late): the command may not even have been
+ * written yet. */
+static void conn_watchdog(RedisConn *c, uint64_t now, bool stalled) {
+        Redis *r = c->redis;
+        uint64_t deadline = USEC_INFINITY, idle_since;
+
+        if (c->subscriber && c->probes)
+                deadline = c->probes->deadline;
+        else if (!c->subscriber && c->head)
+                deadline = c->head->deadline;
+        if (deadline != USEC_INFINITY) {
+                if (c->last_read > 0)
+                        deadline = MAX(deadline, c->last_read + r->command_timeout);
+                if (now >= deadline && (stalled || conn_has_unread(c)))
+                        deadline = now + r->command_timeout;
+                if (now >= deadline) {
+                        redis_set_error(r, c->name, "no answer within the timeout");
+                        conn_detach(c, true);
+                } else
+                        conn_arm(c, deadline);
+                return;
+        }
+
+        /* Idle: a PING notices a Redis that vanished without a FIN. What
+         * keeps arriving shows it is there, so a busy connection is not
+         * probed at all. */
+        idle_since = MAX(c->last_ping, c->last_read);
+        if (c->state == CONN_UP && now >= idle_since + r->ping_interval) {
+                int k = c->subscriber ? conn_send_probe(c, NULL, NULL) : conn_send_internal(c, REQUEST_PING, "PING");
+                c->last_ping = now;
+                if (k >= 0)
+                        return;
+                idle_since = now;
+        }
+        conn_arm(c, idle_since + r->ping_interval);
+}
+
+static int on_conn_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        _cleanup_(redis_unrefp) Redis *r = NULL;
+        RedisConn *c = userdata;
+        uint64_t now;
+
+        r = redis_ref(c->redis);
+        c->timer_at = USEC_INFINITY;
+        now = redis_now(r);
+
+        switch (c->state) {
+        case CONN_DOWN:
+                conn_connect(c);
+                break;
+        case CONN_RESOLVING:
+                redis_set_error(r, c->name, "host name lookup timed out");
+                conn_detach(c, false);
+                break;
+        case CONN_SETUP:
+        case CONN_UP:
+                conn_watchdog(c, now, now > usec + r->command_timeout / 4);
+                break;
+        }
+        return 0;
+}
+
+/* ---- URL ---- */
+
+static int parse_uint(const char *s, size_t n, unsigned max, unsigned *ret) {
+        unsigned v = 0;
+
+        if (n == 0 || n > 10)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++) {
+                if (s[i] < '0' || s[i] > '9')
+                        return -EINVAL;
+                v = v * 10 + (unsigned) (s[i] - '0');
+                if (v > max)
+                        return -EINVAL;
+        }
+        *ret = v;
+        return 0;
+}
+
+static bool host_name_is_valid(const char *s, size_t n) {
+        if (n == 0 || n > 253 || s[0] == '-' || s[0] == '.')
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+                      (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '.'))
+                        return false;
+        return true;
+}
+
+static int redis_parse_unix(Redis *r, const char *s) {
+        const char *q = strchr(s, '?');
+        size_t n = q ? (size_t) (q - s) : strlen(s);
+
+        if (n == 0 || s[0] != '/' || n >= sizeof(((struct sockaddr_un *) NULL)->sun_path) ||
+            memchr(s, '\0', n))
+                return -EINVAL;
+        if (q) {
+                if (strncmp(q, "?db=", 4) != 0 || parse_uint(q + 4, strlen(q + 4), REDIS_DB_MAX, &r->db) < 0)
+                        return -EINVAL;
+        }
+        r->path = strndup(s, n);
+        return r->path ? 0 : -ENOMEM;
+}
+
+static int redis_parse_tcp(Redis *r, const char *s) {
+        const char *slash = strchr(s, '/'), *end = slash ?: s + strlen(s), *host = s, *colon;
+        size_t hn;
+        unsigned port = REDIS_DEFAULT_PORT;
+        char buf[INET6_ADDRSTRLEN + 1];
+        unsigned char addr[sizeof(struct in6_addr)];
+
+        if (*s == '[') {
+                const char *close = memchr(s, ']', (size_t) (end - s));
+                if (!close)
+                        return -EINVAL;
+                host = s + 1;
+                hn = (size_t) (close - host);
+                colon = close + 1 < end ? close + 1 : NULL;
+                if (colon && *colon != ':')
+                        return -EINVAL;
+                if (hn == 0 || hn >= sizeof(buf))
+                        return -EINVAL;
+                memcpy(buf, host, hn);
+                buf[hn] = '\0';
+                if (inet_pton(AF_INET6, buf, addr) != 1)
+                        return -EINVAL;
+                r->host_is_numeric = true;
+        } else {
+                colon = memchr(s, ':', (size_t) (end - s));
+                hn = (size_t) ((colon ?: end) - s);
+                if (!host_name_is_valid(s, hn))
+                        return -EINVAL;
+        }
+        if (colon && parse_uint(colon + 1, (size_t) (end - colon - 1), 65535, &port) < 0)
+                return -EINVAL;
+        if (port == 0)
+                return -EINVAL;
+        if (slash && parse_uint(slash + 1, strlen(slash + 1), REDIS_DB_MAX, &r->db) < 0)
+                return -EINVAL;
+
+        r->port = (int) port;
+        /* "localhost" needs no lookup; a numeric address never asks NSS. */
+        if (hn == 9 && strncasecmp(host, "localhost", 9) == 0) {
+                r->host = strdup("127.0.0.1");
+                r->host_is_numeric = true;
+        } else {
+                r->host = strndup(host, hn);
+                if (r->host && !r->host_is_numeric)
+                        r->host_is_numeric = inet_pton(AF_INET, r->host, addr) == 1;
+        }
+        return r->host ? 0 : -ENOMEM;
+}
+
+/* ---- public ---- */
+
+static void conn_init(Redis *r, RedisConn *c, const char *name, bool subscriber) {
+        c->redis = r;
+        c->name = name;
+        c->subscriber = subscriber;
+        c->state = CONN_DOWN;
+        c->backoff = REDIS_BACKOFF_MIN_USEC;
+        c->timer_at = USEC_INFINITY;
+}
+
+static int conn_new_timer(RedisConn *c) {
+        int k;
+
+        k = sd_event_add_time(c->redis->event, &c->timer, CLOCK_MONOTONIC, USEC_INFINITY,
+                              REDIS_TIMER_ACCURACY_USEC, on_conn_timer, c);
+        if (k < 0)
+                return k;
+        (void) sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(c->timer, c->subscriber ? "redis-sub-timer" : "redis-cmd-timer");
+        return 0;
+}
+
+int redis_new(Redis **ret, sd_event *e, const char *url,
+              RedisStateHandler on_state, RedisMessageHandler on_message, void *userdata) {
+        Redis *r;
+        int k;
+
+        if (!ret || !e || !url)
+                return -EINVAL;
+
+        r = calloc(1, sizeof(*r));
+        if (!r)
+                return -ENOMEM;
+        r->n_ref = 1;
+        r->event = sd_event_ref(e);
+        r->on_state = on_state;
+        r->on_message = on_message;
+        r->userdata = userdata;
+        r->command_timeout = REDIS_COMMAND_TIMEOUT_USEC;
+        r->ping_interval = REDIS_PING_INTERVAL_USEC;
+        conn_init(r, &r->cmd, "command", false);
+        conn_init(r, &r->sub, "subscriber", true);
+        if (getrandom(&r->rng, sizeof(r->rng), GRND_NONBLOCK) != sizeof(r->rng) || r->rng == 0)
+                r->rng = (uintptr_t) r ^ redis_now(r) ^ 0x9E3779B97F4A7C15ULL;
+
+        if (strncmp(url, "unix:", 5) == 0)
+                k = redis_parse_unix(r, url + 5);
+        else if (strncmp(url, "redis://", 8) == 0)
+                k = redis_parse_tcp(r, url + 8);
+        else
+                k = -EINVAL;
+        if (k >= 0)
+                k = conn_new_timer(&r->cmd);
+        if (k >= 0)
+                k = conn_new_timer(&r->sub);
+        if (k >= 0) {
+                r->n_buckets = 64;
+                r->buckets = calloc(r->n_buckets, sizeof(*r->buckets));
+                if (!r->buckets)
+                        k = -ENOMEM;
+        }
+        if (k < 0) {
+                redis_destroy(r);
+                return k;
+        }
+
+        *ret = r;
+        return 0;
+}
+
+static void redis_destroy(Redis *r) {
+        for (size_t b = 0; b < r->n_buckets; b++)
+                for (Subscription *s = r->buckets[b], *next; s; s = next) {
+                        next = s->next;
+                        free(s);
+                }
+        free(r->buckets);
+        r->cmd.timer = sd_event_source_disable_unref(r->cmd.timer);
+        r->sub.timer = sd_event_source_disable_unref(r->sub.timer);
+        free(r->host);
+        free(r->path);
+        sd_event_unref(r->event);
+        free(r);
+}
+
+Redis *redis_free(Redis *r) {
+        if (!r || r->shut_down)
+                return NULL;
+
+        r->shut_down = true;
+        r->connected = false;
+        r->cmd.timer = sd_event_source_disable_unref(r->cmd.timer);
+        r->sub.timer = sd_event_source_disable_unref(r->sub.timer);
+        /* Pending handlers get NULL now; hiredis frees the contexts now, or
+         * right after its callback returns when we are inside one. */
+        conn_detach(&r->cmd, true);
+        conn_detach(&r->sub, true);
+        redis_unref(r);
+        return NULL;
+}
+
+int redis_start(Redis *r) {
+        if (!r || r->shut_down)
+                return -EINVAL;
+        if (r->started)
+                return 0;
+        r->started = true;
+        conn_connect(&r->cmd);
+        conn_connect(&r->sub);
+        return 0;
+}
+
+int redis_set_timeouts(Redis *r, uint64_t command_timeout_usec, uint64_t ping_interval_usec) {
+        if (!r || command_timeout_usec < 1000 || ping_interval_usec < 1000)
+                return -EINVAL;
+        /* Applies to commands and pings sent from now on. */
+        r->command_timeout = command_timeout_usec;
+        r->ping_interval = ping_interval_usec;
+        return 0;
+}
+
+bool redis_is_connected(Redis *r) {
+        return r && r->connected;
+}
+
+const char *redis_last_error(Redis *r) {
+        return r ? r->last_error : "";
+}
+
+static bool command_is_allowed(const char *cmd, size_t len) {
+        static const char *const forbidden[] = {
+                "SELECT", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE",
+                "SUNSUBSCRIBE", "MONITOR", "QUIT", "RESET", "HELLO", "SYNC", "PSYNC",
+        };
+        const char *p, *end = cmd + len;
+        unsigned n;
+
+        /* "*<argc>\r\n$<len>\r\n<name>\r\n": hiredis asserts on anything else. */
+        if (len < 4 || cmd[0] != '*' || cmd[1] == '0')
+                return false;
+        p = memchr(cmd, '\n', len);
+        if (!p || end - p < 2 || p[1] != '$')
+                return false;
+        p += 2;
+        n = 0;
+        for (; p < end && *p >= '0' && *p <= '9' && n < 1000; p++)
+                n = n * 10 + (unsigned) (*p - '0');
+        if ((size_t) (end - p) < 2 + (size_t) n || p[0] != '\r')
+                return false;
+        p += 2;
+
+        for (size_t i = 0; i < ELEMENTSOF(forbidden); i++)
+                if (strlen(forbidden[i]) == n && strncasecmp(p, forbidden[i], n) == 0)
+                        return false;
+        return true;
+}
+
+static int redis_send_user(Redis *r, RedisReplyHandler cb, void *userdata,
+                           const char *cmd, size_t len, const RedisScript *script, sds keep) {
+        Request *req;
+        int k;
+
+        if (!command_is_allowed(cmd, len))
+                return -EINVAL;
+        if (!r->connected)
+                return -ENOTCONN;
+
+        req = calloc(1, sizeof(*req));
+        if (!req)
+                return -ENOMEM;
+        req->kind = REQUEST_USER;
+        req->cb = cb;
+        req->userdata = userdata;
+        req->script = script;
+        k = request_send(&r->cmd, req, cmd, len);
+        if (k < 0) {
+                request_free(req);
+                return k;
+        }
+        req->command = keep;
+        return 0;
+}
+
+int redis_command_argv(Redis *r, RedisReplyHandler cb, void *userdata,
+                       int argc, const char **argv, const size_t *argvlen) {
+        sds cmd = NULL;
+        long long len;
+        int k;
+
+        if (!r || argc < 1 || !argv)
+                return -EINVAL;
+        if (!r->connected)
+                return -ENOTCONN;
+
+        len = redisFormatSdsCommandArgv(&cmd, argc, argv, argvlen);
+        if (len < 0)
+                return -ENOMEM;
+        k = redis_send_user(r, cb, userdata, cmd, (size_t) len, NULL, NULL);
+        sdsfree(cmd);
+        return k;
+}
+
+int redis_command(Redis *r, RedisReplyHandler cb, void *userdata, const char *format, ...) {
+        char *cmd = NULL;
+        va_list ap;
+        int len, k;
+
+        if (!r || !format)
+                return -EINVAL;
+        if (!r->connected)
+                return -ENOTCONN;
+
+        va_start(ap, format);
+        len = redisvFormatCommand(&cmd, format, ap);
+        va_end(ap);
+        if (len == -2)
+                return -EINVAL;
+        if (len < 0)
+                return -ENOMEM;
+        k = redis_send_user(r, cb, userdata, cmd, (size_t) len, NULL, NULL);
+        redisFreeCommand(cmd);
+        return k;
+}
+
+int redis_eval(Redis *r, const RedisScript *s, RedisReplyHandler cb, void *userdata,
+               int nkeys, int nargs, const char **argv, const size_t *argvlen) {
+        _cleanup_(freep) const char **v = NULL;
+        _cleanup_(freep) size_t *vlen = NULL;
+        char nkeys_str[12];
+        sds cmd = NULL;
+        int n, k;
+        long long len;
+
+        if (!r || !s || !s->source || nkeys < 0 || nargs < 0 || nkeys > INT_MAX / 2 - 3 ||
+            nargs > INT_MAX / 2 - 3 || (nkeys + nargs > 0 && !argv))
+                return -EINVAL;
+        if (!r->connected)
+                return -ENOTCONN;
+
+        n = 3 + nkeys + nargs;
+        v = calloc((size_t) n, sizeof(*v));
+        vlen = calloc((size_t) n, sizeof(*vlen));
+        if (!v || !vlen)
+                return -ENOMEM;
+        snprintf(nkeys_str, sizeof(nkeys_str), "%d", nkeys);
+        v[0] = "EVALSHA";
+        v[1] = s->sha1;
+        v[2] = nkeys_str;
+        for (int i = 0; i < n; i++) {
+                if (i >= 3)
+                        v[i] = argv[i - 3];
+                vlen[i] = i >= 3 && argvlen ? argvlen[i - 3] : strlen(v[i]);
+        }
+
+        len = redisFormatSdsCommandArgv(&cmd, n, v, vlen);
+        if (len < 0)
+                return -ENOMEM;
+        /* The request keeps the command for a NOSCRIPT fallback. */
+        k = redis_send_user(r, cb, userdata, cmd, (size_t) len, s, cmd);
+        if (k < 0)
+                sdsfree(cmd);
+        return k;
+}
+
+int redis_subscriber_barrier(Redis *r, RedisBarrierHandler cb, void *userdata) {
+        if (!r || !cb || r->shut_down)
+                return -EINVAL;
+        /* While connecting the probe queues behind the setup's SUBSCRIBEs. */
+        if (r->sub.state != CONN_SETUP && r->sub.state != CONN_UP)
+                return -ENOTCONN;
+        return conn_send_probe(&r->sub, cb, userdata);
+}
+
+unsigned redis_cancel(Redis *r, const void *userdata) {
+        unsigned n = 0;
+
+        if (!r)
+                return 0;
+        for (Request *req = r->cmd.head; req; req = req->next)
+                if (req->kind == REQUEST_USER && req->userdata == userdata && req->cb) {
+                        req->cb = NULL;
+                        n++;
+                }
+        return n;
+}
+
+/* ---- subscriptions ---- */
+
+static size_t subscription_hash(const char *name, size_t len, bool pattern) {
+        uint64_t h = pattern ? 0x9E3779B97F4A7C15ULL : 0xcbf29ce484222325ULL;   /* FNV-1a */
+
+        for (size_t i = 0; i < len; i++)
+                h = (h ^ (uint8_t) name[i]) * 0x100000001b3ULL;
+        return (size_t) (h ^ (h >> 32));
+}
+
+static Subscription **subscription_find(Redis *r, const char *name, size_t len, bool pattern) {
+        Subscription **s = &r->buckets[subscription_hash(name, len, pattern) & (r->n_buckets - 1)];
+
+        for (; *s; s = &(*s)->next)
+                if ((*s)->pattern == pattern && (*s)->len == len && memcmp((*s)->name, name, len) == 0)
+                        break;
+        return s;
+}
+
+static void subscriptions_grow(Redis *r) {
+        size_t n = r->n_buckets * 2;
+        Subscription **b = calloc(n, sizeof(*b));
+
+        if (!b)
+                return;         /* longer chains, still correct */
+        for (size_t i = 0; i < r->n_buckets; i++)
+                for (Subscription *s = r->buckets[i], *next; s; s = next) {
+                        size_t h = subscription_hash(s->name, s->len, s->pattern) & (n - 1);
+                        next = s->next;
+                        s->next = b[h];
+                        b[h] = s;
+                }
+        free(r->buckets);
+        r->buckets = b;
+        r->n_buckets = n;
+}
+
+static void subscription_send(Redis *r, const char *verb, const Subscription *s) {
+        const char *argv[2] = { verb, s->name };
+        size_t argvlen[2] = { strlen(verb), s->len };
+
+        /* While down (or still connecting) conn_setup() sends them all. If
+         * hiredis refuses, the context is dying and the reconnect will. */
+        if (r->sub.ac)
+                (void) redisAsyncCommandArgv(r->sub.ac, on_subscriber_reply, NULL, 2, argv, argvlen);
+}
+
+static int redis_subscribe_full(Redis *r, const char *name, bool pattern) {
+        Subscription **p, *s;
+        size_t len;
+
+        if (!r || !name || r->shut_down)
+                return -EINVAL;
+        len = strlen(name);
+        if (len == 0 || len > REDIS_CHANNEL_MAX || streq(name, PROBE_CHANNEL))
+                return -EINVAL;
+
+        p = subscription_find(r, name, len, pattern);
+        if (*p) {
+                if ((*p)->n_ref == UINT_MAX)
+                        return -EOVERFLOW;
+                (*p)->n_ref++;
+                return 0;
+        }
+        if (r->n_subscriptions >= REDIS_SUBSCRIPTIONS_MAX)
+                return -ENOSPC;
+
+        s = malloc(sizeof(*s) + len + 1);
+        if (!s)
+                return -ENOMEM;
+        *s = (Subscription) { .n_ref = 1, .pattern = pattern, .len = len };
+        memcpy(s->name, name, len + 1);
+        *p = s;
+        r->n_subscriptions++;
+        subscription_send(r, pattern ? "PSUBSCRIBE" : "SUBSCRIBE", s);
+
+        if (r->n_subscriptions > r->n_buckets)
+                subscriptions_grow(r);
+        return 0;
+}
+
+static int redis_unsubscribe_full(Redis *r, const char *name, bool pattern) {
+        Subscription **p, *s;
+
+        if (!r || !name || r->shut_down)
+                return -EINVAL;
+
+        p = subscription_find(r, name, strlen(name), pattern);
+        s = *p;
+        if (!s)
+                return -ENOENT;
+        if (--s->n_ref > 0)
+                return 0;
+
+        *p = s->next;
+        r->n_subscriptions--;
+        subscription_send(r, pattern ? "PUNSUBSCRIBE" : "UNSUBSCRIBE", s);
+        free(s);
+        return 0;
+}
+
+int redis_subscribe(Redis *r, const char *channel) {
+        return redis_subscribe_full(r, channel, false);
+}
+
+int redis_unsubscribe(Redis *r, const char *channel) {
+        return redis_unsubscribe_full(r, channel, false);
+}
+
+int redis_psubscribe(Redis *r, const char *pattern) {
+        return redis_subscribe_full(r, pattern, true);
+}
+
+int redis_punsubscribe(Redis *r, const char *pattern) {
+        return redis_unsubscribe_full(r, pattern, true);
+}

@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The daemon's Redis client: a command and a subscriber connection on sd-event, reconnect, pub/sub, scripts. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <systemd/sd-event.h>
+
+#include <hiredis/hiredis.h>
+
+#include "basic/macro.h"
+
+typedef struct Redis Redis;
+
+/* Called when both connections are up, selected and resubscribed
+ * (connected = true), and when either of them went down (false); the
+ * handlers of commands lost with it get NULL right after. Only changes are
+ * reported, never from redis_start() or redis_free(). Every handler here may
+ * call any function of this API, redis_free() included. */
+typedef void (*RedisStateHandler)(Redis *r, bool connected, void *userdata);
+
+/* A message on a channel subscribed with redis_subscribe() or matching a
+ * pattern of redis_psubscribe() (then `channel` is the actual channel).
+ * `data` is binary (len bytes); both are only valid during the call.
+ * Channels are global in Redis, whatever the database in the URL. */
+typedef void (*RedisMessageHandler)(Redis *r, const char *channel, const char *data, size_t len, void *userdata);
+
+/* reply is NULL when the command failed without an answer: the connection
+ * dropped, it timed out, or redis_free() ran. An error reply from Redis
+ * (REDIS_REPLY_ERROR) is a reply, not NULL. reply is freed after the call. */
+typedef void (*RedisReplyHandler)(Redis *r, const redisReply *reply, void *userdata);
+
+/* See redis_subscriber_barrier(). */
+typedef void (*RedisBarrierHandler)(Redis *r, bool ok, void *userdata);
+
+/* A Lua script run with EVALSHA, sent as EVAL when Redis does not know it
+ * (NOSCRIPT: after a restart or SCRIPT FLUSH). */
+typedef struct RedisScript {
+        const char *source;     /* not copied: must outlive every pending redis_eval() */
+        size_t size;
+        char sha1[41];          /* lowercase hex, how Redis names it */
+} RedisScript;
+
+void redis_script_init(RedisScript *s, const char *source);
+
+/* A connection is dead when it owes an answer and nothing at all arrived
+ * on it for this long: replies and messages that keep arriving (a backlog
+ * we are slow to read) count as signs of life, as do bytes waiting unread. */
+#define REDIS_COMMAND_TIMEOUT_USEC   (5 * 1000000ULL)
+#define REDIS_PING_INTERVAL_USEC     (10 * 1000000ULL)  /* probe connections on which nothing arrived */
+#define REDIS_BACKOFF_MIN_USEC       (100 * 1000ULL)
+#define REDIS_BACKOFF_MAX_USEC       (3200 * 1000ULL)
+#define REDIS_CHANNEL_MAX            1024               /* bytes in a channel name or pattern */
+#define REDIS_SUBSCRIPTIONS_MAX      65536              /* distinct channels + patterns */
+
+/* url: "redis://HOST[:PORT][/DB]" (HOST: IPv4, [IPv6], "localhost" or a
+ * name, resolved in a helper thread on each connect so the loop never
+ * waits for DNS; PORT defaults to 6379) or "unix:/PATH[?db=DB]". DB is
+ * SELECTed on every connect. Does not connect yet: see redis_start().
+ * Returns -EINVAL for a malformed URL. */
+int redis_new(Redis **ret, sd_event *e, const char *url,
+              RedisStateHandler on_state, RedisMessageHandler on_message, void *userdata);
+
+/* Closes both connections. Every reply handler still pending is called
+ * with NULL before this returns (handlers run exactly once, see
+ * redis_cancel()); none runs afterwards, nor does on_state/on_message. Safe
+ * to call from inside any handler of r. */
+Redis *redis_free(Redis *r);
+DEFINE_CLEANUP_FUNC(Redis *, redis_free);
+
+/* Begins connecting and returns at once; on_state(true) follows. Failed or
+ * lost connections are retried forever with backoff 100 ms → 3.2 s (±25 %). */
+int redis_start(Redis *r);
+
+/* Overrides REDIS_COMMAND_TIMEOUT_USEC and REDIS_PING_INTERVAL_USEC (each
+ * at least 1 ms), for commands and pings sent from now on. */
+int redis_set_timeouts(Redis *r, uint64_t command_timeout_usec, uint64_t ping_interval_usec);
+
+bool redis_is_connected(Redis *r);
+
+/* Why the last connection attempt failed or the last connection dropped, for
+ * the caller's log line; "" if nothing failed yet. */
+const char *redis_last_error(Redis *r);
+
+/* Sends a command on the command connection; commands are pipelined.
+ * Returns 0 and then calls cb exactly once (reply or NULL), or fails at once
+ * without sending anything and without calling cb: -ENOTCONN while
+ * redis_is_connected() is false, -EINVAL for commands that would break the
+ * connection's state (SELECT, [P|S][UN]SUBSCRIBE, MONITOR, QUIT, RESET,
+ * HELLO, SYNC, PSYNC) or a malformed format, -ENOMEM. cb may be NULL.
+ * A command without a reply within REDIS_COMMAND_TIMEOUT_USEC makes the
+ * connection count as dead: so no blocking commands longer than that. */
+int redis_command_argv(Redis *r, RedisReplyHandler cb, void *userdata,
+                       int argc, const char **argv, const size_t *argvlen);
+int redis_command(Redis *r, RedisReplyHandler cb, void *userdata, const char *format, ...);
+
+/* EVALSHA s->sha1 nkeys keys... args...; argv holds nkeys keys followed by
+ * nargs arguments (argvlen may be NULL for C strings). On NOSCRIPT the same
+ * call is resent transparently as EVAL (after commands sent in between). */
+int redis_eval(Redis *r, const RedisScript *s, RedisReplyHandler cb, void *userdata,
+               int nkeys, int nargs, const char **argv, const size_t *argvlen);
+
+/* Drops the handlers of pending commands sent with this userdata: they will
+ * not be called. For owners that go away before their replies arrive.
+ * O(pending commands). Returns how many were cancelled. */
+unsigned redis_cancel(Redis *r, const void *userdata);
+
+/* Reference-counted: the first subscribe of a channel sends SUBSCRIBE, the
+ * last unsubscribe sends UNSUBSCRIBE. Subscriptions survive reconnects.
+ * Work while disconnected too (applied on reconnect). -EINVAL for an empty
+ * or too long name, -ENOSPC over REDIS_SUBSCRIPTIONS_MAX, -ENOENT when
+ * unsubscribing something not subscribed. */
+int redis_subscribe(Redis *r, const char *channel);
+int redis_unsubscribe(Redis *r, const char *channel);
+int redis_psubscribe(Redis *r, const char *pattern);
+int redis_punsubscribe(Redis *r, const char *pattern);
+
+/* Sends a probe on the subscriber connection and calls cb exactly once:
+ * ok = true when Redis has answered it, which it does after everything it
+ * queued for us before; so every (P)SUBSCRIBE made before the call is in
+ * effect and every message published before its answer was handed to the
+ * RedisMessageHandler. ok = false when the subscriber connection dropped
+ * first (on_state() reports it; a resubscribe follows) or redis_free() ran.
+ * Fails without calling cb: -ENOTCONN while the subscriber connection is
+ * down (while it is being set up, the barrier waits for that), -ENOMEM. */
+int redis_subscriber_barrier(Redis *r, RedisBarrierHandler cb, void *userdata);

@@ -1,0 +1,385 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The Redis schema: key and channel names, and the Lua scripts that change rooms, messages and presence atomically. */
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "basic/macro.h"
+#include "store/store.h"
+
+/* Scripts name keys they build from their arguments; that suits the one
+ * Redis (or a primary with replicas) that multichat is specified for, not
+ * Redis Cluster. */
+
+#define LUA_ID_LESS                                                                     \
+        "local function idlt(a, b)\n"                                                   \
+        "  local am, as = a:match('^(%d+)-(%d+)$')\n"                                   \
+        "  local bm, bs = b:match('^(%d+)-(%d+)$')\n"                                   \
+        "  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)\n"   \
+        "  if am ~= bm then return am < bm end\n"                                       \
+        "  return as < bs\n"                                                            \
+        "end\n"
+
+/* XRANGE/XREVRANGE that answers nil for an id Redis refuses (out of
+ * range, or an empty interval like "(0-0"), so a script can refuse
+ * cleanly before it has changed anything. */
+#define LUA_RANGE                                                                       \
+        "local function range(cmd, key, a, b, n)\n"                                     \
+        "  if n <= 0 then return {} end\n"                                              \
+        "  local got = redis.pcall(cmd, key, a, b, 'COUNT', n)\n"                       \
+        "  if type(got) == 'table' and got.err then return nil end\n"                   \
+        "  return got\n"                                                                \
+        "end\n"
+
+#define LUA_EDITS                                                                       \
+        "local function edits(room, entries)\n"                                         \
+        "  local out = {}\n"                                                            \
+        "  if #entries == 0 then return out end\n"                                      \
+        "  local ids = {}\n"                                                            \
+        "  for i, e in ipairs(entries) do ids[i] = e[1] end\n"                          \
+        "  local got = redis.call('HMGET', 'mc:room:' .. room .. ':edits', unpack(ids))\n" \
+        "  for i = 1, #entries do out[i] = got[i] or '' end\n"                          \
+        "  return out\n"                                                                \
+        "end\n"
+
+/* Whether entries newer than `after` were trimmed away: the stream has lost
+ * entries (entries-added counts every one ever added, Redis 7) and its
+ * oldest is newer than `after`, or it has none left although newer ones
+ * were added. XDEL loses entries too, so a deletion right after `after`
+ * may be taken for trimming; never the other way round. */
+#define LUA_TRIMMED_AFTER                                                               \
+        "local function trimmed_after(log, after)\n"                                    \
+        "  if redis.call('EXISTS', log) == 0 then return false end\n"                   \
+        "  local info, added, length, last = redis.call('XINFO', 'STREAM', log), 0, 0, '0-0'\n" \
+        "  for i = 1, #info, 2 do\n"                                                    \
+        "    if info[i] == 'entries-added' then added = info[i + 1] end\n"              \
+        "    if info[i] == 'length' then length = info[i + 1] end\n"                   \
+        "    if info[i] == 'last-generated-id' then last = info[i + 1] end\n"          \
+        "  end\n"                                                                       \
+        "  if added <= length or not idlt(after, last) then return false end\n"         \
+        "  local first = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)\n"             \
+        "  return #first == 0 or idlt(after, first[1][1])\n"                            \
+        "end\n"
+
+/* ARGV: room, user, daemon, history, since ('' for none). Everything that
+ * can fail comes before the presence changes: scripts are not rolled back.
+ * The last element is the stream's newest id ("0-0" if none): what the
+ * joiner has, for a daemon that replays the stream meanwhile. */
+static RedisScript script_join = { .source =
+        LUA_ID_LESS LUA_RANGE LUA_EDITS
+        "local room, user, daemon, n, since = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]\n"
+        "if redis.call('HEXISTS', 'mc:rooms', room) == 0 then return redis.error_reply('NOROOM no such room') end\n"
+        "local log = 'mc:room:' .. room .. ':log'\n"
+        "local hist, complete = {}, 1\n"
+        "if since ~= '' then\n"
+        "  hist = range('XRANGE', log, '(' .. since, '+', n + 1)\n"
+        "  if not hist then return redis.error_reply('BADID not a message id of this room') end\n"
+        "  if #hist > n then complete = 0; hist[#hist] = nil end\n"
+        /* The client's last message is older than the oldest we keep, and
+         * the stream has lost entries (entries-added counts every one ever
+         * added): trimming may have taken some the client never saw. */
+        "  local first = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)\n"
+        "  if #first > 0 and idlt(since, first[1][1]) then\n"
+        "    local info, added, length = redis.call('XINFO', 'STREAM', log), 0, 0\n"
+        "    for i = 1, #info, 2 do\n"
+        "      if info[i] == 'entries-added' then added = info[i + 1] end\n"
+        "      if info[i] == 'length' then length = info[i + 1] end\n"
+        "    end\n"
+        "    if added > length then complete = 0 end\n"
+        "  end\n"
+        "else\n"
+        "  local rev = range('XREVRANGE', log, '+', '-', n) or {}\n"
+        "  for i = #rev, 1, -1 do hist[#hist + 1] = rev[i] end\n"
+        "end\n"
+        "local count = redis.call('HINCRBY', 'mc:room:' .. room .. ':users', user, 1)\n"
+        "redis.call('HINCRBY', 'mc:daemon:' .. daemon .. ':presence', room .. '\\t' .. user, 1)\n"
+        "redis.call('SADD', 'mc:daemons', daemon)\n"
+        "local change = 0\n"
+        "if count == 1 then change = 1 end\n"
+        "redis.call('PUBLISH', 'mc:events', cjson.encode({'p', room, user, count, change}))\n"
+        "local tip = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)\n"
+        "if #tip > 0 then tip = tip[1][1] else tip = '0-0' end\n"
+        "return {count, redis.call('HGETALL', 'mc:room:' .. room .. ':users'), hist, complete, edits(room, hist), tip}\n"
+};
+
+/* ARGV: room, user, daemon */
+static RedisScript script_leave = { .source =
+        "local room, user, daemon = ARGV[1], ARGV[2], ARGV[3]\n"
+        "local pkey, field = 'mc:daemon:' .. daemon .. ':presence', room .. '\\t' .. user\n"
+        "local mine = tonumber(redis.call('HGET', pkey, field) or '0')\n"
+        "if mine <= 0 then return 0 end\n"
+        "if mine == 1 then redis.call('HDEL', pkey, field) else redis.call('HINCRBY', pkey, field, -1) end\n"
+        "local ukey = 'mc:room:' .. room .. ':users'\n"
+        "local count = redis.call('HINCRBY', ukey, user, -1)\n"
+        "local change = 0\n"
+        "if count <= 0 then redis.call('HDEL', ukey, user); count = 0; change = -1 end\n"
+        "redis.call('PUBLISH', 'mc:events', cjson.encode({'p', room, user, count, change}))\n"
+        "return count\n"
+};
+
+/* ARGV: room, user, text, keep */
+static RedisScript script_send = { .source =
+        "local room, user, text, keep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+        "if redis.call('HEXISTS', 'mc:rooms', room) == 0 then return redis.error_reply('NOROOM no such room') end\n"
+        "local id = redis.call('XADD', 'mc:room:' .. room .. ':log', 'MAXLEN', '~', keep, '*', 'u', user, 'm', text)\n"
+        "redis.call('PUBLISH', 'mc:room:' .. room, cjson.encode({'m', id, user, text}))\n"
+        "return id\n"
+};
+
+/* ARGV: room, id, user, text ('' with delete = 1), delete */
+static RedisScript script_edit = { .source =
+        LUA_RANGE
+        "local room, id, user, text, delete = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5] == '1'\n"
+        "if redis.call('HEXISTS', 'mc:rooms', room) == 0 then return redis.error_reply('NOROOM no such room') end\n"
+        "local log = 'mc:room:' .. room .. ':log'\n"
+        "local e = range('XRANGE', log, id, id, 1)\n"
+        "if not e or #e == 0 then return redis.error_reply('NOTFOUND no such message') end\n"
+        "local author\n"
+        "for i = 1, #e[1][2], 2 do if e[1][2][i] == 'u' then author = e[1][2][i + 1] end end\n"
+        "if author ~= user then return redis.error_reply('FORBIDDEN not the author') end\n"
+        "local channel = 'mc:room:' .. room\n"
+        "if delete then\n"
+        "  redis.call('XDEL', log, id)\n"
+        "  redis.call('HDEL', 'mc:room:' .. room .. ':edits', id)\n"
+        "  redis.call('PUBLISH', channel, cjson.encode({'d', id}))\n"
+        "else\n"
+        "  redis.call('HSET', 'mc:room:' .. room .. ':edits', id, text)\n"
+        "  redis.call('PUBLISH', channel, cjson.encode({'e', id, user, text}))\n"
+        "end\n"
+        "return redis.status_reply('OK')\n"
+};
+
+/* ARGV: room, before ('' for newest), limit */
+static RedisScript script_history = { .source =
+        LUA_RANGE LUA_EDITS
+        "local room, before, n = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+        "if redis.call('HEXISTS', 'mc:rooms', room) == 0 then return redis.error_reply('NOROOM no such room') end\n"
+        "local top = '+'\n"
+        "if before ~= '' then top = '(' .. before end\n"
+        "local rev = range('XREVRANGE', 'mc:room:' .. room .. ':log', top, '-', n + 1) or {}\n"
+        "local complete = 1\n"
+        "if #rev > n then complete = 0; rev[#rev] = nil end\n"
+        "return {rev, edits(room, rev), complete}\n"
+};
+
+/* ARGV: room, after, limit. One more than asked is read to tell whether
+ * more follow. */
+static RedisScript script_since = { .source =
+        LUA_ID_LESS LUA_RANGE LUA_EDITS LUA_TRIMMED_AFTER
+        "local room, after, n = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+        "local log = 'mc:room:' .. room .. ':log'\n"
+        "local hist, more, gap = range('XRANGE', log, '(' .. after, '+', n + 1) or {}, 0, 0\n"
+        "if #hist > n then more = 1; hist[#hist] = nil end\n"
+        "if trimmed_after(log, after) then gap = 1 end\n"
+        "return {hist, edits(room, hist), more, gap}\n"
+};
+
+/* ARGV: title, staff_only */
+static RedisScript script_create_room = { .source =
+        "local id = tostring(redis.call('INCR', 'mc:rooms:seq'))\n"
+        "redis.call('HSET', 'mc:rooms', id, cjson.encode({title = ARGV[1], staff_only = ARGV[2] == '1'}))\n"
+        "redis.call('PUBLISH', 'mc:events', cjson.encode({'rooms'}))\n"
+        "return id\n"
+};
+
+/* ARGV: room, title ('' keeps), staff_only ('' keeps, '0', '1') */
+static RedisScript script_update_room = { .source =
+        "local raw = redis.call('HGET', 'mc:rooms', ARGV[1])\n"
+        "if not raw then return redis.error_reply('NOROOM no such room') end\n"
+        "local room = cjson.decode(raw)\n"
+        "if ARGV[2] ~= '' then room.title = ARGV[2] end\n"
+        "if ARGV[3] ~= '' then room.staff_only = ARGV[3] == '1' end\n"
+        "redis.call('HSET', 'mc:rooms', ARGV[1], cjson.encode(room))\n"
+        "redis.call('PUBLISH', 'mc:events', cjson.encode({'rooms'}))\n"
+        "return redis.status_reply('OK')\n"
+};
+
+/* ARGV: room */
+static RedisScript script_delete_room = { .source =
+        "local room = ARGV[1]\n"
+        "if redis.call('HDEL', 'mc:rooms', room) == 0 then return redis.error_reply('NOROOM no such room') end\n"
+        "local p = 'mc:room:' .. room\n"
+        "redis.call('DEL', p .. ':log', p .. ':edits', p .. ':users')\n"
+        "redis.call('PUBLISH', 'mc:events', cjson.encode({'deleted', room}))\n"
+        "redis.call('PUBLISH', 'mc:events', cjson.encode({'rooms'}))\n"
+        "return redis.status_reply('OK')\n"
+};
+
+/* ARGV: daemon id, or '' for every daemon whose heartbeat expired */
+static RedisScript script_reap = { .source =
+        "local function reap(d)\n"
+        "  local pkey = 'mc:daemon:' .. d .. ':presence'\n"
+        "  local p = redis.call('HGETALL', pkey)\n"
+        "  for i = 1, #p, 2 do\n"
+        "    local room, user = p[i]:match('^([^\\t]+)\\t(.+)$')\n"
+        "    if room then\n"
+        "      local ukey = 'mc:room:' .. room .. ':users'\n"
+        "      local c = redis.call('HINCRBY', ukey, user, -tonumber(p[i + 1]))\n"
+        "      local change = 0\n"
+        "      if c <= 0 then redis.call('HDEL', ukey, user); c = 0; change = -1 end\n"
+        "      redis.call('PUBLISH', 'mc:events', cjson.encode({'p', room, user, c, change}))\n"
+        "    end\n"
+        "  end\n"
+        "  redis.call('DEL', pkey)\n"
+        "  redis.call('SREM', 'mc:daemons', d)\n"
+        "end\n"
+        "local n = 0\n"
+        "if ARGV[1] ~= '' then reap(ARGV[1]); return 1 end\n"
+        "for _, d in ipairs(redis.call('SMEMBERS', 'mc:daemons')) do\n"
+        "  if redis.call('EXISTS', 'mc:daemon:' .. d) == 0 then reap(d); n = n + 1 end\n"
+        "end\n"
+        "return n\n"
+};
+
+static int store_eval(Redis *r, RedisScript *s, RedisReplyHandler cb, void *userdata,
+                      int n, const char **argv) {
+        size_t lens[8];
+
+        /* The hash is derived from the constant source on first use. */
+        if (!s->sha1[0])
+                redis_script_init(s, s->source);
+        for (int i = 0; i < n; i++)
+                lens[i] = strlen(argv[i]);
+        return redis_eval(r, s, cb, userdata, 0, n, argv, lens);
+}
+
+int store_room_channel(const char *room, char *buf, size_t size) {
+        int n = snprintf(buf, size, STORE_ROOM_CHANNEL_PREFIX "%s", room);
+
+        return n < 0 || (size_t) n >= size ? -ENOBUFS : 0;
+}
+
+int store_load_rooms(Redis *r, RedisReplyHandler cb, void *userdata) {
+        return redis_command(r, cb, userdata, "HGETALL mc:rooms");
+}
+
+int store_load_presence(Redis *r, const char *room, RedisReplyHandler cb, void *userdata) {
+        return redis_command(r, cb, userdata, "HGETALL mc:room:%s:users", room);
+}
+
+int store_create_room(Redis *r, const char *title, bool staff_only, RedisReplyHandler cb, void *userdata) {
+        return store_eval(r, &script_create_room, cb, userdata, 2,
+                          (const char *[]) { title, staff_only ? "1" : "0" });
+}
+
+int store_update_room(Redis *r, const char *room, const char *title, int staff_only, RedisReplyHandler cb, void *userdata) {
+        return store_eval(r, &script_update_room, cb, userdata, 3,
+                          (const char *[]) { room, title ?: "", staff_only < 0 ? "" : staff_only ? "1" : "0" });
+}
+
+int store_delete_room(Redis *r, const char *room, RedisReplyHandler cb, void *userdata) {
+        return store_eval(r, &script_delete_room, cb, userdata, 1, (const char *[]) { room });
+}
+
+int store_join(Redis *r, const char *daemon_id, const char *room, const char *username,
+               const char *since, unsigned history, RedisReplyHandler cb, void *userdata) {
+        char n[16];
+
+        snprintf(n, sizeof n, "%u", history);
+        return store_eval(r, &script_join, cb, userdata, 5,
+                          (const char *[]) { room, username, daemon_id, n, since ?: "" });
+}
+
+int store_leave(Redis *r, const char *daemon_id, const char *room, const char *username,
+                RedisReplyHandler cb, void *userdata) {
+        return store_eval(r, &script_leave, cb, userdata, 3, (const char *[]) { room, username, daemon_id });
+}
+
+int store_send(Redis *r, const char *room, const char *username, const char *text,
+               unsigned keep, RedisReplyHandler cb, void *userdata) {
+        char k[16];
+
+        snprintf(k, sizeof k, "%u", keep);
+        return store_eval(r, &script_send, cb, userdata, 4, (const char *[]) { room, username, text, k });
+}
+
+int store_edit(Redis *r, const char *room, const char *id, const char *username, const char *text,
+               RedisReplyHandler cb, void *userdata) {
+        return store_eval(r, &script_edit, cb, userdata, 5,
+                          (const char *[]) { room, id, username, text ?: "", text ? "0" : "1" });
+}
+
+int store_history(Redis *r, const char *room, const char *before, unsigned limit,
+                  RedisReplyHandler cb, void *userdata) {
+        char n[16];
+
+        snprintf(n, sizeof n, "%u", limit);
+        return store_eval(r, &script_history, cb, userdata, 3, (const char *[]) { room, before ?: "", n });
+}
+
+int store_since(Redis *r, const char *room, const char *after, unsigned limit,
+                RedisReplyHandler cb, void *userdata) {
+        char n[16];
+
+        snprintf(n, sizeof n, "%u", limit);
+        return store_eval(r, &script_since, cb, userdata, 3, (const char *[]) { room, after, n });
+}
+
+int store_publish(Redis *r, const char *channel, const char *payload, size_t len,
+                  RedisReplyHandler cb, void *userdata) {
+        return redis_command_argv(r, cb, userdata, 3,
+                                  (const char *[]) { "PUBLISH", channel, payload },
+                                  (const size_t[]) { 7, strlen(channel), len });
+}
+
+int store_heartbeat(Redis *r, const char *daemon_id) {
+        int r1;
+
+        r1 = redis_command(r, NULL, NULL, "SET mc:daemon:%s 1 EX %d", daemon_id, STORE_HEARTBEAT_SEC);
+        if (r1 < 0)
+                return r1;
+        return redis_command(r, NULL, NULL, "SADD mc:daemons %s", daemon_id);
+}
+
+int store_reap(Redis *r, const char *daemon_id, RedisReplyHandler cb, void *userdata) {
+        return store_eval(r, &script_reap, cb, userdata, 1, (const char *[]) { daemon_id ?: "" });
+}
+
+/* Scripts answer "CODE message": Redis 7 prefixes "ERR " to an error
+ * reply that is a bare word, so the code must be followed by text. */
+bool store_reply_is_error(const redisReply *reply, const char *code) {
+        size_t n = strlen(code);
+
+        return reply && reply->type == REDIS_REPLY_ERROR && reply->str &&
+               strncmp(reply->str, code, n) == 0 && reply->str[n] == ' ';
+}
+
+static const redisReply *reply_element(const redisReply *r, size_t i, int type) {
+        if (!r || r->type != REDIS_REPLY_ARRAY || i >= r->elements)
+                return NULL;
+        if (!r->element[i] || r->element[i]->type != type)
+                return NULL;
+        return r->element[i];
+}
+
+int store_parse_entry(const redisReply *entry, const redisReply *edited, StoreEntry *ret) {
+        const redisReply *id = reply_element(entry, 0, REDIS_REPLY_STRING);
+        const redisReply *fields = reply_element(entry, 1, REDIS_REPLY_ARRAY);
+        StoreEntry e = {};
+
+        if (!id || !fields || fields->elements % 2 != 0)
+                return -EBADMSG;
+        e.id = id->str;
+        for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+                const redisReply *k = fields->element[i], *v = fields->element[i + 1];
+
+                if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+                        return -EBADMSG;
+                if (streq(k->str, "u"))
+                        e.username = v->str;
+                else if (streq(k->str, "m")) {
+                        e.text = v->str;
+                        e.text_len = v->len;
+                }
+        }
+        if (edited && edited->type == REDIS_REPLY_STRING && edited->len > 0) {
+                e.text = edited->str;
+                e.text_len = edited->len;
+                e.edited = true;
+        }
+        if (!e.username || !e.text)
+                return -EBADMSG;
+        *ret = e;
+        return 0;
+}

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The Redis schema: key and channel names, and the Lua scripts that change rooms, messages and presence atomically. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <hiredis/hiredis.h>
+
+#include "wire/protocol.h"
+#include "redis/redis.h"
+
+/*
+ * mc:rooms                   HASH  room id -> {"title": ..., "staff_only": ...}
+ * mc:rooms:seq               STRING last room id handed out
+ * mc:room:<id>:log           STREAM the room's messages (fields u, m); ids are message ids
+ * mc:room:<id>:edits         HASH  message id -> edited text
+ * mc:room:<id>:users         HASH  username -> connections present, over all daemons
+ * mc:daemon:<d>              STRING heartbeat of daemon <d>, expires when it dies
+ * mc:daemon:<d>:presence     HASH  "<room>\t<user>" -> connections of daemon <d>
+ * mc:daemons                 SET   daemon ids that may hold presence
+ *
+ * Channels carry JSON arrays:
+ * mc:room:<id>   ["m", id, user, text]  ["e", id, user, text]  ["d", id]
+ *                ["n", level, text]     ["t", user]
+ * mc:events      ["p", room, user, count, +1 entered / -1 left / 0]  ["rooms"]  ["deleted", room]
+ *                ["kick", user, room or ""]  ["n", level, text]  ["logout", session id]
+ */
+
+#define STORE_EVENTS_CHANNEL "mc:events"
+#define STORE_ROOM_CHANNEL_PREFIX "mc:room:"
+#define STORE_HEARTBEAT_SEC 30
+
+/* One message as read back from a stream. Pointers refer into the reply. */
+typedef struct StoreEntry {
+        const char *id;
+        const char *username;
+        const char *text;
+        size_t text_len;
+        bool edited;
+} StoreEntry;
+
+int store_room_channel(const char *room, char *buf, size_t size);
+
+int store_load_rooms(Redis *r, RedisReplyHandler cb, void *userdata);
+int store_load_presence(Redis *r, const char *room, RedisReplyHandler cb, void *userdata);
+int store_create_room(Redis *r, const char *title, bool staff_only, RedisReplyHandler cb, void *userdata);
+/* title NULL keeps it; staff_only < 0 keeps it. */
+int store_update_room(Redis *r, const char *room, const char *title, int staff_only, RedisReplyHandler cb, void *userdata);
+int store_delete_room(Redis *r, const char *room, RedisReplyHandler cb, void *userdata);
+
+/* Reply: [count, [user, n, ...], [entries], complete, [edited texts], newest id]
+ * where the newest id is the stream's at that moment, "0-0" when empty. */
+int store_join(Redis *r, const char *daemon_id, const char *room, const char *username,
+               const char *since, unsigned history, RedisReplyHandler cb, void *userdata);
+int store_leave(Redis *r, const char *daemon_id, const char *room, const char *username,
+                RedisReplyHandler cb, void *userdata);
+/* Reply: the new message id. */
+int store_send(Redis *r, const char *room, const char *username, const char *text,
+               unsigned keep, RedisReplyHandler cb, void *userdata);
+/* Reply: "OK", or an error "NOTFOUND" / "FORBIDDEN" / "NOROOM". text NULL deletes. */
+int store_edit(Redis *r, const char *room, const char *id, const char *username, const char *text,
+               RedisReplyHandler cb, void *userdata);
+/* Reply: [[entries newest first], [edited texts], complete] */
+int store_history(Redis *r, const char *room, const char *before, unsigned limit,
+                  RedisReplyHandler cb, void *userdata);
+/* Entries after `after`, oldest first, at most limit: what a daemon missed
+ * while its subscriber connection was down. Reply: [[entries], [edited
+ * texts], more, gap]: more = 1 when entries follow these; gap = 1 when
+ * entries after `after` were trimmed from the stream before anyone read
+ * them (or, rarely, deleted: see the script). */
+int store_since(Redis *r, const char *room, const char *after, unsigned limit,
+                RedisReplyHandler cb, void *userdata);
+
+/* Publishes a JSON array (serialized by the caller) on a channel. */
+int store_publish(Redis *r, const char *channel, const char *payload, size_t len,
+                  RedisReplyHandler cb, void *userdata);
+
+int store_heartbeat(Redis *r, const char *daemon_id);
+/* Takes back the presence of daemons whose heartbeat expired, or of this
+ * one daemon when daemon_id is given (clean shutdown). */
+int store_reap(Redis *r, const char *daemon_id, RedisReplyHandler cb, void *userdata);
+
+/* Error replies from the scripts. */
+bool store_reply_is_error(const redisReply *reply, const char *code);
+int store_parse_entry(const redisReply *entry, const redisReply *edited, StoreEntry *ret);

@@ -1,0 +1,655 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Tests for protocol.c: command parsing rules and byte-exact event serialization. */
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "basic/macro.h"
+#include "wire/protocol.h"
+#include "test/test.h"
+
+#define MAX_MSG 16
+
+static void test_error_strings(void) {
+        static const char *const expected[] = {
+                NULL,
+                "USER_HAS_TO_LOGIN",
+                "ROOM_INVALID",
+                "ROOM_ACCESS_DENIED",
+                "BAD_REQUEST",
+                "MESSAGE_TOO_LONG",
+                "RATE_LIMITED",
+                "NOT_FOUND",
+                "FORBIDDEN",
+                "UNAVAILABLE",
+        };
+
+        ASSERT_INT_EQ(ELEMENTSOF(expected), _PROTOCOL_ERROR_MAX);
+        ASSERT_NULL(protocol_error_to_string(PROTOCOL_OK));
+        for (size_t i = 1; i < ELEMENTSOF(expected); i++)
+                ASSERT_STREQ(protocol_error_to_string(i), expected[i]);
+        ASSERT_NULL(protocol_error_to_string(_PROTOCOL_ERROR_MAX));
+        ASSERT_NULL(protocol_error_to_string((ProtocolError) -1));
+
+        ASSERT_STREQ(command_type_to_string(COMMAND_JOIN), "join");
+        ASSERT_STREQ(command_type_to_string(COMMAND_TYPING), "typing");
+        ASSERT_NULL(command_type_to_string(_COMMAND_TYPE_MAX));
+}
+
+typedef struct ParseOk {
+        const char *json;
+        CommandType type;
+        const char *room;
+        const char *id;
+        const char *since;      /* NULL: has_since false */
+        const char *before;     /* NULL: has_before false */
+        unsigned limit;
+        const char *message;
+        const char *ref;        /* NULL: has_ref false */
+} ParseOk;
+
+static void test_parse_ok(void) {
+        static const ParseOk table[] = {
+                /* v1: the example sends a number or a string */
+                { "{\"command\": \"join\", \"room\": 1}", COMMAND_JOIN, "1" },
+                { "{\"command\": \"join\", \"room\": \"1\"}", COMMAND_JOIN, "1" },
+                { "{\"command\":\"leave\",\"room\":42}", COMMAND_LEAVE, "42" },
+                { " {\"room\": \"7\", \"command\": \"leave\"} \n", COMMAND_LEAVE, "7" },
+                { "{\"command\": \"join\", \"room\": 9007199254740991}", COMMAND_JOIN, "9007199254740991" },
+                { "{\"command\": \"join\", \"room\": \"12345678901234567890\"}", COMMAND_JOIN, "12345678901234567890" },
+                { "{\"command\": \"join\", \"room\": \"99999999999999999999\"}", COMMAND_JOIN, "99999999999999999999" },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"hi\"}", COMMAND_SEND, "1", .message = "hi" },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"  hi  \"}", COMMAND_SEND, "1", .message = "  hi  " },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"h\\u00e9\"}", COMMAND_SEND, "1", .message = "h\xc3\xa9" },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"h\xc3\xa9\"}", COMMAND_SEND, "1", .message = "h\xc3\xa9" },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"\\ud83d\\ude00\"}", COMMAND_SEND, "1", .message = "\xf0\x9f\x98\x80" },
+                /* exactly MAX_MSG bytes */
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"0123456789abcdef\"}", COMMAND_SEND, "1", .message = "0123456789abcdef" },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"\\u0001x\"}", COMMAND_SEND, "1", .message = "\x01x" },
+                /* unknown keys are ignored, also nested ones */
+                { "{\"command\": \"leave\", \"room\": 1, \"x\": {\"y\": [1, 2.5, null]}, \"message\": 5}", COMMAND_LEAVE, "1" },
+                { "{\"command\": \"join\", \"room\": 1, \"since\": \"1700000000000-0\"}", COMMAND_JOIN, "1", .since = "1700000000000-0" },
+                { "{\"command\": \"join\", \"room\": 1, \"since\": null}", COMMAND_JOIN, "1" },
+                { "{\"command\": \"join\", \"room\": 1, \"since\": \"12345678901234567890-12345678901234567890\"}",
+                  COMMAND_JOIN, "1", .since = "12345678901234567890-12345678901234567890" },
+                { "{\"command\": \"history\", \"room\": \"3\"}", COMMAND_HISTORY, "3", .limit = 50 },
+                { "{\"command\": \"history\", \"room\": \"3\", \"limit\": 1}", COMMAND_HISTORY, "3", .limit = 1 },
+                { "{\"command\": \"history\", \"room\": \"3\", \"limit\": 100, \"before\": \"5-1\"}",
+                  COMMAND_HISTORY, "3", .before = "5-1", .limit = 100 },
+                { "{\"command\": \"history\", \"room\": \"3\", \"limit\": null, \"before\": null}", COMMAND_HISTORY, "3", .limit = 50 },
+                { "{\"command\": \"edit\", \"room\": 2, \"id\": \"0-0\", \"message\": \"new\"}", COMMAND_EDIT, "2", .id = "0-0", .message = "new" },
+                { "{\"command\": \"delete\", \"room\": 2, \"id\": \"17-3\"}", COMMAND_DELETE, "2", .id = "17-3" },
+                { "{\"command\": \"typing\", \"room\": 2}", COMMAND_TYPING, "2" },
+                /* fields of other commands are ignored, whatever their type */
+                { "{\"command\": \"typing\", \"room\": 2, \"id\": 5, \"since\": [], \"limit\": \"x\"}", COMMAND_TYPING, "2" },
+                { "{\"command\": \"join\", \"room\": 1, \"ref\": \"abc\"}", COMMAND_JOIN, "1", .ref = "abc" },
+                { "{\"command\": \"join\", \"room\": 1, \"ref\": \"\"}", COMMAND_JOIN, "1", .ref = "" },
+                { "{\"command\": \"join\", \"room\": 1, \"ref\": null}", COMMAND_JOIN, "1" },
+                { "{\"command\": \"join\", \"room\": 1, \"ref\": \"0123456789012345678901234567890123456789012345678901234567890123\"}",
+                  COMMAND_JOIN, "1", .ref = "0123456789012345678901234567890123456789012345678901234567890123" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                const ParseOk *t = table + i;
+                Command c;
+                ProtocolError e;
+
+                e = protocol_parse_command(t->json, strlen(t->json), MAX_MSG, &c);
+                if (e != PROTOCOL_OK)
+                        fprintf(stderr, "case %zu: %s → %s\n", i, t->json, protocol_error_to_string(e));
+                ASSERT_INT_EQ(e, PROTOCOL_OK);
+                ASSERT_INT_EQ(c.type, t->type);
+                ASSERT_STREQ(c.room, t->room);
+                ASSERT_STREQ(c.id, t->id ?: "");
+                ASSERT_INT_EQ(c.has_since, !!t->since);
+                ASSERT_STREQ(c.since, t->since ?: "");
+                ASSERT_INT_EQ(c.has_before, !!t->before);
+                ASSERT_STREQ(c.before, t->before ?: "");
+                ASSERT_INT_EQ(c.limit, t->limit);
+                if (t->message)
+                        ASSERT_STREQ(c.message, t->message);
+                else
+                        ASSERT_NULL(c.message);
+                ASSERT_INT_EQ(c.has_ref, !!t->ref);
+                ASSERT_STREQ(c.ref, t->ref ?: "");
+                command_done(&c);
+                ASSERT_NULL(c.message);
+        }
+}
+
+typedef struct ParseFail {
+        const char *json;
+        ProtocolError error;
+        const char *ref;        /* echoed ref, NULL: none */
+} ParseFail;
+
+static void test_parse_fail(void) {
+        static const ParseFail table[] = {
+                /* not JSON, not an object */
+                { "", PROTOCOL_ERROR_BAD_REQUEST },
+                { "hello", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": 1", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": 1}}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": 1} {}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "[\"join\", 1]", PROTOCOL_ERROR_BAD_REQUEST },
+                { "\"join\"", PROTOCOL_ERROR_BAD_REQUEST },
+                { "1", PROTOCOL_ERROR_BAD_REQUEST },
+                { "null", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{'command': 'join', 'room': 1}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": 1,}", PROTOCOL_ERROR_BAD_REQUEST },
+                /* duplicate keys are ambiguous: refused */
+                { "{\"command\": \"join\", \"room\": 1, \"room\": 2}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"command\": \"leave\", \"room\": 1}", PROTOCOL_ERROR_BAD_REQUEST },
+                /* command */
+                { "{}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"room\": 1}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"dance\", \"room\": 1}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"JOIN\", \"room\": 1}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join \", \"room\": 1}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"\", \"room\": 1}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": 1, \"room\": 1}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": null, \"room\": 1}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": [\"join\"], \"room\": 1}", PROTOCOL_ERROR_BAD_REQUEST },
+                /* room: wrong JSON type */
+                { "{\"command\": \"join\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": 1.7}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": 1.0}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": 1e2}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": true}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": false}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": null}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": [1]}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": {\"id\": 1}}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": 99999999999999999999999}", PROTOCOL_ERROR_BAD_REQUEST },
+                /* room: right type, not a room id */
+                { "{\"command\": \"join\", \"room\": \" 1 \"}", PROTOCOL_ERROR_ROOM_INVALID },
+                { "{\"command\": \"join\", \"room\": \"01\"}", PROTOCOL_ERROR_ROOM_INVALID },
+                { "{\"command\": \"join\", \"room\": \"0\"}", PROTOCOL_ERROR_ROOM_INVALID },
+                { "{\"command\": \"join\", \"room\": \"abc\"}", PROTOCOL_ERROR_ROOM_INVALID },
+                { "{\"command\": \"join\", \"room\": \"\"}", PROTOCOL_ERROR_ROOM_INVALID },
+                { "{\"command\": \"join\", \"room\": \"-1\"}", PROTOCOL_ERROR_ROOM_INVALID },
+                { "{\"command\": \"join\", \"room\": \"+1\"}", PROTOCOL_ERROR_ROOM_INVALID },
+                { "{\"command\": \"join\", \"room\": \"1.0\"}", PROTOCOL_ERROR_ROOM_INVALID },
+                { "{\"command\": \"join\", \"room\": \"1a\"}", PROTOCOL_ERROR_ROOM_INVALID },
+                { "{\"command\": \"join\", \"room\": \"\\u0661\"}", PROTOCOL_ERROR_ROOM_INVALID },
+                { "{\"command\": \"join\", \"room\": \"123456789012345678901\"}", PROTOCOL_ERROR_ROOM_INVALID },
+                { "{\"command\": \"join\", \"room\": 0}", PROTOCOL_ERROR_ROOM_INVALID },
+                { "{\"command\": \"join\", \"room\": -0}", PROTOCOL_ERROR_ROOM_INVALID },
+                { "{\"command\": \"join\", \"room\": -1}", PROTOCOL_ERROR_ROOM_INVALID },
+                { "{\"command\": \"join\", \"room\": 9007199254740992}", PROTOCOL_ERROR_ROOM_INVALID },
+                { "{\"command\": \"join\", \"room\": 9223372036854775807}", PROTOCOL_ERROR_ROOM_INVALID },
+                /* message ids */
+                { "{\"command\": \"delete\", \"room\": 1}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"delete\", \"room\": 1, \"id\": null}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"delete\", \"room\": 1, \"id\": 17}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"delete\", \"room\": 1, \"id\": \"17\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"delete\", \"room\": 1, \"id\": \"\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"delete\", \"room\": 1, \"id\": \"-\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"delete\", \"room\": 1, \"id\": \"1-\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"delete\", \"room\": 1, \"id\": \"-1\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"delete\", \"room\": 1, \"id\": \"1-2-3\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"delete\", \"room\": 1, \"id\": \"1-*\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"delete\", \"room\": 1, \"id\": \" 1-2\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"delete\", \"room\": 1, \"id\": \"1-2 \"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"delete\", \"room\": 1, \"id\": \"a-b\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"delete\", \"room\": 1, \"id\": \"123456789012345678901-1\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"delete\", \"room\": 1, \"id\": \"1-123456789012345678901\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": 1, \"since\": 5}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": 1, \"since\": \"$\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"history\", \"room\": 1, \"before\": \"+\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"history\", \"room\": 1, \"before\": [\"1-1\"]}", PROTOCOL_ERROR_BAD_REQUEST },
+                /* limit */
+                { "{\"command\": \"history\", \"room\": 1, \"limit\": 0}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"history\", \"room\": 1, \"limit\": 101}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"history\", \"room\": 1, \"limit\": -5}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"history\", \"room\": 1, \"limit\": 10.0}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"history\", \"room\": 1, \"limit\": \"10\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"history\", \"room\": 1, \"limit\": true}", PROTOCOL_ERROR_BAD_REQUEST },
+                /* message */
+                { "{\"command\": \"send\", \"room\": 1}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": null}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": 5}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": [\"hi\"]}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": {}}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \" \\t\\r\\n \"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"\\u00a0\\u3000\\u200b\\ufeff\\u2028\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"\\u0001\\u007f\\u0085\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"\\u0000\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"a\\u0000b\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"\\ud800\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"\\ude00\\ud83d\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"0123456789abcdefX\"}", PROTOCOL_ERROR_MESSAGE_TOO_LONG },
+                /* 6 × 3 bytes = 18 > 16: bytes count, not characters */
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"\\u20ac\\u20ac\\u20ac\\u20ac\\u20ac\\u20ac\"}",
+                  PROTOCOL_ERROR_MESSAGE_TOO_LONG },
+                /* too long beats blank: the length is what the client must fix */
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"                    \"}", PROTOCOL_ERROR_MESSAGE_TOO_LONG },
+                { "{\"command\": \"edit\", \"room\": 1, \"id\": \"1-1\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"edit\", \"room\": 1, \"message\": \"x\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"edit\", \"room\": 1, \"id\": \"1-1\", \"message\": \" \"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"edit\", \"room\": 1, \"id\": \"1-1\", \"message\": \"0123456789abcdefX\"}", PROTOCOL_ERROR_MESSAGE_TOO_LONG },
+                /* ref: invalid → BAD_REQUEST without echo */
+                { "{\"command\": \"join\", \"room\": 1, \"ref\": 5}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": 1, \"ref\": true}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": 1, \"ref\": [\"x\"]}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": 1, \"ref\": \"01234567890123456789012345678901234567890123456789012345678901234\"}",
+                  PROTOCOL_ERROR_BAD_REQUEST },
+                /* ref: valid → echoed with any later error */
+                { "{\"ref\": \"r1\"}", PROTOCOL_ERROR_BAD_REQUEST, "r1" },
+                { "{\"command\": \"dance\", \"ref\": \"r2\"}", PROTOCOL_ERROR_BAD_REQUEST, "r2" },
+                { "{\"command\": \"join\", \"room\": \"01\", \"ref\": \"r3\"}", PROTOCOL_ERROR_ROOM_INVALID, "r3" },
+                { "{\"ref\": \"r4\", \"command\": \"send\", \"room\": 1, \"message\": \"0123456789abcdefX\"}",
+                  PROTOCOL_ERROR_MESSAGE_TOO_LONG, "r4" },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"  \", \"ref\": \"\\u00e9\"}", PROTOCOL_ERROR_BAD_REQUEST, "\xc3\xa9" },
+                { "{\"command\": \"history\", \"room\": 1, \"limit\": 0, \"ref\": \"\"}", PROTOCOL_ERROR_BAD_REQUEST, "" },
+                /* nesting deeper than PROTOCOL_DEPTH_MAX, even in an ignored key */
+                { "{\"command\": \"join\", \"room\": 1, \"x\": [[[[[[[[1]]]]]]]]}", PROTOCOL_ERROR_BAD_REQUEST },
+                /* invalid UTF-8 in the frame */
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"\xc3\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"\xc0\xaf\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"\xed\xa0\x80\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                { "{\"command\": \"join\", \"room\": 1, \"x\": \"\xff\"}", PROTOCOL_ERROR_BAD_REQUEST },
+                /* raw control character inside a string */
+                { "{\"command\": \"send\", \"room\": 1, \"message\": \"a\nb\"}", PROTOCOL_ERROR_BAD_REQUEST },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                const ParseFail *t = table + i;
+                Command c;
+                ProtocolError e;
+
+                memset(&c, 0xaa, sizeof(c));
+                e = protocol_parse_command(t->json, strlen(t->json), MAX_MSG, &c);
+                if (e != t->error)
+                        fprintf(stderr, "case %zu: %s → %s\n", i, t->json, protocol_error_to_string(e) ?: "OK");
+                ASSERT_INT_EQ(e, t->error);
+                ASSERT_NULL(c.message);
+                ASSERT_INT_EQ(c.has_ref, !!t->ref);
+                ASSERT_STREQ(c.ref, t->ref ?: "");
+                ASSERT_STREQ(c.room, "");
+                command_done(&c);
+        }
+}
+
+static void test_parse_limits(void) {
+        Command c;
+        char *big;
+        size_t n;
+
+        /* NULL data */
+        ASSERT_INT_EQ(protocol_parse_command(NULL, 0, MAX_MSG, &c), PROTOCOL_ERROR_BAD_REQUEST);
+
+        /* a NUL byte inside the frame: the length given counts, not strlen */
+        static const char with_nul[] = "{\"command\": \"join\", \"room\": 1}\0";
+        ASSERT_INT_EQ(protocol_parse_command(with_nul, sizeof(with_nul) - 1, MAX_MSG, &c), PROTOCOL_ERROR_BAD_REQUEST);
+        ASSERT_INT_EQ(protocol_parse_command(with_nul, sizeof(with_nul) - 2, MAX_MSG, &c), PROTOCOL_OK);
+        ASSERT_STREQ(c.room, "1");
+        command_done(&c);
+        /* a prefix of a valid frame is not valid */
+        ASSERT_INT_EQ(protocol_parse_command(with_nul, 10, MAX_MSG, &c), PROTOCOL_ERROR_BAD_REQUEST);
+
+        /* nesting: exactly PROTOCOL_DEPTH_MAX is fine, one more is not;
+         * brackets inside strings do not count */
+        static const char depth8[] = "{\"command\": \"join\", \"room\": 1, \"x\": [[[[[[[1]]]]]]], \"y\": \"[[[[[[[[[[\\\"[[[[[\"}";
+        ASSERT_INT_EQ(protocol_parse_command(depth8, strlen(depth8), MAX_MSG, &c), PROTOCOL_OK);
+        command_done(&c);
+
+        /* a deep array far beyond jansson's own limit must not recurse */
+        n = 100000;
+        big = malloc(n * 2 + 1);
+        ASSERT_NOT_NULL(big);
+        memset(big, '[', n);
+        memset(big + n, ']', n);
+        big[2 * n] = '\0';
+        ASSERT_INT_EQ(protocol_parse_command(big, 2 * n, MAX_MSG, &c), PROTOCOL_ERROR_BAD_REQUEST);
+        free(big);
+
+        /* size: a frame of exactly PROTOCOL_COMMAND_MAX bytes parses, one more does not */
+        static const char head[] = "{\"command\": \"send\", \"room\": 1, \"message\": \"";
+        n = PROTOCOL_COMMAND_MAX;
+        big = malloc(n + 2);
+        ASSERT_NOT_NULL(big);
+        memcpy(big, head, strlen(head));
+        memset(big + strlen(head), 'a', n - strlen(head) - 2);
+        memcpy(big + n - 2, "\"}", 3);
+        ASSERT_INT_EQ(protocol_parse_command(big, n, PROTOCOL_COMMAND_MAX, &c), PROTOCOL_OK);
+        ASSERT_INT_EQ(strlen(c.message), n - strlen(head) - 2);
+        command_done(&c);
+        ASSERT_INT_EQ(protocol_parse_command(big, n, 1000, &c), PROTOCOL_ERROR_MESSAGE_TOO_LONG);
+        memcpy(big + n - 2, "a\"}", 4);
+        ASSERT_INT_EQ(protocol_parse_command(big, n + 1, PROTOCOL_COMMAND_MAX, &c), PROTOCOL_ERROR_BAD_REQUEST);
+        free(big);
+
+        /* max_message_bytes 0 refuses every message */
+        static const char one[] = "{\"command\": \"send\", \"room\": 1, \"message\": \"x\"}";
+        ASSERT_INT_EQ(protocol_parse_command(one, strlen(one), 0, &c), PROTOCOL_ERROR_MESSAGE_TOO_LONG);
+        ASSERT_INT_EQ(protocol_parse_command(one, strlen(one), 1, &c), PROTOCOL_OK);
+        command_done(&c);
+
+        /* command_done() is safe on a zeroed and on a done Command */
+        c = (Command) {};
+        command_done(&c);
+        command_done(&c);
+        command_done(NULL);
+}
+
+static void assert_dump(char *s, const char *expected) {
+        ASSERT_NOT_NULL(s);
+        ASSERT_STREQ(s, expected);
+        free(s);
+}
+
+static void test_format_message(void) {
+        ChatMessage m = {
+                .room = "1",
+                .id = "1700000000000-0",
+                .username = "alice",
+                .message = "hi",
+                .ts = UINT64_C(1700000000000),
+        };
+        json_t *j;
+        char *s, *own;
+        size_t n;
+
+        assert_dump(protocol_format_message(&m),
+                    "{\"msg_type\": 0, \"room\": \"1\", \"username\": \"alice\", \"message\": \"hi\", "
+                    "\"id\": \"1700000000000-0\", \"ts\": 1700000000000}");
+
+        /* python3 -c 'import json; print(json.dumps({...}))' */
+        m = (ChatMessage) {
+                .room = "12",
+                .id = "1-2",
+                .username = "b\xc3\xa9" "a",
+                .message = "h\xc3\xa9 \xf0\x9f\x98\x80 \"q\" \\ / \x7f \x01\n\r\t\b\f \xe2\x80\xa8 \xef\xbf\xbf \xf4\x8f\xbf\xbf <&>",
+                .ts = INT64_MAX,
+                .edited = true,
+        };
+        assert_dump(protocol_format_message(&m),
+                    "{\"msg_type\": 0, \"room\": \"12\", \"username\": \"b\\u00e9a\", "
+                    "\"message\": \"h\\u00e9 \\ud83d\\ude00 \\\"q\\\" \\\\ / \\u007f \\u0001\\n\\r\\t\\b\\f \\u2028 \\uffff \\udbff\\udfff <&>\", "
+                    "\"id\": \"1-2\", \"ts\": 9223372036854775807, \"edited\": true}");
+
+        /* v1 shape without id */
+        m = (ChatMessage) { .room = "1", .username = "alice", .message = "hi", .ts = 5 };
+        assert_dump(protocol_format_message(&m),
+                    "{\"msg_type\": 0, \"room\": \"1\", \"username\": \"alice\", \"message\": \"hi\"}");
+
+        /* own via json and via the frame layer's splice agree byte for byte */
+        m = (ChatMessage) { .room = "1", .id = "5-0", .username = "alice", .message = "hi", .ts = 0 };
+        j = protocol_message_to_json(&m, true);
+        ASSERT_NOT_NULL(j);
+        own = protocol_json_dumps(j, &n);
+        ASSERT_NOT_NULL(own);
+        ASSERT_INT_EQ(n, strlen(own));
+        ASSERT_STREQ(own, "{\"msg_type\": 0, \"room\": \"1\", \"username\": \"alice\", \"message\": \"hi\", "
+                          "\"id\": \"5-0\", \"ts\": 0, \"own\": true}");
+        json_decref(j);
+
+        s = protocol_format_message(&m);
+        ASSERT_NOT_NULL(s);
+        n = strlen(s);
+        ASSERT_TRUE(n > 0 && s[n - 1] == '}');
+        ASSERT_NULL(strstr(s, "\"own\""));
+        char spliced[256];
+        ASSERT_TRUE(snprintf(spliced, sizeof(spliced), "%.*s, \"own\": true}", (int) (n - 1), s) < (int) sizeof(spliced));
+        ASSERT_STREQ(spliced, own);
+        free(s);
+        free(own);
+
+        /* a message whose text mentions "own" still has no own key */
+        m.message = "\"own\": true";
+        s = protocol_format_message(&m);
+        ASSERT_NOT_NULL(s);
+        ASSERT_NULL(strstr(s, "\"own\":"));
+        free(s);
+
+        /* invalid input */
+        m = (ChatMessage) { .room = "1", .id = "1-0", .username = "alice", .message = "\xff", .ts = 1 };
+        errno = 0;
+        ASSERT_NULL(protocol_format_message(&m));
+        ASSERT_INT_EQ(errno, EINVAL);
+        m.message = NULL;
+        ASSERT_NULL(protocol_format_message(&m));
+        ASSERT_INT_EQ(errno, EINVAL);
+        m.message = "x";
+        m.ts = (uint64_t) INT64_MAX + 1;
+        ASSERT_NULL(protocol_format_message(&m));
+        ASSERT_INT_EQ(errno, EINVAL);
+        ASSERT_NULL(protocol_message_to_json(&m, false));
+        ASSERT_NULL(protocol_format_message(NULL));
+        ASSERT_INT_EQ(errno, EINVAL);
+}
+
+static void test_format_events(void) {
+        static const ChatMessage h1 = { .room = "1", .id = "1-0", .username = "alice", .message = "hi", .ts = 1 };
+        static const ChatMessage h2 = { .room = "1", .id = "2-0", .username = "bob", .message = "yo", .ts = 2, .edited = true };
+        char *members[] = { (char *) "alice", (char *) "b\xc3\xb6" "b", NULL };
+        json_t *history;
+
+        assert_dump(protocol_format_notice(MSG_TYPE_ALERT, "3", "Server restarts in 5\xe2\x80\x89min"),
+                    "{\"msg_type\": 2, \"room\": \"3\", \"message\": \"Server restarts in 5\\u2009min\"}");
+        assert_dump(protocol_format_notice(MSG_TYPE_WARNING, "3", "w"),
+                    "{\"msg_type\": 1, \"room\": \"3\", \"message\": \"w\"}");
+        assert_dump(protocol_format_notice(MSG_TYPE_MUTED, "3", ""),
+                    "{\"msg_type\": 3, \"room\": \"3\", \"message\": \"\"}");
+        ASSERT_NULL(protocol_format_notice(MSG_TYPE_MESSAGE, "3", "x"));
+        ASSERT_NULL(protocol_format_notice(MSG_TYPE_ENTER, "3", "x"));
+        ASSERT_NULL(protocol_format_notice(MSG_TYPE_WARNING, NULL, "x"));
+
+        assert_dump(protocol_format_presence(MSG_TYPE_ENTER, "3", "bob"),
+                    "{\"msg_type\": 4, \"room\": \"3\", \"username\": \"bob\"}");
+        assert_dump(protocol_format_presence(MSG_TYPE_LEAVE, "3", "bob"),
+                    "{\"msg_type\": 5, \"room\": \"3\", \"username\": \"bob\"}");
+        ASSERT_NULL(protocol_format_presence(MSG_TYPE_ALERT, "3", "bob"));
+        ASSERT_NULL(protocol_format_presence(MSG_TYPE_ENTER, "3", NULL));
+
+        history = json_array();
+        ASSERT_OK(json_array_append_new(history, protocol_message_to_json(&h1, false)));
+        ASSERT_OK(json_array_append_new(history, protocol_message_to_json(&h2, true)));
+        assert_dump(protocol_format_joined("1", "Lobby", false, members, history, 1, "x"),
+                    "{\"join\": \"1\", \"title\": \"Lobby\", \"staff_only\": false, \"members\": [\"alice\", \"b\\u00f6b\"], "
+                    "\"history\": [{\"msg_type\": 0, \"room\": \"1\", \"username\": \"alice\", \"message\": \"hi\", \"id\": \"1-0\", \"ts\": 1}, "
+                    "{\"msg_type\": 0, \"room\": \"1\", \"username\": \"bob\", \"message\": \"yo\", \"id\": \"2-0\", \"ts\": 2, \"edited\": true, \"own\": true}], "
+                    "\"complete\": true, \"ref\": \"x\"}");
+        assert_dump(protocol_format_joined("7", "", true, NULL, NULL, -1, NULL),
+                    "{\"join\": \"7\", \"title\": \"\", \"staff_only\": true, \"members\": [], \"history\": []}");
+        assert_dump(protocol_format_joined("7", "T", false, NULL, json_array(), 0, NULL),
+                    "{\"join\": \"7\", \"title\": \"T\", \"staff_only\": false, \"members\": [], \"history\": [], \"complete\": false}");
+        /* history is stolen on failure too (ASan would report a leak) */
+        ASSERT_NULL(protocol_format_joined("7", "T", false, NULL, json_object(), 0, NULL));
+        ASSERT_INT_EQ(errno, EINVAL);
+        ASSERT_NULL(protocol_format_joined(NULL, "T", false, NULL, json_array(), 0, NULL));
+        char *bad_members[] = { (char *) "ok", (char *) "\xc3", NULL };
+        ASSERT_NULL(protocol_format_joined("7", "T", false, bad_members, json_array(), 0, NULL));
+        ASSERT_INT_EQ(errno, EINVAL);
+
+        assert_dump(protocol_format_left("1", LEAVE_REASON_NONE, NULL), "{\"leave\": \"1\"}");
+        assert_dump(protocol_format_left("1", LEAVE_REASON_KICKED, "r1"), "{\"leave\": \"1\", \"reason\": \"kicked\", \"ref\": \"r1\"}");
+        assert_dump(protocol_format_left("2", LEAVE_REASON_DELETED, NULL), "{\"leave\": \"2\", \"reason\": \"deleted\"}");
+        ASSERT_NULL(protocol_format_left("2", _LEAVE_REASON_MAX, NULL));
+
+        assert_dump(protocol_format_error(PROTOCOL_ERROR_ROOM_INVALID, NULL), "{\"error\": \"ROOM_INVALID\"}");
+        assert_dump(protocol_format_error(PROTOCOL_ERROR_BAD_REQUEST, "\xc3\xa9\xf0\x9f\x98\x80"),
+                    "{\"error\": \"BAD_REQUEST\", \"ref\": \"\\u00e9\\ud83d\\ude00\"}");
+        assert_dump(protocol_format_error(PROTOCOL_ERROR_USER_HAS_TO_LOGIN, NULL), "{\"error\": \"USER_HAS_TO_LOGIN\"}");
+        assert_dump(protocol_format_error(PROTOCOL_ERROR_UNAVAILABLE, "a\"b"), "{\"error\": \"UNAVAILABLE\", \"ref\": \"a\\\"b\"}");
+        errno = 0;
+        ASSERT_NULL(protocol_format_error(PROTOCOL_OK, NULL));
+        ASSERT_INT_EQ(errno, EINVAL);
+        ASSERT_NULL(protocol_format_error(_PROTOCOL_ERROR_MAX, NULL));
+
+        assert_dump(protocol_format_history("1", NULL, false, NULL), "{\"history\": [], \"room\": \"1\", \"complete\": false}");
+        history = json_array();
+        ASSERT_OK(json_array_append_new(history, protocol_message_to_json(
+                        &(ChatMessage) { .room = "1", .id = "1-1", .username = "a", .message = "m", .ts = 5 }, false)));
+        assert_dump(protocol_format_history("1", history, true, "h"),
+                    "{\"history\": [{\"msg_type\": 0, \"room\": \"1\", \"username\": \"a\", \"message\": \"m\", \"id\": \"1-1\", \"ts\": 5}], "
+                    "\"room\": \"1\", \"complete\": true, \"ref\": \"h\"}");
+        ASSERT_NULL(protocol_format_history("1", json_string("x"), true, NULL));
+        ASSERT_NULL(protocol_format_history(NULL, json_array(), true, NULL));
+
+        const RoomInfo rooms[] = {
+                { .id = "1", .title = "Lobby" },
+                { .id = "2", .title = "Staff \xe2\x98\x83", .staff_only = true },
+        };
+        assert_dump(protocol_format_rooms(rooms, ELEMENTSOF(rooms)),
+                    "{\"rooms\": [{\"id\": \"1\", \"title\": \"Lobby\", \"staff_only\": false}, "
+                    "{\"id\": \"2\", \"title\": \"Staff \\u2603\", \"staff_only\": true}]}");
+        assert_dump(protocol_format_rooms(NULL, 0), "{\"rooms\": []}");
+        ASSERT_NULL(protocol_format_rooms(NULL, 1));
+        const RoomInfo bad_rooms[] = { { .id = "1", .title = "ok" }, { .id = "2", .title = NULL } };
+        ASSERT_NULL(protocol_format_rooms(bad_rooms, 2));
+        ASSERT_INT_EQ(errno, EINVAL);
+
+        assert_dump(protocol_format_deleted("1", "1-0"), "{\"deleted\": \"1-0\", \"room\": \"1\"}");
+        assert_dump(protocol_format_typing("1", "bob"), "{\"typing\": \"bob\", \"room\": \"1\"}");
+        assert_dump(protocol_format_ok(NULL, "x"), "{\"ok\": true, \"ref\": \"x\"}");
+        assert_dump(protocol_format_ok("1-0", "x"), "{\"ok\": true, \"id\": \"1-0\", \"ref\": \"x\"}");
+        assert_dump(protocol_format_ok(NULL, NULL), "{\"ok\": true}");
+        assert_dump(protocol_format_session("alice", true), "{\"username\": \"alice\", \"staff\": true}");
+        assert_dump(protocol_format_session("bob", false), "{\"username\": \"bob\", \"staff\": false}");
+        ASSERT_NULL(protocol_format_deleted(NULL, "1-0"));
+        ASSERT_NULL(protocol_format_typing("1", "\xe0\x80\x80"));
+}
+
+static void test_json_dumps(void) {
+        json_t *j;
+        char *s;
+        size_t n;
+
+        j = json_loads("{\"a\": [1, -2, null, true, false, {}, [], {\"b\": []}]}", 0, NULL);
+        ASSERT_NOT_NULL(j);
+        assert_dump(protocol_json_dumps(j, NULL), "{\"a\": [1, -2, null, true, false, {}, [], {\"b\": []}]}");
+        json_decref(j);
+
+        /* an embedded NUL in a json_t string is escaped like Python does */
+        j = json_pack("[s#]", "\0", (int) 1);
+        ASSERT_NOT_NULL(j);
+        s = protocol_json_dumps(j, &n);
+        ASSERT_STREQ(s, "[\"\\u0000\"]");
+        ASSERT_INT_EQ(n, 10);
+        free(s);
+        json_decref(j);
+
+        /* reals are refused */
+        j = json_pack("{s:f}", "x", 1.5);
+        errno = 0;
+        ASSERT_NULL(protocol_json_dumps(j, NULL));
+        ASSERT_INT_EQ(errno, EINVAL);
+        json_decref(j);
+
+        /* invalid UTF-8 smuggled in with a nocheck constructor is refused */
+        j = json_string_nocheck("\xed\xa0\x80");
+        ASSERT_NULL(protocol_json_dumps(j, NULL));
+        ASSERT_INT_EQ(errno, EINVAL);
+        json_decref(j);
+
+        /* nesting: 33 levels are refused, 32 are fine */
+        j = json_array();
+        for (int i = 0; i < 32; i++)
+                j = json_pack("[o]", j);
+        ASSERT_NULL(protocol_json_dumps(j, NULL));
+        json_t *inner = json_incref(json_array_get(j, 0));
+        json_decref(j);
+        s = protocol_json_dumps(inner, NULL);
+        ASSERT_NOT_NULL(s);
+        ASSERT_INT_EQ(strlen(s), 64);
+        free(s);
+        json_decref(inner);
+
+        ASSERT_NULL(protocol_json_dumps(NULL, NULL));
+}
+
+static size_t utf8_encode(uint32_t cp, char *out) {
+        if (cp < 0x80) {
+                out[0] = (char) cp;
+                return 1;
+        }
+        if (cp < 0x800) {
+                out[0] = (char) (0xc0 | cp >> 6);
+                out[1] = (char) (0x80 | (cp & 0x3f));
+                return 2;
+        }
+        if (cp < 0x10000) {
+                out[0] = (char) (0xe0 | cp >> 12);
+                out[1] = (char) (0x80 | ((cp >> 6) & 0x3f));
+                out[2] = (char) (0x80 | (cp & 0x3f));
+                return 3;
+        }
+        out[0] = (char) (0xf0 | cp >> 18);
+        out[1] = (char) (0x80 | ((cp >> 12) & 0x3f));
+        out[2] = (char) (0x80 | ((cp >> 6) & 0x3f));
+        out[3] = (char) (0x80 | (cp & 0x3f));
+        return 4;
+}
+
+/* Every code point: the escape Python's json.dumps (ensure_ascii) produces,
+ * computed independently here, and a round trip through jansson. */
+static void test_escape_all_code_points(void) {
+        for (uint32_t cp = 0; cp <= 0x10ffff; cp++) {
+                char in[4], expected[32], *out;
+                size_t n;
+                json_t *j, *back;
+
+                if (cp >= 0xd800 && cp <= 0xdfff)
+                        continue;
+
+                n = utf8_encode(cp, in);
+                j = json_stringn(in, n);
+                ASSERT_NOT_NULL(j);
+                out = protocol_json_dumps(j, NULL);
+                ASSERT_NOT_NULL(out);
+
+                if (cp == '"')
+                        strcpy(expected, "\"\\\"\"");
+                else if (cp == '\\')
+                        strcpy(expected, "\"\\\\\"");
+                else if (cp == '\n')
+                        strcpy(expected, "\"\\n\"");
+                else if (cp == '\r')
+                        strcpy(expected, "\"\\r\"");
+                else if (cp == '\t')
+                        strcpy(expected, "\"\\t\"");
+                else if (cp == '\b')
+                        strcpy(expected, "\"\\b\"");
+                else if (cp == '\f')
+                        strcpy(expected, "\"\\f\"");
+                else if (cp >= 0x20 && cp <= 0x7e)
+                        sprintf(expected, "\"%c\"", (char) cp);
+                else if (cp < 0x10000)
+                        sprintf(expected, "\"\\u%04x\"", (unsigned) cp);
+                else
+                        sprintf(expected, "\"\\u%04x\\u%04x\"",
+                                (unsigned) (0xd800 + ((cp - 0x10000) >> 10)),
+                                (unsigned) (0xdc00 + ((cp - 0x10000) & 0x3ff)));
+                if (strcmp(out, expected) != 0)
+                        fprintf(stderr, "U+%04X: %s != %s\n", (unsigned) cp, out, expected);
+                ASSERT_STREQ(out, expected);
+
+                if (cp != 0) {
+                        back = json_loads(out, JSON_DECODE_ANY, NULL);
+                        ASSERT_NOT_NULL(back);
+                        ASSERT_TRUE(json_equal(j, back));
+                        json_decref(back);
+                }
+                free(out);
+                json_decref(j);
+        }
+}
+
+int main(void) {
+        test_error_strings();
+        test_parse_ok();
+        test_parse_fail();
+        test_parse_limits();
+        test_format_message();
+        test_format_events();
+        test_json_dumps();
+        test_escape_all_code_points();
+        return EXIT_SUCCESS;
+}
