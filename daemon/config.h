@@ -8,13 +8,8 @@
 #include <sys/types.h>
 
 #include "basic/macro.h"
+#include "basic/time-util.h"
 
-#define USEC_PER_SEC  UINT64_C(1000000)
-#define USEC_PER_MSEC UINT64_C(1000)
-#define USEC_PER_MINUTE (UINT64_C(60) * USEC_PER_SEC)
-#define USEC_PER_HOUR (UINT64_C(60) * USEC_PER_MINUTE)
-#define USEC_PER_DAY (UINT64_C(24) * USEC_PER_HOUR)
-#define USEC_PER_WEEK (UINT64_C(7) * USEC_PER_DAY)
 
 /* The section every key must live in. */
 #define CONFIG_SECTION "multichat"

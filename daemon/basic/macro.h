@@ -98,3 +98,24 @@ static inline bool memeq_secret(const void *a, const void *b, size_t n) {
                 d |= x[i] ^ y[i];
         return d == 0;
 }
+
+/* Grows *array (of *allocated elements) to hold at least need elements,
+ * doubling, so appending one at a time costs amortized O(1). Returns
+ * false on overflow or out of memory, leaving the array as it was. */
+static inline bool greedy_realloc(void **array, size_t *allocated, size_t need, size_t size) {
+        size_t n;
+        void *p;
+
+        if (need <= *allocated)
+                return true;
+        n = MAX(need, MAX(*allocated * 2, (size_t) 4));
+        p = reallocarray(*array, n, size);
+        if (!p)
+                return false;
+        *array = p;
+        *allocated = n;
+        return true;
+}
+
+#define GREEDY_REALLOC(array, allocated, need) \
+        greedy_realloc((void **) &(array), &(allocated), (need), sizeof((array)[0]))

@@ -51,7 +51,7 @@ void http_with_session(HttpExchange *x, HttpSessionHandler handler) {
         SessionWait *w;
         int r;
 
-        if (!x->cookie || http_cookie_get(x->cookie, session_cookie_name(web_is_tls(m->web)), &sid) < 0 ||
+        if (!x->cookie || http_cookie_get(x->cookie, http_session_cookie_name(web_is_tls(m->web)), &sid) < 0 ||
             !session_id_is_valid(sid))
                 return handler(x, -ENOENT, NULL);
 

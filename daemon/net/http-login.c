@@ -76,7 +76,7 @@ static void login_page_with(HttpExchange *x, unsigned status, const char *error,
         /* Double-submit CSRF: the form and a cookie carry the same random
          * token, which works on every daemon without server state. */
         if (!esc_next || !esc_error ||
-            session_cookie_format(&cookie, CSRF_COOKIE_NAME, csrf, web_is_tls(m->web), 0) < 0 ||
+            http_cookie_format(&cookie, CSRF_COOKIE_NAME, csrf, web_is_tls(m->web), 0) < 0 ||
             http_exchange_add_header(x, "set-cookie:", cookie) < 0) {
                 (void) http_respond_error(x, 500);
                 return;
@@ -187,8 +187,8 @@ static void on_session_created(int r, const SessionData *d, void *userdata) {
                 (void) http_respond_error(x, 503);
                 return;
         }
-        if (session_cookie_format(&cookie, session_cookie_name(web_is_tls(m->web)), sid, web_is_tls(m->web), 0) < 0 ||
-            session_cookie_format(&clear, CSRF_COOKIE_NAME, "", web_is_tls(m->web), UINT64_MAX) < 0 ||
+        if (http_cookie_format(&cookie, http_session_cookie_name(web_is_tls(m->web)), sid, web_is_tls(m->web), 0) < 0 ||
+            http_cookie_format(&clear, CSRF_COOKIE_NAME, "", web_is_tls(m->web), UINT64_MAX) < 0 ||
             http_exchange_add_header(x, "set-cookie:", cookie) < 0 ||
             http_exchange_add_header(x, "set-cookie:", clear) < 0) {
                 (void) http_respond_error(x, 500);
@@ -349,7 +349,7 @@ static void on_logout_session(HttpExchange *x, int r, const SessionData *d) {
                 (void) http_respond_error(x, 403);
                 return;
         }
-        if (session_cookie_format(&clear, session_cookie_name(web_is_tls(m->web)), "", web_is_tls(m->web), UINT64_MAX) >= 0)
+        if (http_cookie_format(&clear, http_session_cookie_name(web_is_tls(m->web)), "", web_is_tls(m->web), UINT64_MAX) >= 0)
                 (void) http_exchange_add_header(x, "set-cookie:", clear);
         if (r < 0) {
                 (void) http_redirect(x, 303, "/login");

@@ -2,51 +2,17 @@
 /* Pure HTTP helpers for the login pages: forms, cookies, escaping, redirect and origin checks. */
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "basic/utf8.h"
 #include "net/http-util.h"
 #include "basic/macro.h"
-
-bool utf8_is_valid(const char *s, size_t n) {
-        const unsigned char *p = (const unsigned char *) s;
-
-        if (!s)
-                return n == 0;
-
-        for (size_t i = 0; i < n;) {
-                unsigned char c = p[i];
-                size_t len;
-                uint32_t cp, min;
-
-                if (c < 0x80) {
-                        i++;
-                        continue;
-                }
-                if ((c & 0xe0) == 0xc0) {
-                        len = 2, cp = c & 0x1f, min = 0x80;
-                } else if ((c & 0xf0) == 0xe0) {
-                        len = 3, cp = c & 0x0f, min = 0x800;
-                } else if ((c & 0xf8) == 0xf0) {
-                        len = 4, cp = c & 0x07, min = 0x10000;
-                } else
-                        return false; /* continuation byte or 0xf8..0xff as a lead */
-
-                if (n - i < len)
-                        return false;
-                for (size_t k = 1; k < len; k++) {
-                        if ((p[i + k] & 0xc0) != 0x80)
-                                return false;
-                        cp = (cp << 6) | (p[i + k] & 0x3f);
-                }
-                if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-                        return false;
-                i += len;
-        }
-        return true;
-}
+#include "basic/time-util.h"
 
 static int unhex(char c) {
         if (c >= '0' && c <= '9')
@@ -400,4 +366,53 @@ bool http_origin_allowed(const char *origin, const char *host, bool tls, char *c
         if (a.host_len != b.host_len || strncasecmp(a.host, b.host, a.host_len) != 0)
                 return false;
         return (a.port ?: default_port) == (b.port ?: default_port);
+}
+
+const char *http_session_cookie_name(bool tls) {
+        return tls ? HTTP_SESSION_COOKIE_NAME_TLS : HTTP_SESSION_COOKIE_NAME;
+}
+
+/* RFC 7230 tchar. */
+static bool cookie_name_is_valid(const char *s) {
+        if (!s || !*s)
+                return false;
+        for (; *s; s++)
+                if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
+                      strchr("!#$%&'*+-.^_`|~", *s)))
+                        return false;
+        return true;
+}
+
+/* RFC 6265 cookie-octet: printable ASCII but space, DQUOTE, comma, semicolon, backslash. */
+static bool cookie_value_is_valid(const char *s) {
+        if (!s)
+                return false;
+        for (; *s; s++) {
+                unsigned char c = (unsigned char) *s;
+                if (c < 0x21 || c > 0x7e || c == '"' || c == ',' || c == ';' || c == '\\')
+                        return false;
+        }
+        return true;
+}
+
+int http_cookie_format(char **ret, const char *name, const char *value, bool tls, uint64_t max_age_usec) {
+        char max_age[48] = "";
+        char *s;
+
+        if (!ret || !cookie_name_is_valid(name) || !cookie_value_is_valid(value))
+                return -EINVAL;
+        if (strlen(value) > HTTP_VALUE_MAX)
+                return -EINVAL;
+
+        if (max_age_usec == UINT64_MAX)
+                strcpy(max_age, "; Max-Age=0");
+        else if (max_age_usec > 0)
+                snprintf(max_age, sizeof max_age, "; Max-Age=%" PRIu64,
+                         MAX(max_age_usec / USEC_PER_SEC, UINT64_C(1)));
+
+        if (asprintf(&s, "%s=%s; Path=/%s; HttpOnly; SameSite=Strict%s",
+                     name, value, max_age, tls ? "; Secure" : "") < 0)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
 }

@@ -4,16 +4,12 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Longest decoded form value or cookie value we hand out. */
 #define HTTP_VALUE_MAX 4096
 /* Longest redirect target accepted from a login form. */
 #define HTTP_REDIRECT_MAX 2048
-
-/* Strict UTF-8: rejects overlong forms, surrogates (U+D800..U+DFFF), code
- * points above U+10FFFF and truncated sequences. NUL bytes are valid UTF-8
- * here; callers that care reject them separately. */
-bool utf8_is_valid(const char *s, size_t n);
 
 /* Percent-decodes s[0..n) into a new NUL-terminated string. '+' stays '+'
  * (path semantics). Returns -EINVAL on a malformed %-escape, a decoded NUL
@@ -55,3 +51,17 @@ bool http_redirect_is_safe(const char *next);
  * (sandboxed frames, file: pages) → false even when listed; an Origin with
  * a path, userinfo, query or fragment never equals the page's origin. */
 bool http_origin_allowed(const char *origin, const char *host, bool tls, char *const *allowed);
+
+/* The cookie names: browsers only accept the __Host- prefix over TLS (it
+ * promises Secure, Path=/ and no Domain). */
+#define HTTP_SESSION_COOKIE_NAME "multichat_session"
+#define HTTP_SESSION_COOKIE_NAME_TLS "__Host-multichat_session"
+
+/* The session cookie's name for a plain or a TLS listener. */
+const char *http_session_cookie_name(bool tls);
+
+/* "name=value; Path=/[; Max-Age=N]; HttpOnly; SameSite=Strict[; Secure]".
+ * max_age_usec: 0 = a session cookie (no Max-Age), UINT64_MAX = delete it
+ * (Max-Age=0), else whole seconds (at least 1). -EINVAL when name is not an
+ * HTTP token or value holds bytes outside RFC 6265 cookie-octets, -ENOMEM. */
+int http_cookie_format(char **ret, const char *name, const char *value, bool tls, uint64_t max_age_usec);

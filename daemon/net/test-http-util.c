@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "basic/utf8.h"
 #include "net/http-util.h"
 #include "basic/macro.h"
+#include "basic/time-util.h"
 #include "test/test.h"
 
 typedef struct Utf8Case {
@@ -458,7 +460,55 @@ static void test_origin_allowed(void) {
         ASSERT_FALSE(http_origin_allowed("http://evil.example", "chat.example", false, empty));
 }
 
+static void test_cookies(void) {
+        _cleanup_free_ char *s = NULL;
+
+        ASSERT_STREQ(http_session_cookie_name(false), "multichat_session");
+        ASSERT_STREQ(http_session_cookie_name(true), "__Host-multichat_session");
+
+        ASSERT_OK(http_cookie_format(&s, http_session_cookie_name(false), "abc-_9", false, 0));
+        ASSERT_STREQ(s, "multichat_session=abc-_9; Path=/; HttpOnly; SameSite=Strict");
+        s = mfree(s);
+
+        ASSERT_OK(http_cookie_format(&s, http_session_cookie_name(true), "abc", true, 0));
+        ASSERT_STREQ(s, "__Host-multichat_session=abc; Path=/; HttpOnly; SameSite=Strict; Secure");
+        s = mfree(s);
+
+        ASSERT_OK(http_cookie_format(&s, "multichat_session", "abc", true, 12 * USEC_PER_HOUR));
+        ASSERT_STREQ(s, "multichat_session=abc; Path=/; Max-Age=43200; HttpOnly; SameSite=Strict; Secure");
+        s = mfree(s);
+
+        ASSERT_OK(http_cookie_format(&s, "multichat_session", "abc", false, 500 * USEC_PER_MSEC));
+        ASSERT_STREQ(s, "multichat_session=abc; Path=/; Max-Age=1; HttpOnly; SameSite=Strict");
+        s = mfree(s);
+
+        ASSERT_OK(http_cookie_format(&s, "multichat_session", "", false, UINT64_MAX));
+        ASSERT_STREQ(s, "multichat_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
+        s = mfree(s);
+
+        ASSERT_OK(http_cookie_format(&s, "__Host-multichat_session", "", true, UINT64_MAX));
+        ASSERT_STREQ(s, "__Host-multichat_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict; Secure");
+        s = mfree(s);
+
+        /* Header injection and cookie splitting are refused. */
+        ASSERT_ERROR(http_cookie_format(&s, "n", "a b", false, 0), EINVAL);
+        ASSERT_ERROR(http_cookie_format(&s, "n", "a;b", false, 0), EINVAL);
+        ASSERT_ERROR(http_cookie_format(&s, "n", "a,b", false, 0), EINVAL);
+        ASSERT_ERROR(http_cookie_format(&s, "n", "a\"b", false, 0), EINVAL);
+        ASSERT_ERROR(http_cookie_format(&s, "n", "a\\b", false, 0), EINVAL);
+        ASSERT_ERROR(http_cookie_format(&s, "n", "a\r\nSet-Cookie: x=y", false, 0), EINVAL);
+        ASSERT_ERROR(http_cookie_format(&s, "n", "\xc3\xa9", false, 0), EINVAL);
+        ASSERT_ERROR(http_cookie_format(&s, "n", NULL, false, 0), EINVAL);
+        ASSERT_ERROR(http_cookie_format(&s, "", "v", false, 0), EINVAL);
+        ASSERT_ERROR(http_cookie_format(&s, "a=b", "v", false, 0), EINVAL);
+        ASSERT_ERROR(http_cookie_format(&s, "a b", "v", false, 0), EINVAL);
+        ASSERT_ERROR(http_cookie_format(&s, "a;b", "v", false, 0), EINVAL);
+        ASSERT_ERROR(http_cookie_format(&s, NULL, "v", false, 0), EINVAL);
+        ASSERT_NULL(s);
+}
+
 int main(void) {
+        test_cookies();
         test_utf8();
         test_url_decode();
         test_form_get();

@@ -155,7 +155,7 @@ static unsigned web_check_upgrade(Web *w, struct lws *wsi) {
         if (!origin || !host ||
             !http_origin_allowed(origin, host, w->tls, w->manager->config->allowed_origins))
                 return 403;
-        if (!cookie || http_cookie_get(cookie, session_cookie_name(w->tls), &sid) < 0 ||
+        if (!cookie || http_cookie_get(cookie, http_session_cookie_name(w->tls), &sid) < 0 ||
             !session_id_is_valid(sid))
                 return 403;
         return 0;
@@ -166,7 +166,7 @@ static int on_ws_established(Web *w, struct lws *wsi, WebSession *ws) {
         _cleanup_free_ char *sid = NULL;
         char peer[64];
 
-        if (!cookie || http_cookie_get(cookie, session_cookie_name(w->tls), &sid) < 0)
+        if (!cookie || http_cookie_get(cookie, http_session_cookie_name(w->tls), &sid) < 0)
                 return -1;
         if (!lws_get_peer_simple(wsi, peer, sizeof peer))
                 strcpy(peer, "unknown");

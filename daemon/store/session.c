@@ -12,9 +12,9 @@
 
 #include <hiredis/hiredis.h>
 
-#include "config.h"
-#include "net/http-util.h"
+#include "basic/utf8.h"
 #include "basic/macro.h"
+#include "basic/time-util.h"
 #include "redis/redis.h"
 #include "store/session.h"
 #include "basic/time-util.h"
@@ -445,53 +445,4 @@ int session_update_staff(Redis *redis, const char *id, bool staff,
         pthread_once(&scripts_once, scripts_init);
         return session_request_send(req, redis, &script_update_staff, 1,
                                     (const char *[]) { staff ? "1" : "0" }, ret_req);
-}
-
-const char *session_cookie_name(bool tls) {
-        return tls ? SESSION_COOKIE_NAME_TLS : SESSION_COOKIE_NAME;
-}
-
-/* RFC 7230 tchar. */
-static bool cookie_name_is_valid(const char *s) {
-        if (!s || !*s)
-                return false;
-        for (; *s; s++)
-                if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
-                      strchr("!#$%&'*+-.^_`|~", *s)))
-                        return false;
-        return true;
-}
-
-/* RFC 6265 cookie-octet: printable ASCII but space, DQUOTE, comma, semicolon, backslash. */
-static bool cookie_value_is_valid(const char *s) {
-        if (!s)
-                return false;
-        for (; *s; s++) {
-                unsigned char c = (unsigned char) *s;
-                if (c < 0x21 || c > 0x7e || c == '"' || c == ',' || c == ';' || c == '\\')
-                        return false;
-        }
-        return true;
-}
-
-int session_cookie_format(char **ret, const char *name, const char *value, bool tls, uint64_t max_age_usec) {
-        char max_age[48] = "";
-        char *s;
-
-        if (!ret || !cookie_name_is_valid(name) || !cookie_value_is_valid(value))
-                return -EINVAL;
-        if (strlen(value) > HTTP_VALUE_MAX)
-                return -EINVAL;
-
-        if (max_age_usec == UINT64_MAX)
-                strcpy(max_age, "; Max-Age=0");
-        else if (max_age_usec > 0)
-                snprintf(max_age, sizeof max_age, "; Max-Age=%" PRIu64,
-                         MAX(max_age_usec / USEC_PER_SEC, UINT64_C(1)));
-
-        if (asprintf(&s, "%s=%s; Path=/%s; HttpOnly; SameSite=Strict%s",
-                     name, value, max_age, tls ? "; Secure" : "") < 0)
-                return -ENOMEM;
-        *ret = s;
-        return 0;
 }

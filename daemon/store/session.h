@@ -18,11 +18,6 @@ typedef struct Redis Redis;
 
 #define SESSION_KEY_PREFIX "mc:session:"
 
-/* The cookie names: browsers only accept the __Host- prefix over TLS (it
- * promises Secure, Path=/ and no Domain). */
-#define SESSION_COOKIE_NAME "multichat_session"
-#define SESSION_COOKIE_NAME_TLS "__Host-multichat_session"
-
 /* Redis key mc:session:<id> is a hash {user, uid, staff, csrf, created}
  * whose TTL is the idle timeout (never beyond created + max). */
 typedef struct SessionData {
@@ -96,12 +91,3 @@ int session_delete(Redis *r, const char *id,
  * expired or was deleted meanwhile (-ENOENT then). */
 int session_update_staff(Redis *r, const char *id, bool staff,
                          SessionHandler cb, void *userdata, SessionRequest **ret_req);
-
-/* The session cookie's name for a plain or a TLS listener. */
-const char *session_cookie_name(bool tls);
-
-/* "name=value; Path=/[; Max-Age=N]; HttpOnly; SameSite=Strict[; Secure]".
- * max_age_usec: 0 = a session cookie (no Max-Age), UINT64_MAX = delete it
- * (Max-Age=0), else whole seconds (at least 1). -EINVAL when name is not an
- * HTTP token or value holds bytes outside RFC 6265 cookie-octets, -ENOMEM. */
-int session_cookie_format(char **ret, const char *name, const char *value, bool tls, uint64_t max_age_usec);

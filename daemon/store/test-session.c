@@ -129,53 +129,6 @@ static void test_user(void) {
         ASSERT_FALSE(session_user_is_valid(u));
 }
 
-static void test_cookies(void) {
-        _cleanup_free_ char *s = NULL;
-
-        ASSERT_STREQ(session_cookie_name(false), "multichat_session");
-        ASSERT_STREQ(session_cookie_name(true), "__Host-multichat_session");
-
-        ASSERT_OK(session_cookie_format(&s, session_cookie_name(false), "abc-_9", false, 0));
-        ASSERT_STREQ(s, "multichat_session=abc-_9; Path=/; HttpOnly; SameSite=Strict");
-        s = mfree(s);
-
-        ASSERT_OK(session_cookie_format(&s, session_cookie_name(true), "abc", true, 0));
-        ASSERT_STREQ(s, "__Host-multichat_session=abc; Path=/; HttpOnly; SameSite=Strict; Secure");
-        s = mfree(s);
-
-        ASSERT_OK(session_cookie_format(&s, "multichat_session", "abc", true, 12 * HOUR));
-        ASSERT_STREQ(s, "multichat_session=abc; Path=/; Max-Age=43200; HttpOnly; SameSite=Strict; Secure");
-        s = mfree(s);
-
-        ASSERT_OK(session_cookie_format(&s, "multichat_session", "abc", false, 500 * USEC_PER_MS));
-        ASSERT_STREQ(s, "multichat_session=abc; Path=/; Max-Age=1; HttpOnly; SameSite=Strict");
-        s = mfree(s);
-
-        ASSERT_OK(session_cookie_format(&s, "multichat_session", "", false, UINT64_MAX));
-        ASSERT_STREQ(s, "multichat_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
-        s = mfree(s);
-
-        ASSERT_OK(session_cookie_format(&s, "__Host-multichat_session", "", true, UINT64_MAX));
-        ASSERT_STREQ(s, "__Host-multichat_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict; Secure");
-        s = mfree(s);
-
-        /* Header injection and cookie splitting are refused. */
-        ASSERT_ERROR(session_cookie_format(&s, "n", "a b", false, 0), EINVAL);
-        ASSERT_ERROR(session_cookie_format(&s, "n", "a;b", false, 0), EINVAL);
-        ASSERT_ERROR(session_cookie_format(&s, "n", "a,b", false, 0), EINVAL);
-        ASSERT_ERROR(session_cookie_format(&s, "n", "a\"b", false, 0), EINVAL);
-        ASSERT_ERROR(session_cookie_format(&s, "n", "a\\b", false, 0), EINVAL);
-        ASSERT_ERROR(session_cookie_format(&s, "n", "a\r\nSet-Cookie: x=y", false, 0), EINVAL);
-        ASSERT_ERROR(session_cookie_format(&s, "n", "\xc3\xa9", false, 0), EINVAL);
-        ASSERT_ERROR(session_cookie_format(&s, "n", NULL, false, 0), EINVAL);
-        ASSERT_ERROR(session_cookie_format(&s, "", "v", false, 0), EINVAL);
-        ASSERT_ERROR(session_cookie_format(&s, "a=b", "v", false, 0), EINVAL);
-        ASSERT_ERROR(session_cookie_format(&s, "a b", "v", false, 0), EINVAL);
-        ASSERT_ERROR(session_cookie_format(&s, "a;b", "v", false, 0), EINVAL);
-        ASSERT_ERROR(session_cookie_format(&s, NULL, "v", false, 0), EINVAL);
-        ASSERT_NULL(s);
-}
-
 /* ---- a real redis-server ---- */
 
 static char *sync_hget(const char *key, const char *field) {
@@ -673,7 +626,6 @@ int main(void) {
 
         test_tokens();
         test_user();
-        test_cookies();
 
         r = test_redis_init(&server, "redis.sock");
         if (r == -ENOENT) {

@@ -9,7 +9,7 @@
 
 #include <jansson.h>
 
-#include "net/http-util.h"
+#include "basic/utf8.h"
 #include "basic/macro.h"
 #include "wire/protocol.h"
 
