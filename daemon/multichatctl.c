@@ -19,7 +19,7 @@
 #include <jansson.h>
 #include <systemd/sd-bus.h>
 
-#include "bus/bus.h"
+#include "wire/bus-contract.h"
 #include "config-build.h"
 #include "basic/macro.h"
 #include "basic/strv.h"
@@ -436,7 +436,7 @@ static int parse_level(const char *s, unsigned *ret) {
 static int check_room_id(const char *id) {
         if (!bus_room_id_is_valid(id))
                 return log_usage("Invalid room id '%s': expected up to %u decimal digits without a leading zero.",
-                                 id, BUS_ROOM_ID_MAX);
+                                 id, ROOM_ID_MAX);
         return 0;
 }
 
@@ -482,7 +482,7 @@ static int check_args_announce(char **args) {
 static int check_args_kick(char **args) {
         if (!bus_username_is_valid(args[0]))
                 return log_usage("Invalid user name: expected 1 to %u bytes of UTF-8 without control characters.",
-                                 BUS_USERNAME_MAX);
+                                 USERNAME_MAX);
         return 0;
 }
 

@@ -45,7 +45,7 @@
 #define OUT_QUEUE_MAX 256
 #define MAX_CONCURRENT_LIMIT 1024
 #define SHUTDOWN_GRACE_USEC (5ULL * 1000 * 1000)
-#define REPLY_SIZE_MAX (AUTH_WIRE_HEADER_SIZE + 24 + 2 + AUTH_WIRE_USERNAME_MAX)
+#define REPLY_SIZE_MAX (AUTH_WIRE_HEADER_SIZE + 24 + 2 + USERNAME_MAX)
 #define NSS_BUFFER_MAX (1024 * 1024)
 #define GROUPS_MAX 65536
 #define UID_NOBODY ((uid_t) 65534)
@@ -121,7 +121,7 @@ typedef struct UserInfo {
         uid_t uid;
         bool staff;
         bool in_group;
-        char name[AUTH_WIRE_USERNAME_MAX + 1];
+        char name[USERNAME_MAX + 1];
 } UserInfo;
 
 static bool uid_allowed(uid_t uid) {
@@ -340,7 +340,7 @@ static int pam_result_to_errno(int pr) {
 
 /* Runs the PAM auth and account stacks for the request; on success
  * ret_user holds the name PAM settled on (a module may map it). */
-static int pam_check(Job *j, char ret_user[static AUTH_WIRE_USERNAME_MAX + 1]) {
+static int pam_check(Job *j, char ret_user[static USERNAME_MAX + 1]) {
         struct pam_conv conv = { .conv = on_pam_conversation, .appdata_ptr = j };
         pam_handle_t *pamh = NULL;
         const void *item = NULL;
@@ -399,7 +399,7 @@ static void job_succeed(Job *j, const UserInfo *u) {
 
 /* Returns 0 with the user, or the -errno the reply carries. */
 static int job_authenticate(Job *j, UserInfo *ret) {
-        char user[AUTH_WIRE_USERNAME_MAX + 1] = "";
+        char user[USERNAME_MAX + 1] = "";
         UserInfo u;
         int r;
 

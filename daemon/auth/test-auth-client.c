@@ -33,7 +33,7 @@ typedef struct Outcome {
         bool done;
         int calls;
         AuthResult res;
-        char username[AUTH_WIRE_USERNAME_MAX + 1];
+        char username[USERNAME_MAX + 1];
 } Outcome;
 
 static void on_result(const AuthResult *res, void *userdata) {

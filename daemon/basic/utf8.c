@@ -42,3 +42,35 @@ bool utf8_is_valid(const char *s, size_t n) {
         }
         return true;
 }
+
+/* Length of the UTF-8 sequence at s and its code point; 0 if invalid
+ * (overlong forms, surrogates and values past U+10FFFF included). */
+size_t utf8_decode(const unsigned char *s, uint32_t *ret) {
+        uint32_t c;
+        size_t n;
+
+        if (s[0] < 0x80) {
+                *ret = s[0];
+                return 1;
+        }
+        if (s[0] >= 0xc2 && s[0] <= 0xdf)
+                n = 2, c = s[0] & 0x1f;
+        else if (s[0] >= 0xe0 && s[0] <= 0xef)
+                n = 3, c = s[0] & 0x0f;
+        else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+                n = 4, c = s[0] & 0x07;
+        else
+                return 0;
+
+        for (size_t i = 1; i < n; i++) {
+                if ((s[i] & 0xc0) != 0x80)
+                        return 0;
+                c = (c << 6) | (s[i] & 0x3f);
+        }
+        if ((n == 3 && c < 0x800) || (n == 4 && c < 0x10000) || c > 0x10ffff ||
+            (c >= 0xd800 && c <= 0xdfff))
+                return 0;
+
+        *ret = c;
+        return n;
+}

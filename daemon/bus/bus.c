@@ -51,7 +51,7 @@ struct BusRequest {
 };
 
 typedef struct PendingChange {
-        char id[BUS_ROOM_ID_MAX + 1];
+        char id[ROOM_ID_MAX + 1];
         unsigned properties;
 } PendingChange;
 
@@ -76,117 +76,6 @@ struct Bus {
         sd_event_source *flush_source;
         uint64_t last_flush_usec;
 };
-
-const sd_bus_error_map bus_error_map[] = {
-        SD_BUS_ERROR_MAP(BUS_ERROR_NO_SUCH_ROOM,     ENOENT),
-        SD_BUS_ERROR_MAP(BUS_ERROR_INVALID_ARGUMENT, EINVAL),
-        SD_BUS_ERROR_MAP(BUS_ERROR_UNAVAILABLE,      ENOTCONN),
-        SD_BUS_ERROR_MAP_END
-};
-
-/* ---- validation ---- */
-
-/* Length of the UTF-8 sequence at s and its code point; 0 if invalid
- * (overlong forms, surrogates and values past U+10FFFF included). */
-static size_t utf8_decode(const unsigned char *s, uint32_t *ret) {
-        uint32_t c;
-        size_t n;
-
-        if (s[0] < 0x80) {
-                *ret = s[0];
-                return 1;
-        }
-        if (s[0] >= 0xc2 && s[0] <= 0xdf)
-                n = 2, c = s[0] & 0x1f;
-        else if (s[0] >= 0xe0 && s[0] <= 0xef)
-                n = 3, c = s[0] & 0x0f;
-        else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-                n = 4, c = s[0] & 0x07;
-        else
-                return 0;
-
-        for (size_t i = 1; i < n; i++) {
-                if ((s[i] & 0xc0) != 0x80)
-                        return 0;
-                c = (c << 6) | (s[i] & 0x3f);
-        }
-        if ((n == 3 && c < 0x800) || (n == 4 && c < 0x10000) || c > 0x10ffff ||
-            (c >= 0xd800 && c <= 0xdfff))
-                return 0;
-
-        *ret = c;
-        return n;
-}
-
-static bool is_control(uint32_t c) {
-        return c < 0x20 || (c >= 0x7f && c <= 0x9f);
-}
-
-/* Valid UTF-8 of 1..max bytes; control characters only those in allowed. */
-static bool text_is_valid(const char *s, size_t max, const char *allowed) {
-        size_t len;
-
-        if (!s)
-                return false;
-        len = strnlen(s, max + 1);
-        if (len == 0 || len > max)
-                return false;
-
-        for (const unsigned char *p = (const unsigned char *) s; *p; ) {
-                uint32_t c;
-                size_t n = utf8_decode(p, &c);
-
-                if (n == 0)
-                        return false;
-                if (is_control(c) && !(c < 0x80 && strchr(allowed, (int) c)))
-                        return false;
-                p += n;
-        }
-        return true;
-}
-
-bool bus_room_id_is_valid(const char *id) {
-        size_t len;
-
-        if (!id || id[0] < '1' || id[0] > '9')
-                return false;
-        len = strspn(id, "0123456789");
-        return len <= BUS_ROOM_ID_MAX && id[len] == '\0';
-}
-
-bool bus_title_is_valid(const char *title) {
-        return text_is_valid(title, BUS_TITLE_MAX, "");
-}
-
-bool bus_username_is_valid(const char *username) {
-        return text_is_valid(username, BUS_USERNAME_MAX, "");
-}
-
-bool bus_announcement_is_valid(const char *text) {
-        return text_is_valid(text, BUS_ANNOUNCE_MAX, "\t\n");
-}
-
-char *bus_room_path(const char *id) {
-        char *p;
-
-        /* Ids are digits only, which are valid path elements as they are:
-         * no sd_bus_path_encode(), whose escaping of a leading digit would
-         * make "/room/_31" out of room 1. */
-        if (!bus_room_id_is_valid(id))
-                return NULL;
-        if (asprintf(&p, BUS_ROOM_PATH_PREFIX "/%s", id) < 0)
-                return NULL;
-        return p;
-}
-
-const char *bus_room_path_to_id(const char *path) {
-        const char *id;
-
-        if (!path || strncmp(path, BUS_ROOM_PATH_PREFIX "/", strlen(BUS_ROOM_PATH_PREFIX "/")) != 0)
-                return NULL;
-        id = path + strlen(BUS_ROOM_PATH_PREFIX "/");
-        return bus_room_id_is_valid(id) ? id : NULL;
-}
 
 /* ---- errors ---- */
 
@@ -502,7 +391,7 @@ static int method_create_room(sd_bus_message *m, void *userdata, sd_bus_error *e
 static int invalid_room_id(sd_bus_error *error, const char *id) {
         return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGUMENT,
                                  "Invalid room id '%.32s': expected 1..%u decimal digits without a leading zero.",
-                                 id, BUS_ROOM_ID_MAX);
+                                 id, ROOM_ID_MAX);
 }
 
 static int delete_room(Bus *b, sd_bus_message *m, const char *id, sd_bus_error *error) {
@@ -613,7 +502,7 @@ static int method_kick_user(sd_bus_message *m, void *userdata, sd_bus_error *err
         if (!bus_username_is_valid(username))
                 return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGUMENT,
                                          "A username is 1..%u bytes of text without control characters.",
-                                         BUS_USERNAME_MAX);
+                                         USERNAME_MAX);
         if (*id && !bus_room_id_is_valid(id))
                 return invalid_room_id(error, id);
 

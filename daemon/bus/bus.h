@@ -10,20 +10,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
-#define BUS_SERVICE_NAME      "org.multichat.Chat1"
-#define BUS_MANAGER_PATH      "/org/multichat/Chat1"
-#define BUS_ROOM_PATH_PREFIX  "/org/multichat/Chat1/room"     /* + "/" + id, the id unescaped */
-#define BUS_MANAGER_INTERFACE "org.multichat.Chat1.Manager"
-#define BUS_ROOM_INTERFACE    "org.multichat.Chat1.Room"
-
-#define BUS_ERROR_NO_SUCH_ROOM      "org.multichat.Chat1.Error.NoSuchRoom"
-#define BUS_ERROR_INVALID_ARGUMENT  "org.multichat.Chat1.Error.InvalidArgument"
-#define BUS_ERROR_UNAVAILABLE       "org.multichat.Chat1.Error.Unavailable"
-
-#define BUS_ROOM_ID_MAX      20u        /* canonical decimal: 1..20 digits, no leading zero */
-#define BUS_TITLE_MAX        100u       /* bytes of UTF-8, no control characters */
-#define BUS_ANNOUNCE_MAX     4096u      /* bytes of UTF-8, no control characters but tab and newline */
-#define BUS_USERNAME_MAX     256u       /* bytes of UTF-8, no control characters */
+#include "wire/bus-contract.h"
 
 /* Calls waiting for authorization or for the backend, all callers together
  * and per caller; past them the call fails with LimitsExceeded. */
@@ -156,16 +143,3 @@ int bus_emit_room_added(Bus *b, const char *id);
 int bus_emit_room_removed(Bus *b, const char *id);
 int bus_emit_room_changed(Bus *b, const char *id, unsigned properties);     /* BusRoomProperty mask */
 int bus_emit_manager_changed(Bus *b, unsigned properties);                  /* BusManagerProperty mask */
-
-/* Validation shared with multichatctl and the tests. */
-bool bus_room_id_is_valid(const char *id);
-bool bus_title_is_valid(const char *title);
-bool bus_username_is_valid(const char *username);
-bool bus_announcement_is_valid(const char *text);
-/* BUS_ROOM_PATH_PREFIX "/" id; NULL on OOM or invalid id. */
-char *bus_room_path(const char *id);
-/* The id in a room object path (pointing into path), NULL if not one. */
-const char *bus_room_path_to_id(const char *path);
-
-/* Maps our error names back to errno for clients (sd_bus_error_add_map). */
-extern const sd_bus_error_map bus_error_map[];

@@ -27,7 +27,7 @@
 #define CHILD_GID 4242          /* a supplementary group the non-root caller carries */
 
 typedef struct TestRoom {
-        char id[BUS_ROOM_ID_MAX + 1];
+        char id[ROOM_ID_MAX + 1];
         char title[BUS_TITLE_MAX + 1];
         bool staff_only;
         const char *const *members;
@@ -68,12 +68,12 @@ typedef struct Test {
 
         unsigned n_ops;
         unsigned n_announce;
-        char announce_room[BUS_ROOM_ID_MAX + 1];
+        char announce_room[ROOM_ID_MAX + 1];
         unsigned announce_level;
         char announce_text[BUS_ANNOUNCE_MAX + 1];
         unsigned n_kick;
-        char kick_user[BUS_USERNAME_MAX + 1];
-        char kick_room[BUS_ROOM_ID_MAX + 1];
+        char kick_user[USERNAME_MAX + 1];
+        char kick_room[ROOM_ID_MAX + 1];
 } Test;
 
 static const char *const two_members[] = { "alice", "bob", NULL };
@@ -190,7 +190,7 @@ typedef struct Deferred {
         BusRequest *req;
         sd_event_source *source;
         DeferredOp op;
-        char id[BUS_ROOM_ID_MAX + 1];
+        char id[ROOM_ID_MAX + 1];
         char title[BUS_TITLE_MAX + 1];
         bool flag;
         uid_t uid;

@@ -259,7 +259,7 @@ static void room_presence_from_reply(Room *room, const redisReply *flat) {
                 if (u->type != REDIS_REPLY_STRING || n->type != REDIS_REPLY_STRING)
                         continue;
                 count = strtoll(n->str, NULL, 10);
-                if (count > 0 && u->len <= 64)
+                if (count > 0 && u->len <= USERNAME_MAX)
                         (void) room_presence_set(room, u->str, (unsigned) MIN(count, (long long) UINT32_MAX));
         }
 }

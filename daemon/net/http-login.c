@@ -102,7 +102,7 @@ void http_login_page(HttpExchange *x, unsigned status, const char *error) {
 typedef struct LoginAttempt {
         HttpExchange *exchange;
         Manager *manager;
-        char username[65];
+        char username[USERNAME_MAX + 1];
         char address[64];
         char *next;
         bool limited;                 /* holds a login_limiter_begin() */

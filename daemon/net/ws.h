@@ -59,7 +59,7 @@ struct Conn {
         const char *close_reason;     /* a string literal */
 
         char session_id[SESSION_ID_MAX + 1];
-        char username[65];
+        char username[USERNAME_MAX + 1];
         char peer[47];                /* an IPv6 address at most */
         uint64_t since_usec;          /* CLOCK_REALTIME */
         uint64_t last_rx_usec;        /* CLOCK_MONOTONIC: when the peer last sent anything */

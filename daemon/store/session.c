@@ -170,8 +170,8 @@ bool session_user_is_valid(const char *s) {
 
         if (!s)
                 return false;
-        n = strnlen(s, SESSION_USER_MAX + 1);
-        if (n == 0 || n > SESSION_USER_MAX)
+        n = strnlen(s, USERNAME_MAX + 1);
+        if (n == 0 || n > USERNAME_MAX)
                 return false;
         for (size_t i = 0; i < n; i++)
                 if ((unsigned char) s[i] < 0x20 || s[i] == 0x7f)

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include "basic/macro.h"
+#include "wire/limits.h"
 
 typedef struct Redis Redis;
 
@@ -14,7 +15,6 @@ typedef struct Redis Redis;
 #define SESSION_ID_BYTES 32
 #define SESSION_ID_MAX 43
 #define CSRF_TOKEN_MAX 43
-#define SESSION_USER_MAX 64
 
 #define SESSION_KEY_PREFIX "mc:session:"
 
@@ -22,7 +22,7 @@ typedef struct Redis Redis;
  * whose TTL is the idle timeout (never beyond created + max). */
 typedef struct SessionData {
         char id[SESSION_ID_MAX + 1];
-        char user[SESSION_USER_MAX + 1];
+        char user[USERNAME_MAX + 1];
         uid_t uid;
         bool staff;
         char csrf[CSRF_TOKEN_MAX + 1];
@@ -60,7 +60,7 @@ bool csrf_token_is_valid(const char *s);
  * client sent (which may be anything, or NULL). */
 bool csrf_token_equal(const char *expected, const char *got);
 
-/* A user name we store and hand back: 1..SESSION_USER_MAX bytes of UTF-8
+/* A user name we store and hand back: 1..USERNAME_MAX bytes of UTF-8
  * without control characters. */
 bool session_user_is_valid(const char *s);
 

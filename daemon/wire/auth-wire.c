@@ -40,7 +40,7 @@ static bool name_is_valid(const char *s, size_t max) {
 }
 
 bool auth_wire_username_is_valid(const char *s) {
-        return name_is_valid(s, AUTH_WIRE_USERNAME_MAX);
+        return name_is_valid(s, USERNAME_MAX);
 }
 
 bool auth_wire_group_is_valid(const char *s) {
@@ -289,12 +289,12 @@ int auth_wire_request_decode(AuthWireRequest *req, const void *buf, size_t len) 
         req->type = type;
         switch (type) {
         case AUTH_WIRE_AUTHENTICATE:
-                get_str(&r, req->username, AUTH_WIRE_USERNAME_MAX);
+                get_str(&r, req->username, USERNAME_MAX);
                 get_str(&r, req->password, AUTH_WIRE_PASSWORD_MAX);
                 get_str(&r, req->remote, AUTH_WIRE_REMOTE_MAX);
                 break;
         case AUTH_WIRE_LOOKUP:
-                get_str(&r, req->username, AUTH_WIRE_USERNAME_MAX);
+                get_str(&r, req->username, USERNAME_MAX);
                 get_str(&r, req->group, AUTH_WIRE_GROUP_MAX);
                 break;
         case AUTH_WIRE_LOOKUP_UID:
@@ -336,7 +336,7 @@ int auth_wire_reply_decode(AuthWireReply *rep, const void *buf, size_t len) {
         flags = get_u8(&r);
         reserved = get_bytes(&r, 3);
         rep->fail_delay_usec = get_u64(&r);
-        get_str(&r, rep->username, AUTH_WIRE_USERNAME_MAX);
+        get_str(&r, rep->username, USERNAME_MAX);
         if (r.bad || r.pos != r.len)
                 goto fail;
         if ((flags & ~(AUTH_WIRE_FLAG_STAFF | AUTH_WIRE_FLAG_IN_GROUP)) != 0 ||

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wire/limits.h"
+
 /* One request or reply per SOCK_SEQPACKET datagram. All integers are
  * little-endian; strings are a u16 length and that many bytes, no NUL.
  *
@@ -24,7 +26,6 @@
 #define AUTH_WIRE_VERSION 1
 #define AUTH_WIRE_HEADER_SIZE 12
 
-#define AUTH_WIRE_USERNAME_MAX 64
 #define AUTH_WIRE_GROUP_MAX 64
 #define AUTH_WIRE_PASSWORD_MAX 1024
 #define AUTH_WIRE_REMOTE_MAX 128
@@ -51,7 +52,7 @@ typedef struct AuthWireRequest {
         AuthWireType type;
         uint32_t id;
         uint32_t uid;                                   /* LOOKUP_UID */
-        char username[AUTH_WIRE_USERNAME_MAX + 1];      /* AUTHENTICATE, LOOKUP */
+        char username[USERNAME_MAX + 1];      /* AUTHENTICATE, LOOKUP */
         char password[AUTH_WIRE_PASSWORD_MAX + 1];      /* AUTHENTICATE; erase after use */
         char remote[AUTH_WIRE_REMOTE_MAX + 1];          /* AUTHENTICATE, may be "" */
         char group[AUTH_WIRE_GROUP_MAX + 1];            /* LOOKUP, LOOKUP_UID, may be "" */
@@ -64,7 +65,7 @@ typedef struct AuthWireReply {
         bool staff;
         bool in_group;
         uint64_t fail_delay_usec;
-        char username[AUTH_WIRE_USERNAME_MAX + 1];      /* canonical; "" unless result == 0 */
+        char username[USERNAME_MAX + 1];      /* canonical; "" unless result == 0 */
 } AuthWireReply;
 
 /* 1..64 bytes of [A-Za-z0-9._-], not starting with '-' (so it can never be

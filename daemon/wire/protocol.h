@@ -8,8 +8,8 @@
 
 #include <jansson.h>
 
-#define ROOM_ID_MAX 20          /* decimal digits */
-#define MESSAGE_ID_MAX 41       /* Redis stream id "<ms>-<seq>", each part 1..20 digits */
+#include "wire/limits.h"
+
 #define REF_MAX 64              /* bytes */
 
 /* Largest command frame parsed at all; the WebSocket layer caps frames before this. */

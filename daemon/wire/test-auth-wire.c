@@ -103,7 +103,7 @@ static void test_request_limits(void) {
         size_t len;
 
         /* The largest request fits the datagram size with room to spare. */
-        fill(req.username, 'u', AUTH_WIRE_USERNAME_MAX);
+        fill(req.username, 'u', USERNAME_MAX);
         fill(req.password, 'p', AUTH_WIRE_PASSWORD_MAX);
         fill(req.remote, 'r', AUTH_WIRE_REMOTE_MAX);
         ASSERT_OK(auth_wire_request_encode(&req, buf, sizeof buf, &len));
