@@ -1,40 +1,264 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The one daemon context: event loop, web, Redis, rooms, bus; signals, notify, shutdown. */
+/* The daemon: builds every part from the configuration, wires them together, signals, readiness, shutdown. */
 
 #include <errno.h>
-#include <grp.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include <systemd/sd-daemon.h>
 
-#include "bus/admin.h"
 #include "auth/auth-client.h"
+#include "basic/log.h"
+#include "basic/macro.h"
+#include "basic/strv.h"
+#include "bus/admin.h"
 #include "bus/bus.h"
 #include "chat/chat.h"
 #include "config.h"
-#include "wire/frame.h"
+#include "manager.h"
 #include "net/listen.h"
-#include "basic/log.h"
 #include "net/login-limit.h"
 #include "net/loop-uv.h"
-#include "basic/macro.h"
-#include "manager.h"
-#include "redis/redis.h"
-#include "chat/rooms.h"
 #include "net/static-files.h"
-#include "basic/strv.h"
 #include "net/web.h"
 #include "net/ws.h"
+#include "redis/redis.h"
+#include "store/store.h"
 
-#define STATUS_INTERVAL_USEC (5 * 1000000ULL)
-#define HEARTBEAT_INTERVAL_USEC (10 * 1000000ULL)
+#define STATUS_INTERVAL_USEC (5 * USEC_PER_SEC)
+#define HEARTBEAT_INTERVAL_USEC (10 * USEC_PER_SEC)
 /* Clients get this long to take their close frames before we exit anyway. */
-#define SHUTDOWN_TIMEOUT_USEC (3 * 1000000ULL)
+#define SHUTDOWN_TIMEOUT_USEC (3 * USEC_PER_SEC)
+
+static unsigned manager_conn_count(Manager *m) {
+        return m->web ? ws_hub_count(web_hub(m->web)) : 0;
+}
+
+/* Tells systemd how we are doing; ready: this is READY=1 too. */
+static void manager_notify(Manager *m, bool ready) {
+        char status[256];
+
+        if (m->readiness.state == READINESS_STOPPING)
+                return;
+        if (!chat_is_ready(m->chat))
+                snprintf(status, sizeof status, "Waiting for Redis (%s); %u connections.",
+                         redis_last_error(m->redis)[0] ? redis_last_error(m->redis) : "connecting",
+                         manager_conn_count(m));
+        else if (m->readiness.state == READINESS_WAITING_BUS)
+                snprintf(status, sizeof status, "Waiting for the D-Bus name; %u connections.", manager_conn_count(m));
+        else
+                snprintf(status, sizeof status, "Serving %u connections in %zu rooms; %llu messages relayed.",
+                         manager_conn_count(m), chat_room_count(m->chat),
+                         (unsigned long long) chat_messages_relayed(m->chat));
+        (void) sd_notifyf(false, "%sSTATUS=%s", ready ? "READY=1\n" : "", status);
+}
+
+static void manager_update_status(Manager *m) {
+        manager_notify(m, false);
+}
+
+static void manager_apply_readiness(Manager *m, unsigned actions) {
+        int r;
+
+        if (actions & READINESS_START_BUS) {
+                r = bus_start(m->bus);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to connect to D-Bus (%s): %m", m->config_boot->bus);
+                        manager_stop(m, EXIT_FAILURE);
+                        return;
+                }
+        }
+        if (actions & READINESS_SEND_READY) {
+                (void) listener_set_accepting(m->listener, true);
+                log_info("Ready.");
+        }
+        manager_notify(m, actions & READINESS_SEND_READY);
+}
+
+/* ---- the chat's hooks ---- */
+
+static void on_chat_send(void *conn, Frame *f) {
+        ws_conn_send(conn, f);
+}
+
+static void on_chat_close(void *conn, uint16_t code, const char *reason) {
+        ws_conn_close(conn, code, reason);
+}
+
+static void on_chat_room_added(void *ud, const char *id) {
+        Manager *m = ud;
+
+        (void) bus_emit_room_added(m->bus, id);
+}
+
+static void on_chat_room_changed(void *ud, const char *id, unsigned changes) {
+        Manager *m = ud;
+        unsigned p = 0;
+
+        if (changes & CHAT_ROOM_TITLE)
+                p |= BUS_ROOM_TITLE;
+        if (changes & CHAT_ROOM_STAFF_ONLY)
+                p |= BUS_ROOM_STAFF_ONLY;
+        if (changes & CHAT_ROOM_MEMBERS)
+                p |= BUS_ROOM_MEMBERS;
+        (void) bus_emit_room_changed(m->bus, id, p);
+}
+
+static void on_chat_room_removed(void *ud, const char *id) {
+        Manager *m = ud;
+
+        (void) bus_emit_room_removed(m->bus, id);
+}
+
+static void on_chat_ready_changed(void *ud, bool ready) {
+        Manager *m = ud;
+
+        manager_apply_readiness(m, readiness_chat_changed(&m->readiness, ready));
+}
+
+static const ChatHooks chat_hooks = {
+        .send = on_chat_send,
+        .close = on_chat_close,
+        .room_added = on_chat_room_added,
+        .room_changed = on_chat_room_changed,
+        .room_removed = on_chat_room_removed,
+        .ready_changed = on_chat_ready_changed,
+};
+
+/* ---- the web front's hooks ---- */
+
+static int on_conn_ready(void *ud, Conn *c) {
+        Manager *m = ud;
+        ChatMember *member;
+        int r;
+
+        r = chat_member_new(m->chat, c, c->username, c->session_id, c->staff, &member);
+        if (r < 0)
+                return r;
+        c->userdata = member;
+        return 0;
+}
+
+static void on_conn_command(void *ud, Conn *c, const Command *cmd) {
+        chat_member_command(c->userdata, cmd);
+}
+
+static void on_conn_closed(void *ud, Conn *c) {
+        chat_member_closed(c->userdata);
+}
+
+static void manager_maybe_exit(Manager *m);
+
+static void on_conns_changed(void *ud, unsigned n) {
+        Manager *m = ud;
+
+        if (m->readiness.state == READINESS_READY)
+                (void) listener_set_accepting(m->listener, n < m->config->max_connections);
+        (void) bus_emit_manager_changed(m->bus, BUS_MANAGER_CONNECTIONS);
+        manager_maybe_exit(m);
+}
+
+static void on_peer_removed(void *ud) {
+        manager_maybe_exit(ud);
+}
+
+static char *on_rooms_json(void *ud) {
+        return chat_rooms_json(((Manager *) ud)->chat);
+}
+
+static bool on_healthy(void *ud) {
+        return chat_is_ready(((Manager *) ud)->chat);
+}
+
+static int on_publish_logout(void *ud, const char *session_id) {
+        return chat_publish_logout(((Manager *) ud)->chat, session_id);
+}
+
+static const WebHooks web_hooks = {
+        .conn_ready = on_conn_ready,
+        .conn_command = on_conn_command,
+        .conn_closed = on_conn_closed,
+        .conns_changed = on_conns_changed,
+        .peer_removed = on_peer_removed,
+        .rooms_json = on_rooms_json,
+        .healthy = on_healthy,
+        .publish_logout = on_publish_logout,
+};
+
+/* ---- the D-Bus backend's hooks ---- */
+
+static int on_foreach_connection(void *ud, BusConnectionVisitor visit, void *visit_ud) {
+        Manager *m = ud;
+        int r;
+
+        for (Conn *c = ws_hub_first(web_hub(m->web)); c; c = c->conns_next) {
+                const char *ids[CHAT_MEMBER_ROOMS_MAX + 1];
+
+                if (c->state != CONN_READY || !c->userdata)
+                        continue;
+                (void) chat_member_rooms(c->userdata, ids, ELEMENTSOF(ids));
+                r = visit(&(BusConnection) {
+                        .username = c->username,
+                        .peer = c->peer,
+                        .since_usec = c->since_usec,
+                        .rooms = ids,
+                }, visit_ud);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static uint32_t on_connections(void *ud) {
+        return manager_conn_count(ud);
+}
+
+static void on_name_state(void *ud, int r) {
+        Manager *m = ud;
+
+        if (r >= 0) {
+                manager_apply_readiness(m, readiness_bus_changed(&m->readiness, true));
+                return;
+        }
+        (void) readiness_bus_changed(&m->readiness, false);
+        if (r == -EEXIST)
+                log_error("Another process owns org.multichat.Chat1 on the bus; exiting.");
+        else
+                log_error_errno(r, "Lost the D-Bus connection or name: %m");
+        manager_stop(m, EXIT_FAILURE);
+}
+
+static const AdminHooks admin_hooks = {
+        .foreach_connection = on_foreach_connection,
+        .connections = on_connections,
+        .name_state = on_name_state,
+};
+
+/* ---- Redis ---- */
+
+static void on_redis_state(Redis *r, bool connected, void *userdata) {
+        Manager *m = userdata;
+
+        if (connected) {
+                log_struct(LOG_INFO, 0, MESSAGE_ID_REDIS_BACK, NULL, "Connected to Redis.");
+                chat_on_redis_connected(m->chat);
+        } else {
+                log_struct(LOG_WARNING, 0, MESSAGE_ID_REDIS_LOST, NULL,
+                           "Lost Redis (%s); reconnecting.", redis_last_error(r));
+                chat_on_redis_disconnected(m->chat);
+        }
+        (void) bus_emit_manager_changed(m->bus, BUS_MANAGER_REDIS_CONNECTED);
+        manager_update_status(m);
+}
+
+static void on_redis_message(Redis *r, const char *channel, const char *data, size_t len, void *userdata) {
+        Manager *m = userdata;
+
+        chat_on_redis_message(m->chat, channel, data, len);
+}
 
 static void on_accept(int fd, const char *peer, void *userdata) {
         Manager *m = userdata;
@@ -45,99 +269,18 @@ static void on_accept(int fd, const char *peer, void *userdata) {
                 log_warning_errno(r, "Failed to take over the connection from %s: %m", peer);
 }
 
-static void on_redis_state(Redis *r, bool connected, void *userdata) {
-        Manager *m = userdata;
-
-        if (connected) {
-                log_struct(LOG_INFO, 0, MESSAGE_ID_REDIS_BACK, NULL, "Connected to Redis.");
-                chat_on_redis_connected(m);
-        } else {
-                log_struct(LOG_WARNING, 0, MESSAGE_ID_REDIS_LOST, NULL,
-                           "Lost Redis (%s); reconnecting.", redis_last_error(r));
-                chat_on_redis_disconnected(m);
-        }
-        if (m->bus)
-                (void) bus_emit_manager_changed(m->bus, BUS_MANAGER_REDIS_CONNECTED);
-}
-
-static void on_redis_message(Redis *r, const char *channel, const char *data, size_t len, void *userdata) {
-        chat_on_redis_message(userdata, channel, data, len);
-}
-
-/* The bus name is taken once the room list is loaded: D-Bus callers (and
- * D-Bus activation) then never see an empty list that is merely not
- * loaded yet. */
-static void manager_start_bus(Manager *m) {
-        int r;
-
-        if (m->bus_started || !m->redis_ready)
-                return;
-        m->bus_started = true;
-        r = bus_start(m->bus);
-        if (r < 0) {
-                log_error_errno(r, "Failed to connect to D-Bus (%s): %m", m->config_boot->bus);
-                manager_stop(m, EXIT_FAILURE);
-        }
-}
-
-void manager_update_notify(Manager *m) {
-        char status[256];
-
-        if (m->stopping)
-                return;
-        manager_start_bus(m);
-        if (!m->redis_ready)
-                snprintf(status, sizeof status, "Waiting for Redis (%s); %u connections.",
-                         redis_last_error(m->redis)[0] ? redis_last_error(m->redis) : "connecting",
-                         m->n_conns);
-        else if (!m->bus_ready)
-                snprintf(status, sizeof status, "Waiting for the D-Bus name; %u connections.", m->n_conns);
-        else
-                snprintf(status, sizeof status, "Serving %u connections in %zu rooms; %llu messages relayed.",
-                         m->n_conns, room_registry_count(m->rooms), (unsigned long long) m->messages_relayed);
-
-        if (!m->ready_sent && m->redis_ready && m->bus_ready) {
-                m->ready_sent = true;
-                /* Connections made before now waited in the kernel's
-                 * backlog (socket activation hands them over that way). */
-                (void) listener_set_accepting(m->listener, true);
-                log_info("Ready.");
-                (void) sd_notifyf(false, "READY=1\nSTATUS=%s", status);
-                return;
-        }
-        (void) sd_notifyf(false, "STATUS=%s", status);
-}
+/* ---- timers and shutdown ---- */
 
 static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
 
         if (usec - m->last_heartbeat_usec >= HEARTBEAT_INTERVAL_USEC) {
                 m->last_heartbeat_usec = usec;
-                chat_heartbeat(m);
+                chat_heartbeat(m->chat);
         }
-        manager_update_notify(m);
+        manager_update_status(m);
         (void) sd_event_source_set_time(s, usec + STATUS_INTERVAL_USEC);
         return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
-}
-
-/* A sweep over all connections: cheap next to their traffic (tens of ns
- * each), and no per-connection timers to keep sorted. Often enough that
- * nobody is pinged or dropped much later than keepalive says. */
-static uint64_t keepalive_sweep_usec(const Manager *m) {
-        return CLAMP(m->config->keepalive_usec / 4, 250 * 1000ULL, STATUS_INTERVAL_USEC);
-}
-
-static int on_keepalive_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Manager *m = userdata;
-
-        ws_keepalive(m, usec);
-        (void) sd_event_source_set_time(s, usec + keepalive_sweep_usec(m));
-        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
-}
-
-static int on_write_scheduled(sd_event_source *s, void *userdata) {
-        ws_write_scheduled(userdata);
-        return 0;
 }
 
 static void manager_finish_stop(Manager *m) {
@@ -151,10 +294,11 @@ static void on_final_ping(Redis *r, const redisReply *reply, void *userdata) {
 /* Every connection is gone: their leaves are queued for Redis; exit once
  * Redis has answered a PING sent after them (replies come in order). */
 static void manager_maybe_exit(Manager *m) {
-        if (!m->stopping || m->n_conns > 0 || web_peer_count(m->web) > 0 || m->exiting)
+        if (m->readiness.state != READINESS_STOPPING || m->exiting || !m->web ||
+            manager_conn_count(m) > 0 || web_peer_count(m->web) > 0)
                 return;
         m->exiting = true;
-        chat_retire(m);
+        chat_retire(m->chat);
         if (redis_command(m->redis, on_final_ping, m, "PING") < 0)
                 manager_finish_stop(m);
 }
@@ -168,42 +312,21 @@ static int on_shutdown_timeout(sd_event_source *s, uint64_t usec, void *userdata
 }
 
 void manager_stop(Manager *m, int exit_code) {
-        if (m->stopping)
+        if (m->readiness.state == READINESS_STOPPING)
                 return;
-        m->stopping = true;
+        readiness_stopping(&m->readiness);
+        m->web_services.stopping = true;
         m->exit_code = exit_code;
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down.");
-        log_info("Shutting down; closing %u WebSockets, %u connections in all.", m->n_conns,
+        log_info("Shutting down; closing %u WebSockets, %u connections in all.", manager_conn_count(m),
                  web_peer_count(m->web));
 
         if (m->listener)
                 (void) listener_set_accepting(m->listener, false);
-        for (Conn *c = m->conns; c; c = c->next)
-                ws_conn_close(c, 1001, "server shutting down");
+        ws_hub_close_all(web_hub(m->web), 1001, "server shutting down");
         web_drain(m->web);
         (void) sd_event_add_time_relative(m->event, &m->shutdown_timer, CLOCK_MONOTONIC,
                                           SHUTDOWN_TIMEOUT_USEC, 0, on_shutdown_timeout, m);
-        manager_maybe_exit(m);
-}
-
-void manager_peer_removed(Manager *m) {
-        manager_maybe_exit(m);
-}
-
-void manager_conn_added(Manager *m) {
-        m->n_conns++;
-        if (m->n_conns >= m->config->max_connections)
-                (void) listener_set_accepting(m->listener, false);
-        if (m->bus)
-                (void) bus_emit_manager_changed(m->bus, BUS_MANAGER_CONNECTIONS);
-}
-
-void manager_conn_removed(Manager *m) {
-        m->n_conns--;
-        if (!m->stopping && m->ready_sent && m->n_conns < m->config->max_connections)
-                (void) listener_set_accepting(m->listener, true);
-        if (m->bus)
-                (void) bus_emit_manager_changed(m->bus, BUS_MANAGER_CONNECTIONS);
         manager_maybe_exit(m);
 }
 
@@ -212,19 +335,47 @@ static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, voi
         return 0;
 }
 
+/* ---- settings and reload ---- */
+
+static void manager_apply_settings(Manager *m) {
+        const Config *c = m->config;
+
+        chat_set_settings(m->chat, &(ChatSettings) {
+                .history_on_join = c->history_on_join,
+                .history_size = c->history_size,
+                .overload_lag_usec = c->overload_lag_usec,
+        });
+        /* TLS and the connection limit are used at start only (lws's
+         * context is made once): they stay as the daemon started. */
+        m->web_services.settings = (WebSettings) {
+                .allowed_origins = c->allowed_origins,
+                .tls_certificate = m->config_boot->tls_certificate,
+                .tls_key = m->config_boot->tls_key,
+                .max_connections = m->config_boot->max_connections,
+                .keepalive_usec = c->keepalive_usec,
+                .session_idle_usec = c->session_idle_usec,
+                .session_max_usec = c->session_max_usec,
+                .max_message_bytes = c->max_message_bytes,
+                .rate_limit = c->rate_limit,
+                .rate_burst = c->rate_burst,
+                .send_queue_frames = c->send_queue_frames,
+        };
+        login_limiter_set_limit(m->web_services.login_limiter, c->login_attempts);
+}
+
 static void on_static_reloaded(StaticFiles *loaded, int error, void *userdata) {
         Manager *m = userdata;
 
         if (loaded) {
-                static_files_free(m->static_files);
-                m->static_files = loaded;
+                static_files_free(m->web_services.static_files);
+                m->web_services.static_files = loaded;
                 log_info("Reloaded %zu web files.", static_files_count(loaded));
         } else
                 log_error_errno(error, "Failed to reload the web root %s, keeping the old files: %m",
                                 m->config->web_root);
         m->reloading = false;
         (void) sd_notify(false, "READY=1");
-        manager_update_notify(m);
+        manager_update_status(m);
 }
 
 static void warn_unchanged(const char *key, const char *was, const char *now) {
@@ -244,7 +395,7 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
         if (r < 0 || !c) {
                 log_error("Configuration not reloaded; the old one stays in force.");
                 (void) sd_notify(false, "READY=1");
-                manager_update_notify(m);
+                manager_update_status(m);
                 return 0;
         }
         warn_unchanged("redis", m->config_boot->redis, c->redis);
@@ -254,7 +405,7 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
         if (m->config != m->config_boot)
                 config_free(m->config);
         m->config = c;
-        login_limiter_set_limit(m->login_limiter, c->login_attempts);
+        manager_apply_settings(m);
 
         m->reloading = true;
         r = static_files_load_async(m->event, c->web_root, on_static_reloaded, m);
@@ -262,6 +413,8 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
                 on_static_reloaded(NULL, r, m);
         return 0;
 }
+
+/* ---- construction ---- */
 
 /* sd-event takes signals through signalfd, which needs them blocked;
  * SIGCHLD too, for the auth helper we may spawn. */
@@ -274,16 +427,6 @@ static int block_signals(void) {
         sigaddset(&ss, SIGHUP);
         sigaddset(&ss, SIGCHLD);
         return sigprocmask(SIG_BLOCK, &ss, NULL) < 0 ? -errno : 0;
-}
-
-static int make_daemon_id(char ret[static DAEMON_ID_LEN + 1]) {
-        uint8_t b[DAEMON_ID_LEN / 2];
-
-        if (getrandom(b, sizeof b, 0) != (ssize_t) sizeof b)
-                return -errno;
-        for (size_t i = 0; i < sizeof b; i++)
-                sprintf(ret + 2 * i, "%02x", b[i]);
-        return 0;
 }
 
 /* The helper beside our own binary wins: a build tree or a relocated
@@ -335,31 +478,8 @@ static int manager_setup_auth(Manager *m) {
         return auth_client_new(&m->auth, m->event, &o);
 }
 
-int manager_new(Manager **ret, Config *config, int argc, char *argv[]) {
-        _cleanup_(manager_freep) Manager *m = NULL;
-        struct group *g;
+static int manager_setup_signals(Manager *m) {
         int r;
-
-        m = calloc(1, sizeof *m);
-        if (!m)
-                return -ENOMEM;
-        m->config = m->config_boot = config;
-        m->argc = argc;
-        m->argv = argv;
-
-        r = make_daemon_id(m->daemon_id);
-        if (r < 0)
-                return log_error_errno(r, "Failed to make a daemon id: %m");
-
-        /* Resolved once at start (off the loop): most admin checks then
-         * need no NSS lookup at all. */
-        g = getgrnam(config->admin_group);
-        m->admin_gid = g ? g->gr_gid : (gid_t) -1;
-
-        r = sd_event_default(&m->event);
-        if (r < 0)
-                return log_error_errno(r, "Failed to create the event loop: %m");
-        (void) sd_event_set_watchdog(m->event, true);
 
         r = block_signals();
         if (r < 0)
@@ -372,44 +492,72 @@ int manager_new(Manager **ret, Config *config, int argc, char *argv[]) {
                 r = sd_event_add_signal(m->event, NULL, SIGHUP, on_sighup, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch signals: %m");
+        return 0;
+}
 
-        r = static_files_load(&m->static_files, config->web_root);
+static int manager_setup_web(Manager *m) {
+        WebServices *s = &m->web_services;
+        int r;
+
+        r = static_files_load(&s->static_files, m->config->web_root);
         if (r < 0)
-                return log_error_errno(r, "Failed to load the web root %s: %m", config->web_root);
-
-        r = room_registry_new(&m->rooms);
-        if (r >= 0)
-                r = login_limiter_new(&m->login_limiter, config->login_attempts);
-        if (r >= 0)
-                r = frame_new_ping(&m->ping_frame);
+                return log_error_errno(r, "Failed to load the web root %s: %m", m->config->web_root);
+        r = login_limiter_new(&s->login_limiter, m->config->login_attempts);
         if (r < 0)
                 return log_oom();
+        s->event = m->event;
+        s->uv = m->uv;
+        s->redis = m->redis;
+        s->auth = m->auth;
+        s->hooks = &web_hooks;
+        s->userdata = m;
+        manager_apply_settings(m);
 
-        r = sd_event_add_defer(m->event, &m->write_source, on_write_scheduled, m);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(m->write_source, SD_EVENT_OFF);
+        r = web_new(&m->web, s);
         if (r < 0)
-                return log_error_errno(r, "Failed to set up writing: %m");
+                return log_error_errno(r, "Failed to set up libwebsockets (is libwebsockets-evlib-uv installed?): %m");
+        return 0;
+}
+
+int manager_new(Manager **ret, Config *config, int argc, char *argv[]) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+        int r;
+
+        m = calloc(1, sizeof *m);
+        if (!m)
+                return -ENOMEM;
+        m->config = m->config_boot = config;
+        m->argc = argc;
+        m->argv = argv;
+
+        r = sd_event_default(&m->event);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the event loop: %m");
+        (void) sd_event_set_watchdog(m->event, true);
+        r = manager_setup_signals(m);
+        if (r < 0)
+                return r;
 
         r = loop_uv_new(&m->uv, m->event);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up libuv: %m");
-        r = web_new(&m->web, m);
-        if (r < 0)
-                return log_error_errno(r, "Failed to set up libwebsockets (is libwebsockets-evlib-uv installed?): %m");
-
         r = redis_new(&m->redis, m->event, config->redis, on_redis_state, on_redis_message, m);
         if (r < 0)
                 return log_error_errno(r, "Invalid Redis address '%s': %m", config->redis);
-
         r = manager_setup_auth(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the auth helper: %m");
-
-        r = bus_new(&m->bus, m->event, config->bus, &admin_bus_backend, m);
+        r = chat_new(&m->chat, m->event, m->redis, &chat_hooks, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the chat: %m");
+        r = manager_setup_web(m);
+        if (r < 0)
+                return r;
+        r = admin_new(&m->admin, m->chat, m->auth, config->admin_group, &admin_hooks, m);
+        if (r >= 0)
+                r = bus_new(&m->bus, m->event, config->bus, &admin_bus_backend, m->admin);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up D-Bus (%s): %m", config->bus);
-
         r = listener_new(&m->listener, m->event, on_accept, m);
         if (r < 0)
                 return log_oom();
@@ -439,19 +587,16 @@ int manager_start(Manager *m) {
 
         r = sd_event_add_time_relative(m->event, &m->status_timer, CLOCK_MONOTONIC, STATUS_INTERVAL_USEC,
                                        USEC_PER_SEC, on_status_timer, m);
-        if (r >= 0)
-                r = sd_event_add_time_relative(m->event, &m->keepalive_timer, CLOCK_MONOTONIC,
-                                               keepalive_sweep_usec(m), 0, on_keepalive_timer, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to start the timers: %m");
 
-        r = redis_subscribe(m->redis, "mc:events");
+        r = redis_subscribe(m->redis, STORE_EVENTS_CHANNEL);
         if (r < 0)
                 return log_error_errno(r, "Failed to subscribe to events: %m");
         r = redis_start(m->redis);
         if (r < 0)
                 return log_error_errno(r, "Failed to start connecting to Redis: %m");
-        manager_update_notify(m);
+        manager_update_status(m);
         return 0;
 }
 
@@ -463,22 +608,18 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
 
-        /* Connections first: they reach into rooms, Redis and the bus. */
+        /* Connections first: their members reach into the chat, Redis and the bus. */
         m->web = web_free(m->web);
-        ws_write_scheduled(m);          /* only drops references: every connection is closed */
-        m->write_source = sd_event_source_disable_unref(m->write_source);
-        m->ping_frame = frame_unref(m->ping_frame);
         m->listener = listener_free(m->listener);
         m->bus = bus_free(m->bus);
+        m->admin = admin_free(m->admin);
+        m->chat = chat_free(m->chat);
         m->auth = auth_client_free(m->auth);
         m->redis = redis_free(m->redis);
-        m->rooms = room_registry_free(m->rooms);
-        m->rooms_frame = frame_unref(m->rooms_frame);
-        m->login_limiter = login_limiter_free(m->login_limiter);
-        m->static_files = static_files_free(m->static_files);
+        m->web_services.login_limiter = login_limiter_free(m->web_services.login_limiter);
+        m->web_services.static_files = static_files_free(m->web_services.static_files);
         m->uv = loop_uv_free(m->uv);
         sd_event_source_disable_unref(m->status_timer);
-        sd_event_source_disable_unref(m->keepalive_timer);
         sd_event_source_disable_unref(m->shutdown_timer);
         sd_event_unref(m->event);
         strv_free(m->auth_helper_args);

@@ -1,22 +1,26 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Room administration for the D-Bus objects: the BusBackend over rooms, Redis and the auth helper. */
+/* Room administration for the D-Bus objects: the BusBackend over the chat and the auth helper. */
 
 #include <errno.h>
+#include <grp.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "bus/admin.h"
 #include "auth/auth-client.h"
-#include "chat/chat.h"
-#include "config.h"
 #include "basic/log.h"
 #include "basic/macro.h"
-#include "manager.h"
-#include "redis/redis.h"
+#include "bus/admin.h"
+#include "chat/chat.h"
 #include "chat/rooms.h"
-#include "store/store.h"
-#include "basic/strv.h"
-#include "net/ws.h"
+
+struct Admin {
+        Chat *chat;
+        AuthClient *auth;
+        char *admin_group;
+        gid_t admin_gid;              /* (gid_t) -1 when the group does not exist */
+        const AdminHooks *hooks;
+        void *userdata;
+};
 
 static BusRoom bus_room_of(const Room *room) {
         return (BusRoom) {
@@ -28,12 +32,12 @@ static BusRoom bus_room_of(const Room *room) {
 }
 
 static int admin_foreach_room(void *ud, BusRoomVisitor visit, void *visit_ud) {
-        Manager *m = ud;
+        Admin *a = ud;
         _cleanup_free_ Room **rooms = NULL;
         size_t n = 0;
         int r;
 
-        rooms = room_registry_sorted(m->rooms, &n);
+        rooms = chat_sorted_rooms(a->chat, &n);
         if (!rooms)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
@@ -47,8 +51,8 @@ static int admin_foreach_room(void *ud, BusRoomVisitor visit, void *visit_ud) {
 }
 
 static int admin_get_room(void *ud, const char *id, BusRoom *ret) {
-        Manager *m = ud;
-        Room *room = room_registry_find(m->rooms, id);
+        Admin *a = ud;
+        Room *room = chat_find_room(a->chat, id);
 
         if (!room)
                 return -ENOENT;
@@ -57,8 +61,8 @@ static int admin_get_room(void *ud, const char *id, BusRoom *ret) {
 }
 
 static int admin_foreach_member(void *ud, const char *id, BusStringVisitor visit, void *visit_ud) {
-        Manager *m = ud;
-        Room *room = room_registry_find(m->rooms, id);
+        Admin *a = ud;
+        Room *room = chat_find_room(a->chat, id);
         int r;
 
         if (!room)
@@ -72,181 +76,67 @@ static int admin_foreach_member(void *ud, const char *id, BusStringVisitor visit
 }
 
 static int admin_foreach_connection(void *ud, BusConnectionVisitor visit, void *visit_ud) {
-        Manager *m = ud;
-        int r;
+        Admin *a = ud;
 
-        for (Conn *c = m->conns; c; c = c->next) {
-                const char *ids[WS_ROOMS_MAX + 1];
-                size_t n = 0;
-                BusConnection bc;
-
-                if (c->state != CONN_READY)
-                        continue;
-                for (size_t i = 0; i < c->n_memberships && n < WS_ROOMS_MAX; i++)
-                        ids[n++] = c->memberships[i]->room->id;
-                ids[n] = NULL;
-                bc = (BusConnection) {
-                        .username = c->username,
-                        .peer = c->peer,
-                        .since_usec = c->since_usec,
-                        .rooms = ids,
-                };
-                r = visit(&bc, visit_ud);
-                if (r < 0)
-                        return r;
-        }
-        return 0;
+        return a->hooks->foreach_connection(a->userdata, visit, visit_ud);
 }
 
 static uint32_t admin_connections(void *ud) {
-        return ((Manager *) ud)->n_conns;
+        Admin *a = ud;
+
+        return a->hooks->connections(a->userdata);
 }
 
 static bool admin_redis_connected(void *ud) {
-        Manager *m = ud;
-
-        return redis_is_connected(m->redis) && m->redis_ready;
+        return chat_is_ready(((Admin *) ud)->chat);
 }
 
 static uint64_t admin_messages_relayed(void *ud) {
-        return ((Manager *) ud)->messages_relayed;
+        return chat_messages_relayed(((Admin *) ud)->chat);
 }
 
-static int error_from_reply(const redisReply *reply) {
-        if (!reply)
-                return -ENOTCONN;
-        if (store_reply_is_error(reply, "NOROOM"))
-                return -ENOENT;
-        if (reply->type == REDIS_REPLY_ERROR) {
-                log_warning("Redis refused a room change: %s", reply->str);
-                return -EIO;
-        }
-        return 0;
-}
+static void on_room_changed(int r, const char *id, void *userdata) {
+        BusRequest *req = userdata;
 
-/* A room change on its way to Redis, and what to apply here once it is
- * done. */
-typedef struct AdminChange {
-        Manager *manager;
-        BusRequest *request;
-        char id[ROOM_ID_MAX + 1];
-        char *title;                  /* NULL: unchanged */
-        int staff_only;               /* -1: unchanged */
-        bool delete;
-} AdminChange;
-
-static AdminChange *admin_change_new(Manager *m, BusRequest *req, const char *id, const char *title, int staff_only) {
-        AdminChange *c = calloc(1, sizeof *c);
-
-        if (!c)
-                return NULL;
-        c->manager = m;
-        c->request = req;
-        c->staff_only = staff_only;
-        snprintf(c->id, sizeof c->id, "%s", id ?: "");
-        if (title) {
-                c->title = strdup(title);
-                if (!c->title)
-                        return mfree(c);
-        }
-        return c;
-}
-
-static void admin_change_free(AdminChange *c) {
-        free(c->title);
-        free(c);
-}
-
-static void admin_change_apply(AdminChange *c) {
-        Manager *m = c->manager;
-        Room *room;
-
-        if (c->delete) {
-                chat_apply_room_removed(m, c->id);
-                return;
-        }
-        room = room_registry_find(m->rooms, c->id);
-        if (chat_apply_room(m, c->id, c->title ?: room ? room->title : "",
-                            c->staff_only >= 0 ? c->staff_only : room && room->staff_only) >= 0)
-                chat_broadcast_rooms(m);
-}
-
-static void on_room_changed(Redis *r, const redisReply *reply, void *userdata) {
-        AdminChange *c = userdata;
-        int e = error_from_reply(reply);
-
-        if (e >= 0 && !c->id[0]) {
-                /* CreateRoom: the script answers the new id. */
-                if (reply->type != REDIS_REPLY_STRING || reply->len > ROOM_ID_MAX)
-                        e = -EIO;
-                else
-                        strcpy(c->id, reply->str);
-        }
-        if (e >= 0) {
-                log_struct(LOG_NOTICE, 0, MESSAGE_ID_ROOM_CHANGED, LOG_FIELDS({ "MULTICHAT_ROOM", c->id }),
-                           "Room %s %s by uid %u.", c->id,
-                           c->delete ? "deleted" : c->title && c->staff_only >= 0 ? "created" : "changed",
-                           (unsigned) bus_request_uid(c->request));
-                /* Visible here before the caller hears back, so that a
-                 * GetRoom right after CreateRoom finds it. */
-                admin_change_apply(c);
-        }
-        bus_request_complete(c->request, e, e >= 0 ? c->id : NULL);
-        admin_change_free(c);
-}
-
-static int admin_submit(Manager *m, BusRequest *req, const char *id, const char *title, int staff_only,
-                        bool delete) {
-        AdminChange *c = admin_change_new(m, req, id, title, staff_only);
-        int r;
-
-        if (!c)
-                return -ENOMEM;
-        c->delete = delete;
-        if (delete)
-                r = store_delete_room(m->redis, id, on_room_changed, c);
-        else if (!id)
-                r = store_create_room(m->redis, title, staff_only, on_room_changed, c);
-        else
-                r = store_update_room(m->redis, id, title, staff_only, on_room_changed, c);
-        if (r < 0)
-                admin_change_free(c);
-        return r;
+        if (r >= 0)
+                log_struct(LOG_NOTICE, 0, MESSAGE_ID_ROOM_CHANGED, LOG_FIELDS({ "MULTICHAT_ROOM", id }),
+                           "Room %s %s by uid %u.", id, bus_request_what(req), (unsigned) bus_request_uid(req));
+        bus_request_complete(req, r, id);
 }
 
 static int admin_create_room(void *ud, const char *title, bool staff_only, BusRequest *req) {
-        return admin_submit(ud, req, NULL, title, staff_only, false);
+        return chat_create_room(((Admin *) ud)->chat, title, staff_only, on_room_changed, req);
 }
 
 static int admin_delete_room(void *ud, const char *id, BusRequest *req) {
-        return admin_submit(ud, req, id, NULL, -1, true);
+        return chat_delete_room(((Admin *) ud)->chat, id, on_room_changed, req);
 }
 
 static int admin_set_title(void *ud, const char *id, const char *title, BusRequest *req) {
-        return admin_submit(ud, req, id, title, -1, false);
+        return chat_update_room(((Admin *) ud)->chat, id, title, -1, on_room_changed, req);
 }
 
 static int admin_set_staff_only(void *ud, const char *id, bool staff_only, BusRequest *req) {
-        return admin_submit(ud, req, id, NULL, staff_only, false);
+        return chat_update_room(((Admin *) ud)->chat, id, NULL, staff_only, on_room_changed, req);
 }
 
 /* Announcements and kicks go to one room, or to every room for "", over Redis. */
-static int admin_check_target(Manager *m, const char *room_id) {
-        if (room_id[0] && !room_registry_find(m->rooms, room_id))
+static int admin_check_target(Admin *a, const char *room_id) {
+        if (room_id[0] && !chat_find_room(a->chat, room_id))
                 return -ENOENT;
-        if (!redis_is_connected(m->redis))
+        if (!chat_is_ready(a->chat))
                 return -ENOTCONN;
         return 0;
 }
 
 static int admin_announce(void *ud, const char *room_id, unsigned level, const char *text, BusRequest *req) {
-        Manager *m = ud;
+        Admin *a = ud;
         int r;
 
-        r = admin_check_target(m, room_id);
+        r = admin_check_target(a, room_id);
         if (r < 0)
                 return r;
-        r = chat_publish_notice(m, room_id, level, text);
+        r = chat_publish_notice(a->chat, room_id, level, text);
         if (r < 0)
                 return r;
         bus_request_complete(req, 0, NULL);
@@ -254,13 +144,13 @@ static int admin_announce(void *ud, const char *room_id, unsigned level, const c
 }
 
 static int admin_kick(void *ud, const char *username, const char *room_id, BusRequest *req) {
-        Manager *m = ud;
+        Admin *a = ud;
         int r;
 
-        r = admin_check_target(m, room_id);
+        r = admin_check_target(a, room_id);
         if (r < 0)
                 return r;
-        r = chat_publish_kick(m, username, room_id);
+        r = chat_publish_kick(a->chat, username, room_id);
         if (r < 0)
                 return r;
         log_struct(LOG_NOTICE, 0, MESSAGE_ID_KICKED,
@@ -276,32 +166,22 @@ static void on_admin_checked(const AuthResult *res, void *userdata) {
 }
 
 static int admin_check_admin(void *ud, uid_t uid, const gid_t *gids, size_t n_gids, BusRequest *req) {
-        Manager *m = ud;
+        Admin *a = ud;
 
         /* The admin group's gid was resolved at start; the bus's own list
          * of the caller's groups answers most calls without NSS. */
-        for (size_t i = 0; i < n_gids && m->admin_gid != (gid_t) -1; i++)
-                if (gids[i] == m->admin_gid) {
+        for (size_t i = 0; i < n_gids && a->admin_gid != (gid_t) -1; i++)
+                if (gids[i] == a->admin_gid) {
                         bus_request_authorized(req, true);
                         return 0;
                 }
-        return auth_client_lookup_uid(m->auth, uid, m->config->admin_group, on_admin_checked, req, NULL);
+        return auth_client_lookup_uid(a->auth, uid, a->admin_group, on_admin_checked, req, NULL);
 }
 
 static void admin_name_state(void *ud, int r) {
-        Manager *m = ud;
+        Admin *a = ud;
 
-        if (r >= 0) {
-                m->bus_ready = true;
-                manager_update_notify(m);
-                return;
-        }
-        m->bus_ready = false;
-        if (r == -EEXIST)
-                log_error("Another process owns org.multichat.Chat1 on the bus; exiting.");
-        else
-                log_error_errno(r, "Lost the D-Bus connection or name: %m");
-        manager_stop(m, EXIT_FAILURE);
+        a->hooks->name_state(a->userdata, r);
 }
 
 const BusBackend admin_bus_backend = {
@@ -321,3 +201,30 @@ const BusBackend admin_bus_backend = {
         .check_admin = admin_check_admin,
         .name_state = admin_name_state,
 };
+
+int admin_new(Admin **ret, Chat *chat, AuthClient *auth, const char *admin_group, const AdminHooks *hooks,
+              void *userdata) {
+        struct group *g;
+        Admin *a;
+
+        a = calloc(1, sizeof *a);
+        if (!a)
+                return -ENOMEM;
+        *a = (Admin) { .chat = chat, .auth = auth, .hooks = hooks, .userdata = userdata };
+        a->admin_group = strdup(admin_group);
+        if (!a->admin_group) {
+                free(a);
+                return -ENOMEM;
+        }
+        g = getgrnam(admin_group);
+        a->admin_gid = g ? g->gr_gid : (gid_t) -1;
+        *ret = a;
+        return 0;
+}
+
+Admin *admin_free(Admin *a) {
+        if (!a)
+                return NULL;
+        free(a->admin_group);
+        return mfree(a);
+}

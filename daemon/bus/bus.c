@@ -162,6 +162,17 @@ uid_t bus_request_uid(BusRequest *req) {
         return req ? req->uid : (uid_t) -1;
 }
 
+const char *bus_request_what(BusRequest *req) {
+        switch (req->op) {
+        case BUS_OP_CREATE_ROOM:
+                return "created";
+        case BUS_OP_DELETE_ROOM:
+                return "deleted";
+        default:
+                return "changed";
+        }
+}
+
 static int reply_connections(Bus *b, sd_bus_message *m);
 
 static int request_dispatch(BusRequest *req) {

@@ -46,7 +46,7 @@ typedef int (*BusRoomVisitor)(const BusRoom *room, void *userdata);
 typedef int (*BusStringVisitor)(const char *s, void *userdata);
 typedef int (*BusConnectionVisitor)(const BusConnection *c, void *userdata);
 
-/* The daemon side, implemented by the lead's manager. ud is the userdata
+/* The daemon side, filled by its owner (bus/admin.c). ud is the userdata
  * given to bus_new(). Synchronous hooks answer from the daemon's in-memory
  * state and never block. Asynchronous hooks take a BusRequest:
  *   returning < 0: the request was not taken; the bus replies with that
@@ -119,6 +119,8 @@ void bus_request_authorized(BusRequest *req, bool allowed);
  * Bus is freed) and uid (known from check_admin and the operation hooks on). */
 const char *bus_request_sender(BusRequest *req);
 uid_t bus_request_uid(BusRequest *req);
+/* For the journal: "created", "deleted" or "changed" (a room). */
+const char *bus_request_what(BusRequest *req);
 
 /* The daemon reports every change, whoever made it (any daemon, via Redis),
  * so the standard signals go out. Before the name is ours they are no-ops.

@@ -64,6 +64,10 @@ int message_id_compare(const char *a, const char *b) {
         return 0;
 }
 
+uint64_t message_id_ms(const char *id) {
+        return strtoull(id, NULL, 10);
+}
+
 int room_registry_new(RoomRegistry **ret) {
         RoomRegistry *reg = calloc(1, sizeof *reg);
 
@@ -221,7 +225,7 @@ Room *room_registry_next_unseen(RoomRegistry *reg) {
         return NULL;
 }
 
-int room_add_member(Room *room, Conn *conn, Membership **ret) {
+int room_add_member(Room *room, ChatMember *member, Membership **ret) {
         Membership *mb;
 
         if (room->n_members == room->n_allocated) {
@@ -237,7 +241,7 @@ int room_add_member(Room *room, Conn *conn, Membership **ret) {
         if (!mb)
                 return -ENOMEM;
         mb->room = room;
-        mb->conn = conn;
+        mb->member = member;
         mb->pending = true;
         mb->index_in_room = room->n_members;
         room->members[room->n_members++] = mb;

@@ -8,7 +8,7 @@
 
 #include "wire/protocol.h"
 
-typedef struct Conn Conn;
+typedef struct ChatMember ChatMember;
 typedef struct Frame Frame;
 typedef struct Room Room;
 typedef struct RoomCatchUp RoomCatchUp;
@@ -25,7 +25,7 @@ typedef struct HeldFrame {
 
 typedef struct Membership {
         Room *room;
-        Conn *conn;
+        ChatMember *member;
         size_t index_in_room;         /* position in room->members */
         bool pending;
         HeldFrame held[MEMBERSHIP_HELD_MAX];
@@ -50,7 +50,7 @@ struct Room {
         size_t n_usernames;
 
         bool subscribed;
-        /* chat.c's replay of the room's stream after a (re)subscribe, NULL
+        /* The replay of the room's stream after a (re)subscribe, NULL
          * while live. It ends before the room loses its last member, so
          * before the room can be removed. */
         RoomCatchUp *catch_up;
@@ -74,7 +74,7 @@ void room_registry_remove(RoomRegistry *reg, Room *room);
 void room_registry_begin_sync(RoomRegistry *reg);
 Room *room_registry_next_unseen(RoomRegistry *reg);
 
-int room_add_member(Room *room, Conn *conn, Membership **ret);
+int room_add_member(Room *room, ChatMember *member, Membership **ret);
 void room_remove_member(Membership *mb);
 
 /* Presence across daemons: sets how many connections the user has in the
@@ -90,3 +90,5 @@ void membership_drop_held(Membership *mb);
 /* Room ids compare as numbers, and stream ids as (ms, seq) pairs. */
 int room_id_compare(const char *a, const char *b);
 int message_id_compare(const char *a, const char *b);
+/* A message id's milliseconds: Redis's clock when it was stored. */
+uint64_t message_id_ms(const char *id);

@@ -211,9 +211,9 @@ static void test_members(void) {
         ASSERT_OK(room_registry_put(reg, "1", "Lobby", false, &room));
 
         for (unsigned i = 0; i < ELEMENTSOF(mb); i++) {
-                ASSERT_OK(room_add_member(room, (Conn *) (uintptr_t) (0x1000 + i), &mb[i]));
+                ASSERT_OK(room_add_member(room, (ChatMember *) (uintptr_t) (0x1000 + i), &mb[i]));
                 ASSERT_TRUE(mb[i]->room == room);
-                ASSERT_TRUE(mb[i]->conn == (Conn *) (uintptr_t) (0x1000 + i));
+                ASSERT_TRUE(mb[i]->member == (ChatMember *) (uintptr_t) (0x1000 + i));
                 ASSERT_TRUE(mb[i]->pending);
                 ASSERT_INT_EQ(mb[i]->n_held, 0);
                 ASSERT_FALSE(mb[i]->held_overflow);

@@ -7,17 +7,13 @@
 
 #include <jansson.h>
 
-#include "chat/chat.h"
-#include "config.h"
 #include "net/http-api.h"
 #include "net/http-util.h"
 #include "basic/macro.h"
-#include "manager.h"
+#include "net/services.h"
 #include "wire/protocol.h"
-#include "redis/redis.h"
 #include "store/session.h"
 #include "net/static-files.h"
-#include "net/web.h"
 
 typedef struct SessionWait {
         HttpExchange *exchange;
@@ -46,12 +42,12 @@ static void on_http_session(int r, const SessionData *d, void *userdata) {
 }
 
 void http_with_session(HttpExchange *x, HttpSessionHandler handler) {
-        Manager *m = x->manager;
+        const WebServices *s = x->services;
         _cleanup_free_ char *sid = NULL;
         SessionWait *w;
         int r;
 
-        if (!x->cookie || http_cookie_get(x->cookie, http_session_cookie_name(web_is_tls(m->web)), &sid) < 0 ||
+        if (!x->cookie || http_cookie_get(x->cookie, http_session_cookie_name(x->tls), &sid) < 0 ||
             !session_id_is_valid(sid))
                 return handler(x, -ENOENT, NULL);
 
@@ -60,7 +56,7 @@ void http_with_session(HttpExchange *x, HttpSessionHandler handler) {
                 return handler(x, -ENOMEM, NULL);
         w->exchange = x;
         w->handler = handler;
-        r = session_lookup(m->redis, sid, m->config->session_idle_usec, m->config->session_max_usec,
+        r = session_lookup(s->redis, sid, s->settings.session_idle_usec, s->settings.session_max_usec,
                            on_http_session, w, &w->request);
         if (r < 0) {
                 free(w);
@@ -90,7 +86,7 @@ static void on_index_session(HttpExchange *x, int r, const SessionData *d) {
                 (void) http_respond_error(x, 503);
                 return;
         }
-        respond_static(x, static_files_find_name(x->manager->static_files, "index.html"));
+        respond_static(x, static_files_find_name(x->services->static_files, "index.html"));
 }
 
 void http_api_index(HttpExchange *x) {
@@ -124,7 +120,7 @@ void http_api_session(HttpExchange *x) {
 static void on_api_rooms(HttpExchange *x, int r, const SessionData *d) {
         if (r < 0)
                 return respond_not_logged_in(x, r);
-        (void) http_respond_json(x, 200, chat_rooms_json(x->manager));
+        (void) http_respond_json(x, 200, x->services->hooks->rooms_json(x->services->userdata));
 }
 
 void http_api_rooms(HttpExchange *x) {
@@ -132,14 +128,14 @@ void http_api_rooms(HttpExchange *x) {
 }
 
 void http_api_healthz(HttpExchange *x) {
-        Manager *m = x->manager;
+        const WebServices *s = x->services;
 
-        if (redis_is_connected(m->redis) && m->redis_ready)
+        if (s->hooks->healthy(s->userdata))
                 (void) http_respond(x, 200, "text/plain; charset=utf-8", "ok\n", 3);
         else
                 (void) http_respond(x, 503, "text/plain; charset=utf-8", "redis unreachable\n", 18);
 }
 
 void http_api_static(HttpExchange *x) {
-        respond_static(x, static_files_find(x->manager->static_files, x->path));
+        respond_static(x, static_files_find(x->services->static_files, x->path));
 }

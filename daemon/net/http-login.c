@@ -8,19 +8,16 @@
 #include <time.h>
 
 #include "auth/auth-client.h"
-#include "chat/chat.h"
-#include "config.h"
 #include "net/http-api.h"
 #include "net/http-login.h"
 #include "net/http-util.h"
 #include "basic/log.h"
 #include "net/login-limit.h"
 #include "basic/macro.h"
-#include "manager.h"
+#include "net/services.h"
 #include "store/session.h"
 #include "net/static-files.h"
 #include "basic/time-util.h"
-#include "net/web.h"
 
 #define CSRF_COOKIE_NAME "multichat_csrf"
 #define LOGIN_FAILED_TEXT "Invalid username or password."
@@ -61,8 +58,8 @@ static const char *safe_next(const char *next) {
 }
 
 static void login_page_with(HttpExchange *x, unsigned status, const char *error, const char *next) {
-        Manager *m = x->manager;
-        const StaticFile *tpl = static_files_find_name(m->static_files, "login.html");
+        const WebServices *s = x->services;
+        const StaticFile *tpl = static_files_find_name(s->static_files, "login.html");
         _cleanup_free_ char *esc_next = NULL, *esc_error = NULL, *cookie = NULL;
         char csrf[CSRF_TOKEN_MAX + 1];
         char *body;
@@ -76,7 +73,7 @@ static void login_page_with(HttpExchange *x, unsigned status, const char *error,
         /* Double-submit CSRF: the form and a cookie carry the same random
          * token, which works on every daemon without server state. */
         if (!esc_next || !esc_error ||
-            http_cookie_format(&cookie, CSRF_COOKIE_NAME, csrf, web_is_tls(m->web), 0) < 0 ||
+            http_cookie_format(&cookie, CSRF_COOKIE_NAME, csrf, x->tls, 0) < 0 ||
             http_exchange_add_header(x, "set-cookie:", cookie) < 0) {
                 (void) http_respond_error(x, 500);
                 return;
@@ -101,7 +98,7 @@ void http_login_page(HttpExchange *x, unsigned status, const char *error) {
 
 typedef struct LoginAttempt {
         HttpExchange *exchange;
-        Manager *manager;
+        const WebServices *services;
         char username[USERNAME_MAX + 1];
         char address[64];
         char *next;
@@ -115,7 +112,7 @@ typedef struct LoginAttempt {
 
 static void login_attempt_free(LoginAttempt *a) {
         if (a->limited)
-                login_limiter_end(a->manager->login_limiter, a->address, a->username);
+                login_limiter_end(a->services->login_limiter, a->address, a->username);
         auth_request_cancel(a->auth);
         session_request_cancel(a->session);
         sd_event_source_disable_unref(a->delay);
@@ -162,7 +159,7 @@ static void login_fail(LoginAttempt *a, uint64_t delay_usec) {
 
         if (delay_usec == 0)
                 return login_fail_now(a);
-        r = sd_event_add_time_relative(a->manager->event, &a->delay, CLOCK_MONOTONIC, delay_usec, 1000,
+        r = sd_event_add_time_relative(a->services->event, &a->delay, CLOCK_MONOTONIC, delay_usec, 1000,
                                        on_fail_delay, a);
         if (r < 0)
                 login_fail_now(a);
@@ -170,7 +167,6 @@ static void login_fail(LoginAttempt *a, uint64_t delay_usec) {
 
 static void on_session_created(int r, const SessionData *d, void *userdata) {
         LoginAttempt *a = userdata;
-        Manager *m = a->manager;
         _cleanup_free_ char *cookie = NULL, *clear = NULL, *next = NULL;
         HttpExchange *x;
         char sid[SESSION_ID_MAX + 1];
@@ -187,8 +183,8 @@ static void on_session_created(int r, const SessionData *d, void *userdata) {
                 (void) http_respond_error(x, 503);
                 return;
         }
-        if (http_cookie_format(&cookie, http_session_cookie_name(web_is_tls(m->web)), sid, web_is_tls(m->web), 0) < 0 ||
-            http_cookie_format(&clear, CSRF_COOKIE_NAME, "", web_is_tls(m->web), UINT64_MAX) < 0 ||
+        if (http_cookie_format(&cookie, http_session_cookie_name(x->tls), sid, x->tls, 0) < 0 ||
+            http_cookie_format(&clear, CSRF_COOKIE_NAME, "", x->tls, UINT64_MAX) < 0 ||
             http_exchange_add_header(x, "set-cookie:", cookie) < 0 ||
             http_exchange_add_header(x, "set-cookie:", clear) < 0) {
                 (void) http_respond_error(x, 500);
@@ -199,7 +195,7 @@ static void on_session_created(int r, const SessionData *d, void *userdata) {
 
 static void on_login_authenticated(const AuthResult *res, void *userdata) {
         LoginAttempt *a = userdata;
-        Manager *m = a->manager;
+        const WebServices *s = a->services;
         SessionData d = {};
         int r;
 
@@ -240,7 +236,7 @@ static void on_login_authenticated(const AuthResult *res, void *userdata) {
         d.uid = res->uid;
         d.staff = res->staff;
         d.created_usec = now_usec(CLOCK_REALTIME);
-        r = session_create(m->redis, &d, m->config->session_idle_usec, on_session_created, a, &a->session);
+        r = session_create(s->redis, &d, s->settings.session_idle_usec, on_session_created, a, &a->session);
         if (r < 0) {
                 HttpExchange *x = login_attempt_finish(a);
 
@@ -262,7 +258,7 @@ static bool form_is_urlencoded(HttpExchange *x) {
 }
 
 void http_login_submit(HttpExchange *x) {
-        Manager *m = x->manager;
+        const WebServices *s = x->services;
         _cleanup_free_ char *user = NULL, *password = NULL, *csrf = NULL, *next = NULL;
         LoginAttempt *a;
         unsigned retry;
@@ -285,7 +281,7 @@ void http_login_submit(HttpExchange *x) {
                 return;
         }
 
-        r = login_limiter_begin(m->login_limiter, x->peer, user, now_usec(CLOCK_MONOTONIC), &retry);
+        r = login_limiter_begin(s->login_limiter, x->peer, user, now_usec(CLOCK_MONOTONIC), &retry);
         if (r < 0) {
                 log_struct(LOG_NOTICE, 0, MESSAGE_ID_LOGIN_FAILED,
                            LOG_FIELDS({ "USER", user }, { "REMOTE_ADDR", x->peer }),
@@ -298,18 +294,18 @@ void http_login_submit(HttpExchange *x) {
 
         a = calloc(1, sizeof *a);
         if (!a) {
-                login_limiter_end(m->login_limiter, x->peer, user);
+                login_limiter_end(s->login_limiter, x->peer, user);
                 (void) http_respond_error(x, 500);
                 return;
         }
         a->exchange = x;
-        a->manager = m;
+        a->services = s;
         a->limited = true;
         snprintf(a->username, sizeof a->username, "%s", user);
         snprintf(a->address, sizeof a->address, "%s", x->peer);
         a->next = TAKE_PTR(next);
 
-        r = auth_client_authenticate(m->auth, user, password, x->peer, on_login_authenticated, a, &a->auth);
+        r = auth_client_authenticate(s->auth, user, password, x->peer, on_login_authenticated, a, &a->auth);
         explicit_bzero(password, strlen(password));
         http_exchange_set_pending(x, a, login_attempt_cancel);
         if (r == -EINVAL) {
@@ -339,7 +335,7 @@ static void on_logout_deleted(int r, const SessionData *d, void *userdata) {
 }
 
 static void on_logout_session(HttpExchange *x, int r, const SessionData *d) {
-        Manager *m = x->manager;
+        const WebServices *s = x->services;
         _cleanup_free_ char *csrf = NULL, *clear = NULL;
         SessionRequest *req;
 
@@ -349,15 +345,15 @@ static void on_logout_session(HttpExchange *x, int r, const SessionData *d) {
                 (void) http_respond_error(x, 403);
                 return;
         }
-        if (http_cookie_format(&clear, http_session_cookie_name(web_is_tls(m->web)), "", web_is_tls(m->web), UINT64_MAX) >= 0)
+        if (http_cookie_format(&clear, http_session_cookie_name(x->tls), "", x->tls, UINT64_MAX) >= 0)
                 (void) http_exchange_add_header(x, "set-cookie:", clear);
         if (r < 0) {
                 (void) http_redirect(x, 303, "/login");
                 return;
         }
-        (void) chat_publish_logout(m, d->id);
+        (void) s->hooks->publish_logout(s->userdata, d->id);
         log_info("%s logged out from %s.", d->user, x->peer);
-        r = session_delete(m->redis, d->id, on_logout_deleted, x, &req);
+        r = session_delete(s->redis, d->id, on_logout_deleted, x, &req);
         if (r < 0) {
                 (void) http_redirect(x, 303, "/login");
                 return;

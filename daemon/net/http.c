@@ -10,7 +10,6 @@
 
 #include "net/http.h"
 #include "basic/macro.h"
-#include "manager.h"
 
 /* Body bytes per writeable callback: lws wants one write per callback. */
 #define HTTP_CHUNK 16384
@@ -58,14 +57,15 @@ static void peer_address(struct lws *wsi, char *buf, size_t size) {
                 snprintf(buf, size, "unknown");
 }
 
-int http_exchange_new(HttpExchange **ret, Manager *m, struct lws *wsi, const char *uri) {
+int http_exchange_new(HttpExchange **ret, const WebServices *services, bool tls, struct lws *wsi, const char *uri) {
         HttpExchange *x;
         size_t n;
 
         x = calloc(1, sizeof *x);
         if (!x)
                 return -ENOMEM;
-        x->manager = m;
+        x->services = services;
+        x->tls = tls;
         x->wsi = wsi;
 
         if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0)

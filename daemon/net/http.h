@@ -7,7 +7,7 @@
 
 #include <libwebsockets.h>
 
-typedef struct Manager Manager;
+typedef struct WebServices WebServices;
 
 #define HTTP_PATH_MAX 1024
 #define HTTP_HEADER_VALUE_MAX 4096
@@ -28,7 +28,8 @@ typedef struct HttpExchange HttpExchange;
 typedef void (*HttpCancelFunc)(void *pending);
 
 struct HttpExchange {
-        Manager *manager;
+        const WebServices *services;
+        bool tls;
         struct lws *wsi;              /* NULL once the client is gone */
 
         HttpMethod method;
@@ -57,7 +58,7 @@ struct HttpExchange {
         unsigned n_extra;
 };
 
-int http_exchange_new(HttpExchange **ret, Manager *m, struct lws *wsi, const char *uri);
+int http_exchange_new(HttpExchange **ret, const WebServices *services, bool tls, struct lws *wsi, const char *uri);
 /* Frees now, or detaches from the client when something is still pending. */
 HttpExchange *http_exchange_release(HttpExchange *x);
 void http_exchange_set_pending(HttpExchange *x, void *pending, HttpCancelFunc cancel);

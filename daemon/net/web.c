@@ -7,7 +7,6 @@
 
 #include <libwebsockets.h>
 
-#include "config.h"
 #include "net/http-api.h"
 #include "net/http-login.h"
 #include "net/http-util.h"
@@ -15,7 +14,7 @@
 #include "basic/log.h"
 #include "net/loop-uv.h"
 #include "basic/macro.h"
-#include "manager.h"
+#include "net/services.h"
 #include "store/session.h"
 #include "net/web.h"
 #include "net/ws.h"
@@ -35,7 +34,8 @@ typedef struct WebPeer {
 } WebPeer;
 
 struct Web {
-        Manager *manager;
+        WebServices *services;
+        WsHub *hub;
         struct lws_context *context;
         struct lws_vhost *vhost;
         bool tls;
@@ -44,13 +44,13 @@ struct Web {
 };
 
 /* lws's per-connection user data: which exchange or WebSocket it carries. */
-typedef struct WebSession {
+typedef struct WebSlot {
         HttpExchange *http;
         Conn *conn;
-} WebSession;
+} WebSlot;
 
-static void web_session_drop_http(WebSession *ws) {
-        ws->http = http_exchange_release(ws->http);
+static void web_slot_drop_http(WebSlot *slot) {
+        slot->http = http_exchange_release(slot->http);
 }
 
 static void web_route(HttpExchange *x) {
@@ -90,14 +90,14 @@ static void web_route(HttpExchange *x) {
                 (void) http_respond_error(x, 404);
 }
 
-static int on_http_request(Manager *m, struct lws *wsi, WebSession *ws, const char *uri) {
+static int on_http_request(Web *w, struct lws *wsi, WebSlot *slot, const char *uri) {
         HttpExchange *x;
         int len;
 
-        web_session_drop_http(ws);
-        if (http_exchange_new(&x, m, wsi, uri) < 0)
+        web_slot_drop_http(slot);
+        if (http_exchange_new(&x, w->services, w->tls, wsi, uri) < 0)
                 return -1;
-        ws->http = x;
+        slot->http = x;
 
         if (x->method != HTTP_METHOD_POST) {
                 web_route(x);
@@ -120,8 +120,8 @@ static int on_http_request(Manager *m, struct lws *wsi, WebSession *ws, const ch
         return 0;
 }
 
-static int on_http_body(WebSession *ws, const void *in, size_t len) {
-        HttpExchange *x = ws->http;
+static int on_http_body(WebSlot *slot, const void *in, size_t len) {
+        HttpExchange *x = slot->http;
         char *b;
 
         if (!x || x->responded || len == 0)
@@ -153,7 +153,7 @@ static unsigned web_check_upgrade(Web *w, struct lws *wsi) {
         if (!uri || !streq(uri, WS_PATH))
                 return 404;
         if (!origin || !host ||
-            !http_origin_allowed(origin, host, w->tls, w->manager->config->allowed_origins))
+            !http_origin_allowed(origin, host, w->tls, w->services->settings.allowed_origins))
                 return 403;
         if (!cookie || http_cookie_get(cookie, http_session_cookie_name(w->tls), &sid) < 0 ||
             !session_id_is_valid(sid))
@@ -161,7 +161,7 @@ static unsigned web_check_upgrade(Web *w, struct lws *wsi) {
         return 0;
 }
 
-static int on_ws_established(Web *w, struct lws *wsi, WebSession *ws) {
+static int on_ws_established(Web *w, struct lws *wsi, WebSlot *slot) {
         _cleanup_free_ char *cookie = http_header_dup(wsi, WSI_TOKEN_HTTP_COOKIE);
         _cleanup_free_ char *sid = NULL;
         char peer[64];
@@ -170,7 +170,7 @@ static int on_ws_established(Web *w, struct lws *wsi, WebSession *ws) {
                 return -1;
         if (!lws_get_peer_simple(wsi, peer, sizeof peer))
                 strcpy(peer, "unknown");
-        if (ws_conn_new(&ws->conn, w->manager, wsi, sid, peer) < 0)
+        if (ws_conn_new(&slot->conn, w->hub, wsi, sid, peer) < 0)
                 return -1;
         return 0;
 }
@@ -191,45 +191,45 @@ static void web_peer_free(WebPeer *p, struct lws *wsi) {
                 p->next->prev = p->prev;
         w->n_peers--;
         free(p);
-        manager_peer_removed(w->manager);
+        w->services->hooks->peer_removed(w->services->userdata);
 }
 
 static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len) {
         struct lws_vhost *vh = lws_get_vhost(wsi);
         Web *w = vh ? lws_vhost_user(vh) : NULL;
-        WebSession *ws = user;
+        WebSlot *slot = user;
         unsigned status;
         int r;
 
         switch (reason) {
         case LWS_CALLBACK_HTTP:
-                return on_http_request(w->manager, wsi, ws, in);
+                return on_http_request(w, wsi, slot, in);
 
         case LWS_CALLBACK_HTTP_BODY:
-                return on_http_body(ws, in, len);
+                return on_http_body(slot, in, len);
 
         case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-                if (ws->http && !ws->http->responded)
-                        web_route(ws->http);
+                if (slot->http && !slot->http->responded)
+                        web_route(slot->http);
                 return 0;
 
         case LWS_CALLBACK_HTTP_WRITEABLE:
-                if (!ws || !ws->http)
+                if (!slot || !slot->http)
                         return 0;
-                r = http_exchange_on_writeable(ws->http);
+                r = http_exchange_on_writeable(slot->http);
                 if (r < 0)
                         return -1;
                 if (r == 0)
                         return 0;
-                web_session_drop_http(ws);
-                if (w->manager->stopping)
+                web_slot_drop_http(slot);
+                if (w->services->stopping)
                         return -1;      /* answered; no next request on this connection */
                 return lws_http_transaction_completed(wsi) ? -1 : 0;
 
         case LWS_CALLBACK_CLOSED_HTTP:
         case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
-                if (ws)
-                        web_session_drop_http(ws);
+                if (slot)
+                        web_slot_drop_http(slot);
                 return 0;
 
         case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
@@ -240,23 +240,23 @@ static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason, void 
                 return 1;
 
         case LWS_CALLBACK_ESTABLISHED:
-                return on_ws_established(w, wsi, ws);
+                return on_ws_established(w, wsi, slot);
 
         case LWS_CALLBACK_RECEIVE:
-                return ws->conn ? ws_conn_on_receive(ws->conn, in, len) : -1;
+                return slot->conn ? ws_conn_on_receive(slot->conn, in, len) : -1;
 
         case LWS_CALLBACK_RECEIVE_PONG:
-                if (ws->conn)
-                        ws_conn_on_pong(ws->conn);
+                if (slot->conn)
+                        ws_conn_on_pong(slot->conn);
                 return 0;
 
         case LWS_CALLBACK_SERVER_WRITEABLE:
-                return ws->conn ? ws_conn_on_writeable(ws->conn) : -1;
+                return slot->conn ? ws_conn_on_writeable(slot->conn) : -1;
 
         case LWS_CALLBACK_CLOSED:
-                if (ws && ws->conn) {
-                        ws_conn_closed(ws->conn);
-                        ws->conn = NULL;
+                if (slot && slot->conn) {
+                        ws_conn_closed(slot->conn);
+                        slot->conn = NULL;
                 }
                 return 0;
 
@@ -273,7 +273,7 @@ static const struct lws_protocols web_protocols[] = {
         {
                 .name = "multichat",
                 .callback = on_lws_event,
-                .per_session_data_size = sizeof(WebSession),
+                .per_session_data_size = sizeof(WebSlot),
                 .rx_buffer_size = WEB_RX_BUFFER,
                 /* lws sends at most this much per send() (rx_buffer_size
                  * otherwise): a batch of queued frames, a page. */
@@ -291,16 +291,23 @@ static const lws_retry_bo_t web_idle_policy = {
         .secs_since_valid_hangup = 0,
 };
 
-int web_new(Web **ret, Manager *m) {
+int web_new(Web **ret, WebServices *services) {
         struct lws_context_creation_info info = {};
-        void *foreign_loops[1] = { loop_uv_get(m->uv) };
+        void *foreign_loops[1] = { loop_uv_get(services->uv) };
+        const WebSettings *settings = &services->settings;
         Web *w;
+        int r;
 
         w = calloc(1, sizeof *w);
         if (!w)
                 return -ENOMEM;
-        w->manager = m;
-        w->tls = m->config->tls_certificate != NULL;
+        w->services = services;
+        w->tls = settings->tls_certificate != NULL;
+        r = ws_hub_new(&w->hub, services);
+        if (r < 0) {
+                free(w);
+                return r;
+        }
 
         lws_set_log_level(log_get_max_level() >= LOG_DEBUG ? LLL_ERR | LLL_WARN : LLL_ERR, NULL);
 
@@ -308,7 +315,7 @@ int web_new(Web **ret, Manager *m) {
         info.protocols = web_protocols;
         info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8;
         info.foreign_loops = foreign_loops;
-        info.fd_limit_per_thread = m->config->max_connections + 256;
+        info.fd_limit_per_thread = settings->max_connections + 256;
         info.server_string = "multichat";
         info.retry_and_idle_policy = &web_idle_policy;
         info.timeout_secs = 20;
@@ -317,19 +324,15 @@ int web_new(Web **ret, Manager *m) {
         info.vhost_name = "multichat";
         if (w->tls) {
                 info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-                info.ssl_cert_filepath = m->config->tls_certificate;
-                info.ssl_private_key_filepath = m->config->tls_key;
+                info.ssl_cert_filepath = settings->tls_certificate;
+                info.ssl_private_key_filepath = settings->tls_key;
         }
 
         w->context = lws_create_context(&info);
-        if (!w->context) {
-                free(w);
-                return -EIO;
-        }
-        w->vhost = lws_get_vhost_by_name(w->context, "multichat");
+        if (w->context)
+                w->vhost = lws_get_vhost_by_name(w->context, "multichat");
         if (!w->vhost) {
-                lws_context_destroy(w->context);
-                free(w);
+                web_free(w);
                 return -EIO;
         }
         *ret = w;
@@ -344,9 +347,10 @@ Web *web_free(Web *w) {
                  * lws's handles; run the loop until they are gone, then
                  * destroy again to finish (FACTS.md). */
                 lws_context_destroy(w->context);
-                (void) loop_uv_drain(w->manager->uv, 1000);
+                (void) loop_uv_drain(w->services->uv, 1000);
                 lws_context_destroy(w->context);
         }
+        ws_hub_free(w->hub);
         return mfree(w);
 }
 
@@ -386,9 +390,9 @@ unsigned web_peer_count(const Web *w) {
  * on its way (and is answered, then closed), and is dropped after that. */
 void web_drain(Web *w) {
         for (WebPeer *p = w->peers; p; p = p->next) {
-                WebSession *ws = lws_wsi_user(p->wsi);
+                WebSlot *slot = lws_wsi_user(p->wsi);
 
-                if (ws && (ws->conn || ws->http))
+                if (slot && (slot->conn || slot->http))
                         continue;
                 lws_set_timeout(p->wsi, PENDING_TIMEOUT_USER_OK, 1);
         }
@@ -396,4 +400,8 @@ void web_drain(Web *w) {
 
 bool web_is_tls(const Web *w) {
         return w->tls;
+}
+
+WsHub *web_hub(Web *w) {
+        return w->hub;
 }

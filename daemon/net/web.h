@@ -4,12 +4,14 @@
 
 #include <stdbool.h>
 
-typedef struct Manager Manager;
 typedef struct Web Web;
+typedef struct WebServices WebServices;
+typedef struct WsHub WsHub;
 
 #define WS_PATH "/chat/stream/"
 
-int web_new(Web **ret, Manager *m);
+/* services must outlive the Web. */
+int web_new(Web **ret, WebServices *services);
 /* Destroys the lws context; lws closes its libuv handles asynchronously,
  * so this runs the uv loop until they are gone. */
 Web *web_free(Web *w);
@@ -17,6 +19,8 @@ Web *web_free(Web *w);
 /* Hands an accepted connection to lws (which owns the fd from then on). */
 int web_adopt(Web *w, int fd);
 bool web_is_tls(const Web *w);
+/* The WebSocket connections. */
+WsHub *web_hub(Web *w);
 
 /* Accepted connections, HTTP and WebSocket, that lws still holds. */
 unsigned web_peer_count(const Web *w);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* One WebSocket connection: receive, reassemble, dispatch commands, bounded write queue. */
+/* WebSocket connections and their hub: receive, reassemble, rate limit, bounded write queues, batched writes, keep-alive. */
 
 #include <errno.h>
 #include <stdlib.h>
@@ -9,11 +9,9 @@
 #include <libwebsockets.h>
 
 #include "auth/auth-client.h"
-#include "chat/chat.h"
-#include "config.h"
 #include "basic/log.h"
 #include "basic/macro.h"
-#include "manager.h"
+#include "net/services.h"
 #include "wire/protocol.h"
 #include "redis/redis.h"
 #include "store/session.h"
@@ -23,6 +21,28 @@
 /* Over-limit commands tolerated (they get RATE_LIMITED) before we call it
  * sustained abuse and close with 1008. */
 #define WS_STRIKES_MAX 200
+/* Longest and shortest time between keep-alive sweeps. */
+#define WS_SWEEP_MAX_USEC (5 * USEC_PER_SEC)
+#define WS_SWEEP_MIN_USEC (250 * USEC_PER_MSEC)
+
+struct WsHub {
+        const WebServices *services;
+        Conn *conns;                  /* every live connection, newest first */
+        unsigned n_conns;
+        /* Connections that got frames this loop iteration; written by
+         * write_source at its end. Each holds a reference. */
+        Conn *write_list;
+        sd_event_source *write_source;
+        sd_event_source *keepalive_timer;
+        Frame *ping_frame;
+        /* Scratch space for writing several queued frames at once; one
+         * thread, so one buffer serves every connection. */
+        unsigned char write_buffer[WS_BATCH_MAX];
+};
+
+static const WebSettings *conn_settings(const Conn *c) {
+        return &c->hub->services->settings;
+}
 
 static void ws_conn_send_error(Conn *c, ProtocolError e, const char *ref) {
         ws_conn_send_json(c, protocol_format_error(e, ref));
@@ -44,7 +64,6 @@ static void ws_conn_free(Conn *c) {
         if (c->queue != c->queue_inline)
                 free(c->queue);
         free(c->rx);
-        free(c->memberships);
         ws_conn_drop_held(c);
         free(c);
 }
@@ -73,18 +92,18 @@ void ws_conn_close(Conn *c, uint16_t code, const char *reason) {
  * not now: more frames for the same connection may follow from the same
  * Redis read, and they should share one send(). */
 static void ws_conn_schedule_write(Conn *c) {
-        Manager *m = c->manager;
+        WsHub *hub = c->hub;
 
         if (c->write_scheduled)
                 return;
         c->write_scheduled = true;
-        c->write_next = m->write_list;
-        m->write_list = ws_conn_ref(c);
-        (void) sd_event_source_set_enabled(m->write_source, SD_EVENT_ONESHOT);
+        c->write_next = hub->write_list;
+        hub->write_list = ws_conn_ref(c);
+        (void) sd_event_source_set_enabled(hub->write_source, SD_EVENT_ONESHOT);
 }
 
 void ws_conn_send(Conn *c, Frame *f) {
-        unsigned limit = c->manager->config->send_queue_frames;
+        unsigned limit = conn_settings(c)->send_queue_frames;
 
         if (!ws_conn_is_open(c))
                 return;
@@ -170,7 +189,7 @@ static int ws_conn_write_queued(Conn *c) {
                         if (used + frame_wire_len(g) > WS_BATCH_MAX)
                                 break;
                         if (k == 1) {
-                                p = c->manager->write_buffer;
+                                p = c->hub->write_buffer;
                                 memcpy(p, frame_wire(f), frame_wire_len(f));
                         }
                         memcpy(p + used, frame_wire(g), frame_wire_len(g));
@@ -198,8 +217,8 @@ int ws_conn_on_writeable(Conn *c) {
         return 0;
 }
 
-void ws_write_scheduled(Manager *m) {
-        Conn *list = TAKE_PTR(m->write_list);
+void ws_hub_write_scheduled(WsHub *hub) {
+        Conn *list = TAKE_PTR(hub->write_list);
 
         while (list) {
                 Conn *c = list;
@@ -214,13 +233,12 @@ void ws_write_scheduled(Manager *m) {
         }
 }
 
-void ws_keepalive(Manager *m, uint64_t now) {
-        uint64_t quiet = m->config->keepalive_usec;
-        Conn *next;
+void ws_hub_keepalive(WsHub *hub, uint64_t now) {
+        const WebServices *s = hub->services;
+        uint64_t quiet = s->settings.keepalive_usec;
 
         /* Dropping a connection takes it off the list (ws_conn_closed). */
-        for (Conn *c = m->conns; c; c = next) {
-                next = c->next;
+        LIST_FOREACH_SAFE(conns, c, next, hub->conns) {
                 if (c->state == CONN_CLOSED)
                         continue;
                 /* A burst is over: back to the inline queue, so a quiet
@@ -233,11 +251,11 @@ void ws_keepalive(Manager *m, uint64_t now) {
                 }
                 /* Someone with the chat open is using their session: keep
                  * it from expiring as idle (session-max still ends it). */
-                if (c->state == CONN_READY && now >= c->session_used_usec + m->config->session_idle_usec / 4 &&
-                    redis_is_connected(m->redis)) {
+                if (c->state == CONN_READY && now >= c->session_used_usec + s->settings.session_idle_usec / 4 &&
+                    redis_is_connected(s->redis)) {
                         c->session_used_usec = now;
-                        (void) session_lookup(m->redis, c->session_id, m->config->session_idle_usec,
-                                              m->config->session_max_usec, NULL, NULL, NULL);
+                        (void) session_lookup(s->redis, c->session_id, s->settings.session_idle_usec,
+                                              s->settings.session_max_usec, NULL, NULL, NULL);
                 }
                 if (now >= c->last_rx_usec + 2 * quiet) {
                         log_debug("Dropping connection of %s from %s: no answer to pings.", c->username, c->peer);
@@ -246,14 +264,14 @@ void ws_keepalive(Manager *m, uint64_t now) {
                         lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
                 } else if (now >= c->last_rx_usec + quiet && !c->ping_sent && ws_conn_is_open(c)) {
                         c->ping_sent = true;
-                        ws_conn_send(c, m->ping_frame);
+                        ws_conn_send(c, hub->ping_frame);
                 }
         }
 }
 
 /* Token bucket: rate_limit commands per second, bursts of rate_burst. */
 static bool ws_conn_take_token(Conn *c) {
-        const Config *cfg = c->manager->config;
+        const WebSettings *cfg = conn_settings(c);
         uint64_t now = now_usec(CLOCK_MONOTONIC);
 
         c->tokens += (double) (now - c->tokens_usec) * cfg->rate_limit / 1e6;
@@ -279,7 +297,7 @@ static void ws_conn_dispatch(Conn *c, const char *data, size_t len) {
                         ws_conn_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "rate limit");
                         return;
                 }
-                (void) protocol_parse_command(data, len, c->manager->config->max_message_bytes, &cmd);
+                (void) protocol_parse_command(data, len, conn_settings(c)->max_message_bytes, &cmd);
                 ws_conn_send_error(c, PROTOCOL_ERROR_RATE_LIMITED, cmd.has_ref ? cmd.ref : NULL);
                 command_done(&cmd);
                 return;
@@ -287,11 +305,11 @@ static void ws_conn_dispatch(Conn *c, const char *data, size_t len) {
         if (c->strikes > 0)
                 c->strikes--;
 
-        e = protocol_parse_command(data, len, c->manager->config->max_message_bytes, &cmd);
+        e = protocol_parse_command(data, len, conn_settings(c)->max_message_bytes, &cmd);
         if (e != PROTOCOL_OK)
                 ws_conn_send_error(c, e, cmd.has_ref ? cmd.ref : NULL);
         else
-                chat_handle_command(c, &cmd);
+                c->hub->services->hooks->conn_command(c->hub->services->userdata, c, &cmd);
         command_done(&cmd);
 }
 
@@ -321,11 +339,11 @@ static void ws_conn_hold(Conn *c, const char *data, size_t len) {
 
 static size_t ws_conn_rx_limit(Conn *c) {
         /* A message of max_message_bytes may grow sixfold as JSON escapes. */
-        return MIN(c->manager->config->max_message_bytes * 6 + 4096, (size_t) PROTOCOL_COMMAND_MAX);
+        return MIN(conn_settings(c)->max_message_bytes * 6 + 4096, (size_t) PROTOCOL_COMMAND_MAX);
 }
 
 static void ws_conn_heard_from(Conn *c) {
-        (void) sd_event_now(c->manager->event, CLOCK_MONOTONIC, &c->last_rx_usec);
+        (void) sd_event_now(c->hub->services->event, CLOCK_MONOTONIC, &c->last_rx_usec);
         c->ping_sent = false;
 }
 
@@ -386,9 +404,14 @@ int ws_conn_on_receive(Conn *c, const void *in, size_t len) {
 }
 
 static void ws_conn_become_ready(Conn *c) {
+        const WebServices *s = c->hub->services;
+
         c->state = CONN_READY;
         log_debug("WebSocket of %s from %s ready (staff: %s).", c->username, c->peer, c->staff ? "yes" : "no");
-        chat_conn_ready(c);
+        if (s->hooks->conn_ready(s->userdata, c) < 0) {
+                ws_conn_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+                return;
+        }
         for (unsigned i = 0; i < c->n_held && ws_conn_is_open(c); i++)
                 ws_conn_dispatch(c, c->held[i].data, c->held[i].len);
         ws_conn_drop_held(c);
@@ -437,8 +460,8 @@ static void on_conn_session(int r, const SessionData *d, void *userdata) {
         snprintf(c->username, sizeof c->username, "%s", d->user);
         c->staff = d->staff;
         /* Group membership may have changed since login: ask again. */
-        r = auth_client_lookup(c->manager->auth, c->username, NULL, on_conn_staff_checked,
-                               ws_conn_ref(c), (AuthRequest **) &c->pending_auth);
+        r = auth_client_lookup(c->hub->services->auth, c->username, NULL, on_conn_staff_checked,
+                               ws_conn_ref(c), &c->pending_auth);
         if (r < 0) {
                 ws_conn_unref(c);
                 log_warning_errno(r, "Could not re-check staff membership of %s, "
@@ -449,7 +472,8 @@ out:
         ws_conn_unref(c);
 }
 
-int ws_conn_new(Conn **ret, Manager *m, struct lws *wsi, const char *session_id, const char *peer) {
+int ws_conn_new(Conn **ret, WsHub *hub, struct lws *wsi, const char *session_id, const char *peer) {
+        const WebServices *s = hub->services;
         Conn *c;
         int r;
 
@@ -459,38 +483,39 @@ int ws_conn_new(Conn **ret, Manager *m, struct lws *wsi, const char *session_id,
         if (!c)
                 return -ENOMEM;
         c->n_ref = 1;
-        c->manager = m;
+        c->hub = hub;
         c->wsi = wsi;
         c->state = CONN_VALIDATING;
         strcpy(c->session_id, session_id);
         snprintf(c->peer, sizeof c->peer, "%s", peer);
         c->since_usec = now_usec(CLOCK_REALTIME);
-        c->tokens = m->config->rate_burst;
+        c->tokens = s->settings.rate_burst;
         c->tokens_usec = now_usec(CLOCK_MONOTONIC);
         ws_conn_heard_from(c);
         c->session_used_usec = c->last_rx_usec;
 
-        r = session_lookup(m->redis, session_id, m->config->session_idle_usec, m->config->session_max_usec,
-                           on_conn_session, ws_conn_ref(c), (SessionRequest **) &c->pending_session);
+        r = session_lookup(s->redis, session_id, s->settings.session_idle_usec, s->settings.session_max_usec,
+                           on_conn_session, ws_conn_ref(c), &c->pending_session);
         if (r < 0) {
                 c->n_ref--;
                 ws_conn_send_error(c, PROTOCOL_ERROR_UNAVAILABLE, NULL);
                 ws_conn_close(c, WS_CLOSE_TRY_AGAIN_LATER, "unavailable");
         }
 
-        c->next = m->conns;
-        if (m->conns)
-                m->conns->prev = c;
-        m->conns = c;
-        manager_conn_added(m);
+        LIST_PREPEND(conns, hub->conns, c);
+        hub->n_conns++;
+        s->hooks->conns_changed(s->userdata, hub->n_conns);
         *ret = c;
         return 0;
 }
 
 void ws_conn_closed(Conn *c) {
-        Manager *m = c->manager;
+        WsHub *hub = c->hub;
+        const WebServices *s = hub->services;
 
-        chat_conn_closed(c);
+        if (c->state == CONN_READY)
+                s->hooks->conn_closed(s->userdata, c);
+        c->userdata = NULL;
         c->state = CONN_CLOSED;
         c->wsi = NULL;
         if (c->pending_session) {
@@ -502,13 +527,75 @@ void ws_conn_closed(Conn *c) {
                 ws_conn_unref(c);
         }
 
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                m->conns = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
-        c->prev = c->next = NULL;
-        manager_conn_removed(m);
+        LIST_REMOVE(conns, hub->conns, c);
+        hub->n_conns--;
+        s->hooks->conns_changed(s->userdata, hub->n_conns);
         ws_conn_unref(c);
+}
+
+/* A sweep over all connections: cheap next to their traffic (tens of ns
+ * each), and no per-connection timers to keep sorted. Often enough that
+ * nobody is pinged or dropped much later than keepalive says. */
+static uint64_t ws_hub_sweep_usec(const WsHub *hub) {
+        return CLAMP(hub->services->settings.keepalive_usec / 4, WS_SWEEP_MIN_USEC, WS_SWEEP_MAX_USEC);
+}
+
+static int on_keepalive_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        WsHub *hub = userdata;
+
+        ws_hub_keepalive(hub, usec);
+        (void) sd_event_source_set_time(s, usec + ws_hub_sweep_usec(hub));
+        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+}
+
+static int on_write_scheduled(sd_event_source *s, void *userdata) {
+        ws_hub_write_scheduled(userdata);
+        return 0;
+}
+
+int ws_hub_new(WsHub **ret, const WebServices *services) {
+        WsHub *hub;
+        int r;
+
+        hub = calloc(1, sizeof *hub);
+        if (!hub)
+                return -ENOMEM;
+        hub->services = services;
+        r = frame_new_ping(&hub->ping_frame);
+        if (r >= 0)
+                r = sd_event_add_defer(services->event, &hub->write_source, on_write_scheduled, hub);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(hub->write_source, SD_EVENT_OFF);
+        if (r >= 0)
+                r = sd_event_add_time_relative(services->event, &hub->keepalive_timer, CLOCK_MONOTONIC,
+                                               ws_hub_sweep_usec(hub), 0, on_keepalive_timer, hub);
+        if (r < 0) {
+                ws_hub_free(hub);
+                return r;
+        }
+        *ret = hub;
+        return 0;
+}
+
+WsHub *ws_hub_free(WsHub *hub) {
+        if (!hub)
+                return NULL;
+        ws_hub_write_scheduled(hub);    /* only drops references: every connection is closed */
+        sd_event_source_disable_unref(hub->write_source);
+        sd_event_source_disable_unref(hub->keepalive_timer);
+        frame_unref(hub->ping_frame);
+        return mfree(hub);
+}
+
+unsigned ws_hub_count(const WsHub *hub) {
+        return hub->n_conns;
+}
+
+Conn *ws_hub_first(WsHub *hub) {
+        return hub->conns;
+}
+
+void ws_hub_close_all(WsHub *hub, uint16_t code, const char *reason) {
+        LIST_FOREACH(conns, c, hub->conns)
+                ws_conn_close(c, code, reason);
 }

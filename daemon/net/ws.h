@@ -1,17 +1,19 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* One WebSocket connection: receive, reassemble, dispatch commands, bounded write queue. */
+/* WebSocket connections and their hub: receive, reassemble, rate limit, bounded write queues, batched writes, keep-alive. */
 #pragma once
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "wire/frame.h"
+#include "basic/list.h"
+#include "net/services.h"
 #include "store/session.h"
+#include "wire/frame.h"
 
 struct lws;
-typedef struct Manager Manager;
-typedef struct Membership Membership;
+typedef struct AuthRequest AuthRequest;
+typedef struct WsHub WsHub;
 
 /* Close codes of our own (RFC 6455 leaves 4000-4999 to applications). */
 #define WS_CLOSE_LOGGED_OUT 4001
@@ -20,7 +22,6 @@ typedef struct Membership Membership;
 
 /* Commands that arrive before the session is checked wait, this many. */
 #define WS_HELD_COMMANDS_MAX 16
-#define WS_ROOMS_MAX 100
 /* Frames a connection queues without an allocation of its own: what a
  * quiet connection needs. */
 #define WS_QUEUE_INLINE 2
@@ -44,10 +45,11 @@ typedef struct HeldCommand {
 
 struct Conn {
         unsigned n_ref;
-        Manager *manager;
+        WsHub *hub;
         struct lws *wsi;              /* NULL once closed */
-        Conn *prev, *next;            /* the manager's list */
-        Conn *write_next;             /* the manager's list of connections to write to */
+        LIST_FIELDS(Conn, conns);     /* the hub's list */
+        Conn *write_next;             /* the hub's list of connections to write to */
+        void *userdata;               /* the owner's, from the conn_ready hook on */
         ConnState state;
         bool staff;
         bool write_scheduled;
@@ -76,16 +78,31 @@ struct Conn {
         double tokens;                /* rate limit: token bucket */
         uint64_t tokens_usec;
 
-        Membership **memberships;
-        unsigned n_memberships;
         unsigned n_held;
         HeldCommand *held;            /* WS_HELD_COMMANDS_MAX, allocated on first use */
 
-        void *pending_session;
-        void *pending_auth;
+        SessionRequest *pending_session;
+        AuthRequest *pending_auth;
 };
 
-int ws_conn_new(Conn **ret, Manager *m, struct lws *wsi, const char *session_id, const char *peer);
+/* The hub owns every live connection, the list of those with frames to
+ * write, the buffer batched writes are put together in, and the keep-alive
+ * sweep. services must outlive it. */
+int ws_hub_new(WsHub **ret, const WebServices *services);
+/* Every connection must be closed (lws destroyed them) before. */
+WsHub *ws_hub_free(WsHub *hub);
+unsigned ws_hub_count(const WsHub *hub);
+/* The first connection of the hub's list; go on with c->conns_next. */
+Conn *ws_hub_first(WsHub *hub);
+/* Closes every connection (shutdown). */
+void ws_hub_close_all(WsHub *hub, uint16_t code, const char *reason);
+/* Writes to every connection that got frames since the last call: run
+ * once per loop iteration (a deferred event source does), so frames from
+ * one batch of Redis replies go out together and a connection with nothing
+ * pending costs no poll changes. */
+void ws_hub_write_scheduled(WsHub *hub);
+
+int ws_conn_new(Conn **ret, WsHub *hub, struct lws *wsi, const char *session_id, const char *peer);
 /* LWS_CALLBACK_CLOSED: leaves every room and drops lws's reference. */
 void ws_conn_closed(Conn *c);
 
@@ -97,15 +114,11 @@ int ws_conn_on_receive(Conn *c, const void *in, size_t len);
 void ws_conn_on_pong(Conn *c);
 int ws_conn_on_writeable(Conn *c);
 
-/* Writes to every connection that got frames since the last call: the
- * manager runs it once per loop iteration, so frames from one batch of
- * Redis replies go out together and a connection with nothing pending
- * costs no poll changes. */
-void ws_write_scheduled(Manager *m);
 /* Pings connections quiet for keepalive and hangs up on those that stay
  * quiet as long again, so a vanished client leaves its rooms; an open
- * connection keeps its login session from expiring as unused. */
-void ws_keepalive(Manager *m, uint64_t now_usec);
+ * connection keeps its login session from expiring as unused. The hub's
+ * timer runs it; exposed for tests. */
+void ws_hub_keepalive(WsHub *hub, uint64_t now_usec);
 
 /* Queues a frame (takes a new reference). A receiver whose queue is full
  * is closed with 1013 rather than allowed to grow without end. */

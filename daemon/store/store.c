@@ -338,11 +338,32 @@ int store_reap(Redis *r, const char *daemon_id, RedisReplyHandler cb, void *user
 
 /* Scripts answer "CODE message": Redis 7 prefixes "ERR " to an error
  * reply that is a bare word, so the code must be followed by text. */
-bool store_reply_is_error(const redisReply *reply, const char *code) {
+static bool reply_is_error(const redisReply *reply, const char *code) {
         size_t n = strlen(code);
 
-        return reply && reply->type == REDIS_REPLY_ERROR && reply->str &&
+        return reply->type == REDIS_REPLY_ERROR && reply->str &&
                strncmp(reply->str, code, n) == 0 && reply->str[n] == ' ';
+}
+
+int store_reply_error(const redisReply *reply) {
+        static const struct {
+                const char *code;
+                int error;
+        } codes[] = {
+                { "NOROOM", -ENOENT },
+                { "BADID", -EINVAL },
+                { "NOTFOUND", -ESRCH },
+                { "FORBIDDEN", -EPERM },
+        };
+
+        if (!reply)
+                return -ENOTCONN;
+        if (reply->type != REDIS_REPLY_ERROR)
+                return 0;
+        for (size_t i = 0; i < ELEMENTSOF(codes); i++)
+                if (reply_is_error(reply, codes[i].code))
+                        return codes[i].error;
+        return -EIO;
 }
 
 static const redisReply *reply_element(const redisReply *r, size_t i, int type) {
@@ -381,5 +402,112 @@ int store_parse_entry(const redisReply *entry, const redisReply *edited, StoreEn
         if (!e.username || !e.text)
                 return -EBADMSG;
         *ret = e;
+        return 0;
+}
+
+size_t store_entries_count(const StoreEntries *l) {
+        return l->entries ? l->entries->elements : 0;
+}
+
+int store_entries_get(const StoreEntries *l, size_t i, StoreEntry *ret) {
+        const redisReply *ed = l->edits && i < l->edits->elements ? l->edits->element[i] : NULL;
+
+        if (i >= store_entries_count(l))
+                return -ENOENT;
+        return store_parse_entry(l->entries->element[i], ed, ret);
+}
+
+const char *store_entries_id(const StoreEntries *l, size_t i) {
+        const redisReply *id = i < store_entries_count(l) ? reply_element(l->entries->element[i], 0, REDIS_REPLY_STRING) : NULL;
+
+        return id && id->len <= MESSAGE_ID_MAX ? id->str : NULL;
+}
+
+static int store_entries_from(const redisReply *reply, size_t entries, size_t edits, StoreEntries *ret) {
+        ret->entries = reply_element(reply, entries, REDIS_REPLY_ARRAY);
+        ret->edits = reply_element(reply, edits, REDIS_REPLY_ARRAY);
+        return ret->entries && ret->edits ? 0 : -EBADMSG;
+}
+
+static int reply_shape(const redisReply *reply, size_t elements) {
+        int r = store_reply_error(reply);
+
+        if (r < 0)
+                return r;
+        return reply->type == REDIS_REPLY_ARRAY && reply->elements == elements ? 0 : -EBADMSG;
+}
+
+/* [count, [user, n, ...], [entries], complete, [edited texts], newest id] */
+int store_parse_join_reply(const redisReply *reply, StoreJoinReply *ret) {
+        const redisReply *count, *complete, *tip;
+        StoreJoinReply j = {};
+        int r;
+
+        r = reply_shape(reply, 6);
+        if (r < 0)
+                return r;
+        count = reply_element(reply, 0, REDIS_REPLY_INTEGER);
+        j.presence = reply_element(reply, 1, REDIS_REPLY_ARRAY);
+        complete = reply_element(reply, 3, REDIS_REPLY_INTEGER);
+        tip = reply_element(reply, 5, REDIS_REPLY_STRING);
+        if (!count || !j.presence || !complete || store_entries_from(reply, 2, 4, &j.history) < 0)
+                return -EBADMSG;
+        j.connections = (unsigned) CLAMP(count->integer, 1LL, (long long) UINT32_MAX);
+        j.complete = complete->integer != 0;
+        j.tip = tip && tip->len <= MESSAGE_ID_MAX ? tip->str : NULL;
+        *ret = j;
+        return 0;
+}
+
+/* [[entries newest first], [edited texts], complete] */
+int store_parse_history_reply(const redisReply *reply, StoreHistoryReply *ret) {
+        const redisReply *complete;
+        StoreHistoryReply h = {};
+        int r;
+
+        r = reply_shape(reply, 3);
+        if (r < 0)
+                return r;
+        complete = reply_element(reply, 2, REDIS_REPLY_INTEGER);
+        if (!complete || store_entries_from(reply, 0, 1, &h.history) < 0)
+                return -EBADMSG;
+        h.complete = complete->integer != 0;
+        *ret = h;
+        return 0;
+}
+
+/* [[entries], [edited texts], more, gap] */
+int store_parse_since_reply(const redisReply *reply, StoreSinceReply *ret) {
+        const redisReply *more, *gap;
+        StoreSinceReply s = {};
+        int r;
+
+        r = reply_shape(reply, 4);
+        if (r < 0)
+                return r;
+        more = reply_element(reply, 2, REDIS_REPLY_INTEGER);
+        gap = reply_element(reply, 3, REDIS_REPLY_INTEGER);
+        if (!more || !gap || store_entries_from(reply, 0, 1, &s.entries) < 0)
+                return -EBADMSG;
+        s.more = more->integer != 0;
+        s.gap = gap->integer != 0;
+        *ret = s;
+        return 0;
+}
+
+int store_presence_get(const redisReply *presence, size_t i, const char **ret_user, unsigned *ret_count) {
+        const redisReply *u = reply_element(presence, 2 * i, REDIS_REPLY_STRING);
+        const redisReply *n = reply_element(presence, 2 * i + 1, REDIS_REPLY_STRING);
+        long long count;
+
+        if (!presence || 2 * i + 1 >= presence->elements)
+                return -ENOENT;
+        if (!u || !n || u->len > USERNAME_MAX)
+                return -EBADMSG;
+        count = strtoll(n->str, NULL, 10);
+        if (count <= 0)
+                return -EBADMSG;
+        *ret_user = u->str;
+        *ret_count = (unsigned) MIN(count, (long long) UINT32_MAX);
         return 0;
 }

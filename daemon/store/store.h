@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <hiredis/hiredis.h>
 
-#include "wire/protocol.h"
+#include "wire/limits.h"
 #include "redis/redis.h"
 
 /*
@@ -80,6 +80,53 @@ int store_heartbeat(Redis *r, const char *daemon_id);
  * one daemon when daemon_id is given (clean shutdown). */
 int store_reap(Redis *r, const char *daemon_id, RedisReplyHandler cb, void *userdata);
 
-/* Error replies from the scripts. */
-bool store_reply_is_error(const redisReply *reply, const char *code);
+/* A script's reply as -errno: 0 for an answer; -ENOTCONN no reply (the
+ * connection dropped); -ENOENT NOROOM; -EINVAL BADID; -ESRCH NOTFOUND;
+ * -EPERM FORBIDDEN; -EIO any other error. */
+int store_reply_error(const redisReply *reply);
+
+/* A list of stream entries with their edited texts (same order, "" when
+ * not edited), as the join, history and since scripts return them. */
+typedef struct StoreEntries {
+        const redisReply *entries;
+        const redisReply *edits;
+} StoreEntries;
+
+size_t store_entries_count(const StoreEntries *l);
+/* The i-th entry; -EBADMSG when it is malformed (skip it). */
+int store_entries_get(const StoreEntries *l, size_t i, StoreEntry *ret);
+/* The i-th entry's id alone, NULL when malformed. */
+const char *store_entries_id(const StoreEntries *l, size_t i);
+
+/* The join script's reply. Pointers refer into it. */
+typedef struct StoreJoinReply {
+        unsigned connections;           /* the user's connections in the room, over every daemon */
+        const redisReply *presence;     /* [user, count, ...]: read with store_presence_get() */
+        StoreEntries history;           /* oldest first */
+        bool complete;                  /* nothing between since and the history was trimmed */
+        const char *tip;                /* the stream's newest id then, "0-0" when empty */
+} StoreJoinReply;
+
+typedef struct StoreHistoryReply {
+        StoreEntries history;           /* newest first */
+        bool complete;                  /* the stream's oldest entry is in it */
+} StoreHistoryReply;
+
+typedef struct StoreSinceReply {
+        StoreEntries entries;           /* oldest first */
+        bool more;                      /* entries follow these */
+        bool gap;                       /* entries after `after` were trimmed before anyone read them */
+} StoreSinceReply;
+
+/* Each: 0, a store_reply_error() code, or -EBADMSG for a reply of the
+ * wrong shape. */
+int store_parse_join_reply(const redisReply *reply, StoreJoinReply *ret);
+int store_parse_history_reply(const redisReply *reply, StoreHistoryReply *ret);
+int store_parse_since_reply(const redisReply *reply, StoreSinceReply *ret);
+
+/* The i-th user of a presence list [user, count, ...] (store_load_presence,
+ * the join reply): 0, or -EBADMSG for a malformed pair (skip it); -ENOENT
+ * past the end. */
+int store_presence_get(const redisReply *presence, size_t i, const char **ret_user, unsigned *ret_count);
+
 int store_parse_entry(const redisReply *entry, const redisReply *edited, StoreEntry *ret);
