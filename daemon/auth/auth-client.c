@@ -22,6 +22,7 @@
 #include "auth/auth-client.h"
 #include "wire/auth-wire.h"
 #include "basic/log.h"
+#include "basic/list.h"
 #include "basic/macro.h"
 #include "basic/strv.h"
 
@@ -41,7 +42,7 @@ extern char **environ;
 
 struct AuthRequest {
         AuthClient *client;             /* NULL once completed, cancelled or dropped */
-        AuthRequest *prev, *next;       /* in client->queue (not sent) or client->sent */
+        LIST_FIELDS(AuthRequest, list); /* in client->queue (not sent) or client->sent */
         bool sent;
         bool floating;                  /* nobody holds a handle: freed after the callback */
         uint32_t id;
@@ -79,25 +80,11 @@ struct AuthClient {
 };
 
 static void list_append(RequestList *l, AuthRequest *r) {
-        r->prev = l->tail;
-        r->next = NULL;
-        if (l->tail)
-                l->tail->next = r;
-        else
-                l->head = r;
-        l->tail = r;
+        LIST_APPEND_TAIL(list, l->head, l->tail, r);
 }
 
 static void list_remove(RequestList *l, AuthRequest *r) {
-        if (r->prev)
-                r->prev->next = r->next;
-        else
-                l->head = r->next;
-        if (r->next)
-                r->next->prev = r->prev;
-        else
-                l->tail = r->prev;
-        r->prev = r->next = NULL;
+        LIST_REMOVE_TAIL(list, l->head, l->tail, r);
 }
 
 static void request_wipe_datagram(AuthRequest *r) {
@@ -203,7 +190,7 @@ static int client_handle_reply(AuthClient *c, const uint8_t *buf, size_t len) {
         c->backoff_usec = BACKOFF_MIN_USEC;
         c->warned = false;
 
-        for (r = c->sent.head; r && r->id != rep.id; r = r->next)
+        for (r = c->sent.head; r && r->id != rep.id; r = r->list_next)
                 ;
         if (!r)
                 return 0;       /* cancelled or timed out meanwhile */

@@ -34,6 +34,7 @@
 #include "wire/auth-wire.h"
 #include "config-build.h"
 #include "basic/log.h"
+#include "basic/list.h"
 #include "basic/macro.h"
 
 /* What a failed login costs the client when PAM asked for no delay itself
@@ -76,7 +77,7 @@ struct Connection {
         unsigned n_out;                 /* replies the socket did not take yet */
         OutReply *out_head, **out_tail;
         bool dead;                      /* peer gone: replies are dropped; freed once n_inflight == 0 */
-        Connection *prev, *next;
+        LIST_FIELDS(Connection, connections);
 };
 
 typedef struct Job {
@@ -507,12 +508,7 @@ static Connection *connection_free(Connection *c) {
         if (!c)
                 return NULL;
         if (c->server) {
-                if (c->prev)
-                        c->prev->next = c->next;
-                else
-                        c->server->connections = c->next;
-                if (c->next)
-                        c->next->prev = c->prev;
+                LIST_REMOVE(connections, c->server->connections, c);
                 c->server->n_connections--;
         }
         sd_event_source_disable_unref(c->io);
@@ -739,10 +735,7 @@ static int connection_new(Server *s, int fd) {
                 return r;
         }
         c->server = s;
-        c->next = s->connections;
-        if (c->next)
-                c->next->prev = c;
-        s->connections = c;
+        LIST_PREPEND(connections, s->connections, c);
         s->n_connections++;
         return 0;
 }
@@ -829,7 +822,7 @@ static int on_signal(sd_event_source *src, const struct signalfd_siginfo *si, vo
                 return 0;
         s->stopping = true;
         s->listen_io = sd_event_source_disable_unref(s->listen_io);
-        for (Connection *c = s->connections; c; c = c->next)
+        LIST_FOREACH(connections, c, s->connections)
                 connection_update_events(c);
         if (s->n_inflight > 0)
                 (void) sd_event_add_time_relative(s->event, &s->grace_timer, CLOCK_MONOTONIC,

@@ -13,6 +13,7 @@
 
 #include "bus/bus.h"
 #include "config-build.h"
+#include "basic/list.h"
 #include "basic/macro.h"
 #include "basic/strv.h"
 
@@ -38,7 +39,7 @@ typedef enum BusRequestState {
 
 struct BusRequest {
         Bus *bus;                       /* NULL once the Bus is freed: replies go nowhere */
-        BusRequest *prev, *next;
+        LIST_FIELDS(BusRequest, requests);
         sd_bus_message *message;
         sd_bus_slot *credentials_slot;
         BusRequestState state;
@@ -113,12 +114,7 @@ static BusRequest *request_free(BusRequest *req) {
                 return NULL;
 
         if (req->bus) {
-                if (req->prev)
-                        req->prev->next = req->next;
-                else
-                        req->bus->requests = req->next;
-                if (req->next)
-                        req->next->prev = req->prev;
+                LIST_REMOVE(requests, req->bus->requests, req);
                 req->bus->n_requests--;
         }
         sd_bus_slot_unref(req->credentials_slot);
@@ -318,7 +314,7 @@ static int on_credentials_reply(sd_bus_message *reply, void *userdata, sd_bus_er
 static unsigned requests_from(Bus *b, const char *sender) {
         unsigned n = 0;
 
-        for (BusRequest *i = b->requests; i; i = i->next)
+        LIST_FOREACH(requests, i, b->requests)
                 if (streq_ptr(sd_bus_message_get_sender(i->message), sender))
                         n++;
         return n;
@@ -352,11 +348,8 @@ static int request_start(Bus *b, sd_bus_message *m, BusOp op, char *id, char *te
                 .flag = flag,
                 .level = level,
                 .uid = (uid_t) -1,
-                .next = b->requests,
         };
-        if (b->requests)
-                b->requests->prev = req;
-        b->requests = req;
+        LIST_PREPEND(requests, b->requests, req);
         b->n_requests++;
 
         r = sd_bus_call_method_async(b->bus, &req->credentials_slot,
@@ -761,15 +754,8 @@ static int enumerate_room(const BusRoom *room, void *userdata) {
         Enumeration *e = userdata;
         char *path;
 
-        if (e->n + 2 > e->allocated) {
-                size_t a = MAX(e->allocated * 2, (size_t) 16);
-                char **p = reallocarray(e->paths, a, sizeof(char *));
-
-                if (!p)
-                        return -ENOMEM;
-                e->paths = p;
-                e->allocated = a;
-        }
+        if (!GREEDY_REALLOC(e->paths, e->allocated, e->n + 2))
+                return -ENOMEM;
         path = bus_room_path(room->id);
         if (!path)
                 return -ENOMEM;
@@ -1176,11 +1162,8 @@ Bus *bus_free(Bus *b) {
                         request_free(req);
                         continue;
                 }
-                b->requests = req->next;
-                if (b->requests)
-                        b->requests->prev = NULL;
+                LIST_REMOVE(requests, b->requests, req);
                 req->bus = NULL;
-                req->prev = req->next = NULL;
         }
 
         sd_bus_slot_unref(b->name_slot);

@@ -171,16 +171,9 @@ int room_registry_put(RoomRegistry *reg, const char *id, const char *title, bool
                 return 0;
         }
 
-        if (reg->n_slots == reg->n_allocated) {
-                size_t n = MAX(reg->n_allocated * 2, (size_t) 16);
-                RoomSlot *s = realloc(reg->slots, n * sizeof *s);
-
-                if (!s) {
-                        free(t);
-                        return -ENOMEM;
-                }
-                reg->slots = s;
-                reg->n_allocated = n;
+        if (!GREEDY_REALLOC(reg->slots, reg->n_allocated, reg->n_slots + 1)) {
+                free(t);
+                return -ENOMEM;
         }
         room = calloc(1, sizeof *room);
         if (!room) {
@@ -228,15 +221,8 @@ Room *room_registry_next_unseen(RoomRegistry *reg) {
 int room_add_member(Room *room, ChatMember *member, Membership **ret) {
         Membership *mb;
 
-        if (room->n_members == room->n_allocated) {
-                size_t n = MAX(room->n_allocated * 2, (size_t) 8);
-                Membership **m = realloc(room->members, n * sizeof *m);
-
-                if (!m)
-                        return -ENOMEM;
-                room->members = m;
-                room->n_allocated = n;
-        }
+        if (!GREEDY_REALLOC(room->members, room->n_allocated, room->n_members + 1))
+                return -ENOMEM;
         mb = calloc(1, sizeof *mb);
         if (!mb)
                 return -ENOMEM;

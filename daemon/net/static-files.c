@@ -185,14 +185,8 @@ static int loader_add(Loader *l, int fd, const char *rel) {
         if (asprintf(&path, STATIC_URL_PREFIX "%s", rel) < 0)
                 return -ENOMEM;
 
-        if (l->n_files >= l->n_allocated) {
-                size_t n = MAX(l->n_allocated * 2, (size_t) 16);
-                StaticFile *p = reallocarray(l->files, n, sizeof *p);
-                if (!p)
-                        return -ENOMEM;
-                l->files = p;
-                l->n_allocated = n;
-        }
+        if (!GREEDY_REALLOC(l->files, l->n_allocated, l->n_files + 1))
+                return -ENOMEM;
 
         StaticFile *f = &l->files[l->n_files++];
         *f = (StaticFile) {

@@ -13,6 +13,7 @@
 #include "net/http.h"
 #include "basic/log.h"
 #include "net/loop-uv.h"
+#include "basic/list.h"
 #include "basic/macro.h"
 #include "net/services.h"
 #include "store/session.h"
@@ -30,7 +31,7 @@
 typedef struct WebPeer {
         Web *web;
         struct lws *wsi;
-        struct WebPeer *prev, *next;
+        LIST_FIELDS(struct WebPeer, peers);
 } WebPeer;
 
 struct Web {
@@ -183,12 +184,7 @@ static void web_peer_free(WebPeer *p, struct lws *wsi) {
         if (!p || p->wsi != wsi)
                 return;
         w = p->web;
-        if (p->prev)
-                p->prev->next = p->next;
-        else
-                w->peers = p->next;
-        if (p->next)
-                p->next->prev = p->prev;
+        LIST_REMOVE(peers, w->peers, p);
         w->n_peers--;
         free(p);
         w->services->hooks->peer_removed(w->services->userdata);
@@ -372,10 +368,7 @@ int web_adopt(Web *w, int fd) {
                 return -EIO;       /* lws closed the fd */
         }
         p->web = w;
-        p->next = w->peers;
-        if (w->peers)
-                w->peers->prev = p;
-        w->peers = p;
+        LIST_PREPEND(peers, w->peers, p);
         w->n_peers++;
         lws_set_opaque_user_data(p->wsi, p);
         return 0;
@@ -389,7 +382,7 @@ unsigned web_peer_count(const Web *w) {
  * with no request under way gets a second to deliver one that is already
  * on its way (and is answered, then closed), and is dropped after that. */
 void web_drain(Web *w) {
-        for (WebPeer *p = w->peers; p; p = p->next) {
+        LIST_FOREACH(peers, p, w->peers) {
                 WebSlot *slot = lws_wsi_user(p->wsi);
 
                 if (slot && (slot->conn || slot->http))

@@ -26,6 +26,7 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/sds.h>
 
+#include "basic/list.h"
 #include "basic/macro.h"
 #include "redis/redis-sdevent.h"
 #include "redis/redis.h"
@@ -67,7 +68,7 @@ typedef enum RequestKind {
  * connection lives it is also on the connection's list, oldest first, so
  * that timeouts and redis_free() can find it. */
 struct Request {
-        Request *prev, *next;
+        LIST_FIELDS(Request, requests);
         RedisConn *conn;                /* NULL once orphaned: the handler has run already */
         RequestKind kind;
         RedisReplyHandler cb;
@@ -289,13 +290,7 @@ static void request_link(RedisConn *c, Request *req) {
 
         req->conn = c;
         req->deadline = redis_now(c->redis) + c->redis->command_timeout;
-        req->next = NULL;
-        req->prev = c->tail;
-        if (c->tail)
-                c->tail->next = req;
-        else
-                c->head = req;
-        c->tail = req;
+        LIST_APPEND_TAIL(requests, c->head, c->tail, req);
 
         /* The watchdog only looks at the oldest request; make sure it is
          * armed for it. Later requests have later deadlines. */
@@ -304,15 +299,7 @@ static void request_link(RedisConn *c, Request *req) {
 }
 
 static void request_unlink(RedisConn *c, Request *req) {
-        if (req->prev)
-                req->prev->next = req->next;
-        else
-                c->head = req->next;
-        if (req->next)
-                req->next->prev = req->prev;
-        else
-                c->tail = req->prev;
-        req->prev = req->next = NULL;
+        LIST_REMOVE_TAIL(requests, c->head, c->tail, req);
 }
 
 /* Hands a formatted command to hiredis. On success req belongs to hiredis. */
@@ -1318,7 +1305,7 @@ unsigned redis_cancel(Redis *r, const void *userdata) {
 
         if (!r)
                 return 0;
-        for (Request *req = r->cmd.head; req; req = req->next)
+        LIST_FOREACH(requests, req, r->cmd.head)
                 if (req->kind == REQUEST_USER && req->userdata == userdata && req->cb) {
                         req->cb = NULL;
                         n++;
