@@ -228,6 +228,16 @@ static void catch_up_page(Room *room, RoomCatchUp *cu, const redisReply *reply) 
                 return catch_up_finish(room);
         }
         n = store_entries_count(&page.entries);
+        if (message_id_compare(page.last_id, room->last_id) < 0) {
+                /* Acknowledged messages are gone: Redis came back from an
+                 * older copy, or without its data. */
+                log_struct(LOG_ERR, 0, MESSAGE_ID_REDIS_ROLLED_BACK, LOG_FIELDS({ "MULTICHAT_ROOM", room->id }),
+                           "Room %s: Redis no longer has the messages up to %s that this daemon relayed; "
+                           "its log ends at %s. Members are told messages are missing.",
+                           room->id, room->last_id, page.last_id);
+                catch_up_tell_gap(room, cu, NULL);
+                snprintf(room->last_id, sizeof room->last_id, "%s", page.last_id);
+        }
         if (page.gap)
                 catch_up_tell_gap(room, cu, n > 0 ? store_entries_id(&page.entries, 0) : NULL);
         for (size_t i = 0; i < n; i++) {

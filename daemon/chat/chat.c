@@ -12,6 +12,7 @@
 #include "basic/list.h"
 #include "basic/log.h"
 #include "basic/macro.h"
+#include "basic/strv.h"
 #include "basic/time-util.h"
 #include "chat/catch-up.h"
 #include "chat/chat.h"
@@ -39,6 +40,7 @@ struct Chat {
         uint64_t time_asked_usec;     /* CLOCK_REALTIME, when TIME was sent to Redis */
         uint64_t messages_relayed;
         char daemon_id[CHAT_DAEMON_ID_LEN + 1];   /* random per start; keys this daemon's presence in Redis */
+        char epoch[STORE_EPOCH_MAX + 1];          /* the data's lineage, "" before the first connect */
         bool ready;                   /* connected and the room list loaded */
 };
 
@@ -450,7 +452,12 @@ static void on_send_reply(Redis *r, const redisReply *reply, void *userdata) {
 
         if (m->closed)
                 goto out;
-        if (e < 0)
+        /* No answer: the connection to Redis dropped, or the command timed
+         * out, after it was sent. It may have been carried out: only a
+         * retry with the same ref can tell without storing it twice. */
+        if (e == -ENOTCONN)
+                send_error(m, PROTOCOL_ERROR_OUTCOME_UNKNOWN, chat_request_ref(req));
+        else if (e < 0)
                 send_error(m, protocol_error_from_store(e), chat_request_ref(req));
         else if (req->has_ref)
                 member_send_json(m, protocol_format_ok(reply->type == REDIS_REPLY_STRING &&
@@ -509,8 +516,8 @@ static void chat_send(ChatMember *m, const Command *cmd) {
                 return send_error(m, PROTOCOL_ERROR_UNAVAILABLE, command_ref(cmd));
 
         if (cmd->type == COMMAND_SEND)
-                r = store_send(chat->redis, cmd->room, m->username, cmd->message, chat->settings.history_size,
-                               on_send_reply, req);
+                r = store_send(chat->redis, cmd->room, m->username, cmd->message, command_ref(cmd),
+                               chat->settings.history_size, on_send_reply, req);
         else
                 r = store_edit(chat->redis, cmd->room, cmd->id, m->username,
                                cmd->type == COMMAND_EDIT ? cmd->message : NULL, on_send_reply, req);
@@ -947,7 +954,9 @@ static const CatchUpOps chat_catch_up_ops = {
         .send = chat_catch_up_send,
 };
 
-void chat_on_redis_connected(Chat *chat) {
+/* Connected, and the data is the one this daemon knew (or put back):
+ * load the room list, and replay what each room missed. */
+static void chat_resume(Chat *chat) {
         _cleanup_free_ Room **rooms = NULL;
         size_t n = 0;
 
@@ -965,8 +974,89 @@ void chat_on_redis_connected(Chat *chat) {
                 }
 }
 
+/* From now until the replay after the reconnect has read every room's
+ * stream, live events wait: the subscriber connection may come back before
+ * the command connection, and a message relayed live then must not move a
+ * room's position past what was published while it was away. */
+static int random_hex(char *ret, size_t n_bytes) {
+        uint8_t b[32];
+
+        if (n_bytes > sizeof b || getrandom(b, n_bytes, 0) != (ssize_t) n_bytes)
+                return -EIO;
+        for (size_t i = 0; i < n_bytes; i++)
+                sprintf(ret + 2 * i, "%02x", b[i]);
+        return 0;
+}
+
+static void on_epoch_reply(Redis *r, const redisReply *reply, void *userdata) {
+        Chat *chat = userdata;
+        StoreEpochReply e;
+        int k;
+
+        k = store_parse_epoch_reply(reply, &e);
+        if (k == -ENOTCONN)
+                return;         /* the reconnect asks again */
+        if (k < 0) {
+                log_warning("Could not check Redis's data epoch: %s",
+                            reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+                return chat_resume(chat);
+        }
+        if (e.lost)
+                log_struct(LOG_ERR, 0, MESSAGE_ID_REDIS_DATA_LOST, NULL,
+                           "Redis lost its data (restarted without it, or replaced): put back %u room(s) from this "
+                           "daemon's memory. Messages and sessions are gone; members are told messages are missing.",
+                           e.restored);
+        snprintf(chat->epoch, sizeof chat->epoch, "%s", e.epoch);
+        chat_resume(chat);
+}
+
+/* Each room as mc:rooms holds it, id and JSON, for putting them back. */
+static char **rooms_as_pairs(Chat *chat, size_t *ret_n) {
+        _cleanup_free_ Room **rooms = NULL;
+        size_t n = 0;
+        char **pairs;
+
+        rooms = room_registry_sorted(chat->rooms, &n);
+        pairs = calloc(2 * n + 1, sizeof *pairs);
+        if (!rooms || !pairs)
+                return mfree(pairs);
+        for (size_t i = 0; i < n; i++) {
+                json_t *j = json_pack("{s:s, s:b}", "title", rooms[i]->title, "staff_only", rooms[i]->staff_only);
+
+                pairs[2 * i] = strdup(rooms[i]->id);
+                pairs[2 * i + 1] = j ? json_dumps(j, JSON_COMPACT) : NULL;
+                json_decref(j);
+                if (!pairs[2 * i] || !pairs[2 * i + 1]) {
+                        strv_free(pairs);
+                        return NULL;
+                }
+        }
+        *ret_n = 2 * n;
+        return pairs;
+}
+
+void chat_on_redis_connected(Chat *chat) {
+        _cleanup_(strv_freep) char **pairs = NULL;
+        char fresh[33];
+        size_t n = 0;
+
+        pairs = rooms_as_pairs(chat, &n);
+        if (!pairs || random_hex(fresh, 16) < 0 ||
+            store_epoch(chat->redis, chat->epoch[0] ? chat->epoch : NULL, fresh, pairs, n, on_epoch_reply, chat) < 0) {
+                log_warning("Could not check Redis's data epoch; going on without.");
+                chat_resume(chat);
+        }
+}
+
 void chat_on_redis_disconnected(Chat *chat) {
+        _cleanup_free_ Room **rooms = NULL;
+        size_t n = 0;
+
         chat_set_ready(chat, false);
+        rooms = room_registry_sorted(chat->rooms, &n);
+        for (size_t i = 0; rooms && i < n; i++)
+                if (rooms[i]->subscribed && rooms[i]->last_id[0])
+                        catch_up_begin(rooms[i], chat->redis, &chat_catch_up_ops, chat, true);
 }
 
 static void on_room_event(Chat *chat, Room *room, const Event *ev) {

@@ -120,10 +120,17 @@ static RedisScript script_leave = { .source =
 
 /* ARGV: room, user, text, keep */
 static RedisScript script_send = { .source =
-        "local room, user, text, keep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+        "local room, user, text, keep, ref, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]\n"
         "if redis.call('HEXISTS', 'mc:rooms', room) == 0 then return redis.error_reply('NOROOM no such room') end\n"
+        "local seen\n"
+        "if ref ~= '' then\n"
+        "  seen = 'mc:room:' .. room .. ':ref:' .. user .. ':' .. ref\n"
+        "  local id = redis.call('GET', seen)\n"
+        "  if id then return id end\n"
+        "end\n"
         "local id = redis.call('XADD', 'mc:room:' .. room .. ':log', 'MAXLEN', '~', keep, '*', 'u', user, 'm', text)\n"
         "redis.call('PUBLISH', 'mc:room:' .. room, cjson.encode({'m', id, user, text}))\n"
+        "if seen then redis.call('SET', seen, id, 'EX', ttl) end\n"
         "return id\n"
 };
 
@@ -172,7 +179,34 @@ static RedisScript script_since = { .source =
         "local hist, more, gap = range('XRANGE', log, '(' .. after, '+', n + 1) or {}, 0, 0\n"
         "if #hist > n then more = 1; hist[#hist] = nil end\n"
         "if trimmed_after(log, after) then gap = 1 end\n"
-        "return {hist, edits(room, hist), more, gap}\n"
+        "local last = '0-0'\n"
+        "local info = redis.pcall('XINFO', 'STREAM', log)\n"
+        "if type(info) == 'table' and not info.err then\n"
+        "  for i = 1, #info, 2 do if info[i] == 'last-generated-id' then last = info[i + 1] end end\n"
+        "end\n"
+        "return {hist, edits(room, hist), more, gap, last}\n"
+};
+
+/* ARGV: the epoch this daemon knows ('' at its first connect), a new one,
+ * then room id and room JSON pairs: the rooms this daemon knows. A Redis
+ * without mc:epoch that is not new to the daemon lost its data: the rooms
+ * come back from the daemon's cache (what was never there is not made up:
+ * only rooms the daemon saw). Reply: {epoch, lost (0/1), rooms restored}. */
+static RedisScript script_epoch = { .source =
+        "local cur = redis.call('GET', 'mc:epoch')\n"
+        "if cur then return {cur, (ARGV[1] ~= '' and cur ~= ARGV[1]) and 1 or 0, 0} end\n"
+        "local restored = 0\n"
+        "if ARGV[1] ~= '' then\n"
+        "  local seq = tonumber(redis.call('GET', 'mc:rooms:seq') or '0')\n"
+        "  for i = 3, #ARGV - 1, 2 do\n"
+        "    restored = restored + redis.call('HSETNX', 'mc:rooms', ARGV[i], ARGV[i + 1])\n"
+        "    if tonumber(ARGV[i]) > seq then seq = tonumber(ARGV[i]) end\n"
+        "  end\n"
+        "  redis.call('SET', 'mc:rooms:seq', seq)\n"
+        "  if restored > 0 then redis.call('PUBLISH', 'mc:events', cjson.encode({'rooms'})) end\n"
+        "end\n"
+        "redis.call('SET', 'mc:epoch', ARGV[2])\n"
+        "return {ARGV[2], ARGV[1] ~= '' and 1 or 0, restored}\n"
 };
 
 /* ARGV: title, staff_only */
@@ -232,16 +266,13 @@ static RedisScript script_reap = { .source =
         "return n\n"
 };
 
+/* argv: n C strings. */
 static int store_eval(Redis *r, RedisScript *s, RedisReplyHandler cb, void *userdata,
                       int n, const char **argv) {
-        size_t lens[8];
-
         /* The hash is derived from the constant source on first use. */
         if (!s->sha1[0])
                 redis_script_init(s, s->source);
-        for (int i = 0; i < n; i++)
-                lens[i] = strlen(argv[i]);
-        return redis_eval(r, s, cb, userdata, 0, n, argv, lens);
+        return redis_eval(r, s, cb, userdata, 0, n, argv, NULL);
 }
 
 int store_room_channel(const char *room, char *buf, size_t size) {
@@ -286,12 +317,14 @@ int store_leave(Redis *r, const char *daemon_id, const char *room, const char *u
         return store_eval(r, &script_leave, cb, userdata, 3, (const char *[]) { room, username, daemon_id });
 }
 
-int store_send(Redis *r, const char *room, const char *username, const char *text,
+int store_send(Redis *r, const char *room, const char *username, const char *text, const char *ref,
                unsigned keep, RedisReplyHandler cb, void *userdata) {
-        char k[16];
+        char k[16], ttl[16];
 
         snprintf(k, sizeof k, "%u", keep);
-        return store_eval(r, &script_send, cb, userdata, 4, (const char *[]) { room, username, text, k });
+        snprintf(ttl, sizeof ttl, "%u", STORE_SEND_REF_TTL_SEC);
+        return store_eval(r, &script_send, cb, userdata, 6,
+                          (const char *[]) { room, username, text, k, ref ?: "", ttl });
 }
 
 int store_edit(Redis *r, const char *room, const char *id, const char *username, const char *text,
@@ -476,21 +509,23 @@ int store_parse_history_reply(const redisReply *reply, StoreHistoryReply *ret) {
         return 0;
 }
 
-/* [[entries], [edited texts], more, gap] */
+/* [[entries], [edited texts], more, gap, last generated id] */
 int store_parse_since_reply(const redisReply *reply, StoreSinceReply *ret) {
-        const redisReply *more, *gap;
+        const redisReply *more, *gap, *last;
         StoreSinceReply s = {};
         int r;
 
-        r = reply_shape(reply, 4);
+        r = reply_shape(reply, 5);
         if (r < 0)
                 return r;
         more = reply_element(reply, 2, REDIS_REPLY_INTEGER);
         gap = reply_element(reply, 3, REDIS_REPLY_INTEGER);
-        if (!more || !gap || store_entries_from(reply, 0, 1, &s.entries) < 0)
+        last = reply_element(reply, 4, REDIS_REPLY_STRING);
+        if (!more || !gap || !last || last->len > MESSAGE_ID_MAX || store_entries_from(reply, 0, 1, &s.entries) < 0)
                 return -EBADMSG;
         s.more = more->integer != 0;
         s.gap = gap->integer != 0;
+        s.last_id = last->str;
         *ret = s;
         return 0;
 }
@@ -509,5 +544,39 @@ int store_presence_get(const redisReply *presence, size_t i, const char **ret_us
                 return -EBADMSG;
         *ret_user = u->str;
         *ret_count = (unsigned) MIN(count, (long long) UINT32_MAX);
+        return 0;
+}
+
+int store_epoch(Redis *r, const char *known, const char *fresh, char **rooms, size_t n_rooms,
+                RedisReplyHandler cb, void *userdata) {
+        _cleanup_free_ const char **argv = NULL;
+
+        argv = calloc(2 + n_rooms, sizeof *argv);
+        if (!argv)
+                return -ENOMEM;
+        argv[0] = known ?: "";
+        argv[1] = fresh;
+        for (size_t i = 0; i < n_rooms; i++)
+                argv[2 + i] = rooms[i];
+        return store_eval(r, &script_epoch, cb, userdata, (int) (2 + n_rooms), (const char **) argv);
+}
+
+int store_parse_epoch_reply(const redisReply *reply, StoreEpochReply *ret) {
+        const redisReply *epoch, *lost, *restored;
+        int r;
+
+        r = reply_shape(reply, 3);
+        if (r < 0)
+                return r;
+        epoch = reply_element(reply, 0, REDIS_REPLY_STRING);
+        lost = reply_element(reply, 1, REDIS_REPLY_INTEGER);
+        restored = reply_element(reply, 2, REDIS_REPLY_INTEGER);
+        if (!epoch || !lost || !restored || epoch->len > STORE_EPOCH_MAX)
+                return -EBADMSG;
+        *ret = (StoreEpochReply) {
+                .epoch = epoch->str,
+                .lost = lost->integer != 0,
+                .restored = (unsigned) MAX(restored->integer, 0LL),
+        };
         return 0;
 }

@@ -12,9 +12,11 @@
 /*
  * mc:rooms                   HASH  room id -> {"title": ..., "staff_only": ...}
  * mc:rooms:seq               STRING last room id handed out
+ * mc:epoch                   STRING random, written when Redis first serves multichat
  * mc:room:<id>:log           STREAM the room's messages (fields u, m); ids are message ids
  * mc:room:<id>:edits         HASH  message id -> edited text
  * mc:room:<id>:users         HASH  username -> connections present, over all daemons
+ * mc:room:<id>:ref:<u>:<ref> STRING the message id user <u>'s send with that ref stored (TTL 10 min)
  * mc:daemon:<d>              STRING heartbeat of daemon <d>, expires when it dies
  * mc:daemon:<d>:presence     HASH  "<room>\t<user>" -> connections of daemon <d>
  * mc:daemons                 SET   daemon ids that may hold presence
@@ -54,8 +56,14 @@ int store_join(Redis *r, const char *daemon_id, const char *room, const char *us
                const char *since, unsigned history, RedisReplyHandler cb, void *userdata);
 int store_leave(Redis *r, const char *daemon_id, const char *room, const char *username,
                 RedisReplyHandler cb, void *userdata);
-/* Reply: the new message id. */
-int store_send(Redis *r, const char *room, const char *username, const char *text,
+/* How long a send's ref is remembered: a retry with the same ref within
+ * this time answers the first send's id and stores nothing. */
+#define STORE_SEND_REF_TTL_SEC 600u
+
+/* Reply: the new message id; with a ref (NULL: none) that this user sent
+ * to this room before, within STORE_SEND_REF_TTL_SEC, that message's id,
+ * and nothing is stored or published again. */
+int store_send(Redis *r, const char *room, const char *username, const char *text, const char *ref,
                unsigned keep, RedisReplyHandler cb, void *userdata);
 /* Reply: "OK", or an error "NOTFOUND" / "FORBIDDEN" / "NOROOM". text NULL deletes. */
 int store_edit(Redis *r, const char *room, const char *id, const char *username, const char *text,
@@ -116,11 +124,30 @@ typedef struct StoreSinceReply {
         StoreEntries entries;           /* oldest first */
         bool more;                      /* entries follow these */
         bool gap;                       /* entries after `after` were trimmed before anyone read them */
+        const char *last_id;            /* the newest id the stream ever gave, "0-0" for none: below
+                                         * `after` when Redis came back from an older copy */
 } StoreSinceReply;
 
 /* Each: 0, a store_reply_error() code, or -EBADMSG for a reply of the
  * wrong shape. */
 int store_parse_join_reply(const redisReply *reply, StoreJoinReply *ret);
+
+/* The data's lineage: mc:epoch, random, written when Redis first serves
+ * multichat. A daemon checks it on every connect: a Redis that has none
+ * but had one before lost its data (restarted without persistence). */
+#define STORE_EPOCH_MAX 64
+typedef struct StoreEpochReply {
+        const char *epoch;              /* the one now in force */
+        bool lost;                      /* not the one the daemon knew */
+        unsigned restored;              /* rooms put back from the daemon's cache */
+} StoreEpochReply;
+
+/* known: the epoch this daemon saw before, NULL at its first connect;
+ * fresh: the one to write if there is none; rooms: n_rooms strings, pairs
+ * of room id and the room's JSON as mc:rooms holds it. */
+int store_epoch(Redis *r, const char *known, const char *fresh, char **rooms, size_t n_rooms,
+                RedisReplyHandler cb, void *userdata);
+int store_parse_epoch_reply(const redisReply *reply, StoreEpochReply *ret);
 int store_parse_history_reply(const redisReply *reply, StoreHistoryReply *ret);
 int store_parse_since_reply(const redisReply *reply, StoreSinceReply *ret);
 

@@ -485,7 +485,7 @@ static redisReply *do_leave(Test *t, const char *daemon, const char *room, const
 
 static redisReply *do_send(Test *t, const char *room, const char *user, const char *text, unsigned keep) {
         Pending p = {};
-        ASSERT_OK(store_send(t->cmd, room, user, text, keep, on_reply, &p));
+        ASSERT_OK(store_send(t->cmd, room, user, text, NULL, keep, on_reply, &p));
         return wait_reply(t, &p);
 }
 
@@ -559,6 +559,18 @@ static void send_msg(Test *t, const char *room, const char *user, const char *te
                 fprintf(stderr, "got %.*s\n", (int) m->len, m->data);
                 ASSERT_TRUE(!"wrong message event");
         }
+}
+
+static redisReply *do_send_ref(Test *t, const char *room, const char *user, const char *text, const char *ref) {
+        Pending p = {};
+        ASSERT_OK(store_send(t->cmd, room, user, text, ref, 1000, on_reply, &p));
+        return wait_reply(t, &p);
+}
+
+static redisReply *do_epoch(Test *t, const char *known, const char *fresh, char **rooms, size_t n) {
+        Pending p = {};
+        ASSERT_OK(store_epoch(t->cmd, known, fresh, rooms, n, on_reply, &p));
+        return wait_reply(t, &p);
 }
 
 /* ---- the tests ---- */
@@ -893,6 +905,100 @@ static void test_presence(Test *t) {
         assert_quiet(t);
 }
 
+/* A send retried with the same ref stores and publishes nothing new and
+ * answers the first send's id; the ref is the user's, in that room. */
+static void test_send_ref(Test *t) {
+        char id[64];
+        redisReply *r;
+        size_t before;
+
+        reset(t);
+        create_room(t, "Lobby", "1");
+        create_room(t, "Other", "2");
+
+        r = do_send_ref(t, "1", "alice", "once", "r-1");
+        ASSERT_INT_EQ(r->type, REDIS_REPLY_STRING);
+        ASSERT_TRUE(is_stream_id(r->str));
+        strcpy(id, r->str);
+        freeReplyObject(r);
+        ASSERT_NOT_NULL(next_msg(t));
+        before = t->n_msgs;
+
+        r = do_send_ref(t, "1", "alice", "once", "r-1");
+        ASSERT_STREQ(r->str, id);
+        freeReplyObject(r);
+        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:room:1:log"), 1);
+        ASSERT_TRUE(test_redis_integer(&server, "TTL mc:room:1:ref:alice:r-1") > (long long) STORE_SEND_REF_TTL_SEC - 5);
+
+        /* Another user, another room, or no ref: new messages. */
+        r = do_send_ref(t, "1", "bob", "once", "r-1");
+        ASSERT_FALSE(streq(r->str, id));
+        freeReplyObject(r);
+        r = do_send_ref(t, "2", "alice", "once", "r-1");
+        ASSERT_TRUE(is_stream_id(r->str));
+        freeReplyObject(r);
+        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:room:2:log"), 1);
+        r = do_send_ref(t, "1", "alice", "again", NULL);
+        ASSERT_FALSE(streq(r->str, id));
+        freeReplyObject(r);
+        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:room:1:log"), 3);
+        /* Nothing was published for the retry: bob's message comes next. */
+        ASSERT_NOT_NULL(strstr(next_msg(t)->data, "\"bob\""));
+        ASSERT_STREQ(next_msg(t)->channel, "mc:room:2");
+        ASSERT_NOT_NULL(strstr(next_msg(t)->data, "again"));
+        ASSERT_TRUE(t->n_msgs >= before);
+}
+
+/* The epoch: written once; a Redis that lost it gets the daemon's rooms
+ * back; a first connect adopts what is there. */
+static void test_epoch(Test *t) {
+        char *rooms[] = { "7", "{\"title\":\"Seven\",\"staff_only\":true}", "3", "{\"title\":\"Three\",\"staff_only\":false}", NULL };
+        StoreEpochReply e;
+        redisReply *r;
+
+        reset(t);
+        r = do_epoch(t, NULL, "e1", NULL, 0);
+        ASSERT_OK(store_parse_epoch_reply(r, &e));
+        ASSERT_STREQ(e.epoch, "e1");
+        ASSERT_FALSE(e.lost);
+        freeReplyObject(r);
+
+        /* Another daemon's first connect adopts it; the same daemon again is fine. */
+        r = do_epoch(t, NULL, "e2", NULL, 0);
+        ASSERT_OK(store_parse_epoch_reply(r, &e));
+        ASSERT_STREQ(e.epoch, "e1");
+        ASSERT_FALSE(e.lost);
+        freeReplyObject(r);
+        r = do_epoch(t, "e1", "e3", rooms, 4);
+        ASSERT_OK(store_parse_epoch_reply(r, &e));
+        ASSERT_FALSE(e.lost);
+        ASSERT_INT_EQ(e.restored, 0u);
+        freeReplyObject(r);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:rooms"), 0);
+
+        /* Redis came back empty: the rooms the daemon knew come back, the
+         * room sequence goes past them, and every daemon hears of it. */
+        freeReplyObject(test_redis_command(&server, "FLUSHALL"));
+        r = do_epoch(t, "e1", "e4", rooms, 4);
+        ASSERT_OK(store_parse_epoch_reply(r, &e));
+        ASSERT_STREQ(e.epoch, "e4");
+        ASSERT_TRUE(e.lost);
+        ASSERT_INT_EQ(e.restored, 2u);
+        freeReplyObject(r);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:rooms"), 2);
+        r = test_redis_command(&server, "GET mc:rooms:seq");
+        ASSERT_STREQ(r->str, "7");
+        freeReplyObject(r);
+        expect_msg(t, STORE_EVENTS_CHANNEL, "[\"rooms\"]");
+
+        /* A daemon that knew the old epoch learns it was lost, and adopts. */
+        r = do_epoch(t, "e1", "e5", NULL, 0);
+        ASSERT_OK(store_parse_epoch_reply(r, &e));
+        ASSERT_STREQ(e.epoch, "e4");
+        ASSERT_TRUE(e.lost);
+        freeReplyObject(r);
+}
+
 static void test_messages(Test *t) {
         static const char odd[] = "quote \" backslash \\ slash / nl \n tab \t \xc3\xa9 \xf0\x9f\x98\x80 \x01 </script>";
         char id[64], id2[64], odd_id[64], v[256];
@@ -1125,10 +1231,12 @@ static void test_history(Test *t) {
         assert_error(r, "NOROOM");
         freeReplyObject(r);
 
-        /* since: [[entries oldest first], [edits], more, gap] */
+        /* since: [[entries oldest first], [edits], more, gap, last generated id] */
         r = do_since(t, "1", ids[4], 100);
         ASSERT_INT_EQ(r->type, REDIS_REPLY_ARRAY);
-        ASSERT_INT_EQ(r->elements, 4);
+        ASSERT_INT_EQ(r->elements, 5);
+        ASSERT_INT_EQ(r->element[4]->type, REDIS_REPLY_STRING);
+        ASSERT_STREQ(r->element[4]->str, ids[9]);
         SELECT(6, 10);
         assert_entries(r->element[0], r->element[1], 5, sel, tsel, "alice");
         assert_int(r->element[2], 0);
@@ -1249,7 +1357,7 @@ static void test_trim(Test *t) {
                 char text[32];
 
                 snprintf(text, sizeof text, "message %u", i);
-                ASSERT_OK(store_send(t->cmd, "1", "alice", text, KEEP, on_reply, &p[i]));
+                ASSERT_OK(store_send(t->cmd, "1", "alice", text, NULL, KEEP, on_reply, &p[i]));
         }
         for (unsigned i = 0; i < N_TRIM; i++) {
                 r = wait_reply(t, &p[i]);
@@ -1330,7 +1438,7 @@ static void test_trim(Test *t) {
                 snprintf(after, sizeof after, "%s", ids[10]);
                 for (;;) {
                         r = do_since(t, "1", after, 40);
-                        ASSERT_INT_EQ(r->elements, 4);
+                        ASSERT_INT_EQ(r->elements, 5);
                         assert_int(r->element[3], first ? 1 : 0);
                         for (size_t i = 0; i < r->element[0]->elements; i++) {
                                 StoreEntry e;
@@ -1641,6 +1749,8 @@ int main(void) {
         test_rooms(&t);
         test_presence(&t);
         test_messages(&t);
+        test_send_ref(&t);
+        test_epoch(&t);
         test_history(&t);
         test_trim(&t);
         test_reap(&t);

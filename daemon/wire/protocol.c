@@ -26,6 +26,7 @@ static const char *const protocol_error_table[_PROTOCOL_ERROR_MAX] = {
         [PROTOCOL_ERROR_NOT_FOUND] = "NOT_FOUND",
         [PROTOCOL_ERROR_FORBIDDEN] = "FORBIDDEN",
         [PROTOCOL_ERROR_UNAVAILABLE] = "UNAVAILABLE",
+        [PROTOCOL_ERROR_OUTCOME_UNKNOWN] = "OUTCOME_UNKNOWN",
 };
 
 const char *protocol_error_to_string(ProtocolError e) {

@@ -43,6 +43,7 @@ typedef enum ProtocolError {
         PROTOCOL_ERROR_NOT_FOUND,
         PROTOCOL_ERROR_FORBIDDEN,
         PROTOCOL_ERROR_UNAVAILABLE,
+        PROTOCOL_ERROR_OUTCOME_UNKNOWN,
         _PROTOCOL_ERROR_MAX,
 } ProtocolError;
 

@@ -26,6 +26,7 @@ static void test_error_strings(void) {
                 "NOT_FOUND",
                 "FORBIDDEN",
                 "UNAVAILABLE",
+                "OUTCOME_UNKNOWN",
         };
 
         ASSERT_INT_EQ(ELEMENTSOF(expected), _PROTOCOL_ERROR_MAX);
