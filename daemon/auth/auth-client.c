@@ -303,7 +303,27 @@ static int client_connect(AuthClient *c) {
 
 static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata);
 
+/* Our environment minus what systemd gave to us alone: a helper that
+ * inherited NOTIFY_SOCKET would tell systemd "READY=1" for the daemon. */
+static char **helper_environ(void) {
+        static const char *const ours[] = {
+                "NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=",
+        };
+        char **env = NULL;
+
+        for (char **e = environ; *e; e++) {
+                bool skip = false;
+
+                for (size_t i = 0; i < ELEMENTSOF(ours) && !skip; i++)
+                        skip = strncmp(*e, ours[i], strlen(ours[i])) == 0;
+                if (!skip && strv_extend(&env, *e) < 0)
+                        return strv_free(env);
+        }
+        return env ?: calloc(1, sizeof(char *));
+}
+
 static int client_spawn(AuthClient *c) {
+        _cleanup_(strv_freep) char **env = helper_environ();
         _cleanup_(closep) int ours = -EBADF, theirs = -EBADF;
         _cleanup_(freep) char **argv = NULL;
         char fd_arg[] = "--fd=" STRINGIFY(HELPER_FD);
@@ -345,7 +365,7 @@ static int client_spawn(AuthClient *c) {
         if (r == 0)
                 r = posix_spawnattr_setsigdefault(&attr, &all);
         if (r == 0)
-                r = posix_spawn(&pid, c->helper_path, &fa, &attr, argv, environ);
+                r = env ? posix_spawn(&pid, c->helper_path, &fa, &attr, argv, env) : ENOMEM;
         posix_spawn_file_actions_destroy(&fa);
         posix_spawnattr_destroy(&attr);
         if (r != 0)

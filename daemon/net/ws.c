@@ -233,6 +233,20 @@ void ws_hub_write_scheduled(WsHub *hub) {
         }
 }
 
+/* The session of an open connection ended (logout, session-max, Redis
+ * lost it) while the logout event could not reach us: the connection ends
+ * as a logout would end it. */
+static void on_conn_refreshed(int r, const SessionData *d, void *userdata) {
+        Conn *c = userdata;
+
+        c->pending_session = NULL;
+        if (r == -ENOENT && ws_conn_is_open(c)) {
+                ws_conn_send_error(c, PROTOCOL_ERROR_USER_HAS_TO_LOGIN, NULL);
+                ws_conn_close(c, WS_CLOSE_LOGGED_OUT, "session ended");
+        }
+        ws_conn_unref(c);
+}
+
 void ws_hub_keepalive(WsHub *hub, uint64_t now) {
         const WebServices *s = hub->services;
         uint64_t quiet = s->settings.keepalive_usec;
@@ -251,11 +265,14 @@ void ws_hub_keepalive(WsHub *hub, uint64_t now) {
                 }
                 /* Someone with the chat open is using their session: keep
                  * it from expiring as idle (session-max still ends it). */
-                if (c->state == CONN_READY && now >= c->session_used_usec + s->settings.session_idle_usec / 4 &&
+                if (c->state == CONN_READY && !c->pending_session &&
+                    now >= c->session_used_usec + s->settings.session_idle_usec / 4 &&
                     redis_is_connected(s->redis)) {
                         c->session_used_usec = now;
-                        (void) session_lookup(s->redis, c->session_id, s->settings.session_idle_usec,
-                                              s->settings.session_max_usec, NULL, NULL, NULL);
+                        if (session_lookup(s->redis, c->session_id, s->settings.session_idle_usec,
+                                           s->settings.session_max_usec, on_conn_refreshed, ws_conn_ref(c),
+                                           &c->pending_session) < 0)
+                                ws_conn_unref(c);
                 }
                 if (now >= c->last_rx_usec + 2 * quiet) {
                         log_debug("Dropping connection of %s from %s: no answer to pings.", c->username, c->peer);
