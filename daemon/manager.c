@@ -255,6 +255,12 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
                 config_free(m->config);
         m->config = c;
         login_limiter_set_limit(m->login_limiter, c->login_attempts);
+        if (!c->tls_certificate != !m->config_boot->tls_certificate)
+                log_notice("Setting 'tls-certificate' turned on or off; it takes effect on restart.");
+        r = web_reload_tls(m->web);
+        if (r < 0)
+                log_error_errno(r, "Failed to load the TLS certificate %s and key %s, keeping the ones in force: %m",
+                                c->tls_certificate, c->tls_key);
 
         m->reloading = true;
         r = static_files_load_async(m->event, c->web_root, on_static_reloaded, m);

@@ -17,6 +17,9 @@ Web *web_free(Web *w);
 /* Hands an accepted connection to lws (which owns the fd from then on). */
 int web_adopt(Web *w, int fd);
 bool web_is_tls(const Web *w);
+/* Reads tls-certificate and tls-key again for the connections accepted
+ * from now on; open ones keep theirs. On error nothing changes. */
+int web_reload_tls(Web *w);
 
 /* Accepted connections, HTTP and WebSocket, that lws still holds. */
 unsigned web_peer_count(const Web *w);
