@@ -26,6 +26,7 @@ import sys
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import harness  # noqa: E402
+import testca  # noqa: E402
 import wsclient  # noqa: E402
 from harness import SLOW, expect_message, join, send  # noqa: E402
 from wsclient import WS  # noqa: E402
@@ -52,39 +53,6 @@ CipherString = ALL:@SECLEVEL=0
 """
 
 WEAK_SUITES = ("RC4", "3DES", "DES", "EXPORT", "eNULL", "aNULL", "MD5")
-
-
-def openssl(*args, env=None, input=None):
-    p = subprocess.run(["openssl", *args], input=input, capture_output=True, text=True,
-                       timeout=30, env=env)
-    if p.returncode != 0:
-        raise AssertionError(f"openssl {' '.join(args)} failed: {p.stderr.strip()}")
-    return p.stdout
-
-
-def make_ca(dir):
-    key, pem = dir / "ca.key", dir / "ca.pem"
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(pem),
-            "-days", "2", "-subj", "/CN=multichat test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    return key, pem
-
-
-def make_server_cert(dir, ca, cn):
-    """An RSA server certificate for 127.0.0.1 signed by ca: (cert, key).
-    RSA, so that no suite is out of reach for lack of a matching key."""
-    ca_key, ca_pem = ca
-    key, csr, pem, ext = (dir / f"{cn}.key", dir / f"{cn}.csr", dir / f"{cn}.pem", dir / f"{cn}.ext")
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                   "extendedKeyUsage=serverAuth\n"
-                   "keyUsage=critical,digitalSignature,keyEncipherment\n")
-    openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
-            "-subj", f"/CN={cn}")
-    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_pem), "-CAkey", str(ca_key),
-            "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "1",
-            "-extfile", str(ext), "-out", str(pem))
-    return pem, key
 
 
 class SClient:
@@ -174,15 +142,13 @@ def check_page_and_login(check, d, base):
 def test(stack, check):
     tls_dir = stack.dir / "tls"
     tls_dir.mkdir()
-    ca = make_ca(tls_dir)
-    # Python's default trust store (wsclient over https) is the test CA only.
-    os.environ["SSL_CERT_FILE"] = str(ca[1])
-    os.environ.pop("SSL_CERT_DIR", None)
+    ca = testca.make_ca(tls_dir)
+    testca.trust_only(ca)
     cnf = stack.dir / "openssl-permissive.cnf"
     cnf.write_text(PERMISSIVE_OPENSSL_CNF)
 
     cert, key = stack.dir / "chat.pem", stack.dir / "chat.key"
-    first = make_server_cert(tls_dir, ca, "first")
+    first = testca.make_server_cert(tls_dir, ca, "first")
     os.replace(first[0], cert)
     os.replace(first[1], key)
     conf = stack.dir / "multichat.conf"
@@ -212,7 +178,7 @@ def test(stack, check):
     check_weak_suites(check, sc)
 
     check.eq(sc.subject_cn(), "first", "the first certificate is served")
-    second = make_server_cert(tls_dir, ca, "second")
+    second = testca.make_server_cert(tls_dir, ca, "second")
     os.replace(second[0], cert)
     os.replace(second[1], key)
     before = len(d.notified("READY", "1"))
