@@ -10,11 +10,14 @@ Through nginx over https: the login page with the daemon's security
 headers, a login whose cookies nginx marks Secure, /healthz, the WebSocket
 (wss) carrying a message between two users, the Origin check (the public
 https origin accepted through allowed-origin; a foreign one and the plain
-http one refused); plain http redirected to https; nginx's own limit on
-/login answering 429."""
+http one refused, and without allowed-origin the page's own refused too);
+plain http redirected to https; nginx's own limit on /login answering 429.
+The daemon's allowed-origin is set as the documentation says, to the
+public origin (here https://127.0.0.1:PORT)."""
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -194,6 +197,21 @@ def check_login_limit(check, base):
     check.eq(r.status, 200, "... and only /login")
 
 
+def check_without_allowed_origin(check, d, conf, base, jar):
+    """What docs/operations.md says allowed-origin is for: without it, the
+    daemon behind a TLS proxy refuses the page's own WebSocket."""
+    before = len(d.notified("READY", "1"))
+    conf.write_text("[multichat]\n")
+    d.proc.send_signal(signal.SIGHUP)
+    harness.wait_until(lambda: len(d.notified("READY", "1")) > before, 5 * harness.SLOW,
+                       what="READY=1 after reload")
+    try:
+        WS.connect(base, cookies=jar).shutdown()
+        check(False, "without allowed-origin the WebSocket through a TLS proxy is refused")
+    except WSRefused as e:
+        check.eq(e.status, 403, "without allowed-origin the WebSocket through a TLS proxy is refused")
+
+
 def test(stack, check):
     if not os.access(NGINX, os.X_OK):
         raise harness.Skip("nginx is not installed (apt install nginx)")
@@ -220,6 +238,7 @@ def test(stack, check):
         check_origins(check, public, jar, https_port)
         check_chat(check, stack, public, jar)
         check_login_limit(check, public)
+        check_without_allowed_origin(check, d, conf, public, jar)
         time.sleep(0.2)
         errors = [line for line in nginx.errlog.read_text().splitlines() if "[emerg]" in line or "[crit]" in line]
         check(not errors, "nginx logged no critical errors", errors[:5])
