@@ -345,12 +345,13 @@ static void manager_apply_settings(Manager *m) {
                 .history_size = c->history_size,
                 .overload_lag_usec = c->overload_lag_usec,
         });
-        /* TLS and the connection limit are used at start only (lws's
-         * context is made once): they stay as the daemon started. */
+        /* Whether to serve TLS and the connection limit are decided at
+         * start (lws's context is made once); the certificate files are
+         * read again on reload (web_reload_tls). */
         m->web_services.settings = (WebSettings) {
                 .allowed_origins = c->allowed_origins,
-                .tls_certificate = m->config_boot->tls_certificate,
-                .tls_key = m->config_boot->tls_key,
+                .tls_certificate = c->tls_certificate,
+                .tls_key = c->tls_key,
                 .max_connections = m->config_boot->max_connections,
                 .keepalive_usec = c->keepalive_usec,
                 .session_idle_usec = c->session_idle_usec,
@@ -406,6 +407,12 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
                 config_free(m->config);
         m->config = c;
         manager_apply_settings(m);
+        if (!c->tls_certificate != !m->config_boot->tls_certificate)
+                log_notice("Setting 'tls-certificate' turned on or off; it takes effect on restart.");
+        r = web_reload_tls(m->web);
+        if (r < 0)
+                log_error_errno(r, "Failed to load the TLS certificate %s and key %s, keeping the ones in force: %m",
+                                c->tls_certificate, c->tls_key);
 
         m->reloading = true;
         r = static_files_load_async(m->event, c->web_root, on_static_reloaded, m);

@@ -6,6 +6,9 @@
 #include <string.h>
 
 #include <libwebsockets.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
 
 #include "net/http-api.h"
 #include "net/http-login.h"
@@ -26,6 +29,19 @@
  * 128 still takes any control frame (at most 125 bytes) whole. */
 #define WEB_RX_BUFFER 128
 
+/* TLS 1.2 suites: forward-secret AEAD only (TLS 1.3 has nothing else).
+ * Ours rather than /etc/ssl/openssl.cnf's, which an administrator may
+ * loosen for some other program. */
+#define WEB_TLS12_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:@SECLEVEL=2"
+
+DEFINE_CLEANUP_FUNC(X509 *, X509_free);
+DEFINE_CLEANUP_FUNC(EVP_PKEY *, EVP_PKEY_free);
+DEFINE_CLEANUP_FUNC(BIO *, BIO_free_all);
+
+static inline void x509_stack_freep(STACK_OF(X509) **p) {
+        sk_X509_pop_free(*p, X509_free);
+}
+
 /* One accepted connection, HTTP or WebSocket, from adoption until lws
  * destroys it: a shutdown waits for all of them, not only WebSockets. */
 typedef struct WebPeer {
@@ -40,6 +56,7 @@ struct Web {
         struct lws_context *context;
         struct lws_vhost *vhost;
         bool tls;
+        SSL_CTX *ssl_ctx;           /* the vhost's, owned by lws */
         WebPeer *peers;
         unsigned n_peers;
 };
@@ -190,6 +207,96 @@ static void web_peer_free(WebPeer *p, struct lws *wsi) {
         w->services->hooks->peer_removed(w->services->userdata);
 }
 
+/* lws offers the vhost's SSL_CTX here, once, while it sets the vhost up:
+ * the place to set our protocol floor and suites, and to keep the context
+ * for certificate reloads. */
+static int web_tls_setup(Web *w, SSL_CTX *ctx) {
+        if (!w || !ctx)
+                return -EINVAL;
+        if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+            SSL_CTX_set_cipher_list(ctx, WEB_TLS12_CIPHERS) != 1) {
+                ERR_clear_error();
+                return -EIO;
+        }
+        w->ssl_ctx = ctx;
+        return 0;
+}
+
+/* Never prompt for a passphrase on a terminal: an encrypted key is an error. */
+static int on_tls_passphrase(char *buf, int size, int rwflag, void *userdata) {
+        return -1;
+}
+
+static int tls_read_chain(const char *path, X509 **ret_leaf, STACK_OF(X509) **ret_chain) {
+        _cleanup_(BIO_free_allp) BIO *b = NULL;
+        _cleanup_(X509_freep) X509 *leaf = NULL;
+        _cleanup_(x509_stack_freep) STACK_OF(X509) *chain = NULL;
+        X509 *x;
+
+        b = BIO_new_file(path, "r");
+        if (!b)
+                return errno > 0 ? -errno : -EIO;
+        leaf = PEM_read_bio_X509_AUX(b, NULL, on_tls_passphrase, NULL);
+        if (!leaf)
+                return -EBADMSG;
+        chain = sk_X509_new_null();
+        if (!chain)
+                return -ENOMEM;
+        while ((x = PEM_read_bio_X509(b, NULL, on_tls_passphrase, NULL)))
+                if (!sk_X509_push(chain, x)) {
+                        X509_free(x);
+                        return -ENOMEM;
+                }
+        *ret_leaf = TAKE_PTR(leaf);
+        *ret_chain = TAKE_PTR(chain);
+        return 0;
+}
+
+static int tls_read_key(const char *path, EVP_PKEY **ret) {
+        _cleanup_(BIO_free_allp) BIO *b = NULL;
+        EVP_PKEY *k;
+
+        b = BIO_new_file(path, "r");
+        if (!b)
+                return errno > 0 ? -errno : -EIO;
+        k = PEM_read_bio_PrivateKey(b, NULL, on_tls_passphrase, NULL);
+        if (!k)
+                return -EBADMSG;
+        *ret = k;
+        return 0;
+}
+
+static int tls_load(SSL_CTX *ctx, const char *cert_path, const char *key_path) {
+        _cleanup_(X509_freep) X509 *leaf = NULL;
+        _cleanup_(x509_stack_freep) STACK_OF(X509) *chain = NULL;
+        _cleanup_(EVP_PKEY_freep) EVP_PKEY *key = NULL;
+        int r;
+
+        r = tls_read_chain(cert_path, &leaf, &chain);
+        if (r < 0)
+                return r;
+        r = tls_read_key(key_path, &key);
+        if (r < 0)
+                return r;
+        if (X509_check_private_key(leaf, key) != 1)
+                return -EKEYREJECTED;
+        /* Certificate, key and chain replaced together, or not at all. */
+        if (SSL_CTX_use_cert_and_key(ctx, leaf, key, chain, 1) != 1)
+                return -EIO;
+        return 0;
+}
+
+int web_reload_tls(Web *w) {
+        const WebSettings *c = &w->services->settings;
+        int r;
+
+        if (!w->tls || !c->tls_certificate || !c->tls_key)
+                return 0;
+        r = tls_load(w->ssl_ctx, c->tls_certificate, c->tls_key);
+        ERR_clear_error();
+        return r;
+}
+
 static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len) {
         struct lws_vhost *vh = lws_get_vhost(wsi);
         Web *w = vh ? lws_vhost_user(vh) : NULL;
@@ -255,6 +362,9 @@ static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason, void 
                         slot->conn = NULL;
                 }
                 return 0;
+
+        case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+                return web_tls_setup(w, user) < 0;
 
         case LWS_CALLBACK_WSI_DESTROY:
                 web_peer_free(lws_get_opaque_user_data(wsi), wsi);
@@ -327,7 +437,7 @@ int web_new(Web **ret, WebServices *services) {
         w->context = lws_create_context(&info);
         if (w->context)
                 w->vhost = lws_get_vhost_by_name(w->context, "multichat");
-        if (!w->vhost) {
+        if (!w->vhost || (w->tls && !w->ssl_ctx)) {
                 web_free(w);
                 return -EIO;
         }

@@ -21,6 +21,9 @@ int web_adopt(Web *w, int fd);
 bool web_is_tls(const Web *w);
 /* The WebSocket connections. */
 WsHub *web_hub(Web *w);
+/* Reads tls-certificate and tls-key again for the connections accepted
+ * from now on; open ones keep theirs. On error nothing changes. */
+int web_reload_tls(Web *w);
 
 /* Accepted connections, HTTP and WebSocket, that lws still holds. */
 unsigned web_peer_count(const Web *w);

@@ -15,6 +15,7 @@ import json
 import os
 import select
 import socket
+import ssl
 import struct
 import time
 import urllib.parse
@@ -54,6 +55,20 @@ def _split_url(base):
     return u.hostname, u.port or (443 if u.scheme == "https" else 80)
 
 
+def _origin_of(base):
+    u = urllib.parse.urlsplit(base)
+    host, port = _split_url(base)
+    return f"{u.scheme}://{host}:{port}"
+
+
+def _tls_context(base):
+    """For an https:// base: a context that verifies the server against the
+    default trust store (SSL_CERT_FILE names a test CA); None for http://."""
+    if urllib.parse.urlsplit(base).scheme != "https":
+        return None
+    return ssl.create_default_context()
+
+
 def cookie_header(jar):
     return "; ".join(f"{k}={v}" for k, v in jar.items())
 
@@ -80,11 +95,18 @@ class WS:
     @classmethod
     def connect(cls, base, path="/chat/stream/", cookies=None, origin=True,
                 headers=None, timeout=DEFAULT_TIMEOUT):
-        """base: "http://127.0.0.1:PORT". origin: True = the base itself,
+        """base: "http://127.0.0.1:PORT" or "https://...". origin: True = the base itself,
         None/False = no Origin header, a string = that Origin. Raises
         WSRefused on a non-101 answer."""
         host, port = _split_url(base)
         sock = socket.create_connection((host, port), timeout=timeout)
+        ctx = _tls_context(base)
+        if ctx:
+            try:
+                sock = ctx.wrap_socket(sock, server_hostname=host)
+            except BaseException:
+                sock.close()
+                raise
         sock.settimeout(timeout)
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [f"GET {path} HTTP/1.1",
@@ -94,7 +116,7 @@ class WS:
                  f"Sec-WebSocket-Key: {key}",
                  "Sec-WebSocket-Version: 13"]
         if origin is True:
-            origin = f"http://{host}:{port}"
+            origin = _origin_of(base)
         if origin:
             lines.append(f"Origin: {origin}")
         if cookies:
@@ -523,7 +545,11 @@ def http(base, method, path, headers=None, body=None, cookies=None, timeout=10.0
         body = body.encode()
     if cookies:
         hdrs["Cookie"] = cookie_header(cookies)
-    conn = httpclient.HTTPConnection(host, port, timeout=timeout)
+    ctx = _tls_context(base)
+    if ctx:
+        conn = httpclient.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+    else:
+        conn = httpclient.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=hdrs)
         r = conn.getresponse()
@@ -589,10 +615,9 @@ def login_form(base):
 def post_login(base, jar, user, password, csrf, next_path="/", origin=True):
     """POST /login with what login_form() gave; returns the response (jar is
     updated in place)."""
-    host, port = _split_url(base)
     headers = {}
     if origin is True:
-        origin = f"http://{host}:{port}"
+        origin = _origin_of(base)
     if origin:
         headers["Origin"] = origin
     form = {"username": user, "password": password}
