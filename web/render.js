@@ -118,6 +118,11 @@ function preview(text, n = 40) {
   return t.length > n ? `${t.slice(0, n - 1)}…` : t;
 }
 
+// Whether message id comes after the read marker (null: nothing was read).
+function after(id, marker) {
+  return marker === null || compareIds(id, marker) > 0;
+}
+
 // Whether msg mentions user: the server's list (version 2) or the text itself.
 export function mentions(msg, user) {
   if (!user || msg.own === true || msg.username === user) return false;
@@ -253,6 +258,7 @@ export class RoomView {
     this.hooks = hooks;
     this.self = self;
     this.entries = [];
+    this.byId = new Map();
     this.winStart = 0;
     this.winEnd = 0;
     this.deleted = new Set();
@@ -263,6 +269,7 @@ export class RoomView {
     this.readId = null;
     this.unread = 0;
     this.mentionCount = 0;
+    this.divider = false;
     this.dividerAfter = null;
     this.current = false;
     this.joined = false;
@@ -368,7 +375,7 @@ export class RoomView {
     this.input.placeholder = `Message ${this.title}`;
     this.leaveBtn.setAttribute('aria-label', `Leave ${this.title}`);
     this.scroller.setAttribute('aria-label', `Messages in ${this.title}`);
-    this.membersSummary.setAttribute('aria-label', `Members of ${this.title}`);
+    this.updateMemberCount();
     this.setNotifyAll(this.notifyAll);
   }
 
@@ -381,8 +388,9 @@ export class RoomView {
   setNotifyAll(on) {
     this.notifyAll = on === true;
     this.notifyBtn.setAttribute('aria-pressed', this.notifyAll ? 'true' : 'false');
-    this.notifyBtn.textContent = this.notifyAll ? '🔔 All' : '🔔 Mentions';
-    this.notifyBtn.setAttribute('aria-label', `Notify me of every message in ${this.title ?? this.id}`);
+    this.notifyBtn.textContent = 'Notify all';
+    this.notifyBtn.setAttribute('aria-label', `Notify all messages in ${this.title ?? this.id}`);
+    this.notifyBtn.title = this.notifyAll ? 'Desktop notifications for every message (on)' : 'Desktop notifications for mentions only; press for every message';
   }
 
   setMembers(list) {
@@ -412,7 +420,9 @@ export class RoomView {
 
   updateMemberCount() {
     const n = this.membersEl.children.length;
-    this.membersSummary.textContent = `${n} ${n === 1 ? 'member' : 'members'}`;
+    const text = `${n} ${n === 1 ? 'member' : 'members'}`;
+    this.membersSummary.textContent = text;
+    this.membersSummary.setAttribute('aria-label', `${text} in ${this.title}`);
   }
 
   get lastId() {
@@ -458,7 +468,7 @@ export class RoomView {
     for (let i = this.entries.length - 1; i >= 0; i--) {
       const e = this.entries[i];
       if (e.id === null) continue;
-      if (this.readId !== null && compareIds(e.id, this.readId) <= 0) break;
+      if (!after(e.id, this.readId)) break;
       if (e.kind !== 'message' || e.deleted || e.msg.own) continue;
       unread++;
       if (e.mention) men++;
@@ -474,10 +484,6 @@ export class RoomView {
     return { id, kind, msg, ts: typeof msg.ts === 'number' ? msg.ts : Date.now(), mention: kind === 'message' && mentions(msg, this.self), deleted: false };
   }
 
-  indexOfId(id) {
-    for (let i = this.entries.length - 1; i >= 0; i--) if (this.entries[i].id === id) return i;
-    return -1;
-  }
 
   // Where an entry with this id belongs (after every smaller id).
   insertPos(id) {
@@ -499,9 +505,9 @@ export class RoomView {
     const entry = this.makeEntry(msg);
     if (entry.id !== null) {
       if (this.deleted.has(entry.id)) return null;
-      const at = this.indexOfId(entry.id);
-      if (at >= 0) {
-        if (msg.edited === true && entry.kind === 'message') this.applyEdit(at, msg);
+      const known = this.byId.get(entry.id);
+      if (known) {
+        if (msg.edited === true && entry.kind === 'message') this.applyEdit(known, msg);
         return null;
       }
       // A live edit of a message older than everything we hold is not news.
@@ -513,6 +519,7 @@ export class RoomView {
     const atTail = pos === this.entries.length;
     const windowAtTail = this.winEnd === this.entries.length;
     this.entries.splice(pos, 0, entry);
+    if (entry.id !== null) this.byId.set(entry.id, entry);
     if (atTail && windowAtTail) {
       this.winEnd++;
       this.appendNodes(pos);
@@ -530,7 +537,7 @@ export class RoomView {
       this.renderWindow(stick ? 'bottom' : this.anchor());
     }
     if (live && entry.kind === 'message' && entry.id !== null && msg.edited !== true && !msg.own
-      && (this.readId === null || compareIds(entry.id, this.readId) > 0)) {
+      && after(entry.id, this.readId)) {
       this.unread++;
       if (entry.mention) this.mentionCount++;
     }
@@ -549,11 +556,12 @@ export class RoomView {
       const e = this.makeEntry(msg);
       if (e.id !== null && (this.deleted.has(e.id))) continue;
       if (e.id !== null) {
-        const at = this.indexOfId(e.id);
-        if (at >= 0) {
-          if (msg.edited === true) this.applyEdit(at, msg);
+        const known = this.byId.get(e.id);
+        if (known) {
+          if (msg.edited === true) this.applyEdit(known, msg);
           continue;
         }
+        this.byId.set(e.id, e);
       }
       fresh.push(e);
     }
@@ -581,14 +589,13 @@ export class RoomView {
   trimMemory() {
     const over = this.entries.length - MAX_KEPT;
     if (over <= 0 || this.winStart < over) return;
-    this.entries.splice(0, over);
+    for (const e of this.entries.splice(0, over)) if (e.id !== null) this.byId.delete(e.id);
     this.winStart -= over;
     this.winEnd -= over;
     this.olderDone = false;
   }
 
-  applyEdit(i, msg) {
-    const e = this.entries[i];
+  applyEdit(e, msg) {
     e.msg = { ...e.msg, message: msg.message, edited: true, mentions: msg.mentions };
     e.mention = mentions(e.msg, this.self);
     const li = this.renderedLi(e.id);
@@ -604,12 +611,10 @@ export class RoomView {
   deleteMessage(id) {
     id = str(id);
     this.deleted.add(id);
-    const at = this.indexOfId(id);
-    if (at < 0) return false;
-    const e = this.entries[at];
-    if (e.deleted) return false;
+    const e = this.byId.get(id);
+    if (!e || e.deleted) return false;
     e.deleted = true;
-    if (!e.msg.own && e.kind === 'message' && (this.readId === null || compareIds(id, this.readId) > 0)) {
+    if (!e.msg.own && e.kind === 'message' && after(id, this.readId)) {
       this.unread = Math.max(0, this.unread - 1);
       if (e.mention) this.mentionCount = Math.max(0, this.mentionCount - 1);
     }
@@ -650,12 +655,11 @@ export class RoomView {
       out.push(h(this.doc, 'li', { class: 'day-separator', dataset: { day } },
         h(this.doc, 'span', { text: dayLabel(e.ts) })));
     }
-    if (this.dividerAfter !== null && e.id !== null && e.kind === 'message' && !e.msg.own
-      && compareIds(e.id, this.dividerAfter) > 0) {
+    if (this.divider && e.id !== null && e.kind === 'message' && !e.msg.own && after(e.id, this.dividerAfter)) {
       let first = true;
       for (let j = i - 1; j >= 0; j--) {
         const p = this.entries[j];
-        if (p.id === null || compareIds(p.id, this.dividerAfter) <= 0) break;
+        if (p.id !== null && !after(p.id, this.dividerAfter)) break;
         if (p.kind === 'message' && !p.msg.own) {
           first = false;
           break;
@@ -796,7 +800,8 @@ export class RoomView {
     this.current = on;
     this.root.hidden = !on;
     if (on) {
-      this.dividerAfter = this.unread > 0 ? this.readId : null;
+      this.divider = this.unread > 0;
+      this.dividerAfter = this.readId;
       this.winEnd = this.entries.length;
       this.winStart = Math.max(0, this.winEnd - WINDOW);
       this.renderWindow(null);

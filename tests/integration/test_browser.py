@@ -42,7 +42,7 @@ def fill(d, room, n, user="bob"):
             ws.send_json({"command": "send", "room": room, "message": f"big {i}", "ref": f"b{i}"})
         waiting = set(batch)
         while waiting:
-            e = ws.recv_json(timeout=20)
+            e, _ = ws.recv_json(timeout=20)
             ref = e.get("ref", "")
             if not ref.startswith("b"):
                 continue
