@@ -453,6 +453,7 @@ export class ChatView {
       ? { read: typeof ev.read === 'string' ? ev.read : null, unread: ev.unread, mentions: typeof ev.mentions === 'number' ? ev.mentions : 0 }
       : null;
     view.applyJoin(ev, counts);
+    if (!counts && view.readId !== null) this.store?.setReadMarker(id, view.readId);
     this.saveJoined();
     if (this.focusOnJoin === id) {
       this.focusOnJoin = null;

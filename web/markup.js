@@ -68,7 +68,7 @@ function closingAt(s, i, marker) {
   let j = s.indexOf(marker, from + 1);
   while (j > 0) {
     const okBefore = !/\s/.test(s[j - 1]);
-    const okAfter = marker !== '_' || j + 1 >= s.length || !WORD.test(s[j + 1]);
+    const okAfter = marker.length === 2 || j + 1 >= s.length || !WORD.test(s[j + 1]);
     if (okBefore && okAfter && !(marker === '*' && s[j + 1] === '*')) return j;
     j = s.indexOf(marker, j + 1);
   }
@@ -95,7 +95,8 @@ function inline(doc, s, parent, opts, depth) {
     }
     if ((c === '*' || c === '_') && depth < MAX_DEPTH) {
       const marker = c === '*' && s[i + 1] === '*' ? '**' : c;
-      const leftOk = c !== '_' || i === 0 || !WORD.test(s[i - 1]);
+      // A single * or _ inside a word (snake_case, 2*3*4) is not emphasis.
+      const leftOk = marker.length === 2 || i === 0 || !WORD.test(s[i - 1]);
       const j = leftOk ? closingAt(s, i, marker) : -1;
       if (j > 0) {
         flush();
