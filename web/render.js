@@ -744,8 +744,12 @@ export class RoomView {
     this.hooks.seen?.();
   }
 
+  // Moves the window by about `by` entries, building only the entries that
+  // come in and removing those that go out (separators belong to the entry
+  // after them and depend on the entries alone, not on the window).
   shiftWindow(by) {
     const anchor = this.anchor();
+    const [oldStart, oldEnd] = [this.winStart, this.winEnd];
     if (by < 0) {
       this.winStart = Math.max(0, this.winStart + by);
       this.winEnd = Math.min(this.winEnd, this.winStart + WINDOW);
@@ -753,7 +757,43 @@ export class RoomView {
       this.winEnd = Math.min(this.entries.length, this.winEnd + by);
       this.winStart = Math.max(this.winStart, this.winEnd - WINDOW);
     }
-    this.renderWindow(anchor);
+    if (this.winStart >= oldEnd || this.winEnd <= oldStart) {
+      this.renderWindow(anchor);
+      return;
+    }
+    const build = (from, to) => {
+      const nodes = [];
+      for (let i = from; i < to; i++) nodes.push(...this.separatorsBefore(i), this.renderEntry(this.entries[i]));
+      return nodes;
+    };
+    const list = this.messagesEl;
+    if (this.winStart < oldStart) list.prepend(...build(this.winStart, oldStart));
+    if (this.winEnd > oldEnd) list.append(...build(oldEnd, this.winEnd));
+    for (let n = this.winStart - oldStart; n > 0; n--) this.dropEntryNode(list.firstElementChild, 'next');
+    for (let n = oldEnd - this.winEnd; n > 0; n--) this.dropEntryNode(list.lastElementChild, 'previous');
+    this.updateHistoryStatus();
+    if (anchor) this.restoreAnchor(anchor);
+  }
+
+  // Removes one entry's <li> with its separators, from the top ('next') or the bottom ('previous').
+  dropEntryNode(el, dir) {
+    const isSep = (e) => e && (e.classList.contains('day-separator') || e.classList.contains('new-divider'));
+    if (dir === 'next') {
+      while (isSep(el)) {
+        const n = el.nextElementSibling;
+        el.remove();
+        el = n;
+      }
+      el?.remove();
+      return;
+    }
+    let prev = el?.previousElementSibling;
+    el?.remove();
+    while (isSep(prev)) {
+      const p = prev.previousElementSibling;
+      prev.remove();
+      prev = p;
+    }
   }
 
   loadOlder() {

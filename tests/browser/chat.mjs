@@ -498,7 +498,7 @@ async function scenario(browser, opt, devices) {
       await send(bob, random, `@${alice.name} lunch at noon?`);
       await joinedButton(ap, 'Random').locator('.unread-badge').waitFor();
       await ap.mouse.move(0, 0);
-      await ap.screenshot({ path: path.join(opt.screenshots, 'screenshot-desktop.png') });
+      await ap.screenshot({ path: path.join(opt.screenshots, 'screenshot.png') });
     });
   }
 

@@ -447,7 +447,20 @@ test('a long room keeps a bounded window in the DOM and pages older history', ()
   assert.ok(view.messagesEl.children.length <= WINDOW + 60, `${view.messagesEl.children.length} nodes`);
   assert.equal(ids(view).at(-1), '6999-0');
   // Scrolled to the top of what is in memory: the window moves up, then older history is asked for.
-  while (view.winStart > 0) view.shiftWindow(-50);
+  const check = () => {
+    // The window in the DOM is exactly entries[winStart, winEnd), in order.
+    assert.deepEqual(ids(view), view.entries.slice(view.winStart, view.winEnd).map((e) => e.id));
+    assert.ok(view.messagesEl.children.length <= WINDOW + 60);
+  };
+  while (view.winStart > 0) {
+    view.shiftWindow(-50);
+    check();
+  }
+  view.shiftWindow(120);
+  check();
+  view.shiftWindow(-70);
+  check();
+  view.shiftWindow(-500);
   assert.equal(ids(view)[0], '1000-0');
   assert.ok(view.messagesEl.children.length <= WINDOW + 60);
   t.sent.length = 0;
