@@ -310,6 +310,9 @@ $('reconnect-now').addEventListener('click', () => {
 });
 $('notify-permission').addEventListener('click', askNotify);
 document.addEventListener('visibilitychange', () => view.seenCurrent());
+window.addEventListener('storage', (e) => {
+  if (e.key === null || (view.store && e.key.startsWith(view.store.key('')))) view.syncFromStore();
+});
 window.addEventListener('focus', () => view.seenCurrent());
 
 updatePermissionButton();

@@ -563,14 +563,40 @@ export class ChatView {
     this.toast(text, 'error');
   }
 
+  // Version 1: another tab of this browser joined or left rooms, or read some (localStorage changed there).
+  syncFromStore() {
+    if (!this.store || this.proto === 2) return;
+    const ids = this.store.joined();
+    for (const id of [...this.views.keys()]) {
+      if (ids.includes(id) || this.pending.has(id)) continue;
+      this.command('leave', id);
+      this.closeRoom(id);
+    }
+    for (const id of ids) {
+      if (this.views.has(id) || this.pending.has(id)) continue;
+      if (this.command('join', id)) this.pending.add(id);
+    }
+    for (const [id, view] of this.views) {
+      const marker = this.store.readMarker(id);
+      if (marker === null || (view.readId !== null && compareIds(marker, view.readId) <= 0)) continue;
+      view.readId = marker;
+      view.recount();
+      this.updateBadges(view);
+    }
+    this.updateTotals();
+    this.renderBrowse();
+  }
+
   toast(text, kind = 'info') {
     const doc = this.doc;
-    const li = h(doc, 'li', { class: `toast toast-${kind}` },
+    // Errors are announced at once; other notices through the one live region.
+    const li = h(doc, 'li', { class: `toast toast-${kind}`, role: kind === 'error' ? 'alert' : undefined },
       h(doc, 'span', { class: 'toast-text', text: str(text) }));
     const close = h(doc, 'button', { type: 'button', class: 'toast-close', 'aria-label': `Dismiss: ${str(text)}`, text: '×' });
     close.addEventListener('click', () => li.remove());
     li.append(' ', close);
     this.els.toasts.append(li);
+    if (kind !== 'error') this.announce(str(text));
     while (this.els.toasts.children.length > 5) this.els.toasts.firstElementChild.remove();
     later(() => li.remove(), TOAST_MS);
     return li;

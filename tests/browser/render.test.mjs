@@ -507,6 +507,29 @@ test('rooms, the open room, drafts and read positions are kept in localStorage',
   assert.deepEqual(new Store(storage, 'carol').joined(), ['1']);
 });
 
+test('version 1: rooms joined, left and read in another tab follow through localStorage', () => {
+  const doc = newDoc();
+  const storage = doc.defaultView.localStorage;
+  const t = newChat({ doc, store: new Store(storage, 'alice') });
+  joined(t, { id: '1', history: [msg('1-0')] });
+  t.chat.handleEvent(msg('2-0'));
+  t.chat.handleEvent(msg('3-0'));
+  t.chat.select('1');
+  joined(t, { id: '2', title: 'Random' });
+  t.chat.select('2');
+  t.chat.handleEvent(msg('4-0', { room: '1' }));
+  assert.equal(t.chat.views.get('1').unread, 1);
+  const other = new Store(storage, 'alice');
+  other.setJoined(['1', '3']);
+  other.setReadMarker('1', '4-0');
+  t.sent.length = 0;
+  t.chat.syncFromStore();
+  assert.deepEqual(t.sent.map(({ ref, ...c }) => c), [{ command: 'leave', room: '2' }, { command: 'join', room: '3' }]);
+  assert.equal(t.chat.views.has('2'), false);
+  assert.equal(t.chat.views.get('1').unread, 0);
+  assert.deepEqual(t.state.title, [0, 0]);
+});
+
 test('version 2: hello lists the rooms, the server counts unread and marks read', () => {
   const t = newChat();
   t.chat.handleEvent({ hello: 2, username: 'alice', rooms: ['1', '3'] });
