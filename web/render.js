@@ -9,8 +9,6 @@
 import { h, later, str } from './dom.js';
 import { mentionsIn, renderText } from './markup.js';
 
-export { h } from './dom.js';
-
 export const MSG_MESSAGE = 0;
 export const MSG_WARNING = 1;
 export const MSG_ALERT = 2;
@@ -30,11 +28,9 @@ const ERROR_TEXT = {
   UNAVAILABLE: 'The chat is temporarily unavailable; nothing was sent.',
 };
 
-const TOAST_MS = 8000;
 const TYPING_MS = 4000;
 const TYPING_SEND_MS = 3000;
 const CONFIRM_MS = 4000;
-const READ_SEND_MS = 1000;
 // The DOM holds at most WINDOW messages of a room; scrolling moves the window
 // PAGE at a time, EDGE pixels before the end, so a long room scrolls like a short one.
 export const WINDOW = 150;
@@ -42,8 +38,6 @@ const PAGE = 50;
 const EDGE = 600;
 // What a room keeps in memory; older messages are asked for again when scrolled to.
 export const MAX_KEPT = 20000;
-const MAX_REFS = 200;
-const HISTORY_PAGE = 100;
 
 function cmpDigits(x, y) {
   x = x.replace(/^0+(?=\d)/, '');
@@ -326,16 +320,12 @@ export class RoomView {
 
   onComposerKey(e) {
     if (e.isComposing) return;
-    // Enter sends; Shift+Enter is a new line.
+    // Enter sends; Shift+Enter is a new line; ↑ in an empty composer edits the last own message.
     if (e.key === 'Enter' && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey) {
       e.preventDefault();
       this.submit();
     } else if (e.key === 'ArrowUp' && !e.altKey && !e.ctrlKey && !e.metaKey && !e.shiftKey && this.input.value === '') {
       if (this.editLast()) e.preventDefault();
-    } else if (e.key === 'Escape' && this.input.value !== '' && !e.altKey) {
-      e.preventDefault();
-      this.input.value = '';
-      this.hooks.draft('');
     }
   }
 
@@ -359,7 +349,7 @@ export class RoomView {
       const e = this.entries[i];
       if (e.kind !== 'message' || !e.msg.own || e.deleted || e.id === null) continue;
       if (i < this.winStart || i >= this.winEnd) this.jumpToLatest();
-      const li = this.messagesEl.querySelector(`li.message[data-id="${CSS_escape(e.id)}"]`);
+      const li = this.renderedLi(e.id);
       if (!li) return false;
       startEdit(this.doc, li, this.messageActions());
       li.scrollIntoView?.({ block: 'nearest' });
@@ -905,8 +895,3 @@ export class RoomView {
   }
 }
 
-function CSS_escape(s) {
-  return String(s).replace(/["\\]/g, '\\$&');
-}
-
-export { CSS_escape as cssEscape };
