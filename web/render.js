@@ -268,6 +268,8 @@ export class RoomView {
     this.current = false;
     this.joined = false;
     this.scrollQueued = false;
+    this.pinned = true;
+    this.resizer = null;
     this.build();
     this.setTitle(title);
     this.setStaffOnly(staffOnly);
@@ -316,6 +318,16 @@ export class RoomView {
       }
     });
     this.scroller.addEventListener('scroll', () => this.onScroll(), { passive: true });
+    // Kept at the newest message while the content or the pane changes size
+    // (images of text wrapping, the composer growing, a rotated phone).
+    const RO = doc.defaultView?.ResizeObserver;
+    if (RO) {
+      this.resizer = new RO(() => {
+        if (this.pinned && this.current) this.scroller.scrollTop = this.scroller.scrollHeight;
+      });
+      this.resizer.observe(this.scroller);
+      this.resizer.observe(this.messagesEl);
+    }
   }
 
   onComposerKey(e) {
@@ -698,6 +710,7 @@ export class RoomView {
 
   scrollToBottom() {
     this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.pinned = this.winEnd === this.entries.length;
   }
 
   jumpToLatest() {
@@ -724,6 +737,7 @@ export class RoomView {
 
   checkScroll() {
     const el = this.scroller;
+    this.pinned = this.atLatest();
     if (el.scrollTop < EDGE) {
       if (this.winStart > 0) this.shiftWindow(-PAGE);
       else this.loadOlder();
@@ -836,8 +850,12 @@ export class RoomView {
       this.winStart = Math.max(0, this.winEnd - WINDOW);
       this.renderWindow(null);
       const div = this.messagesEl.querySelector('.new-divider');
-      if (div) this.scroller.scrollTop = Math.max(0, div.offsetTop - 40);
-      else this.scrollToBottom();
+      if (div) {
+        this.scroller.scrollTop = Math.max(0, div.offsetTop - 40);
+        this.pinned = this.atLatest();
+      } else {
+        this.scrollToBottom();
+      }
       this.updateJump();
     }
   }
@@ -889,6 +907,7 @@ export class RoomView {
   }
 
   destroy() {
+    this.resizer?.disconnect();
     for (const t of this.typers.values()) clearTimeout(t);
     this.typers.clear();
     this.root.remove();

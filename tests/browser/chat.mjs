@@ -496,6 +496,9 @@ async function scenario(browser, opt, devices) {
 
   if (opt.screenshots) {
     await run('desktop screenshot', async () => {
+      await send(bob, lobby, '> sent while offline\nArrived once. To run the suite:\n```\nmeson test -C build --suite browser\n```');
+      await messages(ap, lobby, 'sent while offline').first().waitFor({ state: 'attached' });
+      await ap.locator('.room-pane:not([hidden]) pre.msg-code').waitFor();
       await ap.mouse.move(0, 0);
       await ap.screenshot({ path: path.join(opt.screenshots, 'screenshot.png') });
     });
