@@ -525,6 +525,9 @@ async function scenario(browser, opt, devices) {
     const width = await pp.evaluate(() => document.documentElement.scrollWidth);
     check(width <= PHONE.width, `the page is ${width} px wide`);
     await messages(pp, id, 'edited text').waitFor();
+    await pp.waitForTimeout(300);
+    const gap = await pane(pp, id).locator('.messages-scroll').evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight);
+    check(gap < 60, `the conversation opened ${gap} px above its newest message`);
     await axe(pp, 'the chat page at 390×844');
     if (opt.screenshots) await pp.screenshot({ path: path.join(opt.screenshots, 'screenshot-phone.png') });
     await pane(pp, id).locator('.room-back').click();
