@@ -201,6 +201,12 @@ export class ChatView {
     const focused = doc.activeElement && list.contains(doc.activeElement) ? doc.activeElement.dataset.roomId : null;
     const others = this.rooms.filter((r) => !this.views.has(r.id));
     const items = others.map((r) => {
+      // Only staff may enter a staff-only room: the others see it, without a button that can only fail.
+      if (r.staffOnly && !(this.self && this.self.staff)) {
+        return h(doc, 'li', { class: 'browse-room staff-only' },
+          h(doc, 'span', { class: 'room-name', text: r.title }),
+          h(doc, 'span', { class: 'badge badge-staff', text: 'staff only' }));
+      }
       const pending = this.pending.has(r.id);
       const btn = h(doc, 'button', {
         type: 'button', class: 'join-room', dataset: { roomId: r.id },

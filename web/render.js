@@ -374,6 +374,8 @@ export class RoomView {
     this.title = str(title) || this.id;
     this.titleEl.textContent = this.title;
     this.composerLabel.textContent = `Message ${this.title}`;
+    this.sendBtn.setAttribute('aria-label', `Send to ${this.title}`);
+    this.jumpBtn.setAttribute('aria-label', `Jump to latest in ${this.title}`);
     this.input.placeholder = `Message ${this.title}`;
     this.leaveBtn.setAttribute('aria-label', `Leave ${this.title}`);
     this.scroller.setAttribute('aria-label', `Messages in ${this.title}`);

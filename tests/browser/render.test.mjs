@@ -124,8 +124,12 @@ test('room titles with markup stay text, in the lists and in the conversation', 
   const list = t.doc.getElementById('rooms');
   assert.equal(list.querySelector('img'), null);
   assert.deepEqual([...list.querySelectorAll('.room-name')].map((e) => e.textContent), [XSS, 'Lobby']);
-  assert.equal(list.querySelector('button[data-room-id="1"]').getAttribute('aria-label'), `Join ${XSS}`);
   assert.ok(list.querySelector('.browse-room.staff-only .badge-staff'));
+  assert.equal(list.querySelector('button[data-room-id="1"]'), null, 'no Join button for a staff-only room');
+  assert.equal(list.querySelector('button[data-room-id="2"]').getAttribute('aria-label'), 'Join Lobby');
+  t.chat.setSelf({ username: 'alice', staff: true });
+  t.chat.renderBrowse();
+  assert.equal(list.querySelector('button[data-room-id="1"]').getAttribute('aria-label'), `Join ${XSS}`);
 
   joined(t, { id: '1', title: XSS, staff_only: true, members: [XSS] });
   const pane = t.doc.querySelector('.room-pane[data-room-id="1"]');
@@ -574,7 +578,8 @@ test('a refused join clears the pending mark; a refused re-join closes the room'
   t.chat.join('2');
   t.chat.handleEvent({ error: 'ROOM_ACCESS_DENIED', ref: t.sent.at(-1).ref });
   assert.equal(t.chat.pending.size, 0);
-  assert.equal(t.doc.querySelector('#rooms button[data-room-id="2"]').getAttribute('aria-busy'), null);
+  assert.equal(t.doc.querySelector('#rooms button[data-room-id="2"]'), null);
+  assert.equal(t.doc.querySelector('.toast-text').textContent, `Staff: ${errorText('ROOM_ACCESS_DENIED')}`);
 
   joined(t);
   t.chat.rejoinAll();
