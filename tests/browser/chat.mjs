@@ -18,7 +18,7 @@ import { chromium } from 'playwright-core';
 const require = createRequire(import.meta.url);
 const AXE = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 const XSS = '<img src=x onerror=alert(1)>';
-const RUN_LIMIT_MS = 200000;
+const RUN_LIMIT_MS = 340000;
 const STEP_MS = 10000;
 const EXIT_SKIP = 77;
 const DESKTOP = { width: 1366, height: 768 };

@@ -81,7 +81,7 @@ def test(stack, check):
     harness.log("# " + " ".join(argv))
     try:
         p = subprocess.run(argv, cwd=str(BROWSER_DIR), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, timeout=240)
+                           stderr=subprocess.STDOUT, text=True, timeout=360)
         out, rc = p.stdout, p.returncode
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -94,4 +94,4 @@ def test(stack, check):
     check(d.alive, "the daemon is still running")
 
 
-harness.main(test, timeout=290)
+harness.main(test, timeout=400)
