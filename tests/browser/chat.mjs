@@ -19,7 +19,7 @@ const require = createRequire(import.meta.url);
 const AXE = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 const XSS = '<img src=x onerror=alert(1)>';
 const RUN_LIMIT_MS = 340000;
-const STEP_MS = 10000;
+const STEP_MS = 20000;
 const EXIT_SKIP = 77;
 const DESKTOP = { width: 1366, height: 768 };
 const PHONE = { width: 390, height: 844 };
