@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// render.js: turns protocol events into DOM; owns the room list, the room panes and the notices.
+// render.js: turns protocol events into DOM: the room sidebar, one conversation at a time, unread counts and the outbox.
 //
 // Everything that came over the network reaches the DOM through textContent,
 // Text nodes or setAttribute() of attribute names fixed here, never through
 // innerHTML, so a username or message can never become markup. Every function
 // takes the document it builds in, so node + jsdom can test it without a browser.
+
+import { h, later, str } from './dom.js';
+import { mentionsIn, renderText } from './markup.js';
 
 export const MSG_MESSAGE = 0;
 export const MSG_WARNING = 1;
@@ -25,38 +28,16 @@ const ERROR_TEXT = {
   UNAVAILABLE: 'The chat is temporarily unavailable; nothing was sent.',
 };
 
-// How long transient things stay on screen.
-const TOAST_MS = 8000;
 const TYPING_MS = 4000;
 const TYPING_SEND_MS = 3000;
 const CONFIRM_MS = 4000;
-// Bounds on what we keep per room and per connection, so a long-open tab stays small.
-const MAX_MESSAGES = 500;
-const MAX_REFS = 100;
-
-// Build an element. props: class, text, dataset, on<event> handlers, other
-// attributes by fixed name. Children may be nodes or strings (which become
-// Text nodes, never markup).
-export function h(doc, tag, props = {}, ...children) {
-  const e = doc.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === 'class') e.className = v;
-    else if (k === 'text') e.textContent = String(v);
-    else if (k === 'dataset') for (const [dk, dv] of Object.entries(v)) e.dataset[dk] = String(dv);
-    else if (k.startsWith('on') && typeof v === 'function') e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v === true ? '' : String(v));
-  }
-  for (const c of children) if (c !== null && c !== undefined && c !== false) e.append(c);
-  return e;
-}
-
-function later(fn, ms) {
-  const t = setTimeout(fn, ms);
-  // Under node (tests) a pending timer must not keep the process alive.
-  if (t && typeof t.unref === 'function') t.unref();
-  return t;
-}
+// The DOM holds at most WINDOW messages of a room; scrolling moves the window
+// PAGE at a time, EDGE pixels before the end, so a long room scrolls like a short one.
+export const WINDOW = 150;
+const PAGE = 50;
+const EDGE = 600;
+// What a room keeps in memory; older messages are asked for again when scrolled to.
+export const MAX_KEPT = 20000;
 
 function cmpDigits(x, y) {
   x = x.replace(/^0+(?=\d)/, '');
@@ -92,15 +73,17 @@ export function errorText(code) {
   return Object.prototype.hasOwnProperty.call(ERROR_TEXT, code) ? ERROR_TEXT[code] : `Error: ${code}`;
 }
 
-function str(v) {
-  return typeof v === 'string' ? v : v === undefined || v === null ? '' : String(v);
+const pad = (n) => String(n).padStart(2, '0');
+
+function validDate(ts) {
+  if (typeof ts !== 'number' || !Number.isFinite(ts)) return null;
+  const d = new Date(ts);
+  return Number.isNaN(d.getTime()) ? null : d;
 }
 
 function formatTime(doc, ts) {
-  if (typeof ts !== 'number' || !Number.isFinite(ts)) return null;
-  const d = new Date(ts);
-  if (Number.isNaN(d.getTime())) return null;
-  const pad = (n) => String(n).padStart(2, '0');
+  const d = validDate(ts);
+  if (!d) return null;
   return h(doc, 'time', {
     class: 'msg-time',
     datetime: d.toISOString(),
@@ -109,28 +92,67 @@ function formatTime(doc, ts) {
   });
 }
 
+export function dayKey(ts) {
+  const d = validDate(ts);
+  return d ? `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}` : null;
+}
+
+// "Today", "Yesterday" or the date, for a day separator.
+export function dayLabel(ts, now = Date.now()) {
+  const key = dayKey(ts);
+  if (key === dayKey(now)) return 'Today';
+  const y = new Date(now);
+  y.setDate(y.getDate() - 1);
+  if (key === dayKey(y.getTime())) return 'Yesterday';
+  return new Date(ts).toLocaleDateString(undefined, { weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' });
+}
+
+function preview(text, n = 40) {
+  const t = str(text).replace(/\s+/g, ' ').trim();
+  return t.length > n ? `${t.slice(0, n - 1)}…` : t;
+}
+
+// Whether message id comes after the read marker (null: nothing was read).
+function after(id, marker) {
+  return marker === null || compareIds(id, marker) > 0;
+}
+
+// Whether msg mentions user: the server's list (version 2) or the text itself.
+export function mentions(msg, user) {
+  if (!user || msg.own === true || msg.username === user) return false;
+  const list = Array.isArray(msg.mentions) ? msg.mentions : mentionsIn(str(msg.message));
+  return list.includes(user);
+}
+
 // One chat message (msg_type 0) as an <li>. actions.edit/remove, when given
-// and the message is the reader's own, get buttons.
-export function renderMessage(doc, msg, actions = null) {
+// and the message is the reader's own, get buttons. self: the reader's name.
+export function renderMessage(doc, msg, actions = null, self = null) {
   const own = msg.own === true;
   const li = h(doc, 'li', { class: own ? 'message own' : 'message' });
   if (msg.id !== undefined && msg.id !== null) li.dataset.id = str(msg.id);
-  const meta = h(doc, 'div', { class: 'msg-meta' },
-    h(doc, 'span', { class: 'msg-user', text: str(msg.username) }));
+  if (mentions(msg, self)) li.classList.add('mentions-me');
+  const user = h(doc, 'span', { class: 'msg-user', text: str(msg.username) });
+  const meta = h(doc, 'div', { class: 'msg-meta' }, user);
   if (own) meta.append(' ', h(doc, 'span', { class: 'msg-own-tag', text: 'you' }));
   const time = formatTime(doc, msg.ts);
   if (time) meta.append(' ', time);
   meta.append(' ', h(doc, 'span', { class: 'msg-edited', text: '(edited)', hidden: msg.edited !== true }));
-  if (own && actions && li.dataset.id !== undefined) meta.append(renderMessageActions(doc, li, actions));
-  li.append(meta, h(doc, 'div', { class: 'msg-text', text: str(msg.message) }));
+  if (own && actions && li.dataset.id !== undefined) meta.append(' ', renderMessageActions(doc, li, msg, actions));
+  const text = h(doc, 'div', { class: 'msg-text' }, renderText(doc, str(msg.message), { self }));
+  li.append(meta, text);
   if (msg.edited === true) li.classList.add('edited');
   return li;
 }
 
-function renderMessageActions(doc, li, actions) {
+function describe(msg) {
+  const d = validDate(msg.ts);
+  return `your message${d ? ` from ${pad(d.getHours())}:${pad(d.getMinutes())}` : ''}: ${preview(msg.message)}`;
+}
+
+function renderMessageActions(doc, li, msg, actions) {
   const box = h(doc, 'div', { class: 'msg-actions' });
-  const edit = h(doc, 'button', { type: 'button', class: 'msg-edit', text: 'Edit' });
-  const del = h(doc, 'button', { type: 'button', class: 'msg-delete', text: 'Delete' });
+  const edit = h(doc, 'button', { type: 'button', class: 'msg-edit', text: 'Edit', 'aria-label': `Edit ${describe(msg)}` });
+  const del = h(doc, 'button', { type: 'button', class: 'msg-delete', text: 'Delete', 'aria-label': `Delete ${describe(msg)}` });
   edit.addEventListener('click', () => startEdit(doc, li, actions));
   let timer = null;
   // Two clicks to delete, without a blocking confirm() dialog.
@@ -138,24 +160,32 @@ function renderMessageActions(doc, li, actions) {
     if (del.classList.contains('confirming')) {
       clearTimeout(timer);
       actions.remove(li.dataset.id);
+      actions.focusComposer?.();
       return;
     }
     del.classList.add('confirming');
     del.textContent = 'Really delete?';
+    del.setAttribute('aria-label', `Really delete ${describe(msg)}?`);
     timer = later(() => {
       del.classList.remove('confirming');
       del.textContent = 'Delete';
+      del.setAttribute('aria-label', `Delete ${describe(msg)}`);
     }, CONFIRM_MS);
   });
   box.append(edit, ' ', del);
   return box;
 }
 
-function startEdit(doc, li, actions) {
-  if (li.querySelector('.msg-edit-form')) return;
+// Opens the inline editor on a rendered own message. Enter saves,
+// Shift+Enter is a new line, Esc cancels; focus returns to the composer.
+export function startEdit(doc, li, actions) {
+  if (li.querySelector('.msg-edit-form')) {
+    li.querySelector('.msg-edit-input').focus();
+    return;
+  }
   const textEl = li.querySelector('.msg-text');
-  const old = textEl.textContent;
-  const input = h(doc, 'input', { type: 'text', class: 'msg-edit-input', 'aria-label': 'Edit message' });
+  const old = li.dataset.raw ?? textEl.textContent;
+  const input = h(doc, 'textarea', { class: 'msg-edit-input', rows: '1', 'aria-label': `Edit message: ${preview(old)}` });
   input.value = old;
   const form = h(doc, 'form', { class: 'msg-edit-form' }, input, ' ',
     h(doc, 'button', { type: 'submit', text: 'Save' }), ' ',
@@ -163,16 +193,26 @@ function startEdit(doc, li, actions) {
   const done = () => {
     form.remove();
     textEl.hidden = false;
+    actions.focusComposer?.();
   };
-  form.addEventListener('submit', (e) => {
-    e.preventDefault();
+  const save = () => {
     const text = input.value;
     if (text.trim() !== '' && text !== old && !actions.edit(li.dataset.id, text)) return;
     done();
+  };
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    save();
   });
   form.querySelector('.msg-edit-cancel').addEventListener('click', done);
   input.addEventListener('keydown', (e) => {
-    if (e.key === 'Escape') done();
+    if (e.key === 'Escape') {
+      e.preventDefault();
+      done();
+    } else if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      save();
+    }
   });
   textEl.hidden = true;
   textEl.after(form);
@@ -191,7 +231,6 @@ export function renderNotice(doc, msg) {
     const kind = type === MSG_WARNING ? 'warning' : type === MSG_ALERT ? 'alert' : type === 'local' ? 'local' : 'muted';
     const label = kind === 'warning' ? 'Warning' : kind === 'alert' ? 'Alert' : null;
     li = h(doc, 'li', { class: `notice notice-${kind}` });
-    if (kind === 'alert') li.setAttribute('role', 'alert');
     if (label) li.append(h(doc, 'strong', { class: 'notice-label', text: `${label}:` }), ' ');
     li.append(h(doc, 'span', { class: 'notice-text', text: str(msg.message) }));
   }
@@ -201,81 +240,161 @@ export function renderNotice(doc, msg) {
   return li;
 }
 
-// One joined room: its pane, members, messages and send box.
+// One joined room: its conversation, members, composer and the messages it
+// knows (in memory, oldest first), of which a window is in the DOM.
 export class RoomView {
-  // actions: send(text) -> bool, edit(id, text) -> bool, remove(id) -> bool,
-  // leave(), typing(); all already bound to this room.
-  constructor(doc, { id, title, staffOnly = false }, actions) {
+  // hooks: send(text), edit(id, text) -> bool, remove(id) -> bool, leave(),
+  // typing(), history(before) -> bool, read(id), counts(), back(),
+  // toggleNotify() -> bool, message(entry), draft(text); all bound to this room.
+  constructor(doc, { id, title, staffOnly = false, self = null, draft = '', notifyAll = false }, hooks) {
     this.doc = doc;
     this.id = str(id);
-    this.actions = actions;
+    this.hooks = hooks;
+    this.self = self;
+    this.entries = [];
     this.byId = new Map();
+    this.winStart = 0;
+    this.winEnd = 0;
     this.deleted = new Set();
-    this.lastId = null;
     this.typers = new Map();
     this.lastTypingSent = 0;
+    this.olderDone = false;
+    this.loadingOlder = false;
+    this.readId = null;
+    this.unread = 0;
+    this.mentionCount = 0;
+    this.divider = false;
+    this.dividerAfter = null;
+    this.current = false;
+    this.joined = false;
+    this.scrollQueued = false;
+    this.pinned = true;
+    this.resizer = null;
     this.build();
     this.setTitle(title);
     this.setStaffOnly(staffOnly);
+    this.setNotifyAll(notifyAll);
+    this.input.value = draft;
   }
 
   build() {
     const doc = this.doc;
-    const headingId = `room-title-${Math.random().toString(36).slice(2)}`;
-    this.titleEl = h(doc, 'h2', { class: 'room-title', id: headingId });
+    const uid = `room-${this.id}`;
+    this.titleEl = h(doc, 'h2', { class: 'room-title', id: `${uid}-title`, tabindex: '-1' });
     this.staffEl = h(doc, 'span', { class: 'badge badge-staff', text: 'staff only', hidden: true });
-    this.membersEl = h(doc, 'ul', { class: 'members', 'aria-label': 'Members' });
-    this.messagesEl = h(doc, 'ol', { class: 'messages', 'aria-live': 'polite', 'aria-relevant': 'additions', tabindex: '0', 'aria-label': 'Messages' });
-    this.typingEl = h(doc, 'p', { class: 'typing', 'aria-live': 'polite' });
-    const inputId = `send-${headingId}`;
-    this.input = h(doc, 'textarea', { id: inputId, class: 'send-input', name: 'message', rows: '1', autocomplete: 'off', placeholder: 'Write a message…' });
-    this.form = h(doc, 'form', { class: 'send-form' },
-      h(doc, 'label', { for: inputId, class: 'visually-hidden', text: 'Message' }),
-      this.input,
-      h(doc, 'button', { type: 'submit', class: 'send-button', text: 'Send' }));
-    const close = h(doc, 'button', { type: 'button', class: 'room-leave', text: 'Leave', 'aria-label': 'Leave room' });
-    close.addEventListener('click', () => this.actions.leave());
-    this.root = h(doc, 'section', { class: 'room-pane', 'aria-labelledby': headingId, dataset: { roomId: this.id } },
-      h(doc, 'header', { class: 'room-header' }, this.titleEl, ' ', this.staffEl, ' ', close),
-      this.membersEl, this.messagesEl, this.typingEl, this.form);
+    this.backBtn = h(doc, 'button', { type: 'button', class: 'room-back', text: '‹ Rooms', onclick: () => this.hooks.back() });
+    this.notifyBtn = h(doc, 'button', { type: 'button', class: 'room-notify', 'aria-pressed': 'false', onclick: () => this.hooks.toggleNotify() });
+    this.leaveBtn = h(doc, 'button', { type: 'button', class: 'room-leave', text: 'Leave', onclick: () => this.hooks.leave() });
+    this.membersSummary = h(doc, 'summary', { text: 'Members' });
+    this.membersEl = h(doc, 'ul', { class: 'member-list' });
+    this.membersBox = h(doc, 'details', { class: 'members' }, this.membersSummary, this.membersEl);
+    this.historyEl = h(doc, 'p', { class: 'history-status', text: '' });
+    this.messagesEl = h(doc, 'ol', { class: 'messages' });
+    this.outboxEl = h(doc, 'ol', { class: 'outbox', hidden: true });
+    this.scroller = h(doc, 'div', { class: 'messages-scroll', tabindex: '0', role: 'region' },
+      this.historyEl, this.messagesEl, this.outboxEl);
+    this.jumpBtn = h(doc, 'button', { type: 'button', class: 'jump-latest', hidden: true, text: 'Jump to latest ↓', onclick: () => this.jumpToLatest() });
+    this.typingEl = h(doc, 'p', { class: 'typing' });
+    const inputId = `${uid}-input`;
+    this.composerLabel = h(doc, 'label', { for: inputId, class: 'visually-hidden' });
+    this.input = h(doc, 'textarea', { id: inputId, class: 'send-input', name: 'message', rows: '1', autocomplete: 'off', enterkeyhint: 'send' });
+    this.sendBtn = h(doc, 'button', { type: 'submit', class: 'send-button', text: 'Send' });
+    this.form = h(doc, 'form', { class: 'send-form' }, this.composerLabel, this.input, this.sendBtn);
+    this.root = h(doc, 'section', { class: 'room-pane', 'aria-labelledby': `${uid}-title`, dataset: { roomId: this.id }, hidden: true },
+      h(doc, 'header', { class: 'room-header' }, this.backBtn, this.titleEl, this.staffEl,
+        h(doc, 'div', { class: 'room-tools' }, this.membersBox, this.notifyBtn, this.leaveBtn)),
+      this.scroller, this.jumpBtn, this.typingEl, this.form);
     this.form.addEventListener('submit', (e) => {
       e.preventDefault();
       this.submit();
     });
-    this.input.addEventListener('keydown', (e) => {
-      // Enter sends; Shift+Enter is a new line; an IME composition is left alone.
-      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
-        e.preventDefault();
-        this.submit();
-      }
-    });
+    this.input.addEventListener('keydown', (e) => this.onComposerKey(e));
     this.input.addEventListener('input', () => {
+      this.hooks.draft(this.input.value);
       const now = Date.now();
       if (this.input.value !== '' && now - this.lastTypingSent > TYPING_SEND_MS) {
         this.lastTypingSent = now;
-        this.actions.typing();
+        this.hooks.typing();
       }
     });
+    this.scroller.addEventListener('scroll', () => this.onScroll(), { passive: true });
+    // Kept at the newest message while the content or the pane changes size
+    // (images of text wrapping, the composer growing, a rotated phone).
+    const RO = doc.defaultView?.ResizeObserver;
+    if (RO) {
+      this.resizer = new RO(() => {
+        if (this.pinned && this.current) this.scroller.scrollTop = this.scroller.scrollHeight;
+      });
+      this.resizer.observe(this.scroller);
+      this.resizer.observe(this.messagesEl);
+    }
+  }
+
+  onComposerKey(e) {
+    if (e.isComposing) return;
+    // Enter sends; Shift+Enter is a new line; ↑ in an empty composer edits the last own message.
+    if (e.key === 'Enter' && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey) {
+      e.preventDefault();
+      this.submit();
+    } else if (e.key === 'ArrowUp' && !e.altKey && !e.ctrlKey && !e.metaKey && !e.shiftKey && this.input.value === '') {
+      if (this.editLast()) e.preventDefault();
+    }
   }
 
   submit() {
     const text = this.input.value;
     if (text.trim() === '') return;
-    if (this.actions.send(text)) {
-      this.input.value = '';
-      this.lastTypingSent = 0;
+    this.hooks.send(text);
+    this.input.value = '';
+    this.hooks.draft('');
+    this.lastTypingSent = 0;
+    this.jumpToLatest();
+  }
+
+  focusComposer() {
+    this.input.focus();
+  }
+
+  // Opens the editor on the reader's newest message; false when there is none.
+  editLast() {
+    for (let i = this.entries.length - 1; i >= 0; i--) {
+      const e = this.entries[i];
+      if (e.kind !== 'message' || !e.msg.own || e.deleted || e.id === null) continue;
+      if (i < this.winStart || i >= this.winEnd) this.jumpToLatest();
+      const li = this.renderedLi(e.id);
+      if (!li) return false;
+      startEdit(this.doc, li, this.messageActions());
+      li.scrollIntoView?.({ block: 'nearest' });
+      return true;
     }
+    return false;
   }
 
   setTitle(title) {
     this.title = str(title) || this.id;
     this.titleEl.textContent = this.title;
+    this.composerLabel.textContent = `Message ${this.title}`;
+    this.sendBtn.setAttribute('aria-label', `Send to ${this.title}`);
+    this.jumpBtn.setAttribute('aria-label', `Jump to latest in ${this.title}`);
+    this.input.placeholder = `Message ${this.title}`;
+    this.leaveBtn.setAttribute('aria-label', `Leave ${this.title}`);
+    this.scroller.setAttribute('aria-label', `Messages in ${this.title}`);
+    this.updateMemberCount();
+    this.setNotifyAll(this.notifyAll);
   }
 
   setStaffOnly(v) {
     this.staffOnly = v === true;
     this.staffEl.hidden = !this.staffOnly;
     this.root.classList.toggle('staff-only', this.staffOnly);
+  }
+
+  setNotifyAll(on) {
+    this.notifyAll = on === true;
+    this.notifyBtn.setAttribute('aria-pressed', this.notifyAll ? 'true' : 'false');
+    this.notifyBtn.textContent = 'Notify all';
+    this.notifyBtn.setAttribute('aria-label', `Notify all messages in ${this.title ?? this.id}`);
+    this.notifyBtn.title = this.notifyAll ? 'Desktop notifications for every message (on)' : 'Desktop notifications for mentions only; press for every message';
   }
 
   setMembers(list) {
@@ -295,113 +414,475 @@ export class RoomView {
     const li = h(this.doc, 'li', { class: 'member', text: u });
     const next = [...this.membersEl.children].find((c) => c.textContent > u);
     this.membersEl.insertBefore(li, next || null);
+    this.updateMemberCount();
   }
 
   removeMember(u) {
     this.memberEl(str(u))?.remove();
+    this.updateMemberCount();
+  }
+
+  updateMemberCount() {
+    const n = this.membersEl.children.length;
+    const text = `${n} ${n === 1 ? 'member' : 'members'}`;
+    this.membersSummary.textContent = text;
+    this.membersSummary.setAttribute('aria-label', `${text} in ${this.title}`);
+  }
+
+  get lastId() {
+    for (let i = this.entries.length - 1; i >= 0; i--) if (this.entries[i].id !== null) return this.entries[i].id;
+    return null;
+  }
+
+  get firstId() {
+    for (const e of this.entries) if (e.id !== null) return e.id;
+    return null;
   }
 
   // The join reply: title, flags, members and the (possibly replayed) history.
-  applyJoin(ev) {
+  // counts: {read, unread, mentions} from a version 2 server, else null.
+  applyJoin(ev, counts = null) {
     if (ev.title !== undefined) this.setTitle(ev.title);
     if (ev.staff_only !== undefined) this.setStaffOnly(ev.staff_only);
     if (ev.members !== undefined) this.setMembers(ev.members);
+    const hadAny = this.lastId !== null;
+    const rejoin = this.joined;
+    this.joined = true;
     if (Array.isArray(ev.history)) {
-      if (ev.complete === false && this.lastId !== null)
-        this.addLocalNotice('Some messages were missed while you were away.');
-      for (const m of ev.history) if (m && typeof m === 'object') this.addEvent(m, false);
+      if (ev.complete === false && (hadAny || rejoin)) this.addLocalNotice('Some messages were missed while you were away.');
+      const list = ev.history.filter((m) => m && typeof m === 'object');
+      this.addBatch(list);
+      if (!hadAny && ev.since === undefined && list.length === 0) this.olderDone = true;
     }
+    if (counts) {
+      this.readId = counts.read;
+      this.unread = counts.unread;
+      this.mentionCount = counts.mentions;
+    } else {
+      if (this.readId === null) this.readId = this.lastId;
+      this.recount();
+    }
+    this.updateHistoryStatus();
   }
 
-  isNearBottom() {
-    const el = this.messagesEl;
-    return el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+  // Unread and mention counts from what the room holds after readId.
+  recount() {
+    let unread = 0;
+    let men = 0;
+    for (let i = this.entries.length - 1; i >= 0; i--) {
+      const e = this.entries[i];
+      if (e.id === null) continue;
+      if (!after(e.id, this.readId)) break;
+      if (e.kind !== 'message' || e.deleted || e.msg.own) continue;
+      unread++;
+      if (e.mention) men++;
+    }
+    this.unread = unread;
+    this.mentionCount = men;
   }
 
-  scrollDown(force) {
-    if (force) this.messagesEl.scrollTop = this.messagesEl.scrollHeight;
+  makeEntry(msg) {
+    const id = msg.id !== undefined && msg.id !== null && str(msg.id) !== '' ? str(msg.id) : null;
+    const type = msg.msg_type === undefined ? MSG_MESSAGE : msg.msg_type;
+    const kind = type === MSG_MESSAGE ? 'message' : 'notice';
+    return { id, kind, msg, ts: typeof msg.ts === 'number' ? msg.ts : Date.now(), mention: kind === 'message' && mentions(msg, this.self), deleted: false };
   }
 
-  // A message or notice event; live=false for history (which must not change
-  // the member list). Returns the new or updated <li>, or null if ignored.
+
+  // Where an entry with this id belongs (after every smaller id).
+  insertPos(id) {
+    if (id === null) return this.entries.length;
+    const last = this.lastId;
+    if (last === null || compareIds(id, last) > 0) return this.entries.length;
+    let i = this.entries.length;
+    while (i > 0 && (this.entries[i - 1].id === null || compareIds(this.entries[i - 1].id, id) > 0)) i--;
+    return i;
+  }
+
+  // A message or notice event as it arrives live. Returns the entry, or
+  // null when it was a duplicate or changed nothing new.
   addEvent(msg, live = true) {
-    const hasId = msg.id !== undefined && msg.id !== null && str(msg.id) !== '';
-    const id = hasId ? str(msg.id) : null;
-    if (hasId) {
-      if (this.deleted.has(id)) return null;
-      const known = this.byId.get(id);
-      if (known) return msg.edited === true && msg.msg_type === MSG_MESSAGE ? this.applyEdit(known, msg) : null;
-      // An edit of a message we never had (older than our window) is not news.
-      if (msg.edited === true) return null;
-    }
     const type = msg.msg_type === undefined ? MSG_MESSAGE : msg.msg_type;
     if (live && type === MSG_ENTER) this.addMember(msg.username);
     if (live && type === MSG_LEAVE) this.removeMember(msg.username);
     if (live && type === MSG_MESSAGE) this.clearTyping(str(msg.username));
-    const li = type === MSG_MESSAGE
-      ? renderMessage(this.doc, msg, {
-        edit: (mid, text) => this.actions.edit(mid, text),
-        remove: (mid) => this.actions.remove(mid),
-      })
-      : renderNotice(this.doc, msg);
-    const stick = this.isNearBottom();
-    this.insert(li, id);
-    this.scrollDown(stick || msg.own === true);
-    return li;
-  }
-
-  insert(li, id) {
-    const list = this.messagesEl;
-    if (id === null || this.lastId === null || compareIds(id, this.lastId) > 0) {
-      list.append(li);
-    } else {
-      // Older than the newest we have: place it by id among the messages.
-      let after = null;
-      for (let c = list.lastElementChild; c; c = c.previousElementSibling) {
-        if (c.dataset.id !== undefined && compareIds(c.dataset.id, id) < 0) {
-          after = c;
-          break;
-        }
+    const entry = this.makeEntry(msg);
+    if (entry.id !== null) {
+      if (this.deleted.has(entry.id)) return null;
+      const known = this.byId.get(entry.id);
+      if (known) {
+        if (msg.edited === true && entry.kind === 'message') this.applyEdit(known, msg);
+        return null;
       }
-      list.insertBefore(li, after ? after.nextSibling : list.firstChild);
+      // A live edit of a message older than everything we hold is not news.
+      const first = this.firstId;
+      if (msg.edited === true && live && first !== null && compareIds(entry.id, first) < 0) return null;
     }
-    if (id !== null) {
-      this.byId.set(id, li);
-      if (this.lastId === null || compareIds(id, this.lastId) > 0) this.lastId = id;
+    const stick = this.isNearBottom();
+    const pos = this.insertPos(entry.id);
+    const atTail = pos === this.entries.length;
+    const windowAtTail = this.winEnd === this.entries.length;
+    this.entries.splice(pos, 0, entry);
+    if (entry.id !== null) this.byId.set(entry.id, entry);
+    if (atTail && windowAtTail) {
+      this.winEnd++;
+      this.appendNodes(pos);
+      if (this.winEnd - this.winStart > WINDOW + PAGE) {
+        this.winStart = this.winEnd - WINDOW;
+        this.renderWindow(stick ? 'bottom' : this.anchor());
+      } else if (stick || (msg.own === true && live)) {
+        this.scrollToBottom();
+      }
+    } else if (pos < this.winStart) {
+      this.winStart++;
+      this.winEnd++;
+    } else if (pos <= this.winEnd) {
+      this.winEnd++;
+      this.renderWindow(stick ? 'bottom' : this.anchor());
     }
-    while (list.children.length > MAX_MESSAGES) {
-      const old = list.firstElementChild;
-      if (old.dataset.id !== undefined) this.byId.delete(old.dataset.id);
-      old.remove();
+    if (live && entry.kind === 'message' && entry.id !== null && msg.edited !== true && !msg.own
+      && after(entry.id, this.readId)) {
+      this.unread++;
+      if (entry.mention) this.mentionCount++;
     }
+    this.trimMemory();
+    this.updateJump();
+    return entry;
   }
 
-  applyEdit(li, msg) {
-    const textEl = li.querySelector('.msg-text');
-    if (textEl) textEl.textContent = str(msg.message);
-    li.classList.add('edited');
-    const mark = li.querySelector('.msg-edited');
-    if (mark) mark.hidden = false;
-    return li;
+  // Several history messages at once (join or an older page): one render.
+  addBatch(list) {
+    if (list.length === 0) return 0;
+    const stick = this.isNearBottom();
+    const first = this.firstId;
+    const fresh = [];
+    for (const msg of list) {
+      const e = this.makeEntry(msg);
+      if (e.id !== null && (this.deleted.has(e.id))) continue;
+      if (e.id !== null) {
+        const known = this.byId.get(e.id);
+        if (known) {
+          if (msg.edited === true) this.applyEdit(known, msg);
+          continue;
+        }
+        this.byId.set(e.id, e);
+      }
+      fresh.push(e);
+    }
+    if (fresh.length === 0) return 0;
+    const anchor = this.anchor();
+    const older = first !== null && fresh.every((e) => e.id !== null && compareIds(e.id, first) < 0);
+    if (older) {
+      this.entries = fresh.concat(this.entries);
+      this.winStart += fresh.length;
+      this.winEnd += fresh.length;
+    } else {
+      const atTail = this.winEnd === this.entries.length;
+      for (const e of fresh) this.entries.splice(this.insertPos(e.id), 0, e);
+      if (atTail) {
+        this.winEnd = this.entries.length;
+        this.winStart = Math.max(0, this.winEnd - WINDOW);
+      }
+      this.renderWindow(stick ? 'bottom' : anchor);
+    }
+    this.trimMemory();
+    this.updateJump();
+    return fresh.length;
+  }
+
+  trimMemory() {
+    const over = this.entries.length - MAX_KEPT;
+    if (over <= 0 || this.winStart < over) return;
+    for (const e of this.entries.splice(0, over)) if (e.id !== null) this.byId.delete(e.id);
+    this.winStart -= over;
+    this.winEnd -= over;
+    this.olderDone = false;
+  }
+
+  applyEdit(e, msg) {
+    e.msg = { ...e.msg, message: msg.message, edited: true, mentions: msg.mentions };
+    e.mention = mentions(e.msg, this.self);
+    const li = this.renderedLi(e.id);
+    if (li && !li.querySelector('.msg-edit-form')) li.replaceWith(this.renderEntry(e));
+  }
+
+  renderedLi(id) {
+    if (id === null) return null;
+    for (const li of this.messagesEl.children) if (li.dataset.id === id) return li;
+    return null;
   }
 
   deleteMessage(id) {
     id = str(id);
     this.deleted.add(id);
-    const li = this.byId.get(id);
-    if (!li) return false;
-    this.byId.delete(id);
-    li.replaceChildren(h(this.doc, 'span', { class: 'msg-deleted', text: 'message deleted' }));
-    li.className = 'message deleted';
+    const e = this.byId.get(id);
+    if (!e || e.deleted) return false;
+    e.deleted = true;
+    if (!e.msg.own && e.kind === 'message' && after(id, this.readId)) {
+      this.unread = Math.max(0, this.unread - 1);
+      if (e.mention) this.mentionCount = Math.max(0, this.mentionCount - 1);
+    }
+    this.renderedLi(id)?.replaceWith(this.renderEntry(e));
     return true;
   }
 
   addLocalNotice(text) {
-    const li = renderNotice(this.doc, { msg_type: 'local', message: text });
-    const stick = this.isNearBottom();
-    this.messagesEl.append(li);
-    this.scrollDown(stick);
+    return this.addEvent({ msg_type: 'local', message: text, ts: Date.now() }, false);
+  }
+
+  messageActions() {
+    return {
+      edit: (mid, text) => this.hooks.edit(mid, text),
+      remove: (mid) => this.hooks.remove(mid),
+      focusComposer: () => this.focusComposer(),
+    };
+  }
+
+  renderEntry(e) {
+    if (e.deleted) {
+      return h(this.doc, 'li', { class: 'message deleted', dataset: { id: e.id } },
+        h(this.doc, 'span', { class: 'msg-deleted', text: 'message deleted' }));
+    }
+    if (e.kind !== 'message') return renderNotice(this.doc, e.msg);
+    const li = renderMessage(this.doc, e.msg, this.messageActions(), this.self);
+    li.dataset.raw = str(e.msg.message);
     return li;
+  }
+
+  // The separators due before entries[i]: a new day, the "new messages" line.
+  separatorsBefore(i) {
+    const out = [];
+    const e = this.entries[i];
+    const prev = i > 0 ? this.entries[i - 1] : null;
+    const day = dayKey(e.ts);
+    if (day !== null && (!prev || dayKey(prev.ts) !== day)) {
+      out.push(h(this.doc, 'li', { class: 'day-separator', dataset: { day } },
+        h(this.doc, 'span', { text: dayLabel(e.ts) })));
+    }
+    if (this.divider && e.id !== null && e.kind === 'message' && !e.msg.own && after(e.id, this.dividerAfter)) {
+      let first = true;
+      for (let j = i - 1; j >= 0; j--) {
+        const p = this.entries[j];
+        if (p.id !== null && !after(p.id, this.dividerAfter)) break;
+        if (p.kind === 'message' && !p.msg.own) {
+          first = false;
+          break;
+        }
+      }
+      if (first) out.push(h(this.doc, 'li', { class: 'new-divider', text: 'New messages' }));
+    }
+    return out;
+  }
+
+  appendNodes(i) {
+    this.messagesEl.append(...this.separatorsBefore(i), this.renderEntry(this.entries[i]));
+  }
+
+  renderWindow(anchor) {
+    const nodes = [];
+    for (let i = this.winStart; i < this.winEnd; i++) nodes.push(...this.separatorsBefore(i), this.renderEntry(this.entries[i]));
+    this.messagesEl.replaceChildren(...nodes);
+    this.updateHistoryStatus();
+    if (anchor === 'bottom') this.scrollToBottom();
+    else if (anchor) this.restoreAnchor(anchor);
+  }
+
+  // The first message at least partly visible and its offset, to keep it in place across a re-render.
+  anchor() {
+    const top = this.scroller.scrollTop;
+    for (const li of this.messagesEl.children) {
+      if (li.dataset.id !== undefined && li.offsetTop + li.offsetHeight > top) return { id: li.dataset.id, offset: li.offsetTop - top };
+    }
+    return null;
+  }
+
+  restoreAnchor(a) {
+    const li = this.renderedLi(a.id);
+    if (li) this.scroller.scrollTop = li.offsetTop - a.offset;
+  }
+
+  isNearBottom() {
+    const el = this.scroller;
+    return el.scrollHeight - el.scrollTop - el.clientHeight < 60;
+  }
+
+  atLatest() {
+    return this.winEnd === this.entries.length && this.isNearBottom();
+  }
+
+  scrollToBottom() {
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.pinned = this.winEnd === this.entries.length;
+  }
+
+  jumpToLatest() {
+    if (this.winEnd !== this.entries.length) {
+      this.winEnd = this.entries.length;
+      this.winStart = Math.max(0, this.winEnd - WINDOW);
+      this.renderWindow('bottom');
+    } else {
+      this.scrollToBottom();
+    }
+    this.updateJump();
+    this.hooks.seen?.();
+  }
+
+  onScroll() {
+    if (this.scrollQueued) return;
+    this.scrollQueued = true;
+    const raf = this.doc.defaultView?.requestAnimationFrame?.bind(this.doc.defaultView) ?? ((f) => later(f, 16));
+    raf(() => {
+      this.scrollQueued = false;
+      this.checkScroll();
+    });
+  }
+
+  checkScroll() {
+    const el = this.scroller;
+    this.pinned = this.atLatest();
+    if (el.scrollTop < EDGE) {
+      if (this.winStart > 0) this.shiftWindow(-PAGE);
+      else this.loadOlder();
+    } else if (el.scrollHeight - el.scrollTop - el.clientHeight < EDGE && this.winEnd < this.entries.length) {
+      this.shiftWindow(PAGE);
+    }
+    this.updateJump();
+    this.hooks.seen?.();
+  }
+
+  // Moves the window by about `by` entries, building only the entries that
+  // come in and removing those that go out (separators belong to the entry
+  // after them and depend on the entries alone, not on the window).
+  shiftWindow(by) {
+    const anchor = this.anchor();
+    const [oldStart, oldEnd] = [this.winStart, this.winEnd];
+    if (by < 0) {
+      this.winStart = Math.max(0, this.winStart + by);
+      this.winEnd = Math.min(this.winEnd, this.winStart + WINDOW);
+    } else {
+      this.winEnd = Math.min(this.entries.length, this.winEnd + by);
+      this.winStart = Math.max(this.winStart, this.winEnd - WINDOW);
+    }
+    if (this.winStart >= oldEnd || this.winEnd <= oldStart) {
+      this.renderWindow(anchor);
+      return;
+    }
+    const build = (from, to) => {
+      const nodes = [];
+      for (let i = from; i < to; i++) nodes.push(...this.separatorsBefore(i), this.renderEntry(this.entries[i]));
+      return nodes;
+    };
+    const list = this.messagesEl;
+    if (this.winStart < oldStart) list.prepend(...build(this.winStart, oldStart));
+    if (this.winEnd > oldEnd) list.append(...build(oldEnd, this.winEnd));
+    for (let n = this.winStart - oldStart; n > 0; n--) this.dropEntryNode(list.firstElementChild, 'next');
+    for (let n = oldEnd - this.winEnd; n > 0; n--) this.dropEntryNode(list.lastElementChild, 'previous');
+    this.updateHistoryStatus();
+    if (anchor) this.restoreAnchor(anchor);
+  }
+
+  // Removes one entry's <li> with its separators, from the top ('next') or the bottom ('previous').
+  dropEntryNode(el, dir) {
+    const isSep = (e) => e && (e.classList.contains('day-separator') || e.classList.contains('new-divider'));
+    if (dir === 'next') {
+      while (isSep(el)) {
+        const n = el.nextElementSibling;
+        el.remove();
+        el = n;
+      }
+      el?.remove();
+      return;
+    }
+    let prev = el?.previousElementSibling;
+    el?.remove();
+    while (isSep(prev)) {
+      const p = prev.previousElementSibling;
+      prev.remove();
+      prev = p;
+    }
+  }
+
+  loadOlder() {
+    if (this.olderDone || this.loadingOlder || !this.joined) return false;
+    const before = this.firstId;
+    if (!this.hooks.history(before)) return false;
+    this.loadingOlder = true;
+    this.updateHistoryStatus();
+    return true;
+  }
+
+  // The reply to our history request.
+  applyHistory(ev) {
+    this.loadingOlder = false;
+    const list = Array.isArray(ev.history) ? ev.history.filter((m) => m && typeof m === 'object') : [];
+    const added = this.addBatch(list);
+    if (ev.complete !== false || list.length === 0) this.olderDone = true;
+    if (added > 0 && this.winStart > 0) this.shiftWindow(-PAGE);
+    this.updateHistoryStatus();
+  }
+
+  updateHistoryStatus() {
+    const text = this.loadingOlder ? 'Loading older messages…'
+      : this.olderDone && this.winStart === 0 ? `This is the beginning of ${this.title}.` : '';
+    if (this.historyEl.textContent !== text) this.historyEl.textContent = text;
+  }
+
+  updateJump() {
+    const hide = this.winEnd === this.entries.length && this.isNearBottom();
+    if (this.jumpBtn.hidden !== hide) this.jumpBtn.hidden = hide;
+  }
+
+  // Marks everything up to the newest message as read; returns the new marker or null if unchanged.
+  markRead() {
+    const last = this.lastId;
+    if (last === null || (this.readId !== null && compareIds(last, this.readId) <= 0 && this.unread === 0)) return null;
+    this.readId = last;
+    this.unread = 0;
+    this.mentionCount = 0;
+    return last;
+  }
+
+  setCurrent(on) {
+    this.current = on;
+    this.root.hidden = !on;
+    if (on) {
+      this.divider = this.unread > 0;
+      this.dividerAfter = this.readId;
+      this.winEnd = this.entries.length;
+      this.winStart = Math.max(0, this.winEnd - WINDOW);
+      this.renderWindow(null);
+      const div = this.messagesEl.querySelector('.new-divider');
+      if (div) {
+        this.scroller.scrollTop = Math.max(0, div.offsetTop - 40);
+        this.pinned = this.atLatest();
+      } else {
+        this.scrollToBottom();
+      }
+      this.updateJump();
+    }
+  }
+
+  addPending(item) {
+    const li = h(this.doc, 'li', { class: 'message own pending', dataset: { ref: item.ref } },
+      h(this.doc, 'div', { class: 'msg-meta' },
+        h(this.doc, 'span', { class: 'msg-user', text: str(this.self) }), ' ',
+        h(this.doc, 'span', { class: 'msg-status', text: 'Waiting for connection…' })),
+      h(this.doc, 'div', { class: 'msg-text' }, renderText(this.doc, item.text, { self: this.self })));
+    this.outboxEl.append(li);
+    this.outboxEl.hidden = false;
+    this.setPendingState(item);
+    this.scrollToBottom();
+  }
+
+  setPendingState(item) {
+    const li = [...this.outboxEl.children].find((c) => c.dataset.ref === item.ref);
+    const status = li?.querySelector('.msg-status');
+    if (status) status.textContent = item.state === 'sent' ? 'Sending…' : 'Waiting for connection…';
+  }
+
+  removePending(ref) {
+    [...this.outboxEl.children].find((c) => c.dataset.ref === ref)?.remove();
+    this.outboxEl.hidden = this.outboxEl.children.length === 0;
   }
 
   showTyping(user) {
@@ -428,244 +909,10 @@ export class RoomView {
   }
 
   destroy() {
+    this.resizer?.disconnect();
     for (const t of this.typers.values()) clearTimeout(t);
     this.typers.clear();
     this.root.remove();
   }
 }
 
-// The whole page: room list, panes, notices. transport.send(obj) -> bool
-// sends one command; transport.loggedOut() leaves for the login page.
-export class ChatView {
-  constructor(doc, { roomList, panes, toasts, empty = null }, transport) {
-    this.doc = doc;
-    this.roomListEl = roomList;
-    this.panesEl = panes;
-    this.toastsEl = toasts;
-    this.emptyEl = empty;
-    this.transport = transport;
-    this.self = null;
-    this.rooms = [];
-    this.views = new Map();
-    this.pending = new Set();
-    this.refs = new Map();
-    this.refSeq = 0;
-    this.connected = false;
-  }
-
-  setSelf(session) {
-    this.self = session && typeof session === 'object' ? session : null;
-  }
-
-  setConnected(v) {
-    this.connected = v === true;
-    if (!this.connected) {
-      this.pending.clear();
-      this.renderRooms();
-    }
-  }
-
-  roomTitle(id) {
-    const view = this.views.get(id);
-    if (view) return view.title;
-    const r = this.rooms.find((x) => x.id === id);
-    return r ? r.title : id;
-  }
-
-  // Sends a command with a fresh ref remembered for matching errors.
-  command(cmd, room, extra = {}) {
-    const ref = `r${++this.refSeq}`;
-    const ok = this.transport.send({ command: cmd, room, ...extra, ref });
-    if (ok) {
-      this.refs.set(ref, { command: cmd, room, ...extra });
-      if (this.refs.size > MAX_REFS) this.refs.delete(this.refs.keys().next().value);
-    }
-    return ok;
-  }
-
-  notConnected() {
-    this.toast('Not connected. Reconnecting…', 'error');
-    return false;
-  }
-
-  setRooms(list) {
-    if (!Array.isArray(list)) return;
-    this.rooms = list
-      .filter((r) => r && typeof r === 'object' && r.id !== undefined && r.id !== null)
-      .map((r) => ({ id: str(r.id), title: str(r.title) || str(r.id), staffOnly: r.staff_only === true }));
-    for (const r of this.rooms) {
-      const view = this.views.get(r.id);
-      if (view) {
-        view.setTitle(r.title);
-        view.setStaffOnly(r.staffOnly);
-      }
-    }
-    this.renderRooms();
-  }
-
-  renderRooms() {
-    const doc = this.doc;
-    const items = this.rooms.map((r) => {
-      const joined = this.views.has(r.id);
-      const pending = this.pending.has(r.id);
-      const btn = h(doc, 'button', {
-        type: 'button',
-        class: `room${joined ? ' joined' : ''}${r.staffOnly ? ' staff-only' : ''}`,
-        'aria-pressed': joined ? 'true' : 'false',
-        'aria-busy': pending ? 'true' : undefined,
-        dataset: { roomId: r.id },
-        title: joined ? 'Leave this room' : 'Join this room',
-      }, h(doc, 'span', { class: 'room-name', text: r.title }));
-      if (r.staffOnly) btn.append(' ', h(doc, 'span', { class: 'badge badge-staff', text: 'staff' }));
-      btn.addEventListener('click', () => this.toggle(r.id));
-      return h(doc, 'li', {}, btn);
-    });
-    if (items.length === 0) items.push(h(doc, 'li', { class: 'room-list-empty', text: 'No rooms yet.' }));
-    // Keep keyboard focus on the same room across a re-render.
-    const focused = doc.activeElement && this.roomListEl.contains(doc.activeElement) ? doc.activeElement.dataset.roomId : null;
-    this.roomListEl.replaceChildren(...items);
-    if (focused !== null && focused !== undefined)
-      [...this.roomListEl.querySelectorAll('button.room')].find((b) => b.dataset.roomId === focused)?.focus();
-  }
-
-  toggle(id) {
-    if (this.views.has(id)) return this.leave(id);
-    return this.join(id);
-  }
-
-  join(id) {
-    if (this.pending.has(id)) return true;
-    if (!this.connected || !this.command('join', id)) return this.notConnected();
-    this.pending.add(id);
-    this.focusOnJoin = id;
-    this.renderRooms();
-    return true;
-  }
-
-  leave(id) {
-    if (this.connected) this.command('leave', id);
-    this.closeRoom(id);
-    return true;
-  }
-
-  // After a reconnect: join every open room again and ask for what we missed.
-  rejoinAll() {
-    for (const [id, view] of this.views) {
-      const extra = view.lastId !== null ? { since: view.lastId } : {};
-      if (this.command('join', id, extra)) this.pending.add(id);
-    }
-    this.renderRooms();
-  }
-
-  closeRoom(id, notice = null) {
-    const view = this.views.get(id);
-    this.pending.delete(id);
-    if (view) {
-      view.destroy();
-      this.views.delete(id);
-    }
-    if (notice) this.toast(notice, 'info');
-    this.updateEmpty();
-    this.renderRooms();
-  }
-
-  updateEmpty() {
-    if (this.emptyEl) this.emptyEl.hidden = this.views.size > 0;
-  }
-
-  openRoom(id, ev) {
-    const known = this.rooms.find((r) => r.id === id);
-    const view = new RoomView(this.doc, {
-      id,
-      title: ev.title !== undefined ? ev.title : known ? known.title : id,
-      staffOnly: ev.staff_only !== undefined ? ev.staff_only === true : known ? known.staffOnly : false,
-    }, {
-      send: (text) => (this.connected ? this.command('send', id, { message: text }) : false) || this.notConnected(),
-      edit: (mid, text) => (this.connected ? this.command('edit', id, { id: mid, message: text }) : false) || this.notConnected(),
-      remove: (mid) => (this.connected ? this.command('delete', id, { id: mid }) : false) || this.notConnected(),
-      leave: () => this.leave(id),
-      typing: () => this.connected && this.command('typing', id),
-    });
-    this.views.set(id, view);
-    this.panesEl.append(view.root);
-    this.updateEmpty();
-    return view;
-  }
-
-  // Dispatch one server event. Unknown shapes are ignored, as the protocol asks.
-  handleEvent(ev) {
-    if (!ev || typeof ev !== 'object' || Array.isArray(ev)) return;
-    if (ev.error !== undefined) return this.onError(ev);
-    if (ev.rooms !== undefined) return this.setRooms(ev.rooms);
-    if (ev.join !== undefined) return this.onJoined(ev);
-    if (ev.leave !== undefined) return this.onLeft(ev);
-    if (ev.deleted !== undefined) return this.views.get(str(ev.room))?.deleteMessage(ev.deleted);
-    if (ev.typing !== undefined) {
-      if (this.self && str(ev.typing) === this.self.username) return;
-      return this.views.get(str(ev.room))?.showTyping(ev.typing);
-    }
-    if (ev.msg_type !== undefined) return this.views.get(str(ev.room))?.addEvent(ev, true);
-  }
-
-  onJoined(ev) {
-    const id = str(ev.join);
-    this.pending.delete(id);
-    let view = this.views.get(id);
-    const fresh = !view;
-    if (fresh) view = this.openRoom(id, ev);
-    view.applyJoin(ev);
-    if (fresh) view.scrollDown(true);
-    if (this.focusOnJoin === id) {
-      this.focusOnJoin = null;
-      view.input.focus();
-    }
-    this.renderRooms();
-  }
-
-  onLeft(ev) {
-    const id = str(ev.leave);
-    const title = this.roomTitle(id);
-    const notice = ev.reason === 'deleted' ? `The room “${title}” was deleted.`
-      : ev.reason === 'kicked' ? `You were removed from “${title}”.`
-      : null;
-    if (this.views.has(id) || this.pending.has(id)) this.closeRoom(id, notice);
-    else if (notice) this.toast(notice, 'info');
-  }
-
-  onError(ev) {
-    const code = str(ev.error);
-    if (code === 'USER_HAS_TO_LOGIN') {
-      this.transport.loggedOut();
-      return;
-    }
-    const ctx = typeof ev.ref === 'string' ? this.refs.get(ev.ref) : undefined;
-    if (ctx) this.refs.delete(ev.ref);
-    let text = errorText(code);
-    if (ctx && ctx.command === 'join') {
-      this.pending.delete(ctx.room);
-      // A re-join refused after a reconnect: the room is gone or closed to us now.
-      if (this.views.has(ctx.room)) this.closeRoom(ctx.room);
-      this.renderRooms();
-    }
-    if (ctx && ctx.command === 'send') {
-      const view = this.views.get(ctx.room);
-      // Give the unsent text back, unless the user has typed something new.
-      if (view && view.input.value === '') view.input.value = ctx.message;
-    }
-    if (ctx && ctx.room !== undefined) text = `${this.roomTitle(ctx.room)}: ${text}`;
-    this.toast(text, 'error');
-  }
-
-  toast(text, kind = 'info') {
-    const doc = this.doc;
-    const li = h(doc, 'li', { class: `toast toast-${kind}` },
-      h(doc, 'span', { class: 'toast-text', text: str(text) }));
-    const close = h(doc, 'button', { type: 'button', class: 'toast-close', 'aria-label': 'Dismiss', text: '×' });
-    close.addEventListener('click', () => li.remove());
-    li.append(' ', close);
-    this.toastsEl.append(li);
-    while (this.toastsEl.children.length > 5) this.toastsEl.firstElementChild.remove();
-    later(() => li.remove(), TOAST_MS);
-    return li;
-  }
-}
