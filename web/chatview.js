@@ -11,6 +11,8 @@ import { RoomView, compareIds, errorText } from './render.js';
 const TOAST_MS = 8000;
 const MAX_REFS = 200;
 const MAX_OUTBOX = 200;
+// A send whose outcome is unknown is tried again, with its ref, this much later.
+const RETRY_MS = 1000;
 const READ_SEND_MS = 1000;
 const ANNOUNCE_MS = 600;
 const HISTORY_PAGE = 100;
@@ -550,6 +552,17 @@ export class ChatView {
     }
     const ctx = typeof ev.ref === 'string' ? this.refs.get(ev.ref) : undefined;
     if (ctx) this.refs.delete(ev.ref);
+    if (ctx && ctx.command === 'send' && (code === 'OUTCOME_UNKNOWN' || code === 'UNAVAILABLE')) {
+      // Maybe stored, maybe not: the same ref again is stored at most once.
+      // The message stays "sending…" until the server acknowledges it.
+      const item = this.outbox.find((x) => x.ref === ev.ref);
+      if (item) {
+        item.state = 'queued';
+        this.views.get(item.room)?.setPendingState(item);
+        setTimeout(() => this.trySend(item), RETRY_MS);
+        return;
+      }
+    }
     let text = errorText(code);
     if (ctx && ctx.command === 'join') {
       this.pending.delete(ctx.room);

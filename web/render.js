@@ -26,6 +26,7 @@ const ERROR_TEXT = {
   NOT_FOUND: 'That message no longer exists.',
   FORBIDDEN: 'You can only change your own messages.',
   UNAVAILABLE: 'The chat is temporarily unavailable; nothing was sent.',
+  OUTCOME_UNKNOWN: 'The chat did not answer in time; sending again.',
 };
 
 const TYPING_MS = 4000;
