@@ -615,14 +615,17 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
 
-        /* Connections first: their members reach into the chat, Redis and the bus. */
+        /* Connections first: their members reach into the chat, Redis and
+         * the bus. Redis before the chat: freeing it answers every command
+         * still pending, and those handlers (room list, replays) are the
+         * chat's. */
         m->web = web_free(m->web);
         m->listener = listener_free(m->listener);
         m->bus = bus_free(m->bus);
         m->admin = admin_free(m->admin);
-        m->chat = chat_free(m->chat);
         m->auth = auth_client_free(m->auth);
         m->redis = redis_free(m->redis);
+        m->chat = chat_free(m->chat);
         m->web_services.login_limiter = login_limiter_free(m->web_services.login_limiter);
         m->web_services.static_files = static_files_free(m->web_services.static_files);
         m->uv = loop_uv_free(m->uv);
