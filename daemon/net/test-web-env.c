@@ -435,7 +435,7 @@ static bool parse_reply(Buf *b, HttpReply *ret) {
                 return false;
         head = (size_t) (end - b->data) + 4;
         *ret = (HttpReply) {};
-        ASSERT_TRUE(sscanf(b->data, "HTTP/1.1 %u", &ret->status) == 1);
+        ASSERT_TRUE(sscanf(b->data, "HTTP/1.%*u %u", &ret->status) == 1);
         ret->headers = strndup(b->data, head);
         ASSERT_NOT_NULL(ret->headers);
         cl = strcasestr(ret->headers, "\r\ncontent-length:");
