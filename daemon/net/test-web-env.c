@@ -4,7 +4,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <glob.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -23,6 +22,7 @@
 #include "net/static-files.h"
 #include "net/test-web-env.h"
 #include "redis/redis.h"
+#include "test/test-pam-env.h"
 #include "test/test.h"
 
 static uint64_t mono_usec(void) {
@@ -111,91 +111,6 @@ static void write_file(const char *dir, const char *name, const char *text) {
         ASSERT_TRUE(fclose(f) == 0);
 }
 
-static bool find_one(const char *pattern, char *buf, size_t size) {
-        glob_t g = {};
-        bool found = false;
-
-        if (glob(pattern, 0, NULL, &g) == 0 && g.gl_pathc > 0) {
-                snprintf(buf, size, "%s", g.gl_pathv[0]);
-                found = true;
-        }
-        globfree(&g);
-        return found;
-}
-
-/* The ASan runtime this test runs with, which must come first in the
- * helper's LD_PRELOAD (FACTS.md); "" without ASan. */
-static void asan_runtime(char *buf, size_t size) {
-        char line[1024];
-        FILE *f;
-
-        buf[0] = 0;
-#if defined(__SANITIZE_ADDRESS__)
-        f = fopen("/proc/self/maps", "re");
-        ASSERT_NOT_NULL(f);
-        while (fgets(line, sizeof line, f)) {
-                char *p = strchr(line, '/');
-
-                if (p && strstr(p, "/libasan.so")) {
-                        p[strcspn(p, "\n")] = 0;
-                        snprintf(buf, size, "%s", p);
-                        break;
-                }
-        }
-        fclose(f);
-#else
-        (void) line;
-        (void) f;
-#endif
-}
-
-/* The users and PAM stack of tests/lib/pamenv.py, for the helper we
- * spawn: nss_wrapper preloaded, pam_matrix from our own service dir. */
-static int setup_pam(TestWeb *t) {
-        char matrix[512], nss[512], asan[512], preload[1100], path[512], text[2400];
-
-        if (!find_one("/usr/lib/*/pam_wrapper/pam_matrix.so", matrix, sizeof matrix) &&
-            !find_one("/usr/lib*/pam_wrapper/pam_matrix.so", matrix, sizeof matrix))
-                return -ENOENT;
-        if (!find_one("/usr/lib/*/libnss_wrapper.so", nss, sizeof nss) &&
-            !find_one("/usr/lib*/libnss_wrapper.so", nss, sizeof nss))
-                return -ENOENT;
-
-        write_file(t->dir, "passwd",
-                   "alice:x:1001:1001:alice:/home/alice:/bin/false\n"
-                   "bob:x:1002:1002:bob:/home/bob:/bin/false\n"
-                   "root:x:0:0:root:/root:/bin/false\n");
-        write_file(t->dir, "group",
-                   "alice:x:1001:\n"
-                   "bob:x:1002:\n"
-                   "root:x:0:\n"
-                   "multichat-staff:x:2000:alice\n"
-                   "multichat-admin:x:2001:\n");
-        write_file(t->dir, "passdb",
-                   "alice:" TEST_ALICE_PASSWORD ":multichat\n"
-                   "bob:" TEST_BOB_PASSWORD ":multichat\n"
-                   "root:root-pw:multichat\n");
-        snprintf(path, sizeof path, "%s/pam.d", t->dir);
-        ASSERT_TRUE(mkdir(path, 0755) == 0);
-        snprintf(text, sizeof text, "auth required %s passdb=%s/passdb\naccount required %s passdb=%s/passdb\n",
-                 matrix, t->dir, matrix, t->dir);
-        write_file(path, "multichat", text);
-        write_file(path, "other",
-                   "auth required pam_deny.so\naccount required pam_deny.so\n"
-                   "password required pam_deny.so\nsession required pam_deny.so\n");
-
-        /* Inherited by the helper only: set after redis-server started. */
-        asan_runtime(asan, sizeof asan);
-        snprintf(preload, sizeof preload, "%s%s%s", asan, asan[0] ? " " : "", nss);
-        ASSERT_OK(setenv("LD_PRELOAD", preload, 1));
-        ASSERT_OK(setenv("MULTICHAT_PAM_CONFDIR", path, 1));
-        snprintf(path, sizeof path, "%s/passwd", t->dir);
-        ASSERT_OK(setenv("NSS_WRAPPER_PASSWD", path, 1));
-        snprintf(path, sizeof path, "%s/group", t->dir);
-        ASSERT_OK(setenv("NSS_WRAPPER_GROUP", path, 1));
-        return 0;
-}
-
 static void setup_web_root(TestWeb *t) {
         char root[256];
 
@@ -228,7 +143,6 @@ static void setup_listener(TestWeb *t) {
 }
 
 int test_web_setup(TestWeb *t) {
-        const char *build = getenv("MULTICHAT_BUILD_DIR");
         char url[200];
         char *args[] = { (char *) "--min-uid=1000", NULL };
         int r;
@@ -244,15 +158,14 @@ int test_web_setup(TestWeb *t) {
 
         snprintf(t->dir, sizeof t->dir, "/tmp/%s-web.XXXXXX", program_invocation_short_name);
         ASSERT_NOT_NULL(mkdtemp(t->dir));
-        if (setup_pam(t) < 0) {
+        if (test_pam_env_setup(t->dir, NULL) < 0) {
                 fprintf(stderr, "pam_matrix or nss_wrapper not found (Debian packages libpam-wrapper, "
                         "libnss-wrapper), skipping\n");
                 test_web_teardown(t);
                 return EXIT_TEST_SKIP;
         }
         setup_web_root(t);
-        snprintf(t->helper, sizeof t->helper, "%s/daemon/multichat-auth", build ?: ".");
-        ASSERT_TRUE(access(t->helper, X_OK) == 0);
+        ASSERT_OK(test_auth_helper_path(t->helper, sizeof t->helper));
 
         ASSERT_OK(sd_event_new(&t->event));
         ASSERT_OK(loop_uv_new(&t->uv, t->event));

@@ -12,15 +12,11 @@
 #include "net/web.h"
 #include "net/ws.h"
 #include "store/session.h"
+#include "test/test-pam-env.h"
 #include "test/test-redis-server.h"
 
 #define TEST_MSEC UINT64_C(1000)
 #define TEST_SEC UINT64_C(1000000)
-
-/* The pam_matrix users (as tests/lib/pamenv.py makes them): alice is in
- * multichat-staff, bob is not, root is refused by the helper. */
-#define TEST_ALICE_PASSWORD "alice-pw"
-#define TEST_BOB_PASSWORD "bob-pw"
 
 /* What the web front reported through its hooks. */
 typedef struct Recorder {
