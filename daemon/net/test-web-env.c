@@ -158,7 +158,7 @@ int test_web_setup(TestWeb *t) {
 
         snprintf(t->dir, sizeof t->dir, "/tmp/%s-web.XXXXXX", program_invocation_short_name);
         ASSERT_NOT_NULL(mkdtemp(t->dir));
-        if (test_pam_env_setup(t->dir, NULL) < 0) {
+        if (test_pam_env_setup(t->dir, NULL, NULL) < 0) {
                 fprintf(stderr, "pam_matrix or nss_wrapper not found (Debian packages libpam-wrapper, "
                         "libnss-wrapper), skipping\n");
                 test_web_teardown(t);

@@ -62,7 +62,7 @@ static void asan_runtime(char *buf, size_t size) {
 #endif
 }
 
-int test_pam_env_setup(const char *dir, const char *extra_groups) {
+int test_pam_env_setup(const char *dir, const char *extra_users, const char *extra_groups) {
         char matrix[512], nss[512], asan[512], preload[1100], path[512], text[2400];
 
         if (!find_one("/usr/lib/*/pam_wrapper/pam_matrix.so", matrix, sizeof matrix) &&
@@ -72,10 +72,12 @@ int test_pam_env_setup(const char *dir, const char *extra_groups) {
             !find_one("/usr/lib*/libnss_wrapper.so", nss, sizeof nss))
                 return -ENOENT;
 
-        write_file(dir, "passwd",
-                   "alice:x:1001:1001:alice:/home/alice:/bin/false\n"
-                   "bob:x:1002:1002:bob:/home/bob:/bin/false\n"
-                   "root:x:0:0:root:/root:/bin/false\n");
+        snprintf(text, sizeof text,
+                 "alice:x:1001:1001:alice:/home/alice:/bin/false\n"
+                 "bob:x:1002:1002:bob:/home/bob:/bin/false\n"
+                 "root:x:0:0:root:/root:/bin/false\n"
+                 "%s", extra_users ?: "");
+        write_file(dir, "passwd", text);
         snprintf(text, sizeof text,
                  "alice:x:1001:\n"
                  "bob:x:1002:\n"
