@@ -175,6 +175,36 @@ static void test_login_failed(void) {
         ASSERT_INT_EQ(test_redis_integer(&t.redis_server, "DBSIZE"), keys);
 }
 
+/* The client hangs up while its wrong password waits out the fail delay:
+ * the attempt is dropped, and it no longer counts as one in flight. */
+static void test_gone_while_waiting(void) {
+        _cleanup_free_ char *csrf = login_form(""), *req = NULL, *body = NULL;
+        unsigned removed = t.rec.peers_removed, retry;
+        int fd;
+
+        ASSERT_TRUE(asprintf(&body, "csrf=%s&username=bob&password=wrong", csrf) > 0);
+        ASSERT_TRUE(asprintf(&req, "POST /login HTTP/1.1\r\nHost: %s\r\nCookie: %s=%s\r\n"
+                             "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %zu\r\n\r\n%s",
+                             t.host, CSRF_COOKIE, csrf, strlen(body), body) > 0);
+        fd = test_web_connect(&t);
+        test_web_send(&t, fd, req, strlen(req));
+        test_web_run_for(&t, 200 * TEST_MSEC);
+        safe_close(fd);
+        for (unsigned i = 0; i < 300 && t.rec.peers_removed == removed; i++)
+                test_web_run(&t, 10 * TEST_MSEC);
+        ASSERT_INT_EQ(t.rec.peers_removed, removed + 1);
+        /* Past the delay: its timer must not fire into freed memory. */
+        test_web_run_for(&t, 2600 * TEST_MSEC);
+
+        /* In flight it held one of LOGIN_LIMIT_IN_FLIGHT for this address
+         * and user: all of them are free again. */
+        login_limiter_set_limit(t.login_limiter, 100);
+        for (unsigned i = 0; i < LOGIN_LIMIT_IN_FLIGHT; i++)
+                ASSERT_OK(login_limiter_begin(t.login_limiter, "127.0.0.1", "bob", mono_usec(), &retry));
+        for (unsigned i = 0; i < LOGIN_LIMIT_IN_FLIGHT; i++)
+                login_limiter_end(t.login_limiter, "127.0.0.1", "bob");
+}
+
 static void test_csrf(void) {
         _cleanup_free_ char *a = login_form(""), *b = login_form("");
         HttpReply r;
@@ -311,6 +341,7 @@ int main(void) {
         test_login_failed();
         test_csrf();
         test_limits();
+        test_gone_while_waiting();
         test_body_limits();
         test_logout(sid);
 
