@@ -664,6 +664,26 @@ static void test_vanished_client(void) {
         buf_done(&w.in);
 }
 
+static void test_redis_gone(void) {
+        char sid[SESSION_ID_MAX + 1];
+        unsigned ready = t.rec.ready;
+        WsClient w;
+
+        /* Redis cannot say whether the session is valid: try again later
+         * (1013), not "log in" (4001). */
+        test_web_session(&t, "bob", 1002, false, sid, NULL);
+        test_redis_kill(&t.redis_server);
+        for (unsigned i = 0; i < 300 && t.redis_connected; i++)
+                test_web_run(&t, 10 * TEST_MSEC);
+        ASSERT_FALSE(t.redis_connected);
+        ASSERT_INT_EQ(ws_open(&w, sid), 101);
+        expect_text(&w, "{\"error\": \"UNAVAILABLE\"}");
+        ASSERT_INT_EQ(expect_close(&w, WS_CLOSE_TRY_AGAIN_LATER), 0);
+        expect_eof(&w);
+        ASSERT_INT_EQ(t.rec.ready, ready);
+        ws_close_fd(&w);
+}
+
 int main(void) {
         int r;
 
@@ -684,6 +704,7 @@ int main(void) {
         test_ready_refused();
         test_gone_while_validating();
         test_vanished_client();
+        test_redis_gone();
 
         /* Every accepted connection was let go again. */
         test_web_run_for(&t, 100 * TEST_MSEC);
