@@ -237,12 +237,12 @@ json_t *test_conn_take(TestConn *c, const char *key, const char *value) {
         while (!(j = test_conn_find(c, key, value)) && test_now() < end)
                 ASSERT_OK(sd_event_run(c->daemon->event, 20 * TEST_MSEC));
         if (!j) {
-                fprintf(stderr, "%s: no frame with %s = %s\n", c->username, key, value ?: "(any)");
-                for (size_t i = 0; getenv("TEST_DEBUG") && i < c->n_frames; i++) {
+                fprintf(stderr, "%s: no frame with %s = %s among:\n", c->username, key, value ?: "(any)");
+                for (size_t i = 0; i < c->n_frames; i++) {
                         _cleanup_free_ char *s = json_dumps(c->frames[i], JSON_COMPACT);
-                        fprintf(stderr, "  %c %s\n", c->taken[i] ? 'T' : ' ', s);
+
+                        fprintf(stderr, "  %s %s\n", c->taken[i] ? "taken" : "     ", s ?: "?");
                 }
-                (void) test_conn_untaken(c);
         }
         ASSERT_NOT_NULL(j);
         return j;
