@@ -54,8 +54,9 @@ typedef struct ChatSettings {
         uint64_t overload_lag_usec;     /* relaying later than this refuses new messages in part */
 } ChatSettings;
 
-/* redis must outlive the chat; the owner forwards Redis's state changes
- * and messages (chat_on_redis_*). */
+/* The owner forwards Redis's state changes and messages (chat_on_redis_*),
+ * and frees redis before the chat: freeing it answers the chat's pending
+ * commands, whose handlers need the chat. */
 int chat_new(Chat **ret, sd_event *event, Redis *redis, const ChatHooks *hooks, void *userdata);
 Chat *chat_free(Chat *chat);
 void chat_set_settings(Chat *chat, const ChatSettings *settings);

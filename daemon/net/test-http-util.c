@@ -1,80 +1,15 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Tests for http-util.c: UTF-8, form and cookie parsing, escaping, redirect and origin checks. */
+/* Tests for http-util.c: form and cookie parsing, escaping, redirect and origin checks. */
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "basic/utf8.h"
 #include "net/http-util.h"
 #include "basic/macro.h"
 #include "basic/time-util.h"
 #include "test/test.h"
-
-typedef struct Utf8Case {
-        const char *s;
-        size_t n;       /* 0: strlen */
-        bool valid;
-} Utf8Case;
-
-static void test_utf8(void) {
-        static const Utf8Case table[] = {
-                { "", 0, true },
-                { "plain ascii ~", 0, true },
-                { "\x7f", 0, true },
-                { "h\xc3\xa9", 0, true },                       /* é */
-                { "\xc2\x80", 0, true },                        /* U+0080, smallest 2-byte */
-                { "\xdf\xbf", 0, true },                        /* U+07FF */
-                { "\xe0\xa0\x80", 0, true },                    /* U+0800, smallest 3-byte */
-                { "\xed\x9f\xbf", 0, true },                    /* U+D7FF */
-                { "\xee\x80\x80", 0, true },                    /* U+E000 */
-                { "\xef\xbf\xbf", 0, true },                    /* U+FFFF */
-                { "\xf0\x90\x80\x80", 0, true },                /* U+10000 */
-                { "\xf0\x9f\x98\x80", 0, true },                /* 😀 */
-                { "\xf4\x8f\xbf\xbf", 0, true },                /* U+10FFFF */
-                { "a\0b", 3, true },                            /* NUL is UTF-8 */
-                { "\x80", 0, false },                           /* lone continuation */
-                { "\xbf", 0, false },
-                { "\xc3", 0, false },                           /* truncated */
-                { "\xe2\x82", 0, false },
-                { "\xf0\x9f\x98", 0, false },
-                { "\xc3\x28", 0, false },                       /* bad continuation */
-                { "\xe2\x28\xa1", 0, false },
-                { "\xf0\x9f\x28\x80", 0, false },
-                { "\xc0\x80", 0, false },                       /* overlong NUL */
-                { "\xc0\xaf", 0, false },                       /* overlong '/' */
-                { "\xc1\xbf", 0, false },
-                { "\xe0\x80\xaf", 0, false },
-                { "\xe0\x9f\xbf", 0, false },                   /* overlong U+07FF */
-                { "\xf0\x80\x80\xaf", 0, false },
-                { "\xf0\x8f\xbf\xbf", 0, false },               /* overlong U+FFFF */
-                { "\xed\xa0\x80", 0, false },                   /* U+D800 */
-                { "\xed\xbf\xbf", 0, false },                   /* U+DFFF */
-                { "\xed\xa0\xbd\xed\xb8\x80", 0, false },       /* CESU-8 surrogate pair */
-                { "\xf4\x90\x80\x80", 0, false },               /* U+110000 */
-                { "\xf5\x80\x80\x80", 0, false },
-                { "\xf8\x88\x80\x80\x80", 0, false },           /* 5-byte form */
-                { "\xfe", 0, false },
-                { "\xff", 0, false },
-                { "ok\xc3\xa9\xff", 0, false },
-        };
-
-        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
-                const Utf8Case *t = table + i;
-                size_t n = t->n ?: strlen(t->s);
-
-                if (utf8_is_valid(t->s, n) != t->valid)
-                        fprintf(stderr, "utf8 case %zu\n", i);
-                ASSERT_INT_EQ(utf8_is_valid(t->s, n), t->valid);
-        }
-
-        /* the length bounds the scan: a truncated view of a valid string is invalid */
-        ASSERT_FALSE(utf8_is_valid("\xc3\xa9", 1));
-        ASSERT_TRUE(utf8_is_valid("\xc3\xa9\xff", 2));
-        ASSERT_TRUE(utf8_is_valid(NULL, 0));
-        ASSERT_FALSE(utf8_is_valid(NULL, 1));
-}
 
 typedef struct DecodeCase {
         const char *in;
@@ -509,7 +444,6 @@ static void test_cookies(void) {
 
 int main(void) {
         test_cookies();
-        test_utf8();
         test_url_decode();
         test_form_get();
         test_form_limits();

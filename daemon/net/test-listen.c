@@ -30,16 +30,6 @@
 #define SEC 1000000ULL
 
 static char tmp_dir[] = "/tmp/test-listen.XXXXXX";
-/* Known bugs are reported and counted, and the other checks still run. */
-static unsigned n_bugs;
-
-#define BUG(...)                                                                        \
-        do {                                                                            \
-                fprintf(stderr, "BUG (%s:%d): ", __FILE__, __LINE__);                   \
-                fprintf(stderr, __VA_ARGS__);                                           \
-                fputc('\n', stderr);                                                    \
-                n_bugs++;                                                               \
-        } while (0)
 
 static uint64_t now_usec(void) {
         struct timespec ts;
@@ -429,10 +419,12 @@ static void test_tcp6(sd_event *e) {
                         fclose(f);
                 }
                 c = connect_to(AF_INET, "127.0.0.1", port);
+                /* docs/configuration.md: [::] listens on IPv4 too, unless
+                 * the system says otherwise (net.ipv6.bindv6only=1). */
                 if (sys == 0 && c < 0)
-                        BUG("listener_add_address(\"[::]:%u\") does not accept IPv4 (connect to 127.0.0.1: %s) "
-                            "although net.ipv6.bindv6only=0 and docs/configuration.md says [::] also listens on IPv4: "
-                            "listen.c sets IPV6_V6ONLY=1 on every AF_INET6 socket", port, strerror(-c));
+                        fprintf(stderr, "[::]:%u refused IPv4: %s\n", port, strerror(-c));
+                if (sys == 0)
+                        ASSERT_TRUE(c >= 0);
                 if (c >= 0) {
                         ASSERT_TRUE(run_until_accepted(e, &a, 1, 2 * SEC));
                         /* An IPv4 peer on a dual-stack socket. */
@@ -782,18 +774,9 @@ static void test_emfile(void) {
 
         /* Out of fds the loop must not spin on the still-readable socket
          * (with 100 ms timeouts, an idle loop wakes about 5 times in 500 ms). */
-        if (res.wakeups > 50) {
-                char cmd[256];
-
-                snprintf(cmd, sizeof cmd, "grep -c 'Failed to accept' %s/emfile.log >&2", tmp_dir);
-                fprintf(stderr, "warnings logged meanwhile: ");
-                fflush(stderr);
-                (void) system(cmd);
-                BUG("on_listen_io() (listen.c) returns on EMFILE without disabling the listening source; "
-                    "the socket stays readable, so sd-event dispatches it again at once: %u loop iterations "
-                    "in 500 ms instead of about 5, 100%% CPU and one warning per iteration until an fd is freed",
-                    res.wakeups);
-        }
+        if (res.wakeups > 50)
+                fprintf(stderr, "%u loop iterations in 500 ms while out of fds\n", res.wakeups);
+        ASSERT_TRUE(res.wakeups <= 50);
         ASSERT_TRUE(res.accepted_later);
 }
 
@@ -817,9 +800,5 @@ int main(void) {
 
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
         ASSERT_INT_EQ(system(cmd), 0);
-        if (n_bugs > 0) {
-                fprintf(stderr, "%u known bug(s) found, see BUG lines above\n", n_bugs);
-                return EXIT_FAILURE;
-        }
         return 0;
 }

@@ -209,9 +209,11 @@ static RedisScript script_epoch = { .source =
         "return {ARGV[2], ARGV[1] ~= '' and 1 or 0, restored}\n"
 };
 
-/* ARGV: title, staff_only */
+/* ARGV: title, staff_only. The id is read back as Redis's string: a Lua
+ * number is a double that tostring() prints as "1e+14" from 10^14 on. */
 static RedisScript script_create_room = { .source =
-        "local id = tostring(redis.call('INCR', 'mc:rooms:seq'))\n"
+        "redis.call('INCR', 'mc:rooms:seq')\n"
+        "local id = redis.call('GET', 'mc:rooms:seq')\n"
         "redis.call('HSET', 'mc:rooms', id, cjson.encode({title = ARGV[1], staff_only = ARGV[2] == '1'}))\n"
         "redis.call('PUBLISH', 'mc:events', cjson.encode({'rooms'}))\n"
         "return id\n"
