@@ -287,15 +287,20 @@ static void redis_fail(Redis *r, const char *what, const char *detail, RedisProb
         redis_set_problem(r, p);
 }
 
-static void redis_set_error(Redis *r, const char *what, const char *detail) {
-        redis_fail(r, what, detail, REDIS_PROBLEM_UNREACHABLE);
+static bool error_is_auth_refusal(const char *e) {
+        return strncmp(e, "WRONGPASS", 9) == 0 || strncmp(e, "NOAUTH", 6) == 0 || strncmp(e, "NOPERM", 6) == 0 ||
+                strncmp(e, "ERR invalid password", 20) == 0 || strncmp(e, "ERR AUTH", 8) == 0;
 }
 
 static bool reply_is_auth_refusal(const redisReply *reply) {
-        return reply && reply->type == REDIS_REPLY_ERROR &&
-                (strncmp(reply->str, "WRONGPASS", 9) == 0 || strncmp(reply->str, "NOAUTH", 6) == 0 ||
-                 strncmp(reply->str, "NOPERM", 6) == 0 || strncmp(reply->str, "ERR invalid password", 20) == 0 ||
-                 strncmp(reply->str, "ERR AUTH", 8) == 0);
+        return reply && reply->type == REDIS_REPLY_ERROR && error_is_auth_refusal(reply->str);
+}
+
+/* hiredis closes a connection itself on an error reply nobody waits for:
+ * on the subscriber connection that is how a refused SUBSCRIBE shows. */
+static void redis_set_error(Redis *r, const char *what, const char *detail) {
+        redis_fail(r, what, detail, detail && error_is_auth_refusal(detail) ?
+                   REDIS_PROBLEM_CREDENTIALS : REDIS_PROBLEM_UNREACHABLE);
 }
 
 /* ac->errstr is NULL until hiredis copies an error there; c.errstr is an array. */
