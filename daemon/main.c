@@ -28,7 +28,7 @@ int main(int argc, char *argv[]) {
         if (r < 0) {
                 if (!m)
                         config_free(config);
-                return EXIT_FAILURE;
+                return r == -ENOKEY ? EXIT_REDIS_CREDENTIALS : EXIT_FAILURE;
         }
         r = manager_start(m);
         if (r < 0)

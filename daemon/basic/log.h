@@ -22,6 +22,9 @@ typedef struct LogField {
 #define MESSAGE_ID_REDIS_BACK   "5c1d2a7e0b8f4d3c9e6a1b2c3d4e5f64"
 #define MESSAGE_ID_ROOM_CHANGED "5c1d2a7e0b8f4d3c9e6a1b2c3d4e5f65"
 #define MESSAGE_ID_RATE_LIMITED "5c1d2a7e0b8f4d3c9e6a1b2c3d4e5f66"
+#define MESSAGE_ID_REDIS_REPLICA      "5c1d2a7e0b8f4d3c9e6a1b2c3d4e5f67"
+#define MESSAGE_ID_REDIS_CREDENTIALS  "5c1d2a7e0b8f4d3c9e6a1b2c3d4e5f68"
+#define MESSAGE_ID_REDIS_SWITCHED     "5c1d2a7e0b8f4d3c9e6a1b2c3d4e5f69"
 
 /* Picks the journal when stderr is connected to it (JOURNAL_STREAM) or
  * when asked, stderr otherwise. */
