@@ -629,8 +629,10 @@ int manager_new(Manager **ret, Config *config, int argc, char *argv[]) {
         int r;
 
         m = calloc(1, sizeof *m);
-        if (!m)
+        if (!m) {
+                config_free(config);
                 return -ENOMEM;
+        }
         m->config = m->config_boot = config;
         m->argc = argc;
         m->argv = argv;

@@ -53,6 +53,7 @@ typedef struct Manager {
  * returns -ENOKEY for the latter. */
 #define EXIT_REDIS_CREDENTIALS 78       /* EX_CONFIG */
 
+/* Takes config, also when it fails. */
 int manager_new(Manager **ret, Config *config, int argc, char *argv[]);
 Manager *manager_free(Manager *m);
 int manager_start(Manager *m);
