@@ -1054,8 +1054,14 @@ static void redis_follow_master(Redis *r, const char *host, int port) {
                         conn_detach(c, true);
                 }
                 r->need_discovery = false;
-                if (!r->shut_down && c->state == CONN_DOWN)
+                if (r->shut_down || c->state != CONN_DOWN)
+                        continue;
+                /* The same answer again (a stale sentinel naming a replica)
+                 * keeps the backoff: a pending retry stays pending. */
+                if (moved)
                         conn_connect_now(c);
+                else if (c->timer_at == USEC_INFINITY)
+                        conn_connect(c);
         }
 }
 
