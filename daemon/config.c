@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -16,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include <ini.h>
 
@@ -23,6 +25,7 @@
 #include "config.h"
 #include "basic/log.h"
 #include "basic/strv.h"
+#include "redis/sentinel.h"
 
 #define CONFIG_FILE_MAX (1024 * 1024)   /* bytes in one file */
 #define CONFIG_DROPINS_MAX 1024         /* files in one .d directory */
@@ -284,6 +287,72 @@ static int parse_redis(const ConfigOption *o, const char *value, void *field, ch
         return set_string(field, value);
 }
 
+#define ALPHANUMERICAL "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+/* Several addresses in one value too, separated by spaces or commas. */
+static int parse_sentinels(const ConfigOption *o, const char *value, void *field, char *reason) {
+        _cleanup_(freep) char *copy = strdup(value);
+        char ***l = field, *state = NULL;
+        int r;
+
+        if (!copy)
+                return -ENOMEM;
+        if (!*value) {
+                *l = strv_free(*l);
+                return 0;
+        }
+        for (char *a = strtok_r(copy, " \t,", &state); a; a = strtok_r(NULL, " \t,", &state)) {
+                if (!sentinel_address_is_valid(a))
+                        return reasonf(reason, "expected IPv4:PORT or [IPv6]:PORT (a numeric address)");
+                if (strv_contains(*l, a))
+                        continue;
+                if (strv_length(*l) >= SENTINELS_MAX)
+                        return reasonf(reason, "at most %d sentinels", SENTINELS_MAX);
+                r = strv_extend(l, a);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int parse_master_name(const ConfigOption *o, const char *value, void *field, char *reason) {
+        size_t n = strlen(value);
+
+        if (n == 0 || n > SENTINEL_MASTER_NAME_MAX || strspn(value, ALPHANUMERICAL "-_.:") != n)
+                return reasonf(reason, "expected 1 to %d letters, digits, '-', '_', '.' or ':'",
+                               SENTINEL_MASTER_NAME_MAX);
+        return set_string(field, value);
+}
+
+/* Redis ACL user names may hold almost anything; ours are plain. Empty unsets. */
+static int parse_redis_user(const ConfigOption *o, const char *value, void *field, char *reason) {
+        size_t n = strlen(value);
+
+        if (n == 0) {
+                *(char **) field = mfree(*(char **) field);
+                return 0;
+        }
+        if (n > 128 || strspn(value, ALPHANUMERICAL "-_.@") != n)
+                return reasonf(reason, "expected up to 128 letters, digits, '-', '_', '.' or '@'");
+        return set_string(field, value);
+}
+
+static bool credential_name_is_valid(const char *s) {
+        size_t n = strlen(s);
+
+        return n > 0 && n <= 255 && strspn(s, ALPHANUMERICAL "-_.@") == n && !streq(s, ".") && !streq(s, "..");
+}
+
+static int parse_secret_file(const ConfigOption *o, const char *value, void *field, char *reason) {
+        if (!*value) {
+                *(char **) field = mfree(*(char **) field);
+                return 0;
+        }
+        if (strchr(value, '/') ? value[0] != '/' || strlen(value) >= PATH_MAX : !credential_name_is_valid(value))
+                return reasonf(reason, "expected an absolute path or the name of a credential (LoadCredential=)");
+        return set_string(field, value);
+}
+
 static int parse_bus(const ConfigOption *o, const char *value, void *field, char *reason) {
         size_t t = strspn(value, "abcdefghijklmnopqrstuvwxyz");
 
@@ -495,6 +564,18 @@ static const ConfigOption config_options[] = {
           parse_listen, FIELD(listen), 0, 0 },
         { "redis", "URL", "Redis: redis://HOST[:PORT][/DB] or unix:/PATH[?db=DB]",
           parse_redis, FIELD(redis), 0, 0 },
+        { "redis-sentinel", "ADDR:PORT", "Find the Redis master through this sentinel (repeatable)",
+          parse_sentinels, FIELD(redis_sentinels), 0, 0 },
+        { "redis-master", "NAME", "The master's name at the sentinels",
+          parse_master_name, FIELD(redis_master), 0, 0 },
+        { "redis-user", "USER", "Redis ACL user",
+          parse_redis_user, FIELD(redis_user), 0, 0 },
+        { "redis-password-file", "PATH|NAME", "Redis password: a file, or a credential's name",
+          parse_secret_file, FIELD(redis_password_file), 0, 0 },
+        { "redis-sentinel-user", "USER", "ACL user at the sentinels",
+          parse_redis_user, FIELD(redis_sentinel_user), 0, 0 },
+        { "redis-sentinel-password-file", "PATH|NAME", "Password at the sentinels: a file, or a credential's name",
+          parse_secret_file, FIELD(redis_sentinel_password_file), 0, 0 },
         { "bus", "BUS", "D-Bus to serve on: system, session or an address",
           parse_bus, FIELD(bus), 0, 0 },
         { "web-root", "DIR", "Directory of the static web files",
@@ -553,7 +634,7 @@ static const ConfigOption *config_option_find(const char *name) {
 }
 
 static bool config_option_is_list(const ConfigOption *o) {
-        return o->parse == parse_listen || o->parse == parse_origin;
+        return o->parse == parse_listen || o->parse == parse_origin || o->parse == parse_sentinels;
 }
 
 static int config_option_apply(Config *c, const ConfigOption *o, const char *value, char *reason) {
@@ -605,6 +686,12 @@ Config *config_free(Config *c) {
                 return NULL;
         strv_free(c->listen);
         free(c->redis);
+        strv_free(c->redis_sentinels);
+        free(c->redis_master);
+        free(c->redis_user);
+        free(c->redis_password_file);
+        free(c->redis_sentinel_user);
+        free(c->redis_sentinel_password_file);
         free(c->bus);
         free(c->web_root);
         free(c->staff_group);
@@ -945,6 +1032,58 @@ static int config_verify(const Config *c) {
                                        c->history_on_join, c->history_size);
         if (c->session_idle_usec > c->session_max_usec)
                 return log_error_errno(EINVAL, "session-idle exceeds session-max");
+        if (!c->redis_sentinels != !c->redis_master)
+                return log_error_errno(EINVAL, "redis-sentinel and redis-master must be set together");
+        if (c->redis_user && !c->redis_password_file)
+                return log_error_errno(EINVAL, "redis-user needs redis-password-file");
+        if (c->redis_sentinel_user && !c->redis_sentinel_password_file)
+                return log_error_errno(EINVAL, "redis-sentinel-user needs redis-sentinel-password-file");
+        return 0;
+}
+
+int config_read_secret(const char *value, char **ret) {
+        _cleanup_(freep) char *path = NULL;
+        _cleanup_(closep) int fd = -EBADF;
+        char buf[CONFIG_SECRET_MAX + 3];
+        ssize_t n;
+        size_t len = 0;
+        char *secret;
+
+        if (!strchr(value, '/')) {
+                const char *dir = getenv("CREDENTIALS_DIRECTORY");
+
+                if (!dir || dir[0] != '/')
+                        return -ENXIO;
+                if (asprintf(&path, "%s/%s", dir, value) < 0)
+                        return -ENOMEM;
+        }
+        fd = open(path ?: value, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
+        if (fd < 0)
+                return -errno;
+        /* One byte beyond the largest allowed content tells "too long". */
+        while (len < sizeof buf && (n = read(fd, buf + len, sizeof buf - len)) != 0) {
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        explicit_bzero(buf, sizeof buf);
+                        return -errno;
+                }
+                len += (size_t) n;
+        }
+        if (len > 0 && buf[len - 1] == '\n')
+                len--;
+        if (len > 0 && buf[len - 1] == '\r')
+                len--;
+        if (len == 0 || len > CONFIG_SECRET_MAX || memchr(buf, '\n', len) || memchr(buf, '\r', len) ||
+            memchr(buf, '\0', len)) {
+                explicit_bzero(buf, sizeof buf);
+                return -EBADMSG;
+        }
+        secret = strndup(buf, len);
+        explicit_bzero(buf, sizeof buf);
+        if (!secret)
+                return -ENOMEM;
+        *ret = secret;
         return 0;
 }
 

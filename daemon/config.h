@@ -16,7 +16,13 @@
 
 typedef struct Config {
         char **listen;              /* "ADDR:PORT", "[v6]:PORT", or "unix:/path"; repeatable; empty = socket activation only */
-        char *redis;                /* "redis://host[:port][/db]" or "unix:/path[?db=N]" */
+        char *redis;                /* "redis://host[:port][/db]" or "unix:/path[?db=N]"; unused with sentinels */
+        char **redis_sentinels;     /* "IPv4:PORT" / "[IPv6]:PORT"; repeatable; the master is asked of them */
+        char *redis_master;         /* the master's name at the sentinels */
+        char *redis_user;           /* ACL user; NULL: AUTH with the password alone */
+        char *redis_password_file;  /* absolute path, or a credential name under $CREDENTIALS_DIRECTORY */
+        char *redis_sentinel_user;
+        char *redis_sentinel_password_file;
         char *bus;                  /* "system" | "session" | a D-Bus address ("unix:path=/…") */
         char *web_root;             /* absolute directory of the static files */
         char *staff_group;          /* members may join staff-only rooms */
@@ -72,3 +78,12 @@ int config_parse_timespan(const char *s, uint64_t *ret_usec);
 /* Validators shared with whoever parses these strings again later. */
 bool config_listen_is_valid(const char *s);
 bool config_redis_is_valid(const char *s);
+
+/* Reads a password named by a *-password-file value: a value with a '/'
+ * is an absolute path, a bare name is a systemd credential, the file of
+ * that name in $CREDENTIALS_DIRECTORY (LoadCredential=). One line of at
+ * most CONFIG_SECRET_MAX bytes; one trailing newline is dropped. -ENXIO
+ * for a credential name without $CREDENTIALS_DIRECTORY, -EBADMSG for an
+ * empty, too long or multi-line file, else -errno of open/read. */
+#define CONFIG_SECRET_MAX 512
+int config_read_secret(const char *value, char **ret);

@@ -25,11 +25,8 @@ int main(int argc, char *argv[]) {
         log_set_max_level(config->log_level);
 
         r = manager_new(&m, config, argc, argv);
-        if (r < 0) {
-                if (!m)
-                        config_free(config);
-                return EXIT_FAILURE;
-        }
+        if (r < 0)
+                return r == -ENOKEY ? EXIT_REDIS_CREDENTIALS : EXIT_FAILURE;
         r = manager_start(m);
         if (r < 0)
                 return EXIT_FAILURE;

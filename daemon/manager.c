@@ -43,7 +43,11 @@ static void manager_notify(Manager *m, bool ready) {
 
         if (m->readiness.state == READINESS_STOPPING)
                 return;
-        if (!chat_is_ready(m->chat))
+        if (!chat_is_ready(m->chat) && redis_problem(m->redis) != REDIS_PROBLEM_NONE)
+                snprintf(status, sizeof status, "Waiting for Redis: %s (%s); %u connections.",
+                         redis_problem_to_string(redis_problem(m->redis)), redis_last_error(m->redis),
+                         manager_conn_count(m));
+        else if (!chat_is_ready(m->chat))
                 snprintf(status, sizeof status, "Waiting for Redis (%s); %u connections.",
                          redis_last_error(m->redis)[0] ? redis_last_error(m->redis) : "connecting",
                          manager_conn_count(m));
@@ -169,8 +173,17 @@ static char *on_rooms_json(void *ud) {
         return chat_rooms_json(((Manager *) ud)->chat);
 }
 
-static bool on_healthy(void *ud) {
-        return chat_is_ready(((Manager *) ud)->chat);
+static bool on_healthy(void *ud, const char **ret_reason) {
+        Manager *m = ud;
+        RedisProblem p = redis_problem(m->redis);
+
+        if (chat_is_ready(m->chat))
+                return true;
+        if (p != REDIS_PROBLEM_NONE)
+                *ret_reason = redis_problem_to_string(p);
+        else
+                *ret_reason = redis_is_connected(m->redis) ? "starting" : "redis unreachable";
+        return false;
 }
 
 static int on_publish_logout(void *ud, const char *session_id) {
@@ -251,6 +264,41 @@ static void on_redis_state(Redis *r, bool connected, void *userdata) {
                 chat_on_redis_disconnected(m->chat);
         }
         (void) bus_emit_manager_changed(m->bus, BUS_MANAGER_REDIS_CONNECTED);
+        manager_update_status(m);
+}
+
+static void on_redis_event(Redis *r, RedisEvent event, void *userdata) {
+        Manager *m = userdata;
+        const char *address = redis_master_address(r);
+
+        if (event == REDIS_EVENT_MASTER_SWITCHED) {
+                log_struct(LOG_NOTICE, 0, MESSAGE_ID_REDIS_SWITCHED, LOG_FIELDS({ "REDIS_ADDRESS", address }),
+                           "The sentinels switched the Redis master to %s; reconnecting.", address);
+                return;
+        }
+
+        switch (redis_problem(r)) {
+        case REDIS_PROBLEM_CREDENTIALS:
+                if (!redis_was_connected(r)) {
+                        log_struct(LOG_ERR, 0, MESSAGE_ID_REDIS_CREDENTIALS, LOG_FIELDS({ "REDIS_ADDRESS", address }),
+                                   "Redis refused our credentials (%s); check redis-user, redis-password-file "
+                                   "and the ACL. Exiting.", redis_last_error(r));
+                        manager_stop(m, EXIT_REDIS_CREDENTIALS);
+                        return;
+                }
+                log_struct(LOG_ERR, 0, MESSAGE_ID_REDIS_CREDENTIALS, LOG_FIELDS({ "REDIS_ADDRESS", address }),
+                           "Redis refused our credentials (%s); retrying.", redis_last_error(r));
+                break;
+        case REDIS_PROBLEM_REPLICA:
+                log_struct(LOG_ERR, 0, MESSAGE_ID_REDIS_REPLICA, LOG_FIELDS({ "REDIS_ADDRESS", address }),
+                           "Redis at %s is a replica (%s); %s", address, redis_last_error(r),
+                           m->config_boot->redis_sentinels ? "asking the sentinels for the master."
+                                                           : "waiting for it to become a master.");
+                break;
+        case REDIS_PROBLEM_NONE:
+        case REDIS_PROBLEM_UNREACHABLE:
+                break;          /* on_redis_state() logs a loss */
+        }
         manager_update_status(m);
 }
 
@@ -400,6 +448,14 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
                 return 0;
         }
         warn_unchanged("redis", m->config_boot->redis, c->redis);
+        warn_unchanged("redis-master", m->config_boot->redis_master, c->redis_master);
+        warn_unchanged("redis-user", m->config_boot->redis_user, c->redis_user);
+        warn_unchanged("redis-password-file", m->config_boot->redis_password_file, c->redis_password_file);
+        warn_unchanged("redis-sentinel-user", m->config_boot->redis_sentinel_user, c->redis_sentinel_user);
+        warn_unchanged("redis-sentinel-password-file", m->config_boot->redis_sentinel_password_file,
+                       c->redis_sentinel_password_file);
+        if (!strv_equal(m->config_boot->redis_sentinels, c->redis_sentinels))
+                log_notice("Setting 'redis-sentinel' changed; it takes effect on restart.");
         warn_unchanged("bus", m->config_boot->bus, c->bus);
         warn_unchanged("pam-service", m->config_boot->pam_service, c->pam_service);
         log_set_max_level(c->log_level);
@@ -422,6 +478,55 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
 }
 
 /* ---- construction ---- */
+
+static void erase_freep(char **p) {
+        if (*p)
+                explicit_bzero(*p, strlen(*p));
+        free(*p);
+}
+
+static int read_password(const char *key, const char *value, char **ret) {
+        int r;
+
+        *ret = NULL;
+        if (!value)
+                return 0;
+        r = config_read_secret(value, ret);
+        if (r == -ENXIO)
+                log_error("%s=%s names a credential, but $CREDENTIALS_DIRECTORY is not set: pass it with "
+                          "LoadCredential=%s:/PATH in the unit, or give an absolute path.", key, value, value);
+        else if (r == -EBADMSG)
+                log_error("%s=%s: expected one line of 1 to %d bytes.", key, value, CONFIG_SECRET_MAX);
+        else if (r < 0)
+                log_error_errno(r, "Failed to read %s=%s: %m", key, value);
+        return r < 0 ? -ENOKEY : 0;
+}
+
+/* Passwords are read once, here: a reload keeps them, as it keeps the address. */
+static int manager_setup_redis(Manager *m, const Config *c) {
+        _cleanup_(erase_freep) char *password = NULL, *sentinel_password = NULL;
+        int r;
+
+        r = read_password("redis-password-file", c->redis_password_file, &password);
+        if (r >= 0)
+                r = read_password("redis-sentinel-password-file", c->redis_sentinel_password_file, &sentinel_password);
+        if (r < 0)
+                return r;
+
+        r = redis_new_with_options(&m->redis, m->event, &(const RedisOptions) {
+                        .url = c->redis_sentinels ? NULL : c->redis,
+                        .sentinels = c->redis_sentinels,
+                        .master_name = c->redis_master,
+                        .user = c->redis_user,
+                        .password = password,
+                        .sentinel_user = c->redis_sentinel_user,
+                        .sentinel_password = sentinel_password,
+                        .on_event = on_redis_event,
+                }, on_redis_state, on_redis_message, m);
+        if (r < 0)
+                return log_error_errno(r, "Invalid Redis settings (redis=%s): %m", c->redis);
+        return 0;
+}
 
 /* sd-event takes signals through signalfd, which needs them blocked;
  * SIGCHLD too, for the auth helper we may spawn. */
@@ -531,8 +636,10 @@ int manager_new(Manager **ret, Config *config, int argc, char *argv[]) {
         int r;
 
         m = calloc(1, sizeof *m);
-        if (!m)
+        if (!m) {
+                config_free(config);
                 return -ENOMEM;
+        }
         m->config = m->config_boot = config;
         m->argc = argc;
         m->argv = argv;
@@ -548,9 +655,9 @@ int manager_new(Manager **ret, Config *config, int argc, char *argv[]) {
         r = loop_uv_new(&m->uv, m->event);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up libuv: %m");
-        r = redis_new(&m->redis, m->event, config->redis, on_redis_state, on_redis_message, m);
+        r = manager_setup_redis(m, config);
         if (r < 0)
-                return log_error_errno(r, "Invalid Redis address '%s': %m", config->redis);
+                return r;
         r = manager_setup_auth(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the auth helper: %m");

@@ -47,6 +47,13 @@ typedef struct Manager {
         uint64_t last_heartbeat_usec;
 } Manager;
 
+/* Redis or a sentinel refused our credentials before we were ever
+ * connected, or a password file could not be read: a restart cannot help,
+ * so multichat.service names it in RestartPreventExitStatus=. manager_new()
+ * returns -ENOKEY for the latter. */
+#define EXIT_REDIS_CREDENTIALS 78       /* EX_CONFIG */
+
+/* Takes config, also when it fails. */
 int manager_new(Manager **ret, Config *config, int argc, char *argv[]);
 Manager *manager_free(Manager *m);
 int manager_start(Manager *m);

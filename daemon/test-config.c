@@ -153,6 +153,10 @@ static void test_strv(void) {
         ASSERT_FALSE(strv_contains(l, "c"));
 
         ASSERT_OK(strv_copy(l, &copy));
+        ASSERT_TRUE(strv_equal(l, copy));
+        ASSERT_TRUE(strv_equal(NULL, (char *[]) { NULL }));
+        ASSERT_FALSE(strv_equal(l, NULL));
+        ASSERT_FALSE(strv_equal(l, (char *[]) { (char *) "a", (char *) "c", (char *) "", NULL }));
         ASSERT_TRUE(copy != l && copy[0] != l[0]);
         ASSERT_INT_EQ(strv_length(copy), 3);
         ASSERT_STREQ(copy[1], "b");
@@ -492,6 +496,15 @@ static void test_file_errors(void) {
                 { "overload-lag", "5ms", "expected a time span from 10ms to 1h" },
                 { "tls-key", "key.pem", "expected an absolute path" },
                 { "log-level", "loud", "expected emerg, alert" },
+                { "redis-sentinel", "localhost:26379", "expected IPv4:PORT or [IPv6]:PORT" },
+                { "redis-sentinel", "10.0.0.1", "expected IPv4:PORT" },
+                { "redis-sentinel", "10.0.0.1:26379 10.0.0.2:0", "expected IPv4:PORT" },
+                { "redis-master", "", "expected 1 to 128 letters" },
+                { "redis-master", "my master", "expected 1 to 128 letters" },
+                { "redis-user", "a b", "expected up to 128 letters" },
+                { "redis-password-file", "relative/path", "expected an absolute path or the name of a credential" },
+                { "redis-password-file", "..", "expected an absolute path or the name of a credential" },
+                { "redis-sentinel-password-file", "a:b", "expected an absolute path or the name" },
         };
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
                 char content[256], expect[256];
@@ -501,6 +514,80 @@ static void test_file_errors(void) {
                          bad[i].value, bad[i].key, bad[i].reason);
                 assert_file_fails(content, expect, 2);
         }
+}
+
+static void test_redis_keys(void) {
+        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_(freep) char *path = path_in_tmp("redis.conf");
+        const char *nf = "/nonexistent/multichat.conf";
+
+        write_file("redis.conf",
+                   "[multichat]\n"
+                   "redis-sentinel = 10.0.0.1:26379, 10.0.0.2:26379\n"
+                   "redis-sentinel = [fd00::3]:26379 10.0.0.1:26379\n"
+                   "redis-master = mymaster\n"
+                   "redis-user = multichat\n"
+                   "redis-password-file = redis-password\n"
+                   "redis-sentinel-user = sentinel-user\n"
+                   "redis-sentinel-password-file = /etc/multichat/sentinel-password\n");
+        ASSERT_OK(load(&c, NULL, nf, "--config", path, NULL));
+        ASSERT_INT_EQ(strv_length(c->redis_sentinels), 3);
+        ASSERT_STREQ(c->redis_sentinels[2], "[fd00::3]:26379");
+        ASSERT_STREQ(c->redis_master, "mymaster");
+        ASSERT_STREQ(c->redis_user, "multichat");
+        ASSERT_STREQ(c->redis_password_file, "redis-password");
+        ASSERT_STREQ(c->redis_sentinel_user, "sentinel-user");
+        ASSERT_STREQ(c->redis_sentinel_password_file, "/etc/multichat/sentinel-password");
+        c = config_free(c);
+
+        /* The command line empties the list, then adds. */
+        ASSERT_OK(load(&c, NULL, nf, "--config", path, "--redis-sentinel=", "--redis-sentinel=10.9.9.9:1", NULL));
+        ASSERT_INT_EQ(strv_length(c->redis_sentinels), 1);
+        c = config_free(c);
+
+        assert_load_fails("redis-sentinel and redis-master must be set together", nf, "--redis-master=m", NULL);
+        assert_load_fails("redis-sentinel and redis-master must be set together", nf, "--redis-sentinel=10.0.0.1:1", NULL);
+        assert_load_fails("redis-user needs redis-password-file", nf, "--redis-user=u", NULL);
+        assert_load_fails("redis-sentinel-user needs redis-sentinel-password-file", nf, "--redis-sentinel-user=u", NULL);
+}
+
+static void test_read_secret(void) {
+        _cleanup_(freep) char *dir = path_in_tmp("creds"), *file = NULL, *secret = NULL;
+        char big[CONFIG_SECRET_MAX + 2];
+
+        make_dir("creds");
+        ASSERT_TRUE(asprintf(&file, "%s/pw", dir) >= 0);
+        write_file("creds/pw", "s3cret\n");
+        ASSERT_OK(config_read_secret(file, &secret));
+        ASSERT_STREQ(secret, "s3cret");
+        secret = mfree(secret);
+
+        /* A bare name is a credential of the unit. */
+        ASSERT_OK(unsetenv("CREDENTIALS_DIRECTORY"));
+        ASSERT_ERROR(config_read_secret("pw", &secret), ENXIO);
+        ASSERT_OK(setenv("CREDENTIALS_DIRECTORY", dir, 1));
+        write_file("creds/pw", "with space\r\n");
+        ASSERT_OK(config_read_secret("pw", &secret));
+        ASSERT_STREQ(secret, "with space");
+        secret = mfree(secret);
+        ASSERT_ERROR(config_read_secret("missing", &secret), ENOENT);
+
+        write_file("creds/pw", "");
+        ASSERT_ERROR(config_read_secret("pw", &secret), EBADMSG);
+        write_file("creds/pw", "\n");
+        ASSERT_ERROR(config_read_secret("pw", &secret), EBADMSG);
+        write_file("creds/pw", "two\nlines\n");
+        ASSERT_ERROR(config_read_secret("pw", &secret), EBADMSG);
+        memset(big, 'x', sizeof big - 1);
+        big[sizeof big - 1] = '\0';
+        write_file("creds/pw", big);
+        ASSERT_ERROR(config_read_secret("pw", &secret), EBADMSG);
+        big[sizeof big - 2] = '\0';
+        write_file("creds/pw", big);
+        ASSERT_OK(config_read_secret("pw", &secret));
+        ASSERT_INT_EQ(strlen(secret), CONFIG_SECRET_MAX);
+        ASSERT_OK(unsetenv("CREDENTIALS_DIRECTORY"));
+        ASSERT_OK(unlink(file));
 }
 
 static void test_file_missing(void) {
@@ -669,6 +756,8 @@ int main(void) {
         test_help_version();
         test_file_errors();
         test_file_missing();
+        test_redis_keys();
+        test_read_secret();
         test_command_line_errors();
         test_timespan();
         test_validators();

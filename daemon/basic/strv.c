@@ -56,6 +56,17 @@ bool strv_contains(char * const *l, const char *value) {
         return false;
 }
 
+bool strv_equal(char * const *a, char * const *b) {
+        size_t n = strv_length(a);
+
+        if (n != strv_length(b))
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!streq(a[i], b[i]))
+                        return false;
+        return true;
+}
+
 int strv_copy(char * const *l, char ***ret) {
         size_t n = strv_length(l);
         _cleanup_(strv_freep) char **c = NULL;

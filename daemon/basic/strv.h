@@ -21,6 +21,9 @@ int strv_extend(char ***l, const char *value);
 /* Whether value is one of the strings; false for a NULL list. */
 bool strv_contains(char * const *l, const char *value);
 
+/* Same strings in the same order; NULL equals an empty list. */
+bool strv_equal(char * const *a, char * const *b);
+
 /* A deep copy; a NULL or empty list copies to an empty (non-NULL) list.
  * Returns 0 or -ENOMEM, *ret written only on success. */
 int strv_copy(char * const *l, char ***ret);

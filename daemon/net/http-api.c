@@ -129,11 +129,16 @@ void http_api_rooms(HttpExchange *x) {
 
 void http_api_healthz(HttpExchange *x) {
         const WebServices *s = x->services;
+        const char *reason = "unavailable";
+        char body[128];
+        int n;
 
-        if (s->hooks->healthy(s->userdata))
+        if (s->hooks->healthy(s->userdata, &reason)) {
                 (void) http_respond(x, 200, "text/plain; charset=utf-8", "ok\n", 3);
-        else
-                (void) http_respond(x, 503, "text/plain; charset=utf-8", "redis unreachable\n", 18);
+                return;
+        }
+        n = snprintf(body, sizeof body, "%s\n", reason);
+        (void) http_respond(x, 503, "text/plain; charset=utf-8", body, (size_t) MIN(n, (int) sizeof body - 1));
 }
 
 void http_api_static(HttpExchange *x) {

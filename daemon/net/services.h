@@ -45,8 +45,9 @@ typedef struct WebHooks {
         void (*peer_removed)(void *ud);
         /* GET /api/rooms: {"rooms": [...]}, malloc'd. */
         char *(*rooms_json)(void *ud);
-        /* /healthz: whether the chat is served (Redis up, rooms loaded). */
-        bool (*healthy)(void *ud);
+        /* /healthz: whether the chat is served (Redis up, rooms loaded);
+         * when not, *ret_reason says why in a few words (a static string). */
+        bool (*healthy)(void *ud, const char **ret_reason);
         /* A logout: every daemon closes that session's WebSockets. */
         int (*publish_logout)(void *ud, const char *session_id);
 } WebHooks;

@@ -75,7 +75,8 @@ static char *on_rooms_json(void *ud) {
         return strdup("{\"rooms\": [{\"id\": \"7\", \"title\": \"Lobby\"}]}");
 }
 
-static bool on_healthy(void *ud) {
+static bool on_healthy(void *ud, const char **ret_reason) {
+        *ret_reason = "redis unreachable";
         return ((Recorder *) ud)->healthy;
 }
 

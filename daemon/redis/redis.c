@@ -30,6 +30,7 @@
 #include "basic/macro.h"
 #include "redis/redis-sdevent.h"
 #include "redis/redis.h"
+#include "redis/sentinel.h"
 
 #define REDIS_DEFAULT_PORT 6379
 #define REDIS_DB_MAX 65535
@@ -59,6 +60,8 @@ typedef enum ConnState {
 
 typedef enum RequestKind {
         REQUEST_USER,
+        REQUEST_AUTH,           /* the first command on every connection, when we have a password */
+        REQUEST_ROLE,           /* a replica is refused */
         REQUEST_SETUP,          /* SELECT/PING that makes the command connection usable */
         REQUEST_PING,
 } RequestKind;
@@ -134,6 +137,14 @@ struct Redis {
         int port;
         char *path;                     /* Unix socket */
         unsigned db;
+        char address[300];              /* for redis_master_address() */
+
+        char *user, *password;
+        Sentinel *sentinel;
+        bool need_discovery;            /* ask the sentinels before the next connect */
+        bool was_connected;
+        RedisProblem problem;
+        RedisEventHandler on_event;
 
         RedisConn cmd, sub;
 
@@ -153,6 +164,8 @@ struct Redis {
 
 static void conn_connect(RedisConn *c);
 static void on_request_reply(redisAsyncContext *ac, void *reply, void *privdata);
+static void conn_refuse_auth(RedisConn *c, const redisReply *reply);
+static void conn_check_role(RedisConn *c, const redisReply *reply);
 
 /* ---- SHA-1, only to name scripts the way Redis does (FIPS 180-1) ---- */
 
@@ -258,9 +271,36 @@ static uint64_t redis_random(Redis *r) {
         return r->rng * 0x2545F4914F6CDD1DULL;
 }
 
-static void redis_set_error(Redis *r, const char *what, const char *detail) {
+static void redis_set_problem(Redis *r, RedisProblem p) {
+        if (p == r->problem)
+                return;
+        r->problem = p;
+        if (p != REDIS_PROBLEM_NONE && r->on_event && !r->shut_down)
+                r->on_event(r, REDIS_EVENT_PROBLEM, r->userdata);
+}
+
+/* Records why a connection failed; the caller's problem replaces a plain
+ * "unreachable". The event runs the owner's code: callers hold a reference. */
+static void redis_fail(Redis *r, const char *what, const char *detail, RedisProblem p) {
         snprintf(r->last_error, sizeof(r->last_error), "%s connection: %s",
                  what, detail && *detail ? detail : "failed");
+        redis_set_problem(r, p);
+}
+
+static bool error_is_auth_refusal(const char *e) {
+        return strncmp(e, "WRONGPASS", 9) == 0 || strncmp(e, "NOAUTH", 6) == 0 || strncmp(e, "NOPERM", 6) == 0 ||
+                strncmp(e, "ERR invalid password", 20) == 0 || strncmp(e, "ERR AUTH", 8) == 0;
+}
+
+static bool reply_is_auth_refusal(const redisReply *reply) {
+        return reply && reply->type == REDIS_REPLY_ERROR && error_is_auth_refusal(reply->str);
+}
+
+/* hiredis closes a connection itself on an error reply nobody waits for:
+ * on the subscriber connection that is how a refused SUBSCRIBE shows. */
+static void redis_set_error(Redis *r, const char *what, const char *detail) {
+        redis_fail(r, what, detail, detail && error_is_auth_refusal(detail) ?
+                   REDIS_PROBLEM_CREDENTIALS : REDIS_PROBLEM_UNREACHABLE);
 }
 
 /* ac->errstr is NULL until hiredis copies an error there; c.errstr is an array. */
@@ -274,6 +314,10 @@ static void conn_arm(RedisConn *c, uint64_t usec) {
         c->timer_at = usec;
         (void) sd_event_source_set_time(c->timer, usec);
         (void) sd_event_source_set_enabled(c->timer, SD_EVENT_ONESHOT);
+}
+
+static bool reply_is_string(const redisReply *e) {
+        return e && (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) && e->str;
 }
 
 /* ---- requests ---- */
@@ -380,6 +424,10 @@ static void redis_update_state(Redis *r) {
         if (up == r->connected)
                 return;
         r->connected = up;
+        if (up) {
+                r->was_connected = true;
+                r->problem = REDIS_PROBLEM_NONE;
+        }
         if (r->on_state && !r->shut_down)
                 r->on_state(r, up, r->userdata);
 }
@@ -426,6 +474,9 @@ static void conn_detach(RedisConn *c, bool free_context) {
         c->timer_at = USEC_INFINITY;
         if (!r->shut_down)
                 conn_schedule_reconnect(c);
+        /* The master may have moved: ask the sentinels before reconnecting. */
+        if (r->sentinel)
+                r->need_discovery = true;
 
         /* Both may run the owner's code, which may call redis_free(): every
          * caller holds a reference, and nothing below touches more than c's
@@ -512,6 +563,15 @@ static void on_request_reply(redisAsyncContext *ac, void *reply_, void *privdata
         }
 
         switch (req->kind) {
+        case REQUEST_AUTH:
+                request_free(req);
+                if (reply->type == REDIS_REPLY_ERROR)
+                        conn_refuse_auth(c, reply);
+                return;
+        case REQUEST_ROLE:
+                request_free(req);
+                conn_check_role(c, reply);
+                return;
         case REQUEST_SETUP:
                 request_free(req);
                 if (reply->type == REDIS_REPLY_ERROR) {
@@ -533,6 +593,49 @@ static void on_request_reply(redisAsyncContext *ac, void *reply_, void *privdata
         request_free(req);
         if (cb)
                 cb(r, reply, userdata);
+
+        /* A write reached a replica: the master moved under us. */
+        if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "READONLY", 8) == 0 &&
+            !r->shut_down && c->ac == ac) {
+                redis_fail(r, c->name, "the server is a read-only replica (READONLY)", REDIS_PROBLEM_REPLICA);
+                conn_detach(c, true);
+        }
+}
+
+/* Any error to AUTH ends this connection; WRONGPASS and its kin are a
+ * problem of their own, which the owner may treat as fatal. */
+static void conn_refuse_auth(RedisConn *c, const redisReply *reply) {
+        Redis *r = c->redis;
+        char detail[160];
+
+        snprintf(detail, sizeof detail, "AUTH refused: %s", reply->str);
+        redis_fail(r, c->name, detail,
+                   reply_is_auth_refusal(reply) ? REDIS_PROBLEM_CREDENTIALS : REDIS_PROBLEM_UNREACHABLE);
+        if (!r->shut_down && c->state != CONN_DOWN)
+                conn_detach(c, true);
+}
+
+/* ROLE answers ["master", ...], ["slave", ...] or ["sentinel", ...]. */
+static void conn_check_role(RedisConn *c, const redisReply *reply) {
+        Redis *r = c->redis;
+        const redisReply *role;
+        char detail[160];
+
+        if (reply->type == REDIS_REPLY_ERROR) {
+                snprintf(detail, sizeof detail, "ROLE refused: %s", reply->str);
+                redis_fail(r, c->name, detail,
+                           reply_is_auth_refusal(reply) ? REDIS_PROBLEM_CREDENTIALS : REDIS_PROBLEM_UNREACHABLE);
+        } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+                   !reply_is_string(role = reply->element[0]))
+                redis_set_error(r, c->name, "malformed ROLE answer");
+        else if (!streq(role->str, "master")) {
+                snprintf(detail, sizeof detail, "the server is a %s, not a master (ROLE)",
+                         streq(role->str, "slave") ? "replica" : role->str);
+                redis_fail(r, c->name, detail, REDIS_PROBLEM_REPLICA);
+        } else
+                return;
+        if (!r->shut_down && c->state != CONN_DOWN)
+                conn_detach(c, true);
 }
 
 /* Probes are answered in the order sent, each after everything sent
@@ -551,10 +654,6 @@ static void on_probe_reply(RedisConn *c, const redisAsyncContext *ac) {
         /* on_state() may have freed r or dropped the connection meanwhile. */
         if (p && p->cb)
                 p->cb(r, !r->shut_down && c->ac == ac, p->userdata);
-}
-
-static bool reply_is_string(const redisReply *e) {
-        return e && (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) && e->str;
 }
 
 static void on_subscriber_reply(redisAsyncContext *ac, void *reply_, void *privdata) {
@@ -687,6 +786,37 @@ static int conn_send_probe(RedisConn *c, RedisBarrierHandler cb, void *userdata)
         return 0;
 }
 
+static void on_subscriber_auth(redisAsyncContext *ac, void *reply_, void *privdata) {
+        _cleanup_(redis_unrefp) Redis *r = NULL;
+        const redisReply *reply = reply_;
+        RedisConn *c = ac->data;
+
+        /* A lost connection shows in the subscription callbacks. */
+        if (!c || !reply || reply->type != REDIS_REPLY_ERROR)
+                return;
+        r = redis_ref(c->redis);
+        conn_refuse_auth(c, reply);
+}
+
+/* AUTH goes first, before anything Redis would refuse without it. On the
+ * subscriber connection its answer still comes through the ordinary reply
+ * queue: hiredis answers pending commands before pub/sub replies. */
+static int conn_send_auth(RedisConn *c) {
+        Redis *r = c->redis;
+        int k;
+
+        if (!r->password)
+                return 0;
+        if (!c->subscriber)
+                return r->user ? conn_send_internal(c, REQUEST_AUTH, "AUTH %s %s", r->user, r->password)
+                               : conn_send_internal(c, REQUEST_AUTH, "AUTH %s", r->password);
+        if (r->user)
+                k = redisAsyncCommand(c->ac, on_subscriber_auth, NULL, "AUTH %s %s", r->user, r->password);
+        else
+                k = redisAsyncCommand(c->ac, on_subscriber_auth, NULL, "AUTH %s", r->password);
+        return k == REDIS_OK ? 0 : -ENOTCONN;
+}
+
 /* Queues what makes a fresh connection usable; hiredis sends it as soon as
  * the socket connects, and the answers mark the connection up. */
 static int conn_setup(RedisConn *c) {
@@ -694,6 +824,9 @@ static int conn_setup(RedisConn *c) {
         int k;
 
         if (c->subscriber) {
+                k = conn_send_auth(c);
+                if (k < 0)
+                        return k;
                 /* Pub/sub ignores the database: no SELECT here. */
                 k = conn_subscribe_all(c);
                 if (k < 0)
@@ -701,6 +834,11 @@ static int conn_setup(RedisConn *c) {
                 return conn_send_probe(c, NULL, NULL);
         }
 
+        k = conn_send_auth(c);
+        if (k >= 0)
+                k = conn_send_internal(c, REQUEST_ROLE, "ROLE");
+        if (k < 0)
+                return k;
         if (r->db > 0)
                 return conn_send_internal(c, REQUEST_SETUP, "SELECT %u", r->db);
         return conn_send_internal(c, REQUEST_SETUP, "PING");
@@ -843,6 +981,16 @@ static void conn_connect(RedisConn *c) {
         Redis *r = c->redis;
         int k;
 
+        /* The answer connects both connections (redis_follow_master()). */
+        if (r->sentinel && (r->need_discovery || !r->host)) {
+                k = sentinel_discover(r->sentinel);
+                if (k < 0) {
+                        redis_set_error(r, "sentinel", strerror(-k));
+                        conn_schedule_reconnect(c);
+                }
+                return;
+        }
+
         if (!r->host || r->host_is_numeric) {
                 conn_connect_to(c, r->host);
                 return;
@@ -856,6 +1004,86 @@ static void conn_connect(RedisConn *c) {
                 return;
         }
         conn_arm(c, redis_now(r) + r->command_timeout);
+}
+
+/* ---- sentinels ---- */
+
+static void redis_update_address(Redis *r) {
+        if (r->path)
+                snprintf(r->address, sizeof r->address, "unix:%s", r->path);
+        else if (r->host)
+                snprintf(r->address, sizeof r->address, strchr(r->host, ':') ? "[%s]:%d" : "%s:%d", r->host, r->port);
+        else
+                r->address[0] = '\0';
+}
+
+static void conn_connect_now(RedisConn *c) {
+        c->backoff = REDIS_BACKOFF_MIN_USEC;
+        c->timer_at = USEC_INFINITY;
+        (void) sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
+        conn_connect(c);
+}
+
+/* Connects both connections to host:port, dropping any to elsewhere. */
+static void redis_follow_master(Redis *r, const char *host, int port) {
+        unsigned char addr[sizeof(struct in6_addr)];
+        bool moved = !r->host || !streq(r->host, host) || r->port != port;
+        bool first = !r->host;
+
+        if (moved) {
+                char *copy = strdup(host);
+
+                if (!copy) {
+                        redis_set_error(r, "sentinel", "out of memory");
+                        return;
+                }
+                free(r->host);
+                r->host = copy;
+                r->port = port;
+                r->host_is_numeric = inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+                redis_update_address(r);
+                if (!first && r->on_event && !r->shut_down)
+                        r->on_event(r, REDIS_EVENT_MASTER_SWITCHED, r->userdata);
+        }
+
+        for (RedisConn *c = &r->cmd; c; c = c == &r->cmd ? &r->sub : NULL) {
+                if (r->shut_down)
+                        return;
+                if (moved && c->state != CONN_DOWN) {
+                        redis_set_error(r, c->name, "the master moved");
+                        conn_detach(c, true);
+                }
+                r->need_discovery = false;
+                if (r->shut_down || c->state != CONN_DOWN)
+                        continue;
+                /* The same answer again (a stale sentinel naming a replica)
+                 * keeps the backoff: a pending retry stays pending. */
+                if (moved)
+                        conn_connect_now(c);
+                else if (c->timer_at == USEC_INFINITY)
+                        conn_connect(c);
+        }
+}
+
+static void on_sentinel_master(Sentinel *s, int error, const char *host, int port, const char *detail, void *userdata) {
+        _cleanup_(redis_unrefp) Redis *r = redis_ref(userdata);
+
+        if (error >= 0) {
+                redis_follow_master(r, host, port);
+                return;
+        }
+        /* The connections' backoff timers ask again. */
+        redis_fail(r, "sentinel", detail,
+                   error == -EACCES ? REDIS_PROBLEM_CREDENTIALS : REDIS_PROBLEM_UNREACHABLE);
+        for (RedisConn *c = &r->cmd; c && !r->shut_down; c = c == &r->cmd ? &r->sub : NULL)
+                if (c->state == CONN_DOWN && c->timer_at == USEC_INFINITY)
+                        conn_schedule_reconnect(c);
+}
+
+static void on_sentinel_switch(Sentinel *s, const char *host, int port, void *userdata) {
+        _cleanup_(redis_unrefp) Redis *r = redis_ref(userdata);
+
+        redis_follow_master(r, host, port);
 }
 
 /* ---- the connection timer: backoff, connect timeout, watchdog ---- */
@@ -1049,13 +1277,38 @@ static int conn_new_timer(RedisConn *c) {
         return 0;
 }
 
+static int redis_set_credentials(Redis *r, const RedisOptions *o) {
+        if (o->user && (!*o->user || !o->password))
+                return -EINVAL;
+        if (o->user) {
+                r->user = strdup(o->user);
+                if (!r->user)
+                        return -ENOMEM;
+        }
+        if (o->password) {
+                r->password = strdup(o->password);
+                if (!r->password)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 int redis_new(Redis **ret, sd_event *e, const char *url,
               RedisStateHandler on_state, RedisMessageHandler on_message, void *userdata) {
+        return redis_new_with_options(ret, e, &(const RedisOptions) { .url = url }, on_state, on_message, userdata);
+}
+
+int redis_new_with_options(Redis **ret, sd_event *e, const RedisOptions *o,
+                           RedisStateHandler on_state, RedisMessageHandler on_message, void *userdata) {
+        const char *url;
         Redis *r;
         int k;
 
-        if (!ret || !e || !url)
+        if (!ret || !e || !o || !o->url == !o->sentinels || (o->sentinels && !o->master_name))
                 return -EINVAL;
+        if (o->sentinel_user && !o->sentinel_password)
+                return -EINVAL;
+        url = o->url;
 
         r = calloc(1, sizeof(*r));
         if (!r)
@@ -1064,6 +1317,7 @@ int redis_new(Redis **ret, sd_event *e, const char *url,
         r->event = sd_event_ref(e);
         r->on_state = on_state;
         r->on_message = on_message;
+        r->on_event = o->on_event;
         r->userdata = userdata;
         r->command_timeout = REDIS_COMMAND_TIMEOUT_USEC;
         r->ping_interval = REDIS_PING_INTERVAL_USEC;
@@ -1072,12 +1326,18 @@ int redis_new(Redis **ret, sd_event *e, const char *url,
         if (getrandom(&r->rng, sizeof(r->rng), GRND_NONBLOCK) != sizeof(r->rng) || r->rng == 0)
                 r->rng = (uintptr_t) r ^ redis_now(r) ^ 0x9E3779B97F4A7C15ULL;
 
-        if (strncmp(url, "unix:", 5) == 0)
+        if (!url)
+                k = sentinel_new(&r->sentinel, e, o->sentinels, o->master_name, o->sentinel_user,
+                                 o->sentinel_password, on_sentinel_master, on_sentinel_switch, r);
+        else if (strncmp(url, "unix:", 5) == 0)
                 k = redis_parse_unix(r, url + 5);
         else if (strncmp(url, "redis://", 8) == 0)
                 k = redis_parse_tcp(r, url + 8);
         else
                 k = -EINVAL;
+        if (k >= 0)
+                k = redis_set_credentials(r, o);
+        redis_update_address(r);
         if (k >= 0)
                 k = conn_new_timer(&r->cmd);
         if (k >= 0)
@@ -1108,6 +1368,10 @@ static void redis_destroy(Redis *r) {
         r->sub.timer = sd_event_source_disable_unref(r->sub.timer);
         free(r->host);
         free(r->path);
+        free(r->user);
+        if (r->password)
+                explicit_bzero(r->password, strlen(r->password));
+        free(r->password);
         sd_event_unref(r->event);
         free(r);
 }
@@ -1118,6 +1382,7 @@ Redis *redis_free(Redis *r) {
 
         r->shut_down = true;
         r->connected = false;
+        r->sentinel = sentinel_free(r->sentinel);
         r->cmd.timer = sd_event_source_disable_unref(r->cmd.timer);
         r->sub.timer = sd_event_source_disable_unref(r->sub.timer);
         /* Pending handlers get NULL now; hiredis frees the contexts now, or
@@ -1150,6 +1415,32 @@ int redis_set_timeouts(Redis *r, uint64_t command_timeout_usec, uint64_t ping_in
 
 bool redis_is_connected(Redis *r) {
         return r && r->connected;
+}
+
+RedisProblem redis_problem(Redis *r) {
+        return r ? r->problem : REDIS_PROBLEM_NONE;
+}
+
+const char *redis_problem_to_string(RedisProblem p) {
+        switch (p) {
+        case REDIS_PROBLEM_NONE:
+                return "ok";
+        case REDIS_PROBLEM_UNREACHABLE:
+                return "redis unreachable";
+        case REDIS_PROBLEM_REPLICA:
+                return "redis is a replica";
+        case REDIS_PROBLEM_CREDENTIALS:
+                return "redis refused our credentials";
+        }
+        return "redis unusable";
+}
+
+bool redis_was_connected(Redis *r) {
+        return r && r->was_connected;
+}
+
+const char *redis_master_address(Redis *r) {
+        return r ? r->address : "";
 }
 
 const char *redis_last_error(Redis *r) {

@@ -55,6 +55,37 @@ void redis_script_init(RedisScript *s, const char *source);
 #define REDIS_CHANNEL_MAX            1024               /* bytes in a channel name or pattern */
 #define REDIS_SUBSCRIPTIONS_MAX      65536              /* distinct channels + patterns */
 
+/* Why Redis is not usable, for /healthz, STATUS= and the log. */
+typedef enum RedisProblem {
+        REDIS_PROBLEM_NONE,             /* connected, or not tried yet */
+        REDIS_PROBLEM_UNREACHABLE,      /* no connection (or no sentinel knows the master) */
+        REDIS_PROBLEM_REPLICA,          /* the server is a replica: ROLE said so, or a write got READONLY */
+        REDIS_PROBLEM_CREDENTIALS,      /* AUTH refused (WRONGPASS, NOAUTH, NOPERM), by Redis or a sentinel */
+} RedisProblem;
+
+const char *redis_problem_to_string(RedisProblem p);
+
+typedef enum RedisEvent {
+        REDIS_EVENT_PROBLEM,            /* redis_problem() changed to something other than NONE */
+        REDIS_EVENT_MASTER_SWITCHED,    /* the sentinels named another master: redis_master_address() */
+} RedisEvent;
+
+/* Things the owner logs that are not a state change. A problem is reported
+ * once when it starts, not on every retry. May call any function of this
+ * API, redis_free() included. */
+typedef void (*RedisEventHandler)(Redis *r, RedisEvent event, void *userdata);
+
+typedef struct RedisOptions {
+        const char *url;                /* see redis_new(); NULL with sentinels */
+        char *const *sentinels;         /* "IPv4:PORT" / "[IPv6]:PORT", NULL-terminated; needs master_name */
+        const char *master_name;
+        const char *user;               /* Redis 6 ACL user; NULL: AUTH with the password alone */
+        const char *password;           /* NULL: no AUTH */
+        const char *sentinel_user;
+        const char *sentinel_password;
+        RedisEventHandler on_event;
+} RedisOptions;
+
 /* url: "redis://HOST[:PORT][/DB]" (HOST: IPv4, [IPv6], "localhost" or a
  * name, resolved in a helper thread on each connect so the loop never
  * waits for DNS; PORT defaults to 6379) or "unix:/PATH[?db=DB]". DB is
@@ -62,6 +93,16 @@ void redis_script_init(RedisScript *s, const char *source);
  * Returns -EINVAL for a malformed URL. */
 int redis_new(Redis **ret, sd_event *e, const char *url,
               RedisStateHandler on_state, RedisMessageHandler on_message, void *userdata);
+
+/* The same with sentinels and credentials. Every connection sends AUTH
+ * first; the command connection then asks ROLE and refuses a replica. With
+ * sentinels the master is asked for, checked with ROLE, followed on
+ * +switch-master, and asked for again on READONLY, on a lost connection and
+ * when ROLE says replica; the database is 0. Strings are copied (passwords
+ * are wiped on free). Returns -EINVAL for a malformed URL or sentinel
+ * address, or for both or neither of url and sentinels. */
+int redis_new_with_options(Redis **ret, sd_event *e, const RedisOptions *o,
+                           RedisStateHandler on_state, RedisMessageHandler on_message, void *userdata);
 
 /* Closes both connections. Every reply handler still pending is called
  * with NULL before this returns (handlers run exactly once, see
@@ -79,6 +120,15 @@ int redis_start(Redis *r);
 int redis_set_timeouts(Redis *r, uint64_t command_timeout_usec, uint64_t ping_interval_usec);
 
 bool redis_is_connected(Redis *r);
+
+RedisProblem redis_problem(Redis *r);
+
+/* True once both connections were up at least once. */
+bool redis_was_connected(Redis *r);
+
+/* "HOST:PORT" or "unix:PATH" of the server used now or next; "" while a
+ * sentinel has not named one yet. */
+const char *redis_master_address(Redis *r);
 
 /* Why the last connection attempt failed or the last connection dropped, for
  * the caller's log line; "" if nothing failed yet. */

@@ -63,22 +63,28 @@ int test_redis_init(TestRedis *s, const char *sock_name) {
         return 0;
 }
 
-static bool answers_ping(const char *sock) {
-        _cleanup_(redisFreep) redisContext *c = redisConnectUnix(sock);
+static bool answers_ping(const TestRedis *s) {
+        _cleanup_(redisFreep) redisContext *c = s->sentinel ? redisConnect("127.0.0.1", s->port) : redisConnectUnix(s->sock);
         redisReply *reply;
         bool ok;
 
         if (!c || c->err)
                 return false;
         reply = redisCommand(c, "PING");
-        ok = reply && reply->type == REDIS_REPLY_STATUS;
+        /* A server that wants a password is up too. */
+        ok = reply && (reply->type == REDIS_REPLY_STATUS ||
+                       (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOAUTH", 6) == 0));
         freeReplyObject(reply);
         return ok;
 }
 
+#define ARGS_MAX 64
+
 static _Noreturn void exec_redis_server(const TestRedis *s, pid_t parent) {
-        char port[16];
-        int null;
+        const char *argv[ARGS_MAX];
+        char port[16], conf[128];
+        size_t n = 0;
+        int null, fd;
 
         /* Dies with us, also when an assertion aborts the test. */
         (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -88,9 +94,43 @@ static _Noreturn void exec_redis_server(const TestRedis *s, pid_t parent) {
         (void) dup2(null, STDIN_FILENO);
         (void) dup2(null, STDOUT_FILENO);
         snprintf(port, sizeof port, "%d", MAX(s->port, 0));
-        execl(s->binary, s->binary, "--port", port, "--bind", "127.0.0.1", "127.0.1.1",
-              "--unixsocket", s->sock, "--save", "", "--appendonly", "no", "--daemonize", "no",
-              "--dir", s->dir, "--logfile", "redis.log", "--loglevel", "warning", (char *) NULL);
+
+        argv[n++] = s->binary;
+        if (s->sentinel) {
+                /* A sentinel rewrites its configuration file: it needs one of its own. */
+                snprintf(conf, sizeof conf, "%s/sentinel.conf", s->dir);
+                fd = open(conf, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+                if (fd < 0)
+                        _exit(127);
+                close(fd);
+                argv[n++] = conf;
+                argv[n++] = "--sentinel";
+        }
+        argv[n++] = "--port";
+        argv[n++] = port;
+        argv[n++] = "--bind";
+        argv[n++] = "127.0.0.1";
+        if (!s->sentinel) {
+                argv[n++] = "127.0.1.1";
+                argv[n++] = "--unixsocket";
+                argv[n++] = s->sock;
+                argv[n++] = "--save";
+                argv[n++] = "";
+                argv[n++] = "--appendonly";
+                argv[n++] = "no";
+        }
+        argv[n++] = "--daemonize";
+        argv[n++] = "no";
+        argv[n++] = "--dir";
+        argv[n++] = s->dir;
+        argv[n++] = "--logfile";
+        argv[n++] = "redis.log";
+        argv[n++] = "--loglevel";
+        argv[n++] = "warning";
+        for (size_t i = 0; s->args && s->args[i] && n < ARGS_MAX - 1; i++)
+                argv[n++] = s->args[i];
+        argv[n] = NULL;
+        execv(s->binary, (char **) argv);
         _exit(127);
 }
 
@@ -110,7 +150,7 @@ int test_redis_start(TestRedis *s) {
         /* Ready once the socket answers: a stale socket file of an earlier
          * run refuses until the new server has bound it again. */
         for (unsigned i = 0; i < READY_TRIES; i++) {
-                if (answers_ping(s->sock))
+                if (answers_ping(s))
                         return 0;
                 if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
                         s->pid = 0;
@@ -128,6 +168,11 @@ void test_redis_kill(TestRedis *s) {
         (void) kill(s->pid, SIGKILL);
         (void) waitpid(s->pid, NULL, 0);
         s->pid = 0;
+}
+
+void test_redis_signal(TestRedis *s, int sig) {
+        if (s->pid > 0)
+                (void) kill(s->pid, sig);
 }
 
 int test_redis_cleanup(TestRedis *s) {
@@ -154,10 +199,15 @@ int test_redis_cleanup(TestRedis *s) {
 }
 
 static redisReply *test_redis_vcommand(const TestRedis *s, const char *fmt, va_list ap) {
-        _cleanup_(redisFreep) redisContext *c = redisConnectUnix(s->sock);
+        _cleanup_(redisFreep) redisContext *c = s->sentinel ? redisConnect("127.0.0.1", s->port) : redisConnectUnix(s->sock);
         redisReply *reply;
 
         ASSERT_TRUE(c && !c->err);
+        if (s->password) {
+                reply = redisCommand(c, "AUTH %s", s->password);
+                ASSERT_TRUE(reply && reply->type == REDIS_REPLY_STATUS);
+                freeReplyObject(reply);
+        }
         reply = redisvCommand(c, fmt, ap);
         ASSERT_NOT_NULL(reply);
         return reply;

@@ -9,6 +9,9 @@
 typedef struct TestRedis {
         pid_t pid;                      /* > 0 while running */
         int port;                       /* > 0: listen on 127.0.0.1 and 127.0.1.1 TCP too */
+        const char *const *args;        /* more redis-server arguments, NULL-terminated */
+        bool sentinel;                  /* run as a sentinel on port: no unix socket */
+        const char *password;           /* test_redis_command() AUTHs with it */
         char binary[256];
         char dir[64];
         char sock[108];                 /* sizeof(sun_path) */
@@ -22,6 +25,8 @@ int test_redis_init(TestRedis *s, const char *sock_name);
  * answers PING. It gets SIGKILL when the test dies, also on abort(). */
 int test_redis_start(TestRedis *s);
 void test_redis_kill(TestRedis *s);
+/* Stops (SIGSTOP) or resumes (SIGCONT) the server: a Redis that hangs. */
+void test_redis_signal(TestRedis *s, int sig);
 /* Kills the server and removes the temp dir with what is in it. */
 int test_redis_cleanup(TestRedis *s);
 

@@ -133,13 +133,19 @@ def wait_until(pred, timeout, interval=0.05, what="condition"):
 # --- Redis ------------------------------------------------------------------
 
 class Redis:
-    """A redis-server on a Unix socket (TCP off), no persistence unless asked."""
+    """A redis-server on a Unix socket (TCP off unless port is given), no
+    persistence unless asked. args: more redis-server arguments (an ACL
+    user, --replicaof); auth: (user, password) for command()."""
 
-    def __init__(self, dir):
+    def __init__(self, dir, name="redis", port=None, args=(), auth=None):
         self.dir = Path(dir)
-        self.path = self.dir / "redis.sock"
+        self.name = name
+        self.path = self.dir / f"{name}.sock"
+        self.port = port
+        self.args = list(args)
+        self.auth = auth
         self.proc = None
-        self.logfile = self.dir / "redis.log"
+        self.logfile = self.dir / f"{name}.log"
 
     @property
     def url(self):
@@ -156,9 +162,10 @@ class Redis:
         # before the kill lets the restarted server come back with its data,
         # like a production Redis with persistence would.
         self.proc = subprocess.Popen(
-            [exe, "--port", "0", "--unixsocket", str(self.path), "--unixsocketperm", "700",
+            [exe, "--port", str(self.port or 0)] + (["--bind", "127.0.0.1"] if self.port else []) +
+            ["--unixsocket", str(self.path), "--unixsocketperm", "700",
              "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-             "--dbfilename", "redis.rdb", "--daemonize", "no", "--loglevel", "warning"],
+             "--dbfilename", f"{self.name}.rdb", "--daemonize", "no", "--loglevel", "warning"] + self.args,
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
         out.close()
@@ -176,18 +183,21 @@ class Redis:
         except OSError:
             return False
 
+    def _connect(self, timeout):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(str(self.path))
+        return s
+
     def command(self, *args, timeout=2.0):
         """One command over a fresh connection; returns the decoded reply
         (str, int, list, None) or raises RuntimeError for an error reply."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(str(self.path))
-            req = f"*{len(args)}\r\n".encode()
-            for a in args:
-                a = a if isinstance(a, bytes) else str(a).encode()
-                req += b"$%d\r\n%s\r\n" % (len(a), a)
-            s.sendall(req)
+        with self._connect(timeout) as s:
             f = s.makefile("rb")
+            if self.auth:
+                s.sendall(_resp_command(("AUTH",) + tuple(self.auth)))
+                _resp_read(f)
+            s.sendall(_resp_command(args))
             return _resp_read(f)
 
     def kill(self, save=False):
@@ -215,6 +225,55 @@ class Redis:
             except subprocess.TimeoutExpired:
                 pass
         self.proc = None
+
+
+class Sentinel(Redis):
+    """A redis-server --sentinel on 127.0.0.1:port watching master `name`."""
+
+    def __init__(self, dir, name, port, master, master_name="mc", down_after_ms=1000, failover_timeout_ms=3000):
+        super().__init__(dir, name=name, port=port)
+        self.master = master
+        self.master_name = master_name
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout=10):
+        if self.proc and self.proc.poll() is None:
+            return
+        exe = shutil.which("redis-server")
+        if not exe:
+            raise Skip("redis-server not installed")
+        conf = self.dir / f"{self.name}.conf"
+        if not conf.exists():   # a sentinel rewrites its file: keep what it learnt across restarts
+            conf.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                            f"sentinel monitor {self.master_name} 127.0.0.1 {self.master.port} 2\n"
+                            f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}\n"
+                            f"sentinel failover-timeout {self.master_name} {self.failover_timeout_ms}\n")
+        out = open(self.logfile, "ab")
+        self.proc = subprocess.Popen([exe, str(conf), "--sentinel", "--loglevel", "warning"],
+                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        out.close()
+        wait_until(lambda: self._ping_ok() or self._check_alive(), timeout, what="redis sentinel")
+
+    def _connect(self, timeout):
+        return socket.create_connection(("127.0.0.1", self.port), timeout)
+
+    def master_address(self):
+        a = self.command("SENTINEL", "get-master-addr-by-name", self.master_name)
+        return f"{a[0]}:{a[1]}" if a else None
+
+
+def _resp_command(args):
+    req = f"*{len(args)}\r\n".encode()
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        req += b"$%d\r\n%s\r\n" % (len(a), a)
+    return req
 
 
 def _resp_read(f):
@@ -755,6 +814,7 @@ class Stack:
         # setpriv'ed clients (uid 65534) must reach the bus socket.
         os.chmod(self.dir, 0o755)
         self.redis = Redis(self.dir)
+        self.more_redis = []        # replicas and sentinels, stopped with the stack
         self.buses = []
         self._bus = None
         self.daemons = []
@@ -838,6 +898,28 @@ class Stack:
                         pass
         raise AssertionError("unreachable")
 
+    def start_replicated(self, n_sentinels=3, down_after_ms=1000):
+        """Puts the stack's Redis on TCP, adds a replica of it and sentinels
+        that know both and each other; returns (replica, sentinels)."""
+        self.redis.port = self.redis.port or _free_port()
+        self.redis.start()
+        replica = Redis(self.dir, name="replica", port=_free_port(),
+                        args=["--replicaof", "127.0.0.1", str(self.redis.port)], auth=self.redis.auth)
+        self.more_redis.append(replica)
+        replica.start()
+        sentinels = []
+        for i in range(n_sentinels):
+            s = Sentinel(self.dir, f"sentinel{i}", _free_port(), self.redis, down_after_ms=down_after_ms)
+            self.more_redis.append(s)
+            s.start()
+            sentinels.append(s)
+
+        def known():
+            return all(len(s.command("SENTINEL", "replicas", "mc")) == 1 and
+                       len(s.command("SENTINEL", "sentinels", "mc")) == n_sentinels - 1 for s in sentinels)
+        wait_until(known, 30, interval=0.2, what="sentinels that know the replica and each other")
+        return replica, sentinels
+
     # D-Bus shortcuts on the default bus
 
     def busctl(self, *args, uid=None, check=False):
@@ -865,6 +947,8 @@ class Stack:
                 self.sanitizer_failures.append((d, reports, text[max(0, i - 300):i + 8000]))
         for b in self.buses:
             b.stop()
+        for r in self.more_redis:
+            r.stop()
         self.redis.stop()
         if self.pam is not None and hasattr(self.pam, "cleanup"):
             try:
