@@ -15,6 +15,7 @@
 #include "config-build.h"
 #include "macro.h"
 #include "strv.h"
+#include "unicode-visible.h"
 
 /* Distinct rooms with a PropertiesChanged waiting; past it we flush at once
  * rather than grow. */
@@ -155,7 +156,7 @@ bool bus_room_id_is_valid(const char *id) {
 }
 
 bool bus_title_is_valid(const char *title) {
-        return text_is_valid(title, BUS_TITLE_MAX, "");
+        return text_is_valid(title, BUS_TITLE_MAX, "") && utf8_has_visible(title, strlen(title));
 }
 
 bool bus_username_is_valid(const char *username) {
@@ -491,7 +492,7 @@ static int method_create_room(sd_bus_message *m, void *userdata, sd_bus_error *e
                 return r;
         if (!bus_title_is_valid(title))
                 return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGUMENT,
-                                         "A title is 1..%u bytes of text without control characters.",
+                                         "A title is 1..%u bytes of text without control characters, with something visible.",
                                          BUS_TITLE_MAX);
         r = strdup_checked(title, &copy);
         if (r < 0)
@@ -924,7 +925,7 @@ static int room_property_set(Bus *b, sd_bus_message *m, sd_bus_error *error) {
                                          property, op == BUS_OP_SET_TITLE ? "s" : "b");
         if (op == BUS_OP_SET_TITLE && !bus_title_is_valid(title))
                 return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGUMENT,
-                                         "A title is 1..%u bytes of text without control characters.",
+                                         "A title is 1..%u bytes of text without control characters, with something visible.",
                                          BUS_TITLE_MAX);
 
         r = strdup_checked(id, &id_copy);
