@@ -443,7 +443,7 @@ static int check_room_id(const char *id) {
 static int check_title(const char *title) {
         /* Not echoed: it may hold control characters. */
         if (!bus_title_is_valid(title))
-                return log_usage("Invalid room title: expected 1 to %u bytes of UTF-8 without control characters.",
+                return log_usage("Invalid room title: expected 1 to %u bytes of UTF-8 without control characters, with something visible.",
                                  BUS_TITLE_MAX);
         return 0;
 }

@@ -2,23 +2,27 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Builds and runs every test: the plain build (build/: unit, integration,
 # browser and system suites), then an AddressSanitizer + UBSan build
-# (build-asan/: unit and integration suites). The last line of output is
-# the total over both runs, alone: "N passed, N failed" (", N skipped" when
-# any). Exits non-zero when anything failed.
+# (build-asan/: unit and integration suites), then a clang libFuzzer build
+# (build-fuzz/: fuzz suite). The last line of output is the total over all
+# runs, alone: "N passed, N failed" (", N skipped" when any). Exits
+# non-zero when anything failed.
 #
 # Environment:
 #   MULTICHAT_NO_ASAN=1         skip the sanitizer pass
+#   MULTICHAT_NO_FUZZ=1         skip the fuzz pass (clang, libFuzzer: ~30 s per target)
 #   MULTICHAT_NO_SYSTEM=1       skip the system suite (the .deb under systemd
 #                               in systemd-nspawn; needs root and network
 #                               for its first, cached debootstrap)
 #   MULTICHAT_BUILD_DIR_PLAIN   plain build directory (default build)
 #   MULTICHAT_BUILD_DIR_ASAN    sanitizer build directory (default build-asan)
+#   MULTICHAT_BUILD_DIR_FUZZ    fuzz build directory (default build-fuzz)
 #   MESON_TEST_ARGS             extra arguments for every meson test run
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
 PLAIN=${MULTICHAT_BUILD_DIR_PLAIN:-build}
 ASAN=${MULTICHAT_BUILD_DIR_ASAN:-build-asan}
+FUZZ=${MULTICHAT_BUILD_DIR_FUZZ:-build-fuzz}
 # Word-split on purpose: a list of arguments.
 read -r -a EXTRA <<< "${MESON_TEST_ARGS:-}"
 
@@ -104,6 +108,14 @@ if [ "${MULTICHAT_NO_ASAN:-0}" != 1 ]; then
                 MULTICHAT_ASAN=1 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
                 UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
                         run "$ASAN" --suite unit --suite integration --timeout-multiplier 2
+        fi
+fi
+
+if [ "${MULTICHAT_NO_FUZZ:-0}" != 1 ]; then
+        note "fuzz build: $FUZZ (clang, libFuzzer, address,undefined)"
+        if CC=clang build "$FUZZ" -Dfuzzers=true -Db_sanitize=address,undefined -Db_lundef=false; then
+                note "tests: $FUZZ (fuzz: each target for 30 s, see tests/fuzz/README.md)"
+                run "$FUZZ" --suite fuzz
         fi
 fi
 

@@ -27,7 +27,7 @@ STAFF_GROUP=${MULTICHAT_STAFF_GROUP:-multichat-staff}
 
 PACKAGES=(build-essential meson ninja-build pkg-config libsystemd-dev
           libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libhiredis-dev
-          libjansson-dev libpam0g-dev libinih-dev redis-server dbus
+          libjansson-dev libpam0g-dev libinih-dev unicode-data redis-server dbus
           systemd)      # busctl; minimal images (containers) lack it
 
 BUS_NAME=org.multichat.Chat1

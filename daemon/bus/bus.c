@@ -384,7 +384,7 @@ static int method_create_room(sd_bus_message *m, void *userdata, sd_bus_error *e
                 return r;
         if (!bus_title_is_valid(title))
                 return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGUMENT,
-                                         "A title is 1..%u bytes of text without control characters.",
+                                         "A title is 1..%u bytes of text without control characters, with something visible.",
                                          BUS_TITLE_MAX);
         r = strdup_checked(title, &copy);
         if (r < 0)
@@ -810,7 +810,7 @@ static int room_property_set(Bus *b, sd_bus_message *m, sd_bus_error *error) {
                                          property, op == BUS_OP_SET_TITLE ? "s" : "b");
         if (op == BUS_OP_SET_TITLE && !bus_title_is_valid(title))
                 return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGUMENT,
-                                         "A title is 1..%u bytes of text without control characters.",
+                                         "A title is 1..%u bytes of text without control characters, with something visible.",
                                          BUS_TITLE_MAX);
 
         r = strdup_checked(id, &id_copy);

@@ -690,6 +690,17 @@ static void test_validation(void) {
         ASSERT_FALSE(bus_title_is_valid("\xed\xa0\x80"));         /* surrogate */
         ASSERT_FALSE(bus_title_is_valid("\xf4\x90\x80\x80"));     /* past U+10FFFF */
         ASSERT_FALSE(bus_title_is_valid("\xe2\x82"));             /* truncated */
+        /* nothing visible */
+        ASSERT_FALSE(bus_title_is_valid(" "));
+        ASSERT_FALSE(bus_title_is_valid("\xe3\x85\xa4"));         /* U+3164 HANGUL FILLER */
+        ASSERT_FALSE(bus_title_is_valid("\xe2\x80\x8e\xe2\x80\x8f")); /* LRM RLM */
+        ASSERT_FALSE(bus_title_is_valid("\xe2\x80\xae \xe2\x81\xa6")); /* RLO, LRI */
+        ASSERT_FALSE(bus_title_is_valid("\xc2\xad\xef\xb8\x8f"));  /* SOFT HYPHEN, VS16 */
+        ASSERT_FALSE(bus_title_is_valid("\xe2\xa0\x80"));         /* U+2800 BRAILLE PATTERN BLANK */
+        ASSERT_TRUE(bus_title_is_valid("\xe2\x9d\xa4\xef\xb8\x8f")); /* ❤️ */
+        ASSERT_TRUE(bus_title_is_valid("\xd7\xa9\xd7\x9c\xd7\x95\xd7\x9d")); /* Hebrew */
+        ASSERT_TRUE(bus_title_is_valid("\xe5\xa4\xa7\xe5\xbb\xb3")); /* CJK */
+        ASSERT_TRUE(bus_title_is_valid("\xe3\x85\xa4" "a"));
         memset(s, 'x', BUS_TITLE_MAX);
         s[BUS_TITLE_MAX] = '\0';
         ASSERT_TRUE(bus_title_is_valid(s));

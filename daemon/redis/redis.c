@@ -1164,10 +1164,12 @@ static int on_conn_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* ---- URL ---- */
 
+/* Leading zeros may be any number of them, as config_redis_is_valid()
+ * allows: v never exceeds max (at most 65535 here), so it cannot overflow. */
 static int parse_uint(const char *s, size_t n, unsigned max, unsigned *ret) {
         unsigned v = 0;
 
-        if (n == 0 || n > 10)
+        if (n == 0)
                 return -EINVAL;
         for (size_t i = 0; i < n; i++) {
                 if (s[i] < '0' || s[i] > '9')

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "basic/unicode-visible.h"
 #include "basic/utf8.h"
 #include "wire/bus-contract.h"
 
@@ -53,7 +54,7 @@ bool bus_room_id_is_valid(const char *id) {
 }
 
 bool bus_title_is_valid(const char *title) {
-        return text_is_valid(title, BUS_TITLE_MAX, "");
+        return text_is_valid(title, BUS_TITLE_MAX, "") && utf8_has_visible(title, strlen(title));
 }
 
 bool bus_username_is_valid(const char *username) {

@@ -9,8 +9,9 @@
 
 #include <jansson.h>
 
-#include "basic/utf8.h"
 #include "basic/macro.h"
+#include "basic/unicode-visible.h"
+#include "basic/utf8.h"
 #include "wire/protocol.h"
 
 #define ROOM_INT_MAX ((json_int_t) ((UINT64_C(1) << 53) - 1))
@@ -218,37 +219,6 @@ static uint32_t utf8_next(const unsigned char *s, size_t *i) {
                 (uint32_t) (s[*i - 2] & 0x3f) << 6 | (s[*i - 1] & 0x3f);
 }
 
-/* Characters that render as nothing: Python's str.isspace() set, C0/C1
- * controls, and the zero-width format characters. */
-static bool codepoint_is_blank(uint32_t cp) {
-        if (cp <= 0x20 || (cp >= 0x7f && cp <= 0xa0))
-                return true;
-        if (cp >= 0x2000 && cp <= 0x200d)
-                return true;
-        switch (cp) {
-        case 0x1680:
-        case 0x180e:
-        case 0x2028:
-        case 0x2029:
-        case 0x202f:
-        case 0x205f:
-        case 0x2060:
-        case 0x3000:
-        case 0xfeff:
-                return true;
-        default:
-                return false;
-        }
-}
-
-/* s must be valid UTF-8. */
-static bool text_is_blank(const char *s, size_t n) {
-        for (size_t i = 0; i < n;)
-                if (!codepoint_is_blank(utf8_next((const unsigned char *) s, &i)))
-                        return false;
-        return true;
-}
-
 static ProtocolError parse_message(const json_t *v, size_t max_bytes, char **ret) {
         if (!v || !json_is_string(v))
                 return PROTOCOL_ERROR_BAD_REQUEST;
@@ -262,7 +232,7 @@ static ProtocolError parse_message(const json_t *v, size_t max_bytes, char **ret
          * because everything downstream relies on it. */
         if (memchr(s, '\0', n) || !utf8_is_valid(s, n))
                 return PROTOCOL_ERROR_BAD_REQUEST;
-        if (text_is_blank(s, n))
+        if (!utf8_has_visible(s, n))
                 return PROTOCOL_ERROR_BAD_REQUEST;
 
         char *m = strndup(s, n);
