@@ -53,7 +53,7 @@ def main(root):
                 allowed.add("test")     # the assertion kit and the test Redis
             text = open(os.path.join(root, path), encoding="utf-8").read()
             for inc in INCLUDE.findall(text):
-                if inc == "config-build.h":
+                if inc in GENERATED:
                     continue
                 inc_layer = os.path.dirname(inc) or "."
                 if not os.path.exists(os.path.join(root, inc)):
