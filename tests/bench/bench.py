@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -79,6 +80,12 @@ STANDARD = [
     # Sustained overload (several times what the daemon delivers here) in
     # many small rooms: each connection's queue fills slowly, so whatever
     # gives way first shows, and whether anyone is told.
+    # Redis Sentinel: a master, a replica and three sentinels (down-after
+    # 1 s), two daemons finding the master through them, a steady 200
+    # messages/s from one daemon's member to the other's; the master is
+    # killed after 3 s. Time until sends are acknowledged again, how late
+    # messages arrive meanwhile, and lost / doubled (must be 0).
+    {"name": "failover", "kind": "failover", "rate": 200, "seconds": 15, "kill_at": 3.0, "runs": 3},
     {"name": "overload", "kind": "chat", "rooms": 200, "members": 10, "senders": 10,
      "rates": [60000], "fixed": True, "step_seconds": 8, "users": 100, "runs": 2},
 ]
@@ -423,8 +430,88 @@ def run_coldstart(sc, lg, build_dir, workers):
                 "healthy_ms": (t_ready - t0) * 1000 if t_ready else None}
 
 
+def run_failover(sc, lg, build_dir, workers):
+    """Not mc-loadgen: two WebSocket clients of the harness, one sending
+    with refs and timing each acknowledgement, one receiving."""
+    with BenchStack(build_dir, 4, daemons=0) as bs:
+        h, st = bs.harness, bs.stack
+        replica, sentinels = st.start_replicated(n_sentinels=3, down_after_ms=1000)
+        args = DAEMON_ARGS + [f"--redis-sentinel={x.address}" for x in sentinels] + ["--redis-master=mc"]
+        d1 = st.start_daemon(args=args, own_bus=True)
+        d2 = st.start_daemon(args=args, own_bus=True)
+        room = st.create_room("Failover", bus=d1.bus)
+        a = d1.ws(jar=d1.login("u00000", "pw"))
+        b = d2.ws(jar=d2.login("u00001", "pw"))
+        h.join(a, room)
+        h.join(b, room)
+        a.drain(0.2)
+        b.drain(0.2)
+
+        received = {}                   # text -> [receive times]
+        stop = threading.Event()
+
+        def reader():
+            while not stop.is_set():
+                try:
+                    o, _ = b.recv_json(0.2)
+                except (socket.timeout, TimeoutError):
+                    continue
+                except OSError:
+                    return
+                if o.get("msg_type") == 0 and o.get("room") == room:
+                    received.setdefault(o["message"], []).append(time.monotonic())
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        sent, acked, told = {}, {}, 0
+        t0 = time.monotonic()
+        t_kill = t_promoted = None
+        old = sentinels[0].master_address()
+        n = 0
+        while time.monotonic() - t0 < sc["seconds"]:
+            now = time.monotonic()
+            if t_kill is None and now - t0 >= sc["kill_at"]:
+                st.redis.kill()
+                t_kill = time.monotonic()
+            if t_kill is not None and t_promoted is None:
+                try:
+                    if sentinels[1].master_address() != old:
+                        t_promoted = time.monotonic()
+                except (OSError, RuntimeError):
+                    pass
+            if now >= t0 + n / sc["rate"]:
+                ref = f"f{n}"
+                sent[ref] = now
+                a.send_json({"command": "send", "room": room, "message": ref, "ref": ref})
+                n += 1
+            try:
+                o, _ = a.recv_json(0.002)
+            except (socket.timeout, TimeoutError):
+                continue
+            ref = o.get("ref")
+            if ref in sent:
+                if o.get("ok"):
+                    acked[ref] = time.monotonic()
+                elif o.get("error"):
+                    told += 1
+        end = time.monotonic() + 5
+        while time.monotonic() < end and not set(acked) <= set(received):
+            time.sleep(0.1)
+        stop.set()
+        t.join(2)
+        after_kill = [acked[r] - t_kill for r in acked if sent[r] >= t_kill] if t_kill else []
+        delays = [(received[r][0] - sent[r]) * 1000 for r in acked if r in received]
+        return {"scenario": "failover", "sent": n, "acked": len(acked), "told": told,
+                "lost": sum(1 for r in acked if r not in received),
+                "doubled": sum(1 for r in received if len(received[r]) > 1),
+                "promoted_s": (t_promoted - t_kill) if t_promoted and t_kill else None,
+                "first_ack_after_kill_s": min(after_kill) if after_kill else None,
+                "p99_delay_ms": sorted(delays)[int(len(delays) * 0.99)] if delays else None,
+                "max_delay_ms": max(delays) if delays else None}
+
+
 RUNNERS = {"chat": run_chat, "idle": run_idle, "login": run_login, "reconnect": run_reconnect,
-           "coldstart": run_coldstart}
+           "coldstart": run_coldstart, "failover": run_failover}
 
 
 # --- medians ------------------------------------------------------------------
@@ -651,11 +738,24 @@ def summarize_coldstart(sc, runs):
                         "status_line": runs[0]["status_line"]}}
 
 
+def summarize_failover(sc, runs):
+    keys = ("promoted_s", "first_ack_after_kill_s", "p99_delay_ms", "max_delay_ms")
+    return {"runs": runs,
+            "summary": dict({k: median([r[k] for r in runs if r[k] is not None]) for k in keys},
+                            lost=sum(r["lost"] for r in runs), doubled=sum(r["doubled"] for r in runs),
+                            acked=sum(r["acked"] for r in runs), told=sum(r["told"] for r in runs))}
+
+
 SUMMARIZERS = {"chat": summarize_chat, "idle": summarize_idle, "login": summarize_login,
-               "reconnect": summarize_reconnect, "coldstart": summarize_coldstart}
+               "reconnect": summarize_reconnect, "coldstart": summarize_coldstart,
+               "failover": summarize_failover}
 
 
 # --- Markdown -----------------------------------------------------------------
+
+def sc_rate(name):
+    return next((s.get("rate") for s in STANDARD if s["name"] == name), None)
+
 
 def fmt(v, nd=1, unit=""):
     if v is None:
@@ -847,6 +947,14 @@ def markdown(meta, res):
                 out.append(f"| {st['in_flight']} | {fmt(st['handshakes_per_s'], 0)} | {fmt(st['p50_ms'], 2)} | "
                            f"{fmt(st['p99_ms'], 2)} | {st['failed']} | {fmt(st['daemon_us_per_handshake'], 0)} | "
                            f"{fmt(st['redis_us_per_handshake'], 0)} | {fmt(st['daemon_load'], 2)} |")
+        elif kind == "failover":
+            sm = r["summary"]
+            out += [f"Master killed under {fmt(sc_rate(name), 0)} messages/s: promoted after "
+                    f"{fmt(sm['promoted_s'], 2)} s; sends acknowledged again {fmt(sm['first_ack_after_kill_s'], 2)} s "
+                    f"after the kill; delay p99 {fmt(sm['p99_delay_ms'], 0)} ms, max {fmt(sm['max_delay_ms'], 0)} ms; "
+                    f"**lost {sm['lost']}, doubled {sm['doubled']}** of {fmt(sm['acked'])} acknowledged; "
+                    f"{fmt(sm['told'])} sends answered UNAVAILABLE or OUTCOME_UNKNOWN (the sender was told). "
+                    f"Medians of {len(r['runs'])} run(s)."]
         elif kind == "coldstart":
             sm = r["summary"]
             out += [f"First response ({sm['status_line']}) {fmt(sm['first_response_ms'], 1)} ms median, "
