@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <systemd/sd-daemon.h>
 
@@ -53,7 +54,16 @@ static void manager_notify(Manager *m, bool ready) {
                          manager_conn_count(m));
         else if (m->readiness.state == READINESS_WAITING_BUS)
                 snprintf(status, sizeof status, "Waiting for the D-Bus name; %u connections.", manager_conn_count(m));
-        else
+        else if (chat_data_lost_usec(m->chat) > 0) {
+                char when[32];
+                time_t t = (time_t) (chat_data_lost_usec(m->chat) / USEC_PER_SEC);
+                struct tm tm;
+
+                strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
+                snprintf(status, sizeof status, "Serving %u connections in %zu rooms; Redis lost its data at %s "
+                         "(rooms put back, messages and sessions gone).", manager_conn_count(m),
+                         chat_room_count(m->chat), when);
+        } else
                 snprintf(status, sizeof status, "Serving %u connections in %zu rooms; %llu messages relayed.",
                          manager_conn_count(m), chat_room_count(m->chat),
                          (unsigned long long) chat_messages_relayed(m->chat));

@@ -41,6 +41,7 @@ struct Chat {
         uint64_t messages_relayed;
         char daemon_id[CHAT_DAEMON_ID_LEN + 1];   /* random per start; keys this daemon's presence in Redis */
         char epoch[STORE_EPOCH_MAX + 1];          /* the data's lineage, "" before the first connect */
+        uint64_t data_lost_usec;                  /* CLOCK_REALTIME, when Redis was found without it; 0 never */
         bool ready;                   /* connected and the room list loaded */
 };
 
@@ -1001,11 +1002,13 @@ static void on_epoch_reply(Redis *r, const redisReply *reply, void *userdata) {
                             reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
                 return chat_resume(chat);
         }
-        if (e.lost)
+        if (e.lost) {
+                chat->data_lost_usec = now_usec(CLOCK_REALTIME);
                 log_struct(LOG_ERR, 0, MESSAGE_ID_REDIS_DATA_LOST, NULL,
                            "Redis lost its data (restarted without it, or replaced): put back %u room(s) from this "
                            "daemon's memory. Messages and sessions are gone; members are told messages are missing.",
                            e.restored);
+        }
         snprintf(chat->epoch, sizeof chat->epoch, "%s", e.epoch);
         chat_resume(chat);
 }
@@ -1284,6 +1287,10 @@ const char *chat_daemon_id(const Chat *chat) {
 
 bool chat_is_ready(const Chat *chat) {
         return chat->ready && redis_is_connected(chat->redis);
+}
+
+uint64_t chat_data_lost_usec(const Chat *chat) {
+        return chat->data_lost_usec;
 }
 
 uint64_t chat_messages_relayed(const Chat *chat) {

@@ -64,6 +64,9 @@ void chat_set_settings(Chat *chat, const ChatSettings *settings);
 const char *chat_daemon_id(const Chat *chat);
 bool chat_is_ready(const Chat *chat);
 uint64_t chat_messages_relayed(const Chat *chat);
+/* When (CLOCK_REALTIME) Redis was last found to have lost its data; the
+ * chat put its rooms back and goes on. 0: never since start. */
+uint64_t chat_data_lost_usec(const Chat *chat);
 size_t chat_room_count(const Chat *chat);
 Room *chat_find_room(Chat *chat, const char *id);
 /* Rooms ordered by title (then id), malloc'd; NULL on OOM. */

@@ -113,6 +113,11 @@ def test_lost_data(stack, check, d):
     check(room in rooms, "the room did not vanish")
     harness.wait_until(lambda: "lost its data" in d.log_text(), 5 * SLOW, what="the journal line")
     check(True, "the journal says Redis lost its data")
+    try:
+        d.wait_notify("STATUS", timeout=8, pred=lambda v: "lost its data" in v)
+        check(True, "STATUS= says Redis lost its data")
+    except TimeoutError:
+        check(False, "STATUS= says Redis lost its data", d.status())
     send(alice, room, "after the loss", ref="a1")
     obj, _ = alice.expect(lambda o: o.get("ref") == "a1", 5 * SLOW)
     check(obj.get("ok") is True, "sending works again", obj)
