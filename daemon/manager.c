@@ -345,8 +345,9 @@ static void manager_apply_settings(Manager *m) {
                 .history_size = c->history_size,
                 .overload_lag_usec = c->overload_lag_usec,
         });
-        /* TLS and the connection limit are used at start only (lws's
-         * context is made once): they stay as the daemon started. */
+        /* TLS, the connection limit and the header budget are used at
+         * start only (lws's context is made once): they stay as the
+         * daemon started. */
         m->web_services.settings = (WebSettings) {
                 .allowed_origins = c->allowed_origins,
                 .tls_certificate = m->config_boot->tls_certificate,
@@ -359,6 +360,9 @@ static void manager_apply_settings(Manager *m) {
                 .rate_limit = c->rate_limit,
                 .rate_burst = c->rate_burst,
                 .send_queue_frames = c->send_queue_frames,
+                .max_header_bytes = m->config_boot->max_header_bytes,
+                .request_timeout_usec = c->request_timeout_usec,
+                .max_connections_per_address = c->max_connections_per_address,
         };
         login_limiter_set_limit(m->web_services.login_limiter, c->login_attempts);
 }

@@ -10,7 +10,9 @@
 typedef struct WebServices WebServices;
 
 #define HTTP_PATH_MAX 1024
-#define HTTP_HEADER_VALUE_MAX 4096
+/* Any header the head budget (max-header-bytes) lets through: the Cookie
+ * header carries other applications' cookies too. */
+#define HTTP_HEADER_VALUE_MAX (64 * 1024)
 #define HTTP_BODY_MAX (16 * 1024)
 #define HTTP_EXTRA_HEADERS_MAX 6
 
