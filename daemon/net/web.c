@@ -492,6 +492,9 @@ static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason, void 
         case LWS_CALLBACK_RECEIVE:
                 return slot->conn ? ws_conn_on_receive(slot->conn, in, len) : -1;
 
+        case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+                return slot->conn ? ws_conn_on_peer_close(slot->conn, in, len) : 0;
+
         case LWS_CALLBACK_RECEIVE_PONG:
                 if (slot->conn)
                         ws_conn_on_pong(slot->conn);

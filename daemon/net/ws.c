@@ -12,6 +12,7 @@
 #include "auth/auth-client.h"
 #include "basic/log.h"
 #include "basic/macro.h"
+#include "basic/utf8.h"
 #include "net/services.h"
 #include "wire/protocol.h"
 #include "redis/redis.h"
@@ -238,6 +239,32 @@ int ws_conn_on_writeable(Conn *c) {
         if (c->queue_len == 0 && c->close_requested && !lws_partial_buffered(c->wsi))
                 return ws_conn_write_close(c);
         return 0;
+}
+
+/* RFC 6455 7.4: the codes a peer may send; 1004-1006 and 1015 are
+ * reserved, 1016-2999 unassigned, 5000 and above undefined. */
+static bool ws_close_code_is_valid(unsigned code) {
+        return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
+}
+
+int ws_conn_on_peer_close(Conn *c, const void *in, size_t len) {
+        const unsigned char *p = in;
+
+        if (len == 0)
+                return 0;
+        if (len >= 2 && ws_close_code_is_valid((unsigned) p[0] << 8 | p[1])) {
+                if (utf8_is_valid((const char *) p + 2, len - 2))
+                        return 0;       /* lws echoes it */
+                c->close_code = LWS_CLOSE_STATUS_INVALID_PAYLOAD;
+                c->close_reason = "invalid UTF-8";
+        } else {
+                c->close_code = LWS_CLOSE_STATUS_PROTOCOL_ERR;
+                c->close_reason = "invalid close";
+        }
+        /* lws 4.1 would echo it, code and all; answer ours and hang up. */
+        c->close_requested = true;
+        (void) ws_conn_write_close(c);
+        return -1;
 }
 
 void ws_hub_write_scheduled(WsHub *hub) {

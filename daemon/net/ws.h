@@ -118,6 +118,10 @@ Conn *ws_conn_unref(Conn *c);
 int ws_conn_on_receive(Conn *c, const void *in, size_t len);
 void ws_conn_on_pong(Conn *c);
 int ws_conn_on_writeable(Conn *c);
+/* LWS_CALLBACK_WS_PEER_INITIATED_CLOSE: a close code a peer may not send
+ * (or a one-byte payload) is answered with 1002, a reason that is not
+ * UTF-8 with 1007, instead of lws 4.1's echo. */
+int ws_conn_on_peer_close(Conn *c, const void *in, size_t len);
 
 /* Pings connections quiet for keepalive and hangs up on those that stay
  * quiet as long again, so a vanished client leaves its rooms; an open
