@@ -105,11 +105,21 @@ static void web_slot_drop_http(WebSlot *slot) {
         slot->http = http_exchange_release(slot->http);
 }
 
+/* 405 names what the resource does take (RFC 9110 15.5.6). */
+static void web_respond_405(HttpExchange *x, const char *allow) {
+        if (http_exchange_add_header(x, "allow:", allow) < 0) {
+                (void) http_respond_error(x, 500);
+                return;
+        }
+        (void) http_respond_error(x, 405);
+}
+
 static void web_route(HttpExchange *x) {
         const char *p = x->path;
 
         if (x->method == HTTP_METHOD_OTHER) {
-                (void) http_respond_error(x, 405);
+                web_respond_405(x, streq(p, "/login") ? HTTP_ALLOWED_METHODS :
+                                   streq(p, "/logout") ? "POST" : "GET, HEAD");
                 return;
         }
         if (streq(p, "/login")) {
@@ -122,8 +132,10 @@ static void web_route(HttpExchange *x) {
         if (x->method == HTTP_METHOD_POST) {
                 if (streq(p, "/logout"))
                         http_logout(x);
+                else if (streq(p, "/") || strncmp(p, "/api/", 5) == 0)
+                        web_respond_405(x, "GET, HEAD");
                 else
-                        (void) http_respond_error(x, streq(p, "/") || strncmp(p, "/api/", 5) == 0 ? 405 : 404);
+                        (void) http_respond_error(x, 404);
                 return;
         }
         if (streq(p, "/"))

@@ -102,6 +102,7 @@ def test(stack, check):
 
     status, head, raw = exchange(d, get("/", "X-Filler: " + "f" * 20000 + "\r\n"))
     check.eq(status, 431, "20 KB of headers: 431")
+    check(head.startswith("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "... with its reason phrase", head)
     check("Connection: close" in head, "... and the connection closes", head)
     status, _, _ = exchange(d, get("/", "".join(f"X-H{i}: {'h' * 200}\r\n" for i in range(100))))
     check.eq(status, 431, "100 headers of 200 bytes (20 KB): 431")
@@ -115,6 +116,18 @@ def test(stack, check):
         status, head, _ = exchange(d, f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         check.eq(status, 405, f"{method}: 405")
         check("Allow: GET, HEAD, POST" in head, f"{method}: ... with Allow", head)
+
+    # A later request on a kept-alive connection goes to lws; still 405 with Allow.
+    with connect(d) as s:
+        s.sendall(get("/healthz"))
+        first, _, _ = read_reply(s)
+        s.sendall(b"DELETE /login HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, head, _ = read_reply(s)
+    check.eq((first, status), (200, 405), "DELETE as the second request of a connection: 405")
+    check("allow: get, head, post" in head.lower(), "... with Allow", head)
+    status, head, _ = exchange(d, b"POST /api/rooms HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    check.eq(status, 405, "POST to /api/rooms: 405")
+    check("allow: get, head" in head.lower(), "... with Allow: GET, HEAD", head)
 
     status, _, _ = exchange(d, b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
                                b"Content-Length: 40\r\n\r\nuser=")
