@@ -16,6 +16,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import harness  # noqa: E402
 from harness import SLOW, join  # noqa: E402
+from wsclient import OP_TEXT  # noqa: E402
 
 QUEUE = 64
 GONE_WITHIN = 8.0       # the close grace (2 s) plus a keep-alive sweep (5 s), and a margin
@@ -40,13 +41,18 @@ def too_slow_lines(d):
 
 def flood_until_closed(d, sender, lobby, victim_port, n_before):
     """Sends big messages until the daemon gives up on the victim; returns
-    the largest Send-Q seen towards it."""
+    the largest Send-Q seen towards it. The sender reads as it goes, never
+    more than half its own queue behind."""
     biggest = 0
     text = "x" * 3000
+    received = 0
     for i in range(5000):
         sender.send_json({"command": "send", "room": lobby, "message": f"{i} {text}"})
+        while i + 1 - received > QUEUE // 2:
+            op, _ = sender.recv(5 * SLOW)
+            if op == OP_TEXT:
+                received += 1
         if i % 20 == 0:
-            sender.drain(0.01)
             for _, q in server_sockets(d, victim_port):
                 biggest = max(biggest, q)
             if len(too_slow_lines(d)) > n_before:
