@@ -415,7 +415,7 @@ static int on_deadline_timer(sd_event_source *s, uint64_t usec, void *userdata);
 
 /* ---- a connection's end ---- */
 
-static void web_peer_free(WebPeer *p) {
+static void web_peer_unlink_free(WebPeer *p) {
         Web *w = p->web;
 
         web_peer_set_deadline(p, 0);
@@ -425,6 +425,12 @@ static void web_peer_free(WebPeer *p) {
         LIST_REMOVE(peers, w->peers, p);
         w->n_peers--;
         free(p);
+}
+
+static void web_peer_free(WebPeer *p) {
+        Web *w = p->web;
+
+        web_peer_unlink_free(p);
         w->services->hooks->peer_removed(w->services->userdata);
 }
 
@@ -616,9 +622,10 @@ int web_new(Web **ret, WebServices *services) {
 Web *web_free(Web *w) {
         if (!w)
                 return NULL;
+        /* Connections lws never got; the owner is past waiting for them. */
         LIST_FOREACH_SAFE(peers, p, next, w->peers)
                 if (p->phase != WEB_PEER_LWS)
-                        web_peer_free(p);
+                        web_peer_unlink_free(p);
         if (w->context) {
                 /* On a foreign loop the first destroy only starts closing
                  * lws's handles; run the loop until they are gone, then
@@ -660,7 +667,8 @@ static int on_peer_refusing(sd_event_source *s, int fd, uint32_t revents, void *
         char buf[4096];
 
         /* Edge-triggered: read until the socket is empty. What the client
-         * still sends is thrown away; its end (or an error) ends us. */
+         * still sends is thrown away; its end, an error, or more than
+         * 256 KiB in one go (then a reset) ends us. */
         for (unsigned i = 0; i < 64; i++) {
                 ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
 

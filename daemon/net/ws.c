@@ -263,6 +263,7 @@ int ws_conn_on_peer_close(Conn *c, const void *in, size_t len) {
         }
         /* lws 4.1 would echo it, code and all; answer ours and hang up. */
         c->close_requested = true;
+        (void) sd_event_now(c->hub->services->event, CLOCK_MONOTONIC, &c->close_usec);
         (void) ws_conn_write_close(c);
         return -1;
 }

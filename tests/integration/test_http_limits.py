@@ -199,6 +199,29 @@ def test(stack, check):
                        what="the address served again once its connections closed")
     check(True, "once its connections close, the address is served again")
 
+    # Many addresses at once (the table grows, entries come and go): each
+    # is still counted on its own.
+    many = [connect(d, f"127.0.1.{i}") for i in range(1, 81)]
+    for s in many:              # answered, so kept alive past request-timeout
+        s.sendall(get())
+        read_reply(s)
+    for s in many[::2]:
+        s.close()
+    time.sleep(0.3)
+    extra = [connect(d, "127.0.1.40") for _ in range(PER_ADDRESS - 1)]
+    for s in extra:
+        s.sendall(get())
+        read_reply(s)
+    status, _, _ = exchange(d, get(), "127.0.1.40")
+    check.eq(status, 503, "with 80 addresses connected, one address still gets its own limit")
+    status, _, _ = exchange(d, get(), "127.0.1.41")
+    check.eq(status, 200, "... and its neighbour is served")
+    for s in many[1::2] + extra:
+        s.close()
+    time.sleep(0.3)
+    served = [exchange(d, get(), f"127.0.1.{i}")[0] for i in range(1, 81)]
+    check(served == [200] * 80, "once they close, all 80 addresses are served", served)
+
     check(d.alive, "the daemon is still running")
     status, _, _ = exchange(d, get())
     check.eq(status, 200, "and serving")
