@@ -43,6 +43,9 @@ typedef struct Config {
         uint64_t keepalive_usec;    /* ping a WebSocket quiet this long; drop it after as long again */
         unsigned max_connections;   /* WebSocket connections on this daemon */
         unsigned send_queue_frames; /* per-connection bounded outgoing queue */
+        size_t max_header_bytes;    /* a request head's budget: request line and headers */
+        uint64_t request_timeout_usec; /* a request head, and then its body, must arrive within this */
+        unsigned max_connections_per_address; /* per IPv4 address or IPv6 /64; 0 = no limit */
         unsigned login_attempts;    /* per address and per username per minute */
         char *tls_certificate;      /* PEM; both or neither with tls_key */
         char *tls_key;

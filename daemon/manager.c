@@ -403,9 +403,9 @@ static void manager_apply_settings(Manager *m) {
                 .history_size = c->history_size,
                 .overload_lag_usec = c->overload_lag_usec,
         });
-        /* Whether to serve TLS and the connection limit are decided at
-         * start (lws's context is made once); the certificate files are
-         * read again on reload (web_reload_tls). */
+        /* Whether to serve TLS, the connection limit and the header budget
+         * are decided at start (lws's context is made once); the
+         * certificate files are read again on reload (web_reload_tls). */
         m->web_services.settings = (WebSettings) {
                 .allowed_origins = c->allowed_origins,
                 .tls_certificate = c->tls_certificate,
@@ -418,6 +418,9 @@ static void manager_apply_settings(Manager *m) {
                 .rate_limit = c->rate_limit,
                 .rate_burst = c->rate_burst,
                 .send_queue_frames = c->send_queue_frames,
+                .max_header_bytes = m->config_boot->max_header_bytes,
+                .request_timeout_usec = c->request_timeout_usec,
+                .max_connections_per_address = c->max_connections_per_address,
         };
         login_limiter_set_limit(m->web_services.login_limiter, c->login_attempts);
 }

@@ -196,6 +196,9 @@ static void assert_defaults(const Config *c) {
         ASSERT_TRUE(c->overload_lag_usec == 250 * USEC_PER_MSEC);
         ASSERT_INT_EQ(c->max_connections, 200000);
         ASSERT_INT_EQ(c->send_queue_frames, 1024);
+        ASSERT_INT_EQ(c->max_header_bytes, 16384);
+        ASSERT_TRUE(c->request_timeout_usec == 10 * USEC_PER_SEC);
+        ASSERT_INT_EQ(c->max_connections_per_address, 256);
         ASSERT_INT_EQ(c->login_attempts, 10);
         ASSERT_NULL(c->tls_certificate);
         ASSERT_NULL(c->tls_key);
@@ -256,6 +259,9 @@ static void test_every_key(void) {
                    "overload-lag = 100ms\n"
                    "max-connections = 9\n"
                    "send-queue-frames = 10\n"
+                   "max-header-bytes = 32K\n"
+                   "request-timeout = 30s\n"
+                   "max-connections-per-address = 0\n"
                    "login-attempts = 11\n"
                    "tls-certificate = /etc/ssl/chat.pem\n"
                    "tls-key = /etc/ssl/private/chat.key\n"
@@ -291,6 +297,9 @@ static void test_every_key(void) {
         ASSERT_TRUE(c->overload_lag_usec == 100 * USEC_PER_MSEC);
         ASSERT_INT_EQ(c->max_connections, 9);
         ASSERT_INT_EQ(c->send_queue_frames, 10);
+        ASSERT_INT_EQ(c->max_header_bytes, 32768);
+        ASSERT_TRUE(c->request_timeout_usec == 30 * USEC_PER_SEC);
+        ASSERT_INT_EQ(c->max_connections_per_address, 0);
         ASSERT_INT_EQ(c->login_attempts, 11);
         ASSERT_STREQ(c->tls_certificate, "/etc/ssl/chat.pem");
         ASSERT_STREQ(c->tls_key, "/etc/ssl/private/chat.key");
@@ -487,6 +496,11 @@ static void test_file_errors(void) {
                 { "history-size", "0x10", "expected an integer" },
                 { "max-connections", "4294967296", "expected an integer" },
                 { "send-queue-frames", "0", "expected an integer" },
+                { "max-header-bytes", "4K", "expected a size from 8192 to 65536 bytes" },
+                { "max-header-bytes", "65537", "expected a size from 8192 to 65536 bytes" },
+                { "request-timeout", "500ms", "expected a time span from 1s to 10min" },
+                { "request-timeout", "11min", "expected a time span from 1s to 10min" },
+                { "max-connections-per-address", "-1", "expected an integer" },
                 { "login-attempts", "1.5", "expected an integer" },
                 { "session-idle", "0", "expected a time span from 1s to 366d" },
                 { "session-idle", "12 parsecs", "expected a time span" },

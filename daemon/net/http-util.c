@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Pure HTTP helpers for the login pages: forms, cookies, escaping, redirect and origin checks. */
+/* Pure HTTP helpers: request heads, forms, cookies, escaping, redirect and origin checks. */
 
 #include <errno.h>
 #include <inttypes.h>
@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/types.h>
 
 #include "basic/utf8.h"
 #include "net/http-util.h"
@@ -414,5 +415,142 @@ int http_cookie_format(char **ret, const char *name, const char *value, bool tls
                      name, value, max_age, tls ? "; Secure" : "") < 0)
                 return -ENOMEM;
         *ret = s;
+        return 0;
+}
+
+static bool http_is_tchar(char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               (c != 0 && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* The line starting at p: its length without the line break, or -EAGAIN
+ * when the break has not arrived. */
+static ssize_t head_line(const char *p, const char *end, const char **ret_next) {
+        const char *nl = memchr(p, '\n', (size_t) (end - p));
+        size_t n;
+
+        if (!nl)
+                return -EAGAIN;
+        n = (size_t) (nl - p);
+        if (n > 0 && p[n - 1] == '\r')
+                n--;
+        *ret_next = nl + 1;
+        return (ssize_t) n;
+}
+
+/* "METHOD SP TARGET SP HTTP/1.x": judged as soon as a part is known, so a
+ * method we never serve or an endless target is answered without waiting. */
+static int head_check_request_line(const char *buf, size_t len, const char **ret_next) {
+        const char *end = buf + len, *p = buf, *target, *sp;
+        ssize_t n;
+        size_t m;
+
+        while (p < end && http_is_tchar(*p))
+                p++;
+        if (p == end)
+                return p - buf > 16 ? 405 : -EAGAIN;
+        m = (size_t) (p - buf);
+        if (*p != ' ' || m == 0)
+                return 400;
+        if (!((m == 3 && memcmp(buf, "GET", 3) == 0) || (m == 4 && memcmp(buf, "HEAD", 4) == 0) ||
+              (m == 4 && memcmp(buf, "POST", 4) == 0)))
+                return 405;
+
+        target = p + 1;
+        sp = memchr(target, ' ', (size_t) (end - target));
+        m = (size_t) ((sp ?: end) - target);
+        if (m > HTTP_URI_MAX)
+                return 414;
+        n = head_line(target, end, ret_next);
+        if (!sp || (n >= 0 && (size_t) n < m))
+                return n >= 0 ? 400 : -EAGAIN;           /* no version: HTTP/0.9, which we do not speak */
+        if (m == 0 || target[0] != '/')
+                return 400;
+        if (n < 0)
+                return (size_t) (end - sp) > 16 ? 400 : -EAGAIN;
+        if ((size_t) n != m + 9 || (memcmp(sp + 1, "HTTP/1.1", 8) != 0 && memcmp(sp + 1, "HTTP/1.0", 8) != 0))
+                return 400;
+        for (const char *q = target; q < sp; q++)
+                if ((unsigned char) *q <= ' ' || *q == 0x7f)
+                        return 400;
+        return 0;
+}
+
+static int head_parse_content_length(const char *v, size_t n, uint64_t *ret) {
+        uint64_t x = 0;
+
+        if (n == 0 || n > 18)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++) {
+                if (v[i] < '0' || v[i] > '9')
+                        return -EINVAL;
+                x = x * 10 + (uint64_t) (v[i] - '0');
+        }
+        *ret = x;
+        return 0;
+}
+
+typedef struct HeadFields {
+        unsigned lines;
+        bool has_length, has_transfer_encoding;
+        uint64_t length;
+} HeadFields;
+
+/* One "Name: value" line; returns 0 or the status to refuse with. */
+static int head_check_field(const char *p, size_t n, HeadFields *f) {
+        const char *colon = memchr(p, ':', n), *v, *e = p + n;
+        uint64_t length;
+
+        if (++f->lines > HTTP_HEADER_LINES_MAX)
+                return 431;
+        if (!colon || colon == p)
+                return 400;                             /* also obs-fold: a line starting with a space */
+        for (const char *q = p; q < colon; q++)
+                if (!http_is_tchar(*q))
+                        return 400;
+        for (v = colon + 1; v < e && (*v == ' ' || *v == '\t'); v++)
+                ;
+        while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+                e--;
+        for (const char *q = v; q < e; q++)
+                if (((unsigned char) *q < ' ' && *q != '\t') || *q == 0x7f)
+                        return 400;
+        if ((size_t) (colon - p) == 17 && strncasecmp(p, "transfer-encoding", 17) == 0)
+                f->has_transfer_encoding = true;
+        if ((size_t) (colon - p) != 14 || strncasecmp(p, "content-length", 14) != 0)
+                return 0;
+        if (head_parse_content_length(v, (size_t) (e - v), &length) < 0)
+                return 400;
+        if (f->has_length && f->length != length)
+                return 400;
+        f->has_length = true;
+        f->length = length;
+        return 0;
+}
+
+int http_head_check(const char *buf, size_t len, size_t max_bytes) {
+        const char *end = buf + MIN(len, max_bytes), *p, *next;
+        HeadFields f = {};
+        int r;
+
+        r = head_check_request_line(buf, (size_t) (end - buf), &p);
+        if (r == -EAGAIN)
+                return len >= max_bytes ? 431 : -EAGAIN;
+        if (r != 0)
+                return r;
+        for (;;) {
+                ssize_t n = head_line(p, end, &next);
+
+                if (n < 0)
+                        return len >= max_bytes ? 431 : -EAGAIN;
+                if (n == 0)
+                        break;
+                r = head_check_field(p, (size_t) n, &f);
+                if (r != 0)
+                        return r;
+                p = next;
+        }
+        if (f.has_length && f.has_transfer_encoding)
+                return 400;
         return 0;
 }

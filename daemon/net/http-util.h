@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Pure HTTP helpers for the login pages: forms, cookies, escaping, redirect and origin checks. */
+/* Pure HTTP helpers: request heads, forms, cookies, escaping, redirect and origin checks. */
 #pragma once
 
 #include <stdbool.h>
@@ -65,3 +65,22 @@ const char *http_session_cookie_name(bool tls);
  * (Max-Age=0), else whole seconds (at least 1). -EINVAL when name is not an
  * HTTP token or value holds bytes outside RFC 6265 cookie-octets, -ENOMEM. */
 int http_cookie_format(char **ret, const char *name, const char *value, bool tls, uint64_t max_age_usec);
+
+/* The longest request target (path and query) a request line may carry. */
+#define HTTP_URI_MAX 4096
+/* Header lines one request head may carry (lws 4.1 has room for about as
+ * many; past that it drops the connection without a word). */
+#define HTTP_HEADER_LINES_MAX 64
+/* The methods we serve, for 405's Allow header. */
+#define HTTP_ALLOWED_METHODS "GET, HEAD, POST"
+
+/* Checks the first request head of a connection, buf[0..len) being what
+ * the client sent so far, against what lws 4.1 would otherwise drop without
+ * an answer. Returns 0 when the head is complete (it ends within max_bytes)
+ * and may go to lws, -EAGAIN when more bytes are needed, or the status to
+ * refuse it with: 400 (malformed request line or header line, a Content-
+ * Length that is no number, two that differ, or one with Transfer-Encoding),
+ * 405 (a method other than GET, HEAD and POST), 414 (a target longer than
+ * HTTP_URI_MAX), 431 (longer than max_bytes, or more than
+ * HTTP_HEADER_LINES_MAX header lines). */
+int http_head_check(const char *buf, size_t len, size_t max_bytes);

@@ -29,9 +29,12 @@ const char *http_status_text(unsigned status) {
         case 403: return "Forbidden";
         case 404: return "Not Found";
         case 405: return "Method Not Allowed";
+        case 408: return "Request Timeout";
         case 413: return "Payload Too Large";
+        case 414: return "URI Too Long";
         case 415: return "Unsupported Media Type";
         case 429: return "Too Many Requests";
+        case 431: return "Request Header Fields Too Large";
         case 500: return "Internal Server Error";
         case 503: return "Service Unavailable";
         default: return "Error";
@@ -197,18 +200,33 @@ int http_redirect(HttpExchange *x, unsigned status, const char *location) {
         return http_respond(x, status, "text/plain; charset=utf-8", "", 0);
 }
 
-int http_add_security_headers(struct lws *wsi, unsigned char **p, unsigned char *end) {
-        static const struct {
-                const char *name, *value;
-        } headers[] = {
-                { "content-security-policy:", content_security_policy },
-                { "x-content-type-options:", "nosniff" },
-                { "referrer-policy:", "same-origin" },
-                { "x-frame-options:", "DENY" },
-                { "cache-control:", "no-store" },
-        };
+static const struct {
+        const char *name, *value;
+} security_headers[] = {
+        { "content-security-policy:", content_security_policy },
+        { "x-content-type-options:", "nosniff" },
+        { "referrer-policy:", "same-origin" },
+        { "x-frame-options:", "DENY" },
+        { "cache-control:", "no-store" },
+};
 
-        for (size_t i = 0; i < ELEMENTSOF(headers); i++)
+int http_format_security_headers(char *buf, size_t size) {
+        size_t k = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(security_headers); i++) {
+                int n = snprintf(buf + k, size - k, "%s %s\r\n", security_headers[i].name, security_headers[i].value);
+
+                if (n < 0 || (size_t) n >= size - k)
+                        return -ENOBUFS;
+                k += (size_t) n;
+        }
+        return (int) k;
+}
+
+int http_add_security_headers(struct lws *wsi, unsigned char **p, unsigned char *end) {
+        const __typeof__(security_headers[0]) *headers = security_headers;
+
+        for (size_t i = 0; i < ELEMENTSOF(security_headers); i++)
                 if (lws_add_http_header_by_name(wsi, (const unsigned char *) headers[i].name,
                                                 (const unsigned char *) headers[i].value,
                                                 (int) strlen(headers[i].value), p, end))

@@ -10,7 +10,9 @@
 typedef struct WebServices WebServices;
 
 #define HTTP_PATH_MAX 1024
-#define HTTP_HEADER_VALUE_MAX 4096
+/* Any header the head budget (max-header-bytes) lets through: the Cookie
+ * header carries other applications' cookies too. */
+#define HTTP_HEADER_VALUE_MAX (64 * 1024)
 #define HTTP_BODY_MAX (16 * 1024)
 #define HTTP_EXTRA_HEADERS_MAX 6
 
@@ -88,3 +90,6 @@ char *http_header_dup(struct lws *wsi, enum lws_token_indexes token);
 
 /* The headers every response carries. */
 int http_add_security_headers(struct lws *wsi, unsigned char **p, unsigned char *end);
+/* The same as raw "name: value\r\n" lines, for answers written without
+ * lws; the length, or -ENOBUFS. */
+int http_format_security_headers(char *buf, size_t size);

@@ -29,6 +29,9 @@ typedef struct WebSettings {
         double rate_limit;              /* commands per second per connection */
         unsigned rate_burst;
         unsigned send_queue_frames;     /* frames queued before a slow reader is closed */
+        size_t max_header_bytes;        /* a request head's budget (used at start: lws's too) */
+        uint64_t request_timeout_usec;  /* for a request head, then for its body */
+        unsigned max_connections_per_address; /* per IPv4 address or IPv6 /64; 0: no limit */
 } WebSettings;
 
 /* How the web front reports upward; ud is WebServices.userdata. */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Tests for http-util.c: form and cookie parsing, escaping, redirect and origin checks. */
+/* Tests for http-util.c: request heads, form and cookie parsing, cookie formatting, escaping, redirect and origin checks. */
 
 #include <errno.h>
 #include <stdio.h>
@@ -442,7 +442,91 @@ static void test_cookies(void) {
         ASSERT_NULL(s);
 }
 
+typedef struct HeadCase {
+        const char *head;
+        int want;
+} HeadCase;
+
+static void test_head_check(void) {
+        static const HeadCase table[] = {
+                { "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0 },
+                { "GET / HTTP/1.0\n\n", 0 },
+                { "HEAD /a?b=c HTTP/1.1\r\n\r\n", 0 },
+                { "POST /login HTTP/1.1\r\nContent-Length: 5\r\ncontent-length:  5 \r\n\r\nuser=", 0 },
+                { "", -EAGAIN },
+                { "GE", -EAGAIN },
+                { "GET /", -EAGAIN },
+                { "GET / HTTP/1.1\r\nHost: x\r\n", -EAGAIN },
+                { "GET / HTTP/1.1\r\nHost: x", -EAGAIN },
+                { "TRACE / HTTP/1.1\r\n\r\n", 405 },
+                { "CONNECT 127.0.0.1:1 HTTP/1.1\r\n\r\n", 405 },
+                { "OPTIONS * HTTP/1.1\r\n\r\n", 405 },
+                { "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 405 },
+                { "BREW ", 405 },
+                { "get / HTTP/1.1\r\n\r\n", 405 },
+                { "GETTINGLONGERANDLONGER", 405 },
+                { " / HTTP/1.1\r\n\r\n", 400 },
+                { "GET\t/ HTTP/1.1\r\n\r\n", 400 },
+                { "GET /\r\n\r\n", 400 },
+                { "GET / HTTP/1.1 x\r\n\r\n", 400 },
+                { "GET / HTTP/2\r\n\r\n", 400 },
+                { "GET x HTTP/1.1\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\n bad: fold\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\nNo colon\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\n: empty\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\nA\x01: b\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\nA: b\x01\r\n\r\n", 400 },
+                { "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\n", 400 },
+                { "POST / HTTP/1.1\r\nContent-Length: 5x\r\n\r\n", 400 },
+                { "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400 },
+                { "POST / HTTP/1.1\r\nContent-Length: \r\n\r\n", 400 },
+                { "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", 400 },
+                { "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400 },
+        };
+        char big[40000];
+        size_t n;
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                int r = http_head_check(table[i].head, strlen(table[i].head), 16384);
+
+                if (r != table[i].want)
+                        fprintf(stderr, "head %zu: got %d, want %d\n", i, r, table[i].want);
+                ASSERT_INT_EQ(r, table[i].want);
+        }
+
+        /* A target over HTTP_URI_MAX: 414 whether or not the line ended. */
+        n = (size_t) snprintf(big, sizeof big, "GET /");
+        memset(big + n, 'a', HTTP_URI_MAX);
+        n += HTTP_URI_MAX;
+        ASSERT_INT_EQ(http_head_check(big, n, 16384), 414);
+        ASSERT_INT_EQ(http_head_check(big, n - 2, 16384), -EAGAIN);
+        memcpy(big + n, " HTTP/1.1\r\n\r\n", 13);
+        ASSERT_INT_EQ(http_head_check(big, n + 13, 16384), 414);
+        ASSERT_INT_EQ(http_head_check(big, n - 1, 16384 - 1), -EAGAIN);
+
+        /* The budget counts the whole head, its last line break included. */
+        n = (size_t) snprintf(big, sizeof big, "GET / HTTP/1.1\r\nX: ");
+        memset(big + n, 'h', 1000);
+        n += 1000;
+        memcpy(big + n, "\r\n\r\n", 4);
+        n += 4;
+        ASSERT_INT_EQ(http_head_check(big, n, n), 0);
+        ASSERT_INT_EQ(http_head_check(big, n, n - 1), 431);
+        ASSERT_INT_EQ(http_head_check(big, n - 1, n - 1), 431);
+        ASSERT_INT_EQ(http_head_check(big, n - 1, n), -EAGAIN);
+
+        /* Header lines: HTTP_HEADER_LINES_MAX pass, one more is 431. */
+        n = (size_t) snprintf(big, sizeof big, "GET / HTTP/1.1\r\n");
+        for (unsigned i = 0; i < HTTP_HEADER_LINES_MAX; i++)
+                n += (size_t) snprintf(big + n, sizeof big - n, "X-%u: y\r\n", i);
+        ASSERT_INT_EQ(http_head_check(big, n, 16384), -EAGAIN);
+        ASSERT_INT_EQ(http_head_check(big, n + (size_t) snprintf(big + n, sizeof big - n, "\r\n"), 16384), 0);
+        n += (size_t) snprintf(big + n, sizeof big - n, "X-last: y\r\n\r\n");
+        ASSERT_INT_EQ(http_head_check(big, n, 16384), 431);
+}
+
 int main(void) {
+        test_head_check();
         test_cookies();
         test_url_decode();
         test_form_get();

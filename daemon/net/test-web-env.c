@@ -196,6 +196,8 @@ int test_web_setup(TestWeb *t) {
                         .rate_limit = 5,
                         .rate_burst = 10,
                         .send_queue_frames = 64,
+                        .max_header_bytes = 16 * 1024,
+                        .request_timeout_usec = 10 * TEST_SEC,
                 },
                 .hooks = &recorder_hooks,
                 .userdata = &t->rec,

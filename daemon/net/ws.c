@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <libwebsockets.h>
@@ -11,6 +12,7 @@
 #include "auth/auth-client.h"
 #include "basic/log.h"
 #include "basic/macro.h"
+#include "basic/utf8.h"
 #include "net/services.h"
 #include "wire/protocol.h"
 #include "redis/redis.h"
@@ -44,6 +46,30 @@ static const WebSettings *conn_settings(const Conn *c) {
         return &c->hub->services->settings;
 }
 
+static void ws_conn_drop_queue(Conn *c) {
+        while (c->queue_len > 0) {
+                frame_unref(c->queue[c->queue_head]);
+                c->queue_head = (c->queue_head + 1) % c->queue_allocated;
+                c->queue_len--;
+        }
+}
+
+/* Ends the connection now and with a reset: bytes the client did not take
+ * are thrown away instead of left to the kernel, which would go on trying
+ * to deliver them, holding the buffer, for minutes. lws 4.1 would not let
+ * go either: with output still buffered it waits to flush before closing.
+ * Dissolving the association (connect() to AF_UNSPEC) resets the
+ * connection and empties the send queue while the fd stays lws's; lws's
+ * next write fails and it closes. */
+static void ws_conn_abort(Conn *c) {
+        struct sockaddr unspec = { .sa_family = AF_UNSPEC };
+        int fd = lws_get_socket_fd(c->wsi);
+
+        if (fd >= 0)
+                (void) connect(fd, &unspec, sizeof unspec);
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+}
+
 static void ws_conn_send_error(Conn *c, ProtocolError e, const char *ref) {
         ws_conn_send_json(c, protocol_format_error(e, ref));
 }
@@ -56,11 +82,7 @@ static void ws_conn_drop_held(Conn *c) {
 }
 
 static void ws_conn_free(Conn *c) {
-        while (c->queue_len > 0) {
-                frame_unref(c->queue[c->queue_head]);
-                c->queue_head = (c->queue_head + 1) % c->queue_allocated;
-                c->queue_len--;
-        }
+        ws_conn_drop_queue(c);
         if (c->queue != c->queue_inline)
                 free(c->queue);
         free(c->rx);
@@ -83,6 +105,7 @@ void ws_conn_close(Conn *c, uint16_t code, const char *reason) {
         if (c->state == CONN_CLOSED || c->close_requested)
                 return;
         c->close_requested = true;
+        (void) sd_event_now(c->hub->services->event, CLOCK_MONOTONIC, &c->close_usec);
         c->close_code = code;
         c->close_reason = reason ?: "";
         lws_callback_on_writable(c->wsi);
@@ -110,6 +133,7 @@ void ws_conn_send(Conn *c, Frame *f) {
         if (c->queue_len >= limit) {
                 log_info("Closing connection of %s (%s): %u frames queued, it reads too slowly.",
                          c->username, c->peer, c->queue_len);
+                ws_conn_drop_queue(c);
                 ws_conn_close(c, WS_CLOSE_TRY_AGAIN_LATER, "too slow");
                 return;
         }
@@ -217,6 +241,33 @@ int ws_conn_on_writeable(Conn *c) {
         return 0;
 }
 
+/* RFC 6455 7.4: the codes a peer may send; 1004-1006 and 1015 are
+ * reserved, 1016-2999 unassigned, 5000 and above undefined. */
+static bool ws_close_code_is_valid(unsigned code) {
+        return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
+}
+
+int ws_conn_on_peer_close(Conn *c, const void *in, size_t len) {
+        const unsigned char *p = in;
+
+        if (len == 0)
+                return 0;
+        if (len >= 2 && ws_close_code_is_valid((unsigned) p[0] << 8 | p[1])) {
+                if (utf8_is_valid((const char *) p + 2, len - 2))
+                        return 0;       /* lws echoes it */
+                c->close_code = LWS_CLOSE_STATUS_INVALID_PAYLOAD;
+                c->close_reason = "invalid UTF-8";
+        } else {
+                c->close_code = LWS_CLOSE_STATUS_PROTOCOL_ERR;
+                c->close_reason = "invalid close";
+        }
+        /* lws 4.1 would echo it, code and all; answer ours and hang up. */
+        c->close_requested = true;
+        (void) sd_event_now(c->hub->services->event, CLOCK_MONOTONIC, &c->close_usec);
+        (void) ws_conn_write_close(c);
+        return -1;
+}
+
 void ws_hub_write_scheduled(WsHub *hub) {
         Conn *list = TAKE_PTR(hub->write_list);
 
@@ -274,11 +325,14 @@ void ws_hub_keepalive(WsHub *hub, uint64_t now) {
                                            &c->pending_session) < 0)
                                 ws_conn_unref(c);
                 }
-                if (now >= c->last_rx_usec + 2 * quiet) {
+                /* Now: an asynchronous kill waits for lws's next timer,
+                 * which on a foreign loop may be a while. */
+                if (c->close_requested && now >= c->close_usec + WS_CLOSE_GRACE_USEC) {
+                        log_debug("Resetting connection of %s from %s: it took no close frame.", c->username, c->peer);
+                        ws_conn_abort(c);
+                } else if (now >= c->last_rx_usec + 2 * quiet) {
                         log_debug("Dropping connection of %s from %s: no answer to pings.", c->username, c->peer);
-                        /* Now: an asynchronous kill waits for lws's next
-                         * timer, which on a foreign loop may be a while. */
-                        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+                        ws_conn_abort(c);
                 } else if (now >= c->last_rx_usec + quiet && !c->ping_sent && ws_conn_is_open(c)) {
                         c->ping_sent = true;
                         ws_conn_send(c, hub->ping_frame);

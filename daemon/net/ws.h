@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include "basic/list.h"
+#include "basic/time-util.h"
 #include "net/services.h"
 #include "store/session.h"
 #include "wire/frame.h"
@@ -25,6 +26,9 @@ typedef struct WsHub WsHub;
 /* Frames a connection queues without an allocation of its own: what a
  * quiet connection needs. */
 #define WS_QUEUE_INLINE 2
+/* How long a closing connection may take to send what is queued and its
+ * close frame before it is reset. */
+#define WS_CLOSE_GRACE_USEC (2 * USEC_PER_SEC)
 /* Bytes of queued frames written in one go (one send()). */
 #define WS_BATCH_MAX (16 * 1024)
 
@@ -66,6 +70,7 @@ struct Conn {
         uint64_t since_usec;          /* CLOCK_REALTIME */
         uint64_t last_rx_usec;        /* CLOCK_MONOTONIC: when the peer last sent anything */
         uint64_t session_used_usec;   /* CLOCK_MONOTONIC: when this connection last refreshed its session */
+        uint64_t close_usec;          /* CLOCK_MONOTONIC: when the close was asked for */
 
         char *rx;                     /* message being reassembled */
         size_t rx_len;
@@ -113,6 +118,10 @@ Conn *ws_conn_unref(Conn *c);
 int ws_conn_on_receive(Conn *c, const void *in, size_t len);
 void ws_conn_on_pong(Conn *c);
 int ws_conn_on_writeable(Conn *c);
+/* LWS_CALLBACK_WS_PEER_INITIATED_CLOSE: a close code a peer may not send
+ * (or a one-byte payload) is answered with 1002, a reason that is not
+ * UTF-8 with 1007, instead of lws 4.1's echo. */
+int ws_conn_on_peer_close(Conn *c, const void *in, size_t len);
 
 /* Pings connections quiet for keepalive and hangs up on those that stay
  * quiet as long again, so a vanished client leaves its rooms; an open
@@ -121,11 +130,14 @@ int ws_conn_on_writeable(Conn *c);
 void ws_hub_keepalive(WsHub *hub, uint64_t now_usec);
 
 /* Queues a frame (takes a new reference). A receiver whose queue is full
- * is closed with 1013 rather than allowed to grow without end. */
+ * is closed with 1013 rather than allowed to grow without end: what it has
+ * not been sent yet is dropped, so the close frame goes next. */
 void ws_conn_send(Conn *c, Frame *f);
 /* Queues a malloc'd JSON text, taking ownership. */
 void ws_conn_send_json(Conn *c, char *json);
-/* Closes once what is queued has gone out. The reason is a string literal. */
+/* Closes once what is queued has gone out; a connection whose socket
+ * takes none of that within WS_CLOSE_GRACE_USEC is reset (the keep-alive
+ * sweep does it). The reason is a string literal. */
 void ws_conn_close(Conn *c, uint16_t code, const char *reason);
 
 static inline bool ws_conn_is_open(const Conn *c) {
