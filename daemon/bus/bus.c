@@ -316,7 +316,8 @@ static int on_polkit_reply(sd_bus_message *reply, void *userdata, sd_bus_error *
         if (e && (sd_bus_error_has_name(e, SD_BUS_ERROR_SERVICE_UNKNOWN) ||
                   sd_bus_error_has_name(e, SD_BUS_ERROR_NAME_HAS_NO_OWNER)))
                 return request_check_group(req);
-        if (e || sd_bus_message_read(reply, "(bb", &authorized, &challenge) < 0) {
+        if (e || sd_bus_message_enter_container(reply, 'r', "bba{ss}") < 0 ||
+            sd_bus_message_read(reply, "bb", &authorized, &challenge) < 0) {
                 bus_request_complete(req, -EACCES, NULL);
                 return 0;
         }
