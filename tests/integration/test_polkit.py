@@ -32,9 +32,12 @@ ERROR_INTERACTIVE = "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired
 CTL = harness.BUILD / "daemon" / "multichatctl"
 ADMIN_GID = pamenv.DEFAULT_GROUPS["multichat-admin"]
 CAROL, DAVE, ERIN = 1003, 1004, 1005
+BOB = 1002
+DAEMON_USER = 1010      # "multichat", the user the packaged daemon runs as
 USERS = list(pamenv.DEFAULT_USERS) + [
     pamenv.User(name, uid, f"{name}-pw", groups=("multichat-admin",))
-    for name, uid in (("carol", CAROL), ("dave", DAVE), ("erin", ERIN))]
+    for name, uid in (("carol", CAROL), ("dave", DAVE), ("erin", ERIN))] + [
+    pamenv.User("multichat", DAEMON_USER, os.urandom(16).hex(), home="/nonexistent")]
 try:
     # polkitd drops to its own user, which it and the bus look up through
     # the test's accounts.
@@ -115,6 +118,30 @@ def ctl(bus, uid, *args):
     return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
 
 
+def check_authorization_as(bus, caller, pid):
+    """CheckAuthorization for process pid, asked by uid caller, without
+    interaction: busctl's output or its error."""
+    p = bus.busctl("call", POLKIT_NAME, "/org/freedesktop/PolicyKit1/Authority",
+                   "org.freedesktop.PolicyKit1.Authority", "CheckAuthorization", "(sa{sv})sa{ss}us",
+                   "unix-process", 2, "pid", "u", pid, "start-time", "t", 0,
+                   "org.multichat.chat1.manage", 0, 0, "", uid=caller)
+    return (p.stdout if p.returncode == 0 else p.stderr).strip()
+
+
+def check_action_owner(stack, bus, check):
+    """The packaged daemon runs as multichat, not root: polkit answers it
+    about other users only because the action names it as its owner."""
+    subject = subprocess.Popen(bus._as(["sleep", "60"], (CAROL, [ADMIN_GID])), stdin=subprocess.DEVNULL)
+    try:
+        out = check_authorization_as(bus, (DAEMON_USER, []), subject.pid)
+        check(out.startswith("(bba{ss}) true"), "polkit answers user multichat about carol's process: yes", out)
+        out = check_authorization_as(bus, (BOB, []), subject.pid)
+        check("Only trusted callers" in out, "... but refuses to answer bob, who owns no such action", out)
+    finally:
+        subject.kill()
+        subject.wait()
+
+
 def test(stack, check):
     for tool in (POLKITD, shutil.which("unshare") or "/usr/bin/unshare"):
         if not os.access(tool, os.X_OK):
@@ -163,6 +190,7 @@ def test(stack, check):
         check(p.returncode == 0, "carol may list connections", p.stderr)
         p = ctl(bus, erin, "connections")
         check(p.returncode == 1, "erin may not list connections", p.stderr)
+        check_action_owner(stack, bus, check)
     finally:
         stop_polkitd(proc)
 
