@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""GET /metrics: 404 unless metrics-allow names the client's address; the
+"""GET /metrics: 404 unless metrics-allow names the client's address (IPv4
+and IPv6); the
 Prometheus text moves with real traffic (logins accepted, refused and
 throttled, a message relayed, RATE_LIMITED refusals, a Redis restart);
 and Debian's own prometheus scrapes it and answers queries on it."""
@@ -9,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +21,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import harness  # noqa: E402
 from harness import SLOW, expect_message, join, send, wait_until  # noqa: E402
-from wsclient import login_form, post_login  # noqa: E402
+from wsclient import http, login_form, post_login  # noqa: E402
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -61,6 +63,16 @@ def check_off(stack, check):
     r = d.http("GET", "/metrics")
     check.eq(r.status, 404, "from 127.0.0.1, with metrics-allow=192.0.2.1 2001:db8::/32, /metrics is 404")
     check.eq(d.http("GET", "/healthz").status, 200, "... while the rest is served")
+    d.stop()
+
+    # IPv6: the same daemon on 127.0.0.1 and [::1], only ::1 allowed.
+    with socket.socket(socket.AF_INET6) as sk:
+        sk.bind(("::1", 0))
+        port6 = sk.getsockname()[1]
+    d = stack.start_daemon(args=["--metrics-allow=::1", f"--listen=[::1]:{port6}"])
+    check.eq(d.http("GET", "/metrics").status, 404, "metrics-allow=::1: from 127.0.0.1, 404")
+    r = http(f"http://[::1]:{port6}", "GET", "/metrics")
+    check.eq(r.status, 200, "metrics-allow=::1: from ::1, 200")
     d.stop()
 
 
