@@ -1,10 +1,9 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """GET /metrics: 404 unless metrics-allow names the client's address (IPv4
-and IPv6); the
-Prometheus text moves with real traffic (logins accepted, refused and
-throttled, a message relayed, RATE_LIMITED refusals, a Redis restart);
-and Debian's own prometheus scrapes it and answers queries on it."""
+and IPv6); the Prometheus text moves with real traffic (logins accepted,
+refused and throttled, a message relayed, RATE_LIMITED refusals, a Redis
+restart); and Debian's own prometheus scrapes it and answers queries on it."""
 
 import json
 import os
