@@ -3,7 +3,8 @@
 """GET /metrics: 404 unless metrics-allow names the client's address (IPv4
 and IPv6); the Prometheus text moves with real traffic (logins accepted,
 refused and throttled, a message relayed, RATE_LIMITED refusals, a Redis
-restart); and Debian's own prometheus scrapes it and answers queries on it."""
+restart, a slow reader cut); and Debian's own prometheus scrapes it and
+answers queries on it."""
 
 import json
 import os
@@ -149,6 +150,37 @@ def check_redis_restart(stack, d, check):
     check.eq((scrape(d) or {}).get("multichat_redis_connected"), 1, "... and connected again")
 
 
+def check_slow_reader(stack, check):
+    """bob reads nothing while alice sends big messages: once his send
+    queue is full he is cut with 1013, and counted."""
+    d = stack.start_daemon(name="slow", args=[
+        "--metrics-allow=127.0.0.1", "--rate-limit=10000", "--rate-burst=100000",
+        "--max-message-bytes=100000", "--send-queue-frames=4", "--history-size=10", "--history-on-join=10"])
+    room = stack.create_room("Firehose")
+    a = d.ws("alice")
+    b = d.ws("bob")
+    join(a, room)
+    join(b, room)
+    big = "x" * 65000
+    cut = 0
+    for _ in range(60):     # at most 39 MB; loopback buffers hold ~10 MB
+        for _ in range(10):
+            send(a, room, big)
+        a.drain(quiet=0.1, timeout=5 * SLOW)
+        cut = (scrape(d) or {}).get("multichat_slow_readers_cut_total", 0)
+        if cut:
+            break
+    check.eq(cut, 1, "bob, who reads nothing, is cut once: multichat_slow_readers_cut_total is 1")
+    try:
+        check.eq(b.wait_close(20 * SLOW), 1013, "... with close code 1013")
+    except (TimeoutError, OSError) as e:
+        check(False, "... with close code 1013", repr(e))
+    check(a.is_open(), "alice, who reads, stays connected")
+    m = scrape(d) or {}
+    check.eq(m.get("multichat_connections"), 1, "one WebSocket left")
+    d.stop()
+
+
 def api_get(port, path, **params):
     url = f"http://127.0.0.1:{port}{path}?{urllib.parse.urlencode(params)}"
     with urllib.request.urlopen(url, timeout=5) as r:
@@ -219,6 +251,8 @@ def test(stack, check):
     check_prometheus(stack, d, check)
     check_redis_restart(stack, d, check)
     check(d.alive, "the daemon is still running")
+    d.stop()
+    check_slow_reader(stack, check)
 
 
 harness.main(test, timeout=150 if harness.ASAN else 90)
