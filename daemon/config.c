@@ -26,6 +26,7 @@
 #include "basic/log.h"
 #include "basic/strv.h"
 #include "redis/sentinel.h"
+#include "metrics.h"
 
 #define CONFIG_FILE_MAX (1024 * 1024)   /* bytes in one file */
 #define CONFIG_DROPINS_MAX 1024         /* files in one .d directory */
@@ -279,6 +280,27 @@ static int parse_origin(const ConfigOption *o, const char *value, void *field, c
         if (strv_contains(*l, lower))
                 return 0;
         return strv_extend(l, lower);
+}
+
+/* Space-separated, repeatable, an empty value clears: "127.0.0.1 ::1". */
+static int parse_metrics_allow(const ConfigOption *o, const char *value, void *field, char *reason) {
+        _cleanup_(freep) char *copy = NULL;
+        char ***l = field, *save = NULL;
+
+        if (!value[strspn(value, " ")]) {
+                *l = strv_free(*l);
+                return 0;
+        }
+        copy = strdup(value);
+        if (!copy)
+                return -ENOMEM;
+        for (char *w = strtok_r(copy, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+                if (!metrics_allow_entry_is_valid(w))
+                        return reasonf(reason, "'%s' is not an IPv4 or IPv6 address, or one with a /PREFIX", w);
+                if (!strv_contains(*l, w) && strv_extend(l, w) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
 }
 
 static int parse_redis(const ConfigOption *o, const char *value, void *field, char *reason) {
@@ -590,6 +612,8 @@ static const ConfigOption config_options[] = {
           parse_uid, FIELD(min_uid), 1, UINT32_MAX - 1 },
         { "allowed-origin", "ORIGIN", "Accept WebSockets from this origin too (repeatable)",
           parse_origin, FIELD(allowed_origins), 0, 0 },
+        { "metrics-allow", "ADDRS", "Addresses or ADDR/PREFIX that may read /metrics (repeatable; empty: off)",
+          parse_metrics_allow, FIELD(metrics_allow), 0, 0 },
         { "auth-helper", "PATH", "multichat-auth binary to spawn",
           parse_path, FIELD(auth_helper), 0, 0 },
         { "auth-socket", "PATH", "Connect to multichat-auth here instead of spawning it",
@@ -640,7 +664,8 @@ static const ConfigOption *config_option_find(const char *name) {
 }
 
 static bool config_option_is_list(const ConfigOption *o) {
-        return o->parse == parse_listen || o->parse == parse_origin || o->parse == parse_sentinels;
+        return o->parse == parse_listen || o->parse == parse_origin || o->parse == parse_sentinels ||
+               o->parse == parse_metrics_allow;
 }
 
 static int config_option_apply(Config *c, const ConfigOption *o, const char *value, char *reason) {
@@ -707,6 +732,7 @@ Config *config_free(Config *c) {
         free(c->admin_group);
         free(c->pam_service);
         strv_free(c->allowed_origins);
+        strv_free(c->metrics_allow);
         free(c->auth_helper);
         free(c->auth_socket);
         free(c->tls_certificate);

@@ -30,6 +30,7 @@ typedef struct Config {
         char *pam_service;          /* PAM service name used by the auth helper */
         uid_t min_uid;              /* accounts below this uid may not log in */
         char **allowed_origins;     /* "scheme://host[:port]", lowercase; repeatable */
+        char **metrics_allow;       /* addresses or CIDR prefixes that may GET /metrics; empty = off */
         char *auth_helper;          /* multichat-auth to spawn (the daemon prefers one beside its own binary) */
         char *auth_socket;          /* connect here instead of spawning; NULL = spawn */
         size_t max_message_bytes;   /* largest WebSocket message accepted */

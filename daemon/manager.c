@@ -20,6 +20,7 @@
 #include "chat/chat.h"
 #include "config.h"
 #include "manager.h"
+#include "metrics.h"
 #include "net/listen.h"
 #include "net/login-limit.h"
 #include "net/loop-uv.h"
@@ -200,6 +201,16 @@ static int on_publish_logout(void *ud, const char *session_id) {
         return chat_publish_logout(((Manager *) ud)->chat, session_id);
 }
 
+static int on_metrics(void *ud, const char *peer, char **ret) {
+        Manager *m = ud;
+        MetricsSnapshot s;
+
+        if (!metrics_peer_is_allowed(m->config->metrics_allow, peer))
+                return -EPERM;
+        metrics_collect(&s, m->chat, m->web, &m->web_stats, m->redis, m->redis_reconnects);
+        return metrics_format(&s, ret);
+}
+
 static const WebHooks web_hooks = {
         .conn_ready = on_conn_ready,
         .conn_command = on_conn_command,
@@ -209,6 +220,7 @@ static const WebHooks web_hooks = {
         .rooms_json = on_rooms_json,
         .healthy = on_healthy,
         .publish_logout = on_publish_logout,
+        .metrics = on_metrics,
 };
 
 /* ---- the D-Bus backend's hooks ---- */
@@ -267,6 +279,9 @@ static void on_redis_state(Redis *r, bool connected, void *userdata) {
 
         if (connected) {
                 log_struct(LOG_INFO, 0, MESSAGE_ID_REDIS_BACK, NULL, "Connected to Redis.");
+                if (m->redis_was_connected)
+                        m->redis_reconnects++;
+                m->redis_was_connected = true;
                 chat_on_redis_connected(m->chat);
         } else {
                 log_struct(LOG_WARNING, 0, MESSAGE_ID_REDIS_LOST, NULL,
@@ -634,6 +649,7 @@ static int manager_setup_web(Manager *m) {
         s->uv = m->uv;
         s->redis = m->redis;
         s->auth = m->auth;
+        s->stats = &m->web_stats;
         s->hooks = &web_hooks;
         s->userdata = m;
         manager_apply_settings(m);

@@ -32,6 +32,7 @@ typedef struct Manager {
         AuthClient *auth;
         Chat *chat;
         WebServices web_services;
+        WebStats web_stats;
         Web *web;
         Listener *listener;
         Admin *admin;
@@ -41,6 +42,8 @@ typedef struct Manager {
         bool exiting;                 /* everything closed; waiting for Redis to take the last writes */
         bool reloading;
         int exit_code;
+        bool redis_was_connected;
+        uint64_t redis_reconnects;    /* connections made again after a loss */
 
         sd_event_source *status_timer;
         sd_event_source *shutdown_timer;

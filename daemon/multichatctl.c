@@ -46,6 +46,7 @@ static Transport arg_transport = TRANSPORT_SYSTEM;
 static const char *arg_address = NULL;
 static JsonMode arg_json = JSON_OFF;
 static bool arg_legend = true;
+static bool arg_ask_password = true;   /* let polkit ask for a password (through a running agent) */
 static bool arg_staff_only = false;
 static const char *arg_room = "";       /* announce, kick: "" is every room */
 static unsigned arg_level = 1;          /* announce: 1 warning, 2 alert, 3 muted */
@@ -83,6 +84,9 @@ static int log_call_error(int r, const sd_bus_error *error, const char *room_id,
 
         if (room && sd_bus_error_has_names(error, BUS_ERROR_NO_SUCH_ROOM, SD_BUS_ERROR_UNKNOWN_OBJECT))
                 fprintf(stderr, "No such room: %s\n", room_id);
+        else if (sd_bus_error_has_name(error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED))
+                fprintf(stderr, "Authentication required (run as root or a member of multichat-admin, or "
+                        "without --no-ask-password while a polkit agent runs)\n");
         else if (sd_bus_error_has_name(error, SD_BUS_ERROR_ACCESS_DENIED))
                 fprintf(stderr, "Not authorized (run as root or a member of multichat-admin)\n");
         else if (sd_bus_error_has_names(error, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
@@ -867,6 +871,7 @@ static void help(void) {
                "     --json=MODE           Print JSON: short (plain --json), pretty or off\n"
                "     --no-legend           Print tables without header and footer\n"
                "     --no-pager            Accepted for compatibility; no pager is used\n"
+               "     --no-ask-password     Fail rather than let polkit ask for a password\n"
                "     --staff-only          create-room: only staff may enter the room\n"
                "     --room=ID             announce, kick: this room only\n"
                "     --level=LEVEL         announce: warning (the default), alert or muted\n\n"
@@ -891,6 +896,7 @@ static int parse_argv(int argc, char *argv[]) {
         enum {
                 ARG_VERSION = 0x100, ARG_SYSTEM, ARG_USER, ARG_ADDRESS, ARG_JSON,
                 ARG_NO_LEGEND, ARG_NO_PAGER, ARG_STAFF_ONLY, ARG_ROOM, ARG_LEVEL,
+                ARG_NO_ASK_PASSWORD,
         };
         static const struct option options[] = {
                 { "help",       no_argument,       NULL, 'h'            },
@@ -904,6 +910,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "staff-only", no_argument,       NULL, ARG_STAFF_ONLY },
                 { "room",       required_argument, NULL, ARG_ROOM       },
                 { "level",      required_argument, NULL, ARG_LEVEL      },
+                { "no-ask-password", no_argument,  NULL, ARG_NO_ASK_PASSWORD },
                 {}
         };
         int c, r = 0;
@@ -936,6 +943,9 @@ static int parse_argv(int argc, char *argv[]) {
                         break;
                 case ARG_STAFF_ONLY:
                         arg_staff_only = true;
+                        break;
+                case ARG_NO_ASK_PASSWORD:
+                        arg_ask_password = false;
                         break;
                 case ARG_ROOM:          /* "" is every room, as on the bus */
                         r = *optarg ? check_room_id(optarg) : 0;
@@ -1005,6 +1015,7 @@ int main(int argc, char *argv[]) {
         r = bus_connect(&bus);
         if (r < 0)
                 return EXIT_FAILURE;
+        (void) sd_bus_set_allow_interactive_authorization(bus, arg_ask_password);
         r = verb->run(bus, args);
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -183,6 +183,7 @@ static void assert_defaults(const Config *c) {
         ASSERT_STREQ(c->pam_service, "multichat");
         ASSERT_INT_EQ(c->min_uid, 1000);
         ASSERT_INT_EQ(strv_length(c->allowed_origins), 0);
+        ASSERT_INT_EQ(strv_length(c->metrics_allow), 0);
         ASSERT_STREQ(c->auth_helper, MULTICHAT_AUTH_HELPER);
         ASSERT_NULL(c->auth_socket);
         ASSERT_INT_EQ(c->max_message_bytes, 4096);
@@ -246,6 +247,8 @@ static void test_every_key(void) {
                    "allowed-origin = https://Chat.Example.org\n"
                    "allowed-origin = http://[::1]:8080\n"
                    "allowed-origin = https://chat.example.org\n"
+                   "metrics-allow = 127.0.0.1 ::1\n"
+                   "metrics-allow =  10.0.0.0/8  127.0.0.1 \n"
                    "auth-helper = /opt/mc/multichat-auth\n"
                    "auth-socket = /run/multichat-auth/auth.sock\n"
                    "max-message-bytes = 64K\n"
@@ -284,6 +287,11 @@ static void test_every_key(void) {
         ASSERT_INT_EQ(strv_length(c->allowed_origins), 2);
         ASSERT_STREQ(c->allowed_origins[0], "https://chat.example.org");
         ASSERT_STREQ(c->allowed_origins[1], "http://[::1]:8080");
+        /* Split on blanks, the duplicate dropped. */
+        ASSERT_INT_EQ(strv_length(c->metrics_allow), 3);
+        ASSERT_STREQ(c->metrics_allow[0], "127.0.0.1");
+        ASSERT_STREQ(c->metrics_allow[1], "::1");
+        ASSERT_STREQ(c->metrics_allow[2], "10.0.0.0/8");
         ASSERT_STREQ(c->auth_helper, "/opt/mc/multichat-auth");
         ASSERT_STREQ(c->auth_socket, "/run/multichat-auth/auth.sock");
         ASSERT_INT_EQ(c->max_message_bytes, 65536);
@@ -315,7 +323,8 @@ static void test_dropins(void) {
                    "rate-limit = 5\n"
                    "rate-burst = 50\n"
                    "listen = 127.0.0.1:1\n"
-                   "listen = 127.0.0.1:2\n");
+                   "listen = 127.0.0.1:2\n"
+                   "metrics-allow = 127.0.0.1\n");
         make_dir("mc.conf.d");
         write_file("mc.conf.d/20-b.conf", "[multichat]\nrate-limit = 7\nlisten = 127.0.0.1:4\n");
         write_file("mc.conf.d/10-a.conf", "[multichat]\nrate-limit = 6\nlisten = 127.0.0.1:3\nmin-uid = 2000\n");
@@ -338,13 +347,15 @@ static void test_dropins(void) {
         ASSERT_STREQ(c->listen[1], "127.0.0.1:2");
         ASSERT_STREQ(c->listen[2], "127.0.0.1:3");
         ASSERT_STREQ(c->listen[3], "127.0.0.1:4");
+        ASSERT_INT_EQ(strv_length(c->metrics_allow), 1);
 
         /* An empty value resets the list; later values add again. */
-        write_file("mc.conf.d/50-reset.conf", "[multichat]\nlisten =\nlisten = 127.0.0.1:9\nallowed-origin=\n");
+        write_file("mc.conf.d/50-reset.conf", "[multichat]\nlisten =\nlisten = 127.0.0.1:9\nallowed-origin=\nmetrics-allow=\n");
         ASSERT_OK(load(&d, NULL, main_path, NULL));
         ASSERT_INT_EQ(strv_length(d->listen), 1);
         ASSERT_STREQ(d->listen[0], "127.0.0.1:9");
         ASSERT_INT_EQ(strv_length(d->allowed_origins), 0);
+        ASSERT_INT_EQ(strv_length(d->metrics_allow), 0);
         d = config_free(d);
 
         /* Drop-ins of a missing default file still apply. */
@@ -482,6 +493,9 @@ static void test_file_errors(void) {
                 { "allowed-origin", "*", "expected http://HOST" },
                 { "allowed-origin", "https://a.example/", "expected http(s)://HOST[:PORT], without a path" },
                 { "allowed-origin", "https://a.example:0", "expected http(s)://HOST[:PORT]" },
+                { "metrics-allow", "localhost", "'localhost' is not an IPv4 or IPv6 address" },
+                { "metrics-allow", "::1 10.0.0.0/33", "'10.0.0.0/33' is not an IPv4 or IPv6 address" },
+                { "metrics-allow", "127.0.0.1:9090", "'127.0.0.1:9090' is not an IPv4 or IPv6 address" },
                 { "auth-socket", "sock", "expected an absolute path" },
                 { "max-message-bytes", "2M", "expected a size from 64 to 1048576 bytes" },
                 { "max-message-bytes", "63", "expected a size from 64" },

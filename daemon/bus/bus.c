@@ -32,7 +32,7 @@ typedef enum BusOp {
 } BusOp;
 
 typedef enum BusRequestState {
-        REQUEST_CREDENTIALS,    /* asking the bus driver who the caller is: ours to cancel */
+        REQUEST_CREDENTIALS,    /* asking the bus driver who the caller is, then polkit: ours to cancel */
         REQUEST_AUTHORIZING,    /* in backend->check_admin(): the backend completes it */
         REQUEST_RUNNING,        /* in a backend operation: the backend completes it */
 } BusRequestState;
@@ -41,7 +41,7 @@ struct BusRequest {
         Bus *bus;                       /* NULL once the Bus is freed: replies go nowhere */
         LIST_FIELDS(BusRequest, requests);
         sd_bus_message *message;
-        sd_bus_slot *credentials_slot;
+        sd_bus_slot *call_slot;         /* GetConnectionCredentials, then CheckAuthorization */
         BusRequestState state;
         BusOp op;
         char *id;                       /* room id; "" for every room (announce, kick) */
@@ -49,6 +49,8 @@ struct BusRequest {
         bool flag;                      /* staff_only */
         unsigned level;
         uid_t uid;                      /* the caller, once the bus driver told us */
+        gid_t *gids;                    /* its supplementary groups as the bus reported them, for the group check */
+        size_t n_gids;
 };
 
 typedef struct PendingChange {
@@ -117,8 +119,9 @@ static BusRequest *request_free(BusRequest *req) {
                 LIST_REMOVE(requests, req->bus->requests, req);
                 req->bus->n_requests--;
         }
-        sd_bus_slot_unref(req->credentials_slot);
+        sd_bus_slot_unref(req->call_slot);
         sd_bus_message_unref(req->message);
+        free(req->gids);
         free(req->id);
         free(req->text);
         return mfree(req);
@@ -277,15 +280,88 @@ static int read_credentials(sd_bus_message *m, uid_t *ret_uid, const gid_t **ret
         return 0;
 }
 
+/* Without polkit: root, or whoever the backend says is in the admin group. */
+static int request_check_group(BusRequest *req) {
+        const BusBackend *be = req->bus->backend;
+        int r;
+
+        if (!be->check_admin) {
+                bus_request_complete(req, -EACCES, NULL);
+                return 0;
+        }
+        req->state = REQUEST_AUTHORIZING;
+        r = be->check_admin(req->bus->userdata, req->uid, req->gids, req->n_gids, req);
+        if (r < 0)
+                bus_request_complete(req, r, NULL);
+        return 0;
+}
+
+static void request_fail_interactive(BusRequest *req) {
+        (void) sd_bus_reply_method_errorf(req->message, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED,
+                                          "Administering multichat needs authentication; call with "
+                                          "interactive authorization allowed.");
+        request_free(req);
+}
+
+static int on_polkit_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        BusRequest *req = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        int authorized, challenge;
+
+        req->call_slot = sd_bus_slot_unref(req->call_slot);
+
+        /* No polkit on this bus (not installed, or a bus of our own): the
+         * group check, as polkit's rules file would decide. Any other
+         * failure denies: polkit is there and did not say yes. */
+        if (e && (sd_bus_error_has_name(e, SD_BUS_ERROR_SERVICE_UNKNOWN) ||
+                  sd_bus_error_has_name(e, SD_BUS_ERROR_NAME_HAS_NO_OWNER)))
+                return request_check_group(req);
+        if (e || sd_bus_message_enter_container(reply, 'r', "bba{ss}") < 0 ||
+            sd_bus_message_read(reply, "bb", &authorized, &challenge) < 0) {
+                bus_request_complete(req, -EACCES, NULL);
+                return 0;
+        }
+        if (authorized)
+                return request_dispatch(req);
+        if (challenge)
+                request_fail_interactive(req);
+        else
+                bus_request_complete(req, -EACCES, NULL);
+        return 0;
+}
+
+/* Asks polkit about the caller's bus name, as systemd's own daemons do:
+ * polkit then finds the process, its user and its session itself. */
+static int request_check_polkit(BusRequest *req) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+        uint32_t flags = 0;
+        int r;
+
+        if (sd_bus_message_get_allow_interactive_authorization(req->message) > 0)
+                flags |= BUS_POLKIT_ALLOW_USER_INTERACTION;
+        r = sd_bus_message_new_method_call(req->bus->bus, &call, "org.freedesktop.PolicyKit1",
+                                           "/org/freedesktop/PolicyKit1/Authority",
+                                           "org.freedesktop.PolicyKit1.Authority", "CheckAuthorization");
+        if (r >= 0)
+                r = sd_bus_message_append(call, "(sa{sv})sa{ss}us", "system-bus-name", 1, "name", "s",
+                                          sd_bus_message_get_sender(req->message), BUS_POLKIT_ACTION,
+                                          0, flags, "");
+        if (r < 0)
+                return r;
+        /* With interaction polkit waits for a password: as long as the
+         * caller's own call may wait. */
+        return sd_bus_call_async(req->bus->bus, &req->call_slot, call, on_polkit_reply, req,
+                                 flags ? BUS_POLKIT_INTERACTIVE_TIMEOUT_USEC : 0);
+}
+
 static int on_credentials_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
         BusRequest *req = userdata;
-        const BusBackend *be = req->bus->backend;
         const gid_t *gids;
         size_t n_gids;
         uid_t uid;
         int r;
 
-        req->credentials_slot = sd_bus_slot_unref(req->credentials_slot);
+        req->call_slot = sd_bus_slot_unref(req->call_slot);
 
         /* Never fall back to anything the caller could influence: no
          * credentials, no access. The uid is what the kernel told the bus
@@ -299,13 +375,17 @@ static int on_credentials_reply(sd_bus_message *reply, void *userdata, sd_bus_er
         req->uid = uid;
         if (uid == 0)
                 return request_dispatch(req);
-        if (!be->check_admin) {
-                bus_request_complete(req, -EACCES, NULL);
-                return 0;
-        }
 
-        req->state = REQUEST_AUTHORIZING;
-        r = be->check_admin(req->bus->userdata, uid, gids, n_gids, req);
+        if (n_gids > 0) {
+                req->gids = malloc(n_gids * sizeof(gid_t));
+                if (!req->gids) {
+                        bus_request_complete(req, -ENOMEM, NULL);
+                        return 0;
+                }
+                memcpy(req->gids, gids, n_gids * sizeof(gid_t));
+                req->n_gids = n_gids;
+        }
+        r = request_check_polkit(req);
         if (r < 0)
                 bus_request_complete(req, r, NULL);
         return 0;
@@ -352,7 +432,7 @@ static int request_start(Bus *b, sd_bus_message *m, BusOp op, char *id, char *te
         LIST_PREPEND(requests, b->requests, req);
         b->n_requests++;
 
-        r = sd_bus_call_method_async(b->bus, &req->credentials_slot,
+        r = sd_bus_call_method_async(b->bus, &req->call_slot,
                                      "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
                                      "GetConnectionCredentials", on_credentials_reply, req, "s", sender);
         if (r < 0) {

@@ -22,6 +22,14 @@
  * connections would otherwise send one full Members list per join). */
 #define BUS_CHANGE_INTERVAL_USEC (100 * 1000ULL)
 
+/* The polkit action every state-changing call (and ListConnections) is
+ * checked against; dbus/org.multichat.chat1.policy declares it. */
+#define BUS_POLKIT_ACTION "org.multichat.chat1.manage"
+/* CheckAuthorization's AllowUserInteraction flag. */
+#define BUS_POLKIT_ALLOW_USER_INTERACTION 1u
+/* How long polkit may take when it asks the user for a password. */
+#define BUS_POLKIT_INTERACTIVE_TIMEOUT_USEC (120 * 1000000ULL)
+
 typedef struct Bus Bus;
 typedef struct BusRequest BusRequest;   /* one state-changing call the backend completes later */
 
@@ -76,8 +84,8 @@ typedef struct BusBackend {
         /* room_id "" means every connection of that user. */
         int (*kick)(void *ud, const char *username, const char *room_id, BusRequest *req);
 
-        /* Whether a caller other than root may administer (member of the admin
-         * group). gids are the supplementary groups the bus reported for the
+        /* Without polkit on the bus: whether a caller other than root may
+         * administer (member of the admin group). gids are the supplementary groups the bus reported for the
          * caller's connection (UnixGroupIDs), NULL if it reported none: the
          * backend may accept those and otherwise ask NSS (getgrouplist) off
          * the event loop. Complete with bus_request_authorized(). NULL: only

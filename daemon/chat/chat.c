@@ -38,7 +38,9 @@ struct Chat {
         ChatMember *members;          /* every member, newest first */
         Overload overload;
         uint64_t time_asked_usec;     /* CLOCK_REALTIME, when TIME was sent to Redis */
-        uint64_t messages_relayed;
+        uint64_t messages_relayed;    /* deliveries: one per member a message went to */
+        uint64_t messages_received;   /* live messages Redis brought, once each */
+        uint64_t refusals[_PROTOCOL_ERROR_MAX];   /* errors commands were answered with */
         char daemon_id[CHAT_DAEMON_ID_LEN + 1];   /* random per start; keys this daemon's presence in Redis */
         char epoch[STORE_EPOCH_MAX + 1];          /* the data's lineage, "" before the first connect */
         uint64_t data_lost_usec;                  /* CLOCK_REALTIME, when Redis was found without it; 0 never */
@@ -82,6 +84,8 @@ static void member_close(ChatMember *mb, uint16_t code, const char *reason) {
 }
 
 static void send_error(ChatMember *mb, ProtocolError e, const char *ref) {
+        if (e > PROTOCOL_OK && e < _PROTOCOL_ERROR_MAX)
+                mb->chat->refusals[e]++;
         member_send_json(mb, protocol_format_error(e, ref));
 }
 
@@ -1063,6 +1067,8 @@ void chat_on_redis_disconnected(Chat *chat) {
 }
 
 static void on_room_event(Chat *chat, Room *room, const Event *ev) {
+        if (ev->kind == EVENT_MESSAGE)
+                chat->messages_received++;
         /* While the room replays its stream, live events wait behind it. */
         if (room->catch_up)
                 return catch_up_hold(room->catch_up, ev);
@@ -1295,6 +1301,22 @@ uint64_t chat_data_lost_usec(const Chat *chat) {
 
 uint64_t chat_messages_relayed(const Chat *chat) {
         return chat->messages_relayed;
+}
+
+uint64_t chat_messages_received(const Chat *chat) {
+        return chat->messages_received;
+}
+
+uint64_t chat_refusals(const Chat *chat, ProtocolError e) {
+        return e > PROTOCOL_OK && e < _PROTOCOL_ERROR_MAX ? chat->refusals[e] : 0;
+}
+
+uint64_t chat_relay_lag_usec(const Chat *chat) {
+        return chat->overload.lag_usec;
+}
+
+bool chat_is_overloaded(const Chat *chat) {
+        return chat->overload.active;
 }
 
 size_t chat_room_count(const Chat *chat) {

@@ -63,10 +63,19 @@ void chat_set_settings(Chat *chat, const ChatSettings *settings);
 
 const char *chat_daemon_id(const Chat *chat);
 bool chat_is_ready(const Chat *chat);
+/* Deliveries: a message relayed to three members counts three. */
 uint64_t chat_messages_relayed(const Chat *chat);
 /* When (CLOCK_REALTIME) Redis was last found to have lost its data; the
  * chat put its rooms back and goes on. 0: never since start. */
 uint64_t chat_data_lost_usec(const Chat *chat);
+/* Live messages that came from Redis, each once. */
+uint64_t chat_messages_received(const Chat *chat);
+/* Commands the chat answered with error e. */
+uint64_t chat_refusals(const Chat *chat, ProtocolError e);
+/* How late the newest live message was relayed (Redis's clock), and
+ * whether new messages are refused in part for it (overload-lag). */
+uint64_t chat_relay_lag_usec(const Chat *chat);
+bool chat_is_overloaded(const Chat *chat);
 size_t chat_room_count(const Chat *chat);
 Room *chat_find_room(Chat *chat, const char *id);
 /* Rooms ordered by title (then id), malloc'd; NULL on OOM. */

@@ -205,6 +205,7 @@ static void on_login_authenticated(const AuthResult *res, void *userdata) {
                            LOG_FIELDS({ "USER", a->username }, { "REMOTE_ADDR", a->address }),
                            "Login failed for %s from %s: %s", a->username, a->address,
                            res->result == -EPERM ? "account not allowed" : "wrong username or password");
+                s->stats->logins_refused++;
                 return login_fail(a, res->fail_delay_usec);
         }
         if (res->result < 0) {
@@ -222,6 +223,7 @@ static void on_login_authenticated(const AuthResult *res, void *userdata) {
                 return;
         }
 
+        s->stats->logins_accepted++;
         log_struct(LOG_INFO, 0, MESSAGE_ID_LOGIN_OK,
                    LOG_FIELDS({ "USER", res->username }, { "REMOTE_ADDR", a->address }),
                    "%s logged in from %s%s.", res->username, a->address, res->staff ? " (staff)" : "");
@@ -277,6 +279,7 @@ void http_login_submit(HttpExchange *x) {
         if (http_form_get(x->body ?: "", x->body_len, "username", &user) < 0 ||
             http_form_get(x->body ?: "", x->body_len, "password", &password) < 0 ||
             !user[0] || strlen(user) > 64) {
+                s->stats->logins_refused++;
                 login_page_with(x, 401, LOGIN_FAILED_TEXT, next);
                 return;
         }
@@ -286,6 +289,7 @@ void http_login_submit(HttpExchange *x) {
                 log_struct(LOG_NOTICE, 0, MESSAGE_ID_LOGIN_FAILED,
                            LOG_FIELDS({ "USER", user }, { "REMOTE_ADDR", x->peer }),
                            "Login attempt for %s from %s refused: too many attempts.", user, x->peer);
+                s->stats->logins_throttled++;
                 snprintf(buf, sizeof buf, "%u", retry);
                 (void) http_exchange_add_header(x, "retry-after:", buf);
                 login_page_with(x, 429, "Too many login attempts. Please wait a minute.", next);
@@ -315,6 +319,7 @@ void http_login_submit(HttpExchange *x) {
                            LOG_FIELDS({ "USER", a->username }, { "REMOTE_ADDR", a->address }),
                            "Login failed for %s from %s: not a valid username or password",
                            a->username, a->address);
+                s->stats->logins_refused++;
                 login_fail(a, AUTH_FAIL_DELAY_USEC);
         } else if (r < 0) {
                 log_warning_errno(r, "Could not ask the auth helper: %m");

@@ -34,6 +34,17 @@ typedef struct WebSettings {
         unsigned max_connections_per_address; /* per IPv4 address or IPv6 /64; 0: no limit */
 } WebSettings;
 
+/* What the web front counts, for /metrics; the owner keeps it and the net
+ * modules increment it. Counters only grow. */
+typedef struct WebStats {
+        uint64_t connections_opened;    /* WebSockets that passed the handshake */
+        uint64_t slow_readers_cut;      /* closed with 1013: the send queue was full */
+        uint64_t refusals[_PROTOCOL_ERROR_MAX];   /* errors the net layer answered commands with */
+        uint64_t logins_accepted;
+        uint64_t logins_refused;        /* wrong password, unknown or disallowed account */
+        uint64_t logins_throttled;      /* over login-attempts */
+} WebStats;
+
 /* How the web front reports upward; ud is WebServices.userdata. */
 typedef struct WebHooks {
         /* A WebSocket passed its session check and takes commands now;
@@ -53,6 +64,9 @@ typedef struct WebHooks {
         bool (*healthy)(void *ud, const char **ret_reason);
         /* A logout: every daemon closes that session's WebSockets. */
         int (*publish_logout)(void *ud, const char *session_id);
+        /* GET /metrics from peer (a numeric address): the Prometheus text,
+         * malloc'd, in *ret; -EPERM when that address may not scrape. */
+        int (*metrics)(void *ud, const char *peer, char **ret);
 } WebHooks;
 
 /* Filled by the owner, which keeps it valid until web_free() and may
@@ -66,6 +80,7 @@ typedef struct WebServices {
         StaticFiles *static_files;
         WebSettings settings;
         bool stopping;                  /* answer, then close: no next request */
+        WebStats *stats;
         const WebHooks *hooks;
         void *userdata;
 } WebServices;

@@ -201,6 +201,7 @@ int test_web_setup(TestWeb *t) {
                 },
                 .hooks = &recorder_hooks,
                 .userdata = &t->rec,
+                .stats = &t->stats,
         };
         ASSERT_OK(web_new(&t->web, &t->services));
         setup_listener(t);

@@ -47,6 +47,7 @@ typedef struct TestWeb {
         LoginLimiter *login_limiter;
         StaticFiles *static_files;
         WebServices services;
+        WebStats stats;
         Web *web;
         Recorder rec;
 

@@ -131,6 +131,21 @@ static void web_respond_405(HttpExchange *x, const char *allow) {
         (void) http_respond_error(x, 405);
 }
 
+/* Scrapers not on the allow list get the same 404 as any unknown path. */
+static void web_metrics(HttpExchange *x) {
+        const WebServices *s = x->services;
+        char *text = NULL;
+        int r;
+
+        r = s->hooks->metrics(s->userdata, x->peer, &text);
+        if (r == -EPERM)
+                (void) http_respond_error(x, 404);
+        else if (r < 0)
+                (void) http_respond_error(x, 500);
+        else
+                (void) http_respond_take(x, 200, "text/plain; version=0.0.4; charset=utf-8", text, strlen(text));
+}
+
 static void web_route(HttpExchange *x) {
         const char *p = x->path;
 
@@ -163,6 +178,8 @@ static void web_route(HttpExchange *x) {
                 http_api_rooms(x);
         else if (streq(p, "/healthz"))
                 http_api_healthz(x);
+        else if (streq(p, "/metrics"))
+                web_metrics(x);
         else if (strncmp(p, "/static/", 8) == 0)
                 http_api_static(x);
         else if (streq(p, WS_PATH))

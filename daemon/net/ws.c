@@ -71,6 +71,8 @@ static void ws_conn_abort(Conn *c) {
 }
 
 static void ws_conn_send_error(Conn *c, ProtocolError e, const char *ref) {
+        if (e > PROTOCOL_OK && e < _PROTOCOL_ERROR_MAX)
+                c->hub->services->stats->refusals[e]++;
         ws_conn_send_json(c, protocol_format_error(e, ref));
 }
 
@@ -134,6 +136,7 @@ void ws_conn_send(Conn *c, Frame *f) {
                 log_info("Closing connection of %s (%s): %u frames queued, it reads too slowly.",
                          c->username, c->peer, c->queue_len);
                 ws_conn_drop_queue(c);
+                c->hub->services->stats->slow_readers_cut++;
                 ws_conn_close(c, WS_CLOSE_TRY_AGAIN_LATER, "too slow");
                 return;
         }
@@ -575,6 +578,7 @@ int ws_conn_new(Conn **ret, WsHub *hub, struct lws *wsi, const char *session_id,
 
         LIST_PREPEND(conns, hub->conns, c);
         hub->n_conns++;
+        s->stats->connections_opened++;
         s->hooks->conns_changed(s->userdata, hub->n_conns);
         *ret = c;
         return 0;
