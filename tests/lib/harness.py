@@ -903,10 +903,15 @@ class Stack:
         that know both and each other; returns (replica, sentinels)."""
         self.redis.port = self.redis.port or _free_port()
         self.redis.start()
+        # Redis 7 waits 5 s before a first full sync by default; a test
+        # that kills the master sooner would find an empty replica.
+        self.redis.command("CONFIG", "SET", "repl-diskless-sync-delay", "0")
         replica = Redis(self.dir, name="replica", port=_free_port(),
                         args=["--replicaof", "127.0.0.1", str(self.redis.port)], auth=self.redis.auth)
         self.more_redis.append(replica)
         replica.start()
+        wait_until(lambda: replica.command("ROLE")[3] == "connected", 30, interval=0.1,
+                   what="the replica in sync with the master")
         sentinels = []
         for i in range(n_sentinels):
             s = Sentinel(self.dir, f"sentinel{i}", _free_port(), self.redis, down_after_ms=down_after_ms)
