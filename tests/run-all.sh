@@ -1,16 +1,24 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
-# Builds and runs every test: the plain build (build/: unit, integration,
-# browser and system suites), then an AddressSanitizer + UBSan build
-# (build-asan/: unit and integration suites). The last line of output is
-# the total over both runs, alone: "N passed, N failed" (", N skipped" when
-# any). Exits non-zero when anything failed.
+# Installs what the tests need (tools/install-deps.sh; root or sudo), then
+# builds and runs every test: the plain build (build/: unit, integration,
+# browser and system suites), an AddressSanitizer + UBSan build
+# (build-asan/: unit and integration suites), and the other supported
+# Debian release (Debian 13 on a Debian 12 machine, and the other way
+# round) in systemd-nspawn: build, unit and integration suites against its
+# Redis and its Valkey, its .deb, and the system test booting that release
+# with that .deb (tests/system/release.py, build-<release>/). The last line
+# of output is the total over all of it, alone: "N passed, N failed"
+# (", N skipped" when any). Exits non-zero when anything failed.
 #
 # Environment:
+#   MULTICHAT_NO_APT=1          install nothing (say what is missing)
 #   MULTICHAT_NO_ASAN=1         skip the sanitizer pass
 #   MULTICHAT_NO_SYSTEM=1       skip the system suite (the .deb under systemd
 #                               in systemd-nspawn; needs root and network
-#                               for its first, cached debootstrap)
+#                               for its first, cached debootstrap) and the
+#                               other release
+#   MULTICHAT_NO_OTHER_RELEASE=1  skip the other release only
 #   MULTICHAT_BUILD_DIR_PLAIN   plain build directory (default build)
 #   MULTICHAT_BUILD_DIR_ASAN    sanitizer build directory (default build-asan)
 #   MESON_TEST_ARGS             extra arguments for every meson test run
@@ -24,7 +32,7 @@ read -r -a EXTRA <<< "${MESON_TEST_ARGS:-}"
 
 passed=0 failed=0 skipped=0
 
-note() { printf '=== %s\n' "$*"; }
+note() { printf '=== %s (%s)\n' "$*" "$(date -u +%T)"; }
 
 setup() {
         local dir=$1; shift
@@ -83,6 +91,21 @@ build() {
         return 1
 }
 
+codename() {
+        local VERSION_CODENAME=
+        # shellcheck disable=SC1091
+        [ -r /etc/os-release ] && . /etc/os-release
+        echo "${VERSION_CODENAME:-unknown}"
+}
+
+sets=(build run test browser package)
+[ "${MULTICHAT_NO_SYSTEM:-0}" = 1 ] || sets+=(system)
+note "packages: tools/install-deps.sh ${sets[*]}"
+if ! tools/install-deps.sh "${sets[@]}"; then
+        echo "installing the packages failed" >&2
+        failed=$((failed + 1))
+fi
+
 note "plain build: $PLAIN"
 if build "$PLAIN"; then
         # The system suite runs here only: it tests the .deb, which
@@ -104,6 +127,41 @@ if [ "${MULTICHAT_NO_ASAN:-0}" != 1 ]; then
                 MULTICHAT_ASAN=1 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
                 UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
                         run "$ASAN" --suite unit --suite integration --timeout-multiplier 2
+        fi
+fi
+
+# The other release: in CI and with root only (debootstrap, nspawn).
+case $(codename) in
+bookworm) OTHER=trixie ;;
+trixie) OTHER=bookworm ;;
+*) OTHER= ;;
+esac
+if [ "${MULTICHAT_NO_SYSTEM:-0}" != 1 ] && [ "${MULTICHAT_NO_OTHER_RELEASE:-0}" != 1 ] && [ -n "$OTHER" ]; then
+        out=build-$OTHER
+        note "$OTHER in systemd-nspawn: build, unit and integration suites, .deb ($out/)"
+        tests/system/release.py "$OTHER" "$out"
+        rc=$?
+        if [ "$rc" = 77 ] && [ "${MULTICHAT_SYSTEM_REQUIRED:-0}" != 1 ]; then
+                skipped=$((skipped + 1))
+        elif [ "$rc" != 0 ]; then
+                failed=$((failed + 1))
+        fi
+        for d in "$out/redis" "$out/valkey"; do
+                [ -f "$d/meson-logs/testlog.json" ] && count "$d"
+        done
+        [ "$rc" = 0 ] && [ ! -f "$out/redis/meson-logs/testlog.json" ] && failed=$((failed + 1))
+        deb=$(ls "$out"/deb/multichat_*.deb 2>/dev/null | head -n 1)
+        if [ -n "$deb" ]; then
+                note "system test: $OTHER booted with $deb"
+                MULTICHAT_SYSTEM_RELEASE=$OTHER MULTICHAT_DEB=$deb tests/system/run.py
+                case $? in
+                0) passed=$((passed + 1)) ;;
+                77) skipped=$((skipped + 1)) ;;
+                *) failed=$((failed + 1)) ;;
+                esac
+        elif [ "$rc" != 77 ]; then
+                echo "no $OTHER package was built" >&2
+                failed=$((failed + 1))
         fi
 fi
 
