@@ -31,6 +31,7 @@ ASAN=${MULTICHAT_BUILD_DIR_ASAN:-build-asan}
 read -r -a EXTRA <<< "${MESON_TEST_ARGS:-}"
 
 passed=0 failed=0 skipped=0
+started=$(date +%s)
 
 note() { printf '=== %s (%s)\n' "$*" "$(date -u +%T)"; }
 
@@ -165,6 +166,7 @@ if [ "${MULTICHAT_NO_SYSTEM:-0}" != 1 ] && [ "${MULTICHAT_NO_OTHER_RELEASE:-0}" 
         fi
 fi
 
+note "all done in $(( $(date +%s) - started )) s"
 line="$passed passed, $failed failed"
 [ "$skipped" -gt 0 ] && line+=", $skipped skipped"
 echo "$line"
