@@ -12,9 +12,9 @@
 #            redis-server package installs and enables), dbus-daemon,
 #            busctl (systemd), pam_unix
 #   test     the unit and integration suites: redis-server, pam_wrapper,
-#            nss_wrapper, dbus-daemon, systemd-socket-activate, python3
+#            nss_wrapper, dbus-daemon, systemd-socket-activate, python3, node
 #            (and on Debian 13 valkey-server)
-#   browser  the browser suite: Chromium, node and npm, then `npm ci` for
+#   browser  the browser suite: Chromium and npm, then `npm ci` for
 #            tests/browser
 #   package  the Debian package: debhelper, dpkg-dev, lintian, bash-completion
 #   system   the system suite: debootstrap, systemd-nspawn, git
@@ -41,6 +41,11 @@ codename() {
 
 SETS=(build run test browser package system)
 
+# A command this machine has; for another release, as on a fresh one, none.
+have() {
+        [[ -z ${MULTICHAT_CODENAME:-} ]] && command -v "$1" >/dev/null
+}
+
 packages_of() {
         case $1 in
         build)
@@ -52,14 +57,14 @@ packages_of() {
         test)
                 echo redis-server dbus-daemon systemd libpam-wrapper libnss-wrapper python3
                 # Debian 13's Valkey: the integration suite runs against it too.
-                [[ $(codename) == bookworm ]] || echo valkey-server ;;
+                [[ $(codename) == bookworm ]] || echo valkey-server
+                # The page's unit test runs under node. One from elsewhere
+                # (NodeSource, which bundles npm) conflicts with Debian's
+                # nodejs and npm: only when there is none.
+                have node || echo nodejs ;;
         browser)
                 echo chromium
-                # A node from elsewhere (NodeSource bundles npm) conflicts
-                # with Debian's npm: only when there is none.
-                if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-                        echo nodejs npm
-                fi ;;
+                have npm || echo npm ;;
         package)
                 echo debhelper dpkg-dev lintian bash-completion ;;
         system)
