@@ -125,9 +125,17 @@ quickstart() {
         # ignored, and bash cannot trap a signal ignored at its start.
         kill -TERM "$pid" 2>/dev/null
         wait "$pid"
+        # multichatd's PAM helper leaves when it reads the end of its socket.
         local left
-        left=$(procs_in_root)
+        for ((i = 0; i < 50; i++)); do
+                left=$(procs_in_root)
+                [[ -z $left ]] && break
+                sleep 0.1
+        done
         check "SIGTERM (as Ctrl-C) stops it and everything it started" test -z "$left"
+        for p in $left; do
+                printf '    left: %s\n' "$(tr '\0' ' ' <"/proc/$p/cmdline")"
+        done
 }
 
 tests() {
