@@ -107,6 +107,22 @@ if ! tools/install-deps.sh "${sets[@]}"; then
         failed=$((failed + 1))
 fi
 
+# The other release (at the end): its cached root is made meanwhile, in
+# the background, since debootstrap and apt mostly wait for the mirror.
+case $(codename) in
+bookworm) OTHER=trixie ;;
+trixie) OTHER=bookworm ;;
+*) OTHER= ;;
+esac
+prepare=
+if [ "${MULTICHAT_NO_SYSTEM:-0}" != 1 ] && [ "${MULTICHAT_NO_OTHER_RELEASE:-0}" != 1 ] &&
+   [ -n "$OTHER" ] && [ "$(id -u)" = 0 ]; then
+        mkdir -p "build-$OTHER"
+        note "preparing the $OTHER root in the background (build-$OTHER/prepare.log)"
+        tests/system/release.py --prepare "$OTHER" >"build-$OTHER/prepare.log" 2>&1 &
+        prepare=$!
+fi
+
 note "plain build: $PLAIN"
 if build "$PLAIN"; then
         # The system suite runs here only: it tests the .deb, which
@@ -132,11 +148,10 @@ if [ "${MULTICHAT_NO_ASAN:-0}" != 1 ]; then
 fi
 
 # The other release: in CI and with root only (debootstrap, nspawn).
-case $(codename) in
-bookworm) OTHER=trixie ;;
-trixie) OTHER=bookworm ;;
-*) OTHER= ;;
-esac
+if [ -n "$prepare" ]; then
+        wait "$prepare" || { echo "preparing the $OTHER root failed:" >&2; tail -n 20 "build-$OTHER/prepare.log" >&2; }
+        grep '^# timing' "build-$OTHER/prepare.log"
+fi
 if [ "${MULTICHAT_NO_SYSTEM:-0}" != 1 ] && [ "${MULTICHAT_NO_OTHER_RELEASE:-0}" != 1 ] && [ -n "$OTHER" ]; then
         out=build-$OTHER
         note "$OTHER in systemd-nspawn: build, unit and integration suites, .deb ($out/)"

@@ -34,8 +34,9 @@ check() { local what=$1; shift; if "$@"; then ok "$what"; else fail "$what"; fi;
 elapsed() { echo $(( $(date +%s) - $1 )); }
 
 [[ $EUID -eq 0 ]] || { echo "readme.sh: needs root" >&2; exit 77; }
-base=$(ls -d "$CACHE/$RELEASE"-base-* 2>/dev/null | head -n 1)
-[[ -n $base ]] || { echo "readme.sh: no cached $RELEASE root: run MULTICHAT_SYSTEM_RELEASE=$RELEASE tests/system/run.py first" >&2; exit 1; }
+base=$(cd "$REPO/tests/system" && MULTICHAT_SYSTEM_CACHE=$CACHE MULTICHAT_SYSTEM_RELEASE=$RELEASE \
+       python3 -B -c 'import run; print(run.base_dir())')
+[[ -d $base ]] || { echo "readme.sh: no cached $RELEASE root: run MULTICHAT_SYSTEM_RELEASE=$RELEASE tests/system/run.py first" >&2; exit 1; }
 
 # A private mount namespace: the overlay and its mounts vanish with us.
 if [[ -z ${MULTICHAT_README_NS:-} ]]; then

@@ -4,6 +4,10 @@
 systemd-nspawn: Debian 13 "trixie" on a Debian 12 machine.
 
   tests/system/release.py RELEASE OUTDIR
+  tests/system/release.py --prepare RELEASE
+
+--prepare only makes the cached root (debootstrap and the package layer),
+which run-all.sh starts in the background while this release's suites run.
 
 In a debootstrapped root of RELEASE (the system test's cached base, plus a
 cached layer with what tools/install-deps.sh installs for the sets build,
@@ -35,13 +39,14 @@ from pathlib import Path
 
 sys.dont_write_bytecode = True
 
+PREPARE = sys.argv[1:2] == ["--prepare"]
 if len(sys.argv) != 3:
     sys.exit(__doc__)
-os.environ["MULTICHAT_SYSTEM_RELEASE"] = sys.argv[1]
+os.environ["MULTICHAT_SYSTEM_RELEASE"] = sys.argv[2] if PREPARE else sys.argv[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as system  # noqa: E402  (reads the release from the environment)
 
-OUT = Path(sys.argv[2]).resolve()
+OUT = None if PREPARE else Path(sys.argv[2]).resolve()
 SETS = ["build", "run", "test", "package"]
 INSTALL_DEPS = system.SRC / "tools" / "install-deps.sh"
 
@@ -84,7 +89,7 @@ def ensure_build_layer(base, timer):
     if layer.is_dir():
         return layer
     system.log(f"# installing the build and test packages into {layer} (once; cached)")
-    tmp = system.CACHE / f".tmp-build-{os.getpid()}"
+    tmp = system.CACHE / f".tmp-{system.SUITE}-build-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     for d in ("upper", "work", "merged"):
         (tmp / d).mkdir(parents=True)
@@ -118,16 +123,20 @@ def main():
         print(f"SKIP: {system.RELEASES.get(system.SUITE, system.SUITE)} in systemd-nspawn needs root")
         return 77
     system.ensure_host_tools()
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
+    if OUT is not None:
+        if OUT.exists():
+            shutil.rmtree(OUT)
+        OUT.mkdir(parents=True)
     rundir = Path(tempfile.mkdtemp(prefix="multichat-release-", dir="/var/tmp"))
     try:
         system.private_mount_namespace()
-        with system.flocked(system.CACHE / "rootfs.lock"):
+        with system.rootfs_lock():
             system.clean_stale_tmp()
             base = system.ensure_base(timer)
             layer = ensure_build_layer(base, timer)
+        if PREPARE:
+            system.log(f"# timing: {timer.summary()}")
+            return 0
         for d in ("upper", "work", "merged"):
             (rundir / d).mkdir()
         root = rundir / "merged"

@@ -321,19 +321,29 @@ def sources_list():
             f"deb {SECURITY_MIRROR} {SUITE}-security main\n")
 
 
+def rootfs_lock():
+    """One lock per release: the two releases' roots are made side by side."""
+    return flocked(CACHE / f"rootfs-{SUITE}.lock")
+
+
 def clean_stale_tmp():
-    """Half-made cache directories of runs that died (we hold the lock)."""
-    for p in CACHE.glob(".tmp-*"):
+    """Half-made cache directories of this release's runs that died (we
+    hold its lock)."""
+    for p in CACHE.glob(f".tmp-{SUITE}-*"):
         run(["umount", "-R", "-l", str(p / "merged")])
         shutil.rmtree(p, ignore_errors=True)
 
 
+def base_dir():
+    """The cached debootstrap of SUITE, named after what went into it."""
+    return CACHE / f"{SUITE}-base-{sha(SUITE, MIRROR, ','.join(BASE_PACKAGES), 'minbase-1')}"
+
+
 def ensure_base(timer):
-    key = sha(SUITE, MIRROR, ",".join(BASE_PACKAGES), "minbase-1")
-    base = CACHE / f"{SUITE}-base-{key}"
+    base = base_dir()
     if base.is_dir():
         return base
-    tmp = CACHE / f".tmp-base-{os.getpid()}"
+    tmp = CACHE / f".tmp-{SUITE}-base-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     log(f"# debootstrap {SUITE} into {base} (once; cached)")
     r = run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
@@ -359,7 +369,7 @@ def ensure_deps_layer(base, deb, timer):
     if layer.is_dir():
         return layer
     log(f"# installing the package's dependencies into {layer} (once; cached): {depends}")
-    tmp = CACHE / f".tmp-deps-{os.getpid()}"
+    tmp = CACHE / f".tmp-{SUITE}-deps-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     for d in ("upper", "work", "merged"):
         (tmp / d).mkdir(parents=True)
@@ -393,7 +403,7 @@ def ensure_deps_layer(base, deb, timer):
 
 def prepare_rootfs(deb, timer):
     """[upper layer, ..., base] for overlayfs lowerdir=."""
-    with flocked(CACHE / "rootfs.lock"):
+    with rootfs_lock():
         clean_stale_tmp()
         base = ensure_base(timer)
         deps = ensure_deps_layer(base, deb, timer)
