@@ -79,7 +79,10 @@ quickstart() {
         port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
         log=$dir/run-local.log
         t0=$(date +%s)
-        in_root bash -c "cd /root/multichat && exec tools/run-local.sh --port=$port" >"$log" 2>&1 &
+        # exec all the way down: $pid is the script itself, as in a terminal.
+        (exec chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+                HOME=/root LANG=C.UTF-8 TERM=dumb \
+                bash -c "cd /root/multichat && exec tools/run-local.sh --port=$port") >"$log" 2>&1 &
         pid=$!
         local i
         for ((i = 0; i < 1200; i++)); do
