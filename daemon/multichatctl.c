@@ -868,6 +868,7 @@ static void help(void) {
                "     --system              Talk to multichatd on the system bus (the default)\n"
                "     --user                Talk to multichatd on the session bus\n"
                "     --address=ADDRESS     Talk to multichatd on the bus at this D-Bus address\n"
+               "     --bus=BUS             system, session or a D-Bus address, as multichatd's bus=\n"
                "     --json=MODE           Print JSON: short (plain --json), pretty or off\n"
                "     --no-legend           Print tables without header and footer\n"
                "     --no-pager            Accepted for compatibility; no pager is used\n"
@@ -891,10 +892,25 @@ static int parse_json_mode(const char *s) {
         return 0;
 }
 
+/* The same values as multichatd's bus= setting, so that the daemon's
+ * configuration can be handed over as it is. */
+static int parse_bus(const char *s) {
+        if (streq(s, "system"))
+                arg_transport = TRANSPORT_SYSTEM;
+        else if (streq(s, "session"))
+                arg_transport = TRANSPORT_USER;
+        else if (strchr(s, ':')) {
+                arg_transport = TRANSPORT_ADDRESS;
+                arg_address = s;
+        } else
+                return log_usage("Invalid --bus= '%s': expected system, session or a D-Bus address.", s);
+        return 0;
+}
+
 /* > 0: run a verb; 0: done (--help, --version); < 0: usage error. */
 static int parse_argv(int argc, char *argv[]) {
         enum {
-                ARG_VERSION = 0x100, ARG_SYSTEM, ARG_USER, ARG_ADDRESS, ARG_JSON,
+                ARG_VERSION = 0x100, ARG_SYSTEM, ARG_USER, ARG_ADDRESS, ARG_BUS, ARG_JSON,
                 ARG_NO_LEGEND, ARG_NO_PAGER, ARG_STAFF_ONLY, ARG_ROOM, ARG_LEVEL,
                 ARG_NO_ASK_PASSWORD,
         };
@@ -904,6 +920,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "system",     no_argument,       NULL, ARG_SYSTEM     },
                 { "user",       no_argument,       NULL, ARG_USER       },
                 { "address",    required_argument, NULL, ARG_ADDRESS    },
+                { "bus",        required_argument, NULL, ARG_BUS        },
                 { "json",       optional_argument, NULL, ARG_JSON       },
                 { "no-legend",  no_argument,       NULL, ARG_NO_LEGEND  },
                 { "no-pager",   no_argument,       NULL, ARG_NO_PAGER   },
@@ -932,6 +949,9 @@ static int parse_argv(int argc, char *argv[]) {
                                 return log_usage("--address= needs a D-Bus address.");
                         arg_transport = TRANSPORT_ADDRESS;
                         arg_address = optarg;
+                        break;
+                case ARG_BUS:
+                        r = parse_bus(optarg);
                         break;
                 case ARG_JSON:
                         r = parse_json_mode(optarg);

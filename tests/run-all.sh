@@ -1,18 +1,26 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
-# Builds and runs every test: the plain build (build/: unit, integration,
-# browser and system suites), then an AddressSanitizer + UBSan build
-# (build-asan/: unit and integration suites), then a clang libFuzzer build
-# (build-fuzz/: fuzz suite). The last line of output is the total over all
-# runs, alone: "N passed, N failed" (", N skipped" when any). Exits
-# non-zero when anything failed.
+# Installs what the tests need (tools/install-deps.sh; root or sudo), then
+# builds and runs every test: the plain build (build/: unit, integration,
+# browser and system suites), an AddressSanitizer + UBSan build
+# (build-asan/: unit and integration suites), a clang libFuzzer build (build-fuzz/:
+# fuzz suite, each target 30 s), and the other supported
+# Debian release (Debian 13 on a Debian 12 machine, and the other way
+# round) in systemd-nspawn: build, unit and integration suites against its
+# Redis and its Valkey, its .deb, and the system test booting that release
+# with that .deb (tests/system/release.py, build-<release>/). The last line
+# of output is the total over all of it, alone: "N passed, N failed"
+# (", N skipped" when any). Exits non-zero when anything failed.
 #
 # Environment:
+#   MULTICHAT_NO_APT=1          install nothing (say what is missing)
 #   MULTICHAT_NO_ASAN=1         skip the sanitizer pass
 #   MULTICHAT_NO_FUZZ=1         skip the fuzz pass (clang, libFuzzer: ~30 s per target)
 #   MULTICHAT_NO_SYSTEM=1       skip the system suite (the .deb under systemd
 #                               in systemd-nspawn; needs root and network
-#                               for its first, cached debootstrap)
+#                               for its first, cached debootstrap) and the
+#                               other release
+#   MULTICHAT_NO_OTHER_RELEASE=1  skip the other release only
 #   MULTICHAT_BUILD_DIR_PLAIN   plain build directory (default build)
 #   MULTICHAT_BUILD_DIR_ASAN    sanitizer build directory (default build-asan)
 #   MULTICHAT_BUILD_DIR_FUZZ    fuzz build directory (default build-fuzz)
@@ -27,8 +35,9 @@ FUZZ=${MULTICHAT_BUILD_DIR_FUZZ:-build-fuzz}
 read -r -a EXTRA <<< "${MESON_TEST_ARGS:-}"
 
 passed=0 failed=0 skipped=0
+started=$(date +%s)
 
-note() { printf '=== %s\n' "$*"; }
+note() { printf '=== %s (%s)\n' "$*" "$(date -u +%T)"; }
 
 setup() {
         local dir=$1; shift
@@ -87,6 +96,38 @@ build() {
         return 1
 }
 
+codename() {
+        local VERSION_CODENAME=
+        # shellcheck disable=SC1091
+        [ -r /etc/os-release ] && . /etc/os-release
+        echo "${VERSION_CODENAME:-unknown}"
+}
+
+sets=(build run test browser package)
+[ "${MULTICHAT_NO_SYSTEM:-0}" = 1 ] || sets+=(system)
+[ "${MULTICHAT_NO_FUZZ:-0}" = 1 ] || sets+=(fuzz)
+note "packages: tools/install-deps.sh ${sets[*]}"
+if ! tools/install-deps.sh "${sets[@]}"; then
+        echo "installing the packages failed" >&2
+        failed=$((failed + 1))
+fi
+
+# The other release (at the end): its cached root is made meanwhile, in
+# the background, since debootstrap and apt mostly wait for the mirror.
+case $(codename) in
+bookworm) OTHER=trixie ;;
+trixie) OTHER=bookworm ;;
+*) OTHER= ;;
+esac
+prepare=
+if [ "${MULTICHAT_NO_SYSTEM:-0}" != 1 ] && [ "${MULTICHAT_NO_OTHER_RELEASE:-0}" != 1 ] &&
+   [ -n "$OTHER" ] && [ "$(id -u)" = 0 ]; then
+        mkdir -p "build-$OTHER"
+        note "preparing the $OTHER root in the background (build-$OTHER/prepare.log)"
+        tests/system/release.py --prepare "$OTHER" >"build-$OTHER/prepare.log" 2>&1 &
+        prepare=$!
+fi
+
 note "plain build: $PLAIN"
 if build "$PLAIN"; then
         # The system suite runs here only: it tests the .deb, which
@@ -119,6 +160,42 @@ if [ "${MULTICHAT_NO_FUZZ:-0}" != 1 ]; then
         fi
 fi
 
+
+# The other release: in CI and with root only (debootstrap, nspawn).
+if [ -n "$prepare" ]; then
+        wait "$prepare" || { echo "preparing the $OTHER root failed:" >&2; tail -n 20 "build-$OTHER/prepare.log" >&2; }
+        grep '^# timing' "build-$OTHER/prepare.log"
+fi
+if [ "${MULTICHAT_NO_SYSTEM:-0}" != 1 ] && [ "${MULTICHAT_NO_OTHER_RELEASE:-0}" != 1 ] && [ -n "$OTHER" ]; then
+        out=build-$OTHER
+        note "$OTHER in systemd-nspawn: build, unit and integration suites, .deb ($out/)"
+        tests/system/release.py "$OTHER" "$out"
+        rc=$?
+        if [ "$rc" = 77 ] && [ "${MULTICHAT_SYSTEM_REQUIRED:-0}" != 1 ]; then
+                skipped=$((skipped + 1))
+        elif [ "$rc" != 0 ]; then
+                failed=$((failed + 1))
+        fi
+        for d in "$out/redis" "$out/valkey"; do
+                [ -f "$d/meson-logs/testlog.json" ] && count "$d"
+        done
+        [ "$rc" = 0 ] && [ ! -f "$out/redis/meson-logs/testlog.json" ] && failed=$((failed + 1))
+        deb=$(ls "$out"/deb/multichat_*.deb 2>/dev/null | head -n 1)
+        if [ -n "$deb" ]; then
+                note "system test: $OTHER booted with $deb"
+                MULTICHAT_SYSTEM_RELEASE=$OTHER MULTICHAT_DEB=$deb tests/system/run.py
+                case $? in
+                0) passed=$((passed + 1)) ;;
+                77) skipped=$((skipped + 1)) ;;
+                *) failed=$((failed + 1)) ;;
+                esac
+        elif [ "$rc" != 77 ]; then
+                echo "no $OTHER package was built" >&2
+                failed=$((failed + 1))
+        fi
+fi
+
+note "all done in $(( $(date +%s) - started )) s"
 line="$passed passed, $failed failed"
 [ "$skipped" -gt 0 ] && line+=", $skipped skipped"
 echo "$line"

@@ -1,14 +1,25 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Installs the build dependencies, builds, and runs multichatd locally with a
-# private Redis and a private D-Bus, for development on Debian 12.
+# private Redis and a private D-Bus, for trying it out and for development
+# on Debian 12 or 13.
 #
-#   sudo tools/run-local.sh [MULTICHATD-OPTIONS...]
+#   sudo tools/run-local.sh [--host=ADDRESS] [--port=PORT] [--] [MULTICHATD-OPTIONS...]
 #
-# Options are passed on to multichatd, e.g. --log-level=debug.
+#   --host=ADDRESS  address to listen on (127.0.0.1; 0.0.0.0 or :: for
+#                   every interface, ::1 ...)
+#   --port=PORT     port to listen on (8080)
+#
+# Other options are passed on to multichatd, e.g. --log-level=debug.
+# It prints the lines that reach its private bus with multichatctl and
+# busctl, and writes them to RUNTIME_DIR/env for `. RUNTIME_DIR/env`.
+#
+# It installs no system Redis: redis-tools ships the server binary (as
+# redis-check-rdb, which runs as a server when called redis-server), and
+# the redis-server package would add a system service on port 6379.
 #
 # Environment:
-#   MULTICHAT_PORT=8080         port on 127.0.0.1
+#   MULTICHAT_HOST, MULTICHAT_PORT  defaults of --host and --port
 #   MULTICHAT_LISTEN=ADDR:PORT  listen address instead (e.g. [::1]:8081)
 #   MULTICHAT_REDIS=URL         use this Redis instead of starting one
 #   MULTICHAT_BUS=ADDRESS       use this D-Bus instead of starting one
@@ -21,14 +32,9 @@ set -euo pipefail
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 BUILD_DIR=${MULTICHAT_BUILD_DIR:-build}
 case $BUILD_DIR in /*) ;; *) BUILD_DIR=$REPO/$BUILD_DIR ;; esac
+HOST=${MULTICHAT_HOST:-127.0.0.1}
 PORT=${MULTICHAT_PORT:-8080}
-LISTEN=${MULTICHAT_LISTEN:-127.0.0.1:$PORT}
 STAFF_GROUP=${MULTICHAT_STAFF_GROUP:-multichat-staff}
-
-PACKAGES=(build-essential meson ninja-build pkg-config libsystemd-dev
-          libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libhiredis-dev
-          libjansson-dev libpam0g-dev libinih-dev unicode-data redis-server dbus
-          systemd)      # busctl; minimal images (containers) lack it
 
 BUS_NAME=org.multichat.Chat1
 BUS_PATH=/org/multichat/Chat1
@@ -59,22 +65,34 @@ as_builder() {
         fi
 }
 
-install_packages() {
-        local missing=() p
-        for p in "${PACKAGES[@]}"; do
-                dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' ||
-                        missing+=("$p")
+# Script options first; everything else is multichatd's.
+DAEMON_ARGS=()
+parse_args() {
+        while [[ $# -gt 0 ]]; do
+                case $1 in
+                --host=*) HOST=${1#--host=} ;;
+                --host) HOST=${2:?--host needs an address}; shift ;;
+                --port=*) PORT=${1#--port=} ;;
+                --port) PORT=${2:?--port needs a number}; shift ;;
+                -h|--help) sed -n '3,24s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+                --) shift; DAEMON_ARGS+=("$@"); break ;;
+                *) DAEMON_ARGS+=("$1") ;;
+                esac
+                shift
         done
-        if [[ ${#missing[@]} -eq 0 ]]; then
-                return 0
+        [[ $PORT =~ ^[0-9]+$ && $PORT -ge 1 && $PORT -le 65535 ]] || die "--port: not a port: $PORT"
+        [[ -n $HOST && $HOST != *[[:space:]/]* ]] || die "--host: not an address: $HOST"
+        HOST=${HOST#[}
+        HOST=${HOST%]}
+        if [[ $HOST == *:* ]]; then
+                LISTEN=${MULTICHAT_LISTEN:-[$HOST]:$PORT}
+        else
+                LISTEN=${MULTICHAT_LISTEN:-$HOST:$PORT}
         fi
-        if [[ ${MULTICHAT_NO_APT:-} == 1 ]]; then
-                say "MULTICHAT_NO_APT=1: not installing ${missing[*]}"
-                return 0
-        fi
-        say "Installing ${missing[*]}"
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get update
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+install_packages() {
+        "$REPO/tools/install-deps.sh" build run
 }
 
 build() {
@@ -148,12 +166,20 @@ start_redis() {
                 REDIS=$MULTICHAT_REDIS
                 return 0
         fi
-        command -v redis-server >/dev/null || die "redis-server is not installed"
+        local server
+        server=$(command -v redis-server || true)
+        if [[ -z $server ]]; then
+                # redis-tools' redis-check-rdb is the whole server; Redis
+                # picks the tool by the name it was started under.
+                command -v redis-check-rdb >/dev/null || die "redis-tools is not installed"
+                ln -sfn "$(command -v redis-check-rdb)" "$RUN_DIR/redis-server"
+                server=$RUN_DIR/redis-server
+        fi
         rm -f "$RUN_DIR/redis.sock"
         say "Starting a private Redis on $RUN_DIR/redis.sock"
         # No TCP port; data (dump.rdb) and log stay in the runtime directory,
         # so rooms and history survive a restart of this script.
-        redis-server --port 0 --unixsocket "$RUN_DIR/redis.sock" --unixsocketperm 700 \
+        "$server" --port 0 --unixsocket "$RUN_DIR/redis.sock" --unixsocketperm 700 \
                 --dir "$RUN_DIR" --dbfilename dump.rdb --appendonly no \
                 --logfile "$RUN_DIR/redis.log" --daemonize no --supervised no \
                 </dev/null &
@@ -238,9 +264,30 @@ create_default_rooms() {
         fi
 }
 
+# The environment that makes the README's multichatctl and busctl lines
+# reach this daemon: both take the system bus from DBUS_SYSTEM_BUS_ADDRESS.
+write_env() {
+        local ctl_dir=$BUILD_DIR/daemon
+        {
+                echo "# . $RUN_DIR/env: multichatctl and busctl reach the daemon of tools/run-local.sh"
+                echo "export PATH=$(printf '%q' "$ctl_dir"):\$PATH"
+                case $BUS in
+                system) ;;
+                session) echo "export DBUS_SYSTEM_BUS_ADDRESS=\${DBUS_SESSION_BUS_ADDRESS:-unix:path=\$XDG_RUNTIME_DIR/bus}" ;;
+                *) echo "export DBUS_SYSTEM_BUS_ADDRESS=$(printf '%q' "$BUS")" ;;
+                esac
+        } >"$RUN_DIR/env"
+}
+
 print_help() {
-        local url=http://localhost:${LISTEN##*:}
+        local host=${LISTEN%:*} url ctl=$BUILD_DIR/daemon/multichatctl bus
+        host=${host#[}
+        host=${host%]}
+        case $host in 0.0.0.0|::|"") host=localhost ;; esac
+        [[ $host == *:* ]] && host="[$host]"
+        url=http://$host:${LISTEN##*:}
         case $LISTEN in unix:*) url="(unix socket ${LISTEN#unix:})" ;; esac
+        case $BUS in system|session) bus=$BUS ;; *) bus=$(printf '%q' "$BUS") ;; esac
         cat >&2 <<EOF
 
   multichat is running.
@@ -251,8 +298,10 @@ print_help() {
   Staff         members of the group $STAFF_GROUP may enter staff-only rooms:
                 groupadd -f $STAFF_GROUP && usermod -aG $STAFF_GROUP alice
                 (checked again on every connection: reload the page)
-  Rooms         busctl $(busctl_bus) call $BUS_NAME $BUS_PATH $BUS_IFACE CreateRoom sb "Title" false
+  Administer    $ctl --bus=$bus list-rooms
                 busctl $(busctl_bus) call $BUS_NAME $BUS_PATH $BUS_IFACE ListRooms
+                or, for the README's lines as they are, in another shell:
+                . $RUN_DIR/env
   Files         ${RUN_DIR}  (Redis data and log, bus config and log)
 
   Ctrl-C stops everything.
@@ -261,6 +310,7 @@ EOF
 }
 
 main() {
+        parse_args "$@"
         install_packages
         build
         if [[ $EUID -ne 0 ]]; then
@@ -286,10 +336,11 @@ EOF
                 --bus="$BUS" \
                 --web-root="$REPO/web" \
                 --staff-group="$STAFF_GROUP" \
-                "$@" </dev/null &
+                "${DAEMON_ARGS[@]}" </dev/null &
         DAEMON_PID=$!
 
         create_default_rooms
+        write_env
         print_help
 
         # Interrupted by Ctrl-C (trap → cleanup) or ended by the daemon.

@@ -262,7 +262,8 @@ def test_errors(check, ctl, stack, lobby):
                  ["create-room", "x" * 101], ["create-room", "bad\x01title"], ["rename-room", lobby, ""],
                  ["set-staff-only", lobby, "maybe"], ["announce", ""], ["announce", "x" * 4097],
                  ["announce", "--level=loud", "x"], ["announce", "--room=07", "x"], ["kick", ""],
-                 ["--json=yaml", "list-rooms"], ["--frobnicate", "status"], ["--address=", "status"]):
+                 ["--json=yaml", "list-rooms"], ["--frobnicate", "status"], ["--address=", "status"],
+                 ["--bus=", "status"], ["--bus=systemd", "status"], ["--bus=/run/bus", "status"]):
         p = ctl(*args, address=f"unix:path={nowhere}")
         check(p.returncode == 2 and p.stderr.strip() and p.stdout == "",
               f"usage error {args!r}: exit 2 with a message, before connecting", p)
@@ -283,6 +284,12 @@ def test_transports(check, ctl, bus):
     check(p.returncode == 1 and "session bus" in p.stderr, "--user talks to the session bus", p.stderr)
     env = {"DBUS_SESSION_BUS_ADDRESS": bus.address, "DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent"}
     check.eq(ctl("--user", "list-rooms", address=False, env=env).returncode, 0, "--user on a session bus")
+    # --bus= takes multichatd's bus= values as they are.
+    check.eq(ctl("--bus=session", "list-rooms", address=False, env=env).returncode, 0, "--bus=session")
+    p = ctl("--bus=system", "list-rooms", address=False, env=env)
+    check(p.returncode == 1 and "system bus" in p.stderr, "--bus=system talks to the system bus", p.stderr)
+    p = ctl(f"--bus={bus.address}", "list-rooms", address=False, env=env)
+    check(p.returncode == 0 and p.stdout, "--bus=ADDRESS", p.stderr)
 
 
 def complete(line):
@@ -317,6 +324,9 @@ def test_completion(check, ctl, bus):
     check.eq(complete(f"multichatctl {a} announce --room="), ids, "completion: --room= ids")
     check.eq(complete("multichatctl announce --level="), ["alert", "muted", "warning"],
              "completion: --level= values")
+    check.eq(complete("multichatctl --bus="), ["session", "system"], "completion: --bus= values")
+    check.eq(complete(f"multichatctl --bus={bus.address} members "), ids,
+             "completion: room ids from the bus --bus= names")
 
 
 def test_redis_gone(check, ctl, stack):

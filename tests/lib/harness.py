@@ -154,8 +154,13 @@ class Redis:
     def start(self, timeout=10):
         if self.proc and self.proc.poll() is None:
             return
-        exe = shutil.which("redis-server")
+        # MULTICHAT_REDIS_SERVER=valkey-server runs the suite against Valkey,
+        # which takes the same options and speaks the same protocol.
+        name = os.environ.get("MULTICHAT_REDIS_SERVER") or "redis-server"
+        exe = shutil.which(name)
         if not exe:
+            if name != "redis-server":
+                raise RuntimeError(f"MULTICHAT_REDIS_SERVER={name} is not installed")
             raise Skip("redis-server not installed")
         out = open(self.logfile, "ab")
         # --dir/--dbfilename only matter for kill(save=True): an explicit SAVE

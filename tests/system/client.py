@@ -11,6 +11,8 @@ the result) and exits 0 unless its arguments were wrong:
   get PATH                       one GET, {"status": N} or {"error": ...}
   login USER PASSWORD            the browser's login: GET /login, POST /login
   join USER PASSWORD ROOM        login, WebSocket, join ROOM: the first reply
+  say USER PASSWORD ROOM TEXT    login, join ROOM, send TEXT: the message as
+                                 it came back to its author
   burst N                        N simultaneous connections, one GET each
   load USER PASSWORD ROOM        a logged-in WebSocket client in ROOM, then
                                  many short HTTP connections until a line
@@ -91,6 +93,26 @@ def cmd_join(user, password, room):
             return
         with WS.connect(BASE, cookies=jar) as ws:
             out({"login": res, "reply": join_room(ws, room)})
+    except (OSError, WSClosed, WSRefused, TimeoutError, ValueError) as e:
+        out({"error": describe(e)})
+
+
+def cmd_say(user, password, room, text):
+    try:
+        res, jar = do_login(user, password)
+        if res.get("status") != 303:
+            out({"login": res})
+            return
+        with WS.connect(BASE, cookies=jar) as ws:
+            joined = join_room(ws, room)
+            if str(joined.get("join")) != room:
+                out({"login": res, "join": joined})
+                return
+            ws.send_json({"command": "send", "room": room, "message": text})
+            obj, _ = ws.expect(lambda o: isinstance(o, dict) and
+                               (o.get("message") == text or "error" in o),
+                               timeout=5.0, what="the message back")
+            out({"login": res, "join": joined, "message": obj})
     except (OSError, WSClosed, WSRefused, TimeoutError, ValueError) as e:
         out({"error": describe(e)})
 
@@ -201,6 +223,8 @@ def main(argv):
         cmd_burst(int(argv[1]))
     elif len(argv) == 4 and argv[0] == "join":
         cmd_join(argv[1], argv[2], argv[3])
+    elif len(argv) == 5 and argv[0] == "say":
+        cmd_say(*argv[1:])
     elif len(argv) == 4 and argv[0] == "load":
         try:
             load(argv[1], argv[2], argv[3])
