@@ -20,12 +20,15 @@
  * mc:daemon:<d>              STRING heartbeat of daemon <d>, expires when it dies
  * mc:daemon:<d>:presence     HASH  "<room>\t<user>" -> connections of daemon <d>
  * mc:daemons                 SET   daemon ids that may hold presence
+ * mc:user:<name>:rooms       HASH  room id -> read marker ("" none): the rooms a user joined (version 2)
+ * mc:user:<name>:order       ZSET  room id scored by join time: their order
  *
  * Channels carry JSON arrays:
  * mc:room:<id>   ["m", id, user, text]  ["e", id, user, text]  ["d", id]
  *                ["n", level, text]     ["t", user]
  * mc:events      ["p", room, user, count, +1 entered / -1 left / 0]  ["rooms"]  ["deleted", room]
  *                ["kick", user, room or ""]  ["n", level, text]  ["logout", session id]
+ *                ["uj", user, room]  ["ul", user, room, reason]  ["ur", user, room, id]
  */
 
 #define STORE_EVENTS_CHANNEL "mc:events"
@@ -54,6 +57,23 @@ int store_delete_room(Redis *r, const char *room, RedisReplyHandler cb, void *us
  * where the newest id is the stream's at that moment, "0-0" when empty. */
 int store_join(Redis *r, const char *daemon_id, const char *room, const char *username,
                const char *since, unsigned history, RedisReplyHandler cb, void *userdata);
+/* The same for a version 2 connection: the room also becomes the user's
+ * (error FULL when they have max_rooms already; ["uj"] published when it
+ * is new), and the reply goes on with [read marker, unread, mentions]. */
+int store_join_v2(Redis *r, const char *daemon_id, const char *room, const char *username,
+                  const char *since, unsigned history, unsigned max_rooms, RedisReplyHandler cb, void *userdata);
+/* Reply: the user's rooms, oldest joined first. */
+int store_user_rooms(Redis *r, const char *username, RedisReplyHandler cb, void *userdata);
+/* Removes a room from the user's rooms with its marker; publishes ["ul"]
+ * when it was there. reason: "", "kicked" or "deleted". */
+int store_user_leave(Redis *r, const char *username, const char *room, const char *reason,
+                     RedisReplyHandler cb, void *userdata);
+/* Moves the user's read marker forward to id (["ur"] when it moved).
+ * Errors NOROOM, NOTJOINED. */
+int store_read(Redis *r, const char *room, const char *username, const char *id,
+               RedisReplyHandler cb, void *userdata);
+/* Reply: [read marker, unread, mentions]; error NOTJOINED. */
+int store_unread(Redis *r, const char *room, const char *username, RedisReplyHandler cb, void *userdata);
 int store_leave(Redis *r, const char *daemon_id, const char *room, const char *username,
                 RedisReplyHandler cb, void *userdata);
 /* How long a send's ref is remembered: a retry with the same ref within
@@ -65,6 +85,10 @@ int store_leave(Redis *r, const char *daemon_id, const char *room, const char *u
  * and nothing is stored or published again. */
 int store_send(Redis *r, const char *room, const char *username, const char *text, const char *ref,
                unsigned keep, RedisReplyHandler cb, void *userdata);
+/* The same, storing the names the text mentions (space-separated, NULL
+ * or "" for none) as field n, which the unread counts read. */
+int store_send_mentioning(Redis *r, const char *room, const char *username, const char *text, const char *names,
+                          const char *ref, unsigned keep, RedisReplyHandler cb, void *userdata);
 /* Reply: "OK", or an error "NOTFOUND" / "FORBIDDEN" / "NOROOM". text NULL deletes. */
 int store_edit(Redis *r, const char *room, const char *id, const char *username, const char *text,
                RedisReplyHandler cb, void *userdata);
@@ -90,7 +114,7 @@ int store_reap(Redis *r, const char *daemon_id, RedisReplyHandler cb, void *user
 
 /* A script's reply as -errno: 0 for an answer; -ENOTCONN no reply (the
  * connection dropped); -ENOENT NOROOM; -EINVAL BADID; -ESRCH NOTFOUND;
- * -EPERM FORBIDDEN; -EIO any other error. */
+ * -EPERM FORBIDDEN; -ENOSPC FULL; -EACCES NOTJOINED; -EIO any other error. */
 int store_reply_error(const redisReply *reply);
 
 /* A list of stream entries with their edited texts (same order, "" when
@@ -106,6 +130,14 @@ int store_entries_get(const StoreEntries *l, size_t i, StoreEntry *ret);
 /* The i-th entry's id alone, NULL when malformed. */
 const char *store_entries_id(const StoreEntries *l, size_t i);
 
+/* A user's read position in a room: read NULL when there is no marker. */
+typedef struct StoreReadState {
+        const char *read;
+        unsigned unread, mentions;      /* capped at 999 */
+} StoreReadState;
+
+int store_parse_unread_reply(const redisReply *reply, StoreReadState *ret);
+
 /* The join script's reply. Pointers refer into it. */
 typedef struct StoreJoinReply {
         unsigned connections;           /* the user's connections in the room, over every daemon */
@@ -113,6 +145,8 @@ typedef struct StoreJoinReply {
         StoreEntries history;           /* oldest first */
         bool complete;                  /* nothing between since and the history was trimmed */
         const char *tip;                /* the stream's newest id then, "0-0" when empty */
+        bool has_read_state;            /* a version 2 join */
+        StoreReadState read_state;
 } StoreJoinReply;
 
 typedef struct StoreHistoryReply {
