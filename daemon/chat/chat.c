@@ -1281,6 +1281,8 @@ void chat_on_redis_connected(Chat *chat) {
         char fresh[33];
         size_t n = 0;
 
+        if (store_load_scripts(chat->redis) < 0)
+                log_warning("Could not load the scripts into Redis; they are sent when first used.");
         pairs = rooms_as_pairs(chat, &n);
         if (!pairs || random_hex(fresh, 16) < 0 ||
             store_epoch(chat->redis, chat->epoch[0] ? chat->epoch : NULL, fresh, pairs, n, on_epoch_reply, chat) < 0) {

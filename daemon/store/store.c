@@ -382,6 +382,25 @@ static int store_eval(Redis *r, RedisScript *s, RedisReplyHandler cb, void *user
         return redis_eval(r, s, cb, userdata, 0, n, argv, NULL);
 }
 
+int store_load_scripts(Redis *r) {
+        RedisScript *const scripts[] = {
+                &script_join, &script_leave, &script_send, &script_edit, &script_history, &script_since,
+                &script_epoch, &script_create_room, &script_update_room, &script_delete_room, &script_reap,
+                &script_user_rooms, &script_user_leave, &script_read, &script_unread,
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(scripts); i++) {
+                int k;
+
+                if (!scripts[i]->sha1[0])
+                        redis_script_init(scripts[i], scripts[i]->source);
+                k = redis_command_argv(r, NULL, NULL, 3, (const char *[]) { "SCRIPT", "LOAD", scripts[i]->source }, NULL);
+                if (k < 0)
+                        return k;
+        }
+        return 0;
+}
+
 int store_room_channel(const char *room, char *buf, size_t size) {
         int n = snprintf(buf, size, STORE_ROOM_CHANNEL_PREFIX "%s", room);
 

@@ -46,6 +46,11 @@ typedef struct StoreEntry {
 
 int store_room_channel(const char *room, char *buf, size_t size);
 
+/* Loads every script into Redis ahead of any use. A script Redis does not
+ * know yet is resent as EVAL after the commands sent meanwhile, which
+ * would reorder them: a leave followed by a join must stay in that order. */
+int store_load_scripts(Redis *r);
+
 int store_load_rooms(Redis *r, RedisReplyHandler cb, void *userdata);
 int store_load_presence(Redis *r, const char *room, RedisReplyHandler cb, void *userdata);
 int store_create_room(Redis *r, const char *title, bool staff_only, RedisReplyHandler cb, void *userdata);
