@@ -581,7 +581,9 @@ static bool member_in_room(ChatMember *m, const Command *cmd) {
 }
 
 static void chat_send(ChatMember *m, const Command *cmd) {
+        char names[MENTIONS_JOINED_MAX + 1] = "";
         Chat *chat = m->chat;
+        Mentions mentions;
         ChatRequest *req;
         int r;
 
@@ -593,18 +595,17 @@ static void chat_send(ChatMember *m, const Command *cmd) {
         if (!req)
                 return send_error(m, PROTOCOL_ERROR_UNAVAILABLE, command_ref(cmd));
 
-        if (cmd->type == COMMAND_SEND) {
-                char names[MENTIONS_JOINED_MAX + 1];
-                Mentions mentions;
-
-                /* Stored with the message for the unread counts in Redis. */
+        /* The names a text mentions are stored with it for the unread counts in Redis. */
+        if (cmd->message) {
                 protocol_mentions_parse(cmd->message, &mentions);
                 protocol_mentions_join(&mentions, names);
+        }
+        if (cmd->type == COMMAND_SEND)
                 r = store_send_mentioning(chat->redis, cmd->room, m->username, cmd->message, names, command_ref(cmd),
                                           chat->settings.history_size, on_send_reply, req);
-        } else
-                r = store_edit(chat->redis, cmd->room, cmd->id, m->username,
-                               cmd->type == COMMAND_EDIT ? cmd->message : NULL, on_send_reply, req);
+        else
+                r = store_edit_mentioning(chat->redis, cmd->room, cmd->id, m->username,
+                                          cmd->type == COMMAND_EDIT ? cmd->message : NULL, names, on_send_reply, req);
         if (r < 0) {
                 chat_request_free(req);
                 send_error(m, PROTOCOL_ERROR_UNAVAILABLE, command_ref(cmd));

@@ -64,18 +64,25 @@
 
 /* A user's unread count and mentions in a room after their marker: at
  * most 1000 entries are read, counts are capped at 999; the user's own
- * messages do not count. Field n holds the names a message mentions. */
+ * messages do not count. Field n holds the names a message mentions, or
+ * mc:room:<id>:edits-n those of its edited text. */
 #define LUA_UNREAD                                                                      \
         "local function unread(room, user, marker)\n"                                    \
         "  if not marker or marker == '' then return 0, 0 end\n"                         \
         "  local got = redis.pcall('XRANGE', 'mc:room:' .. room .. ':log', '(' .. marker, '+', 'COUNT', 1000)\n" \
         "  if type(got) ~= 'table' or got.err then return 0, 0 end\n"                    \
-        "  local n, m = 0, 0\n"                                                          \
-        "  for _, e in ipairs(got) do\n"                                                 \
+        "  local n, m, edited = 0, 0, {}\n"                                              \
+        "  if #got > 0 then\n"                                                           \
+        "    local ids = {}\n"                                                           \
+        "    for i, e in ipairs(got) do ids[i] = e[1] end\n"                             \
+        "    edited = redis.call('HMGET', 'mc:room:' .. room .. ':edits-n', unpack(ids))\n" \
+        "  end\n"                                                                        \
+        "  for k, e in ipairs(got) do\n"                                                 \
         "    local u, names = nil, ''\n"                                                 \
         "    for i = 1, #e[2], 2 do\n"                                                   \
         "      if e[2][i] == 'u' then u = e[2][i + 1] elseif e[2][i] == 'n' then names = e[2][i + 1] end\n" \
         "    end\n"                                                                      \
+        "    if edited[k] then names = edited[k] end\n"                                  \
         "    if u ~= user then\n"                                                        \
         "      n = n + 1\n"                                                              \
         "      if (' ' .. names .. ' '):find(' ' .. user .. ' ', 1, true) then m = m + 1 end\n" \
@@ -241,10 +248,12 @@ static RedisScript script_send = { .source =
         "return id\n"
 };
 
-/* ARGV: room, id, user, text ('' with delete = 1), delete */
+/* ARGV: room, id, user, text ('' with delete = 1), delete, the names the
+ * new text mentions ('' none; absent: not recorded) */
 static RedisScript script_edit = { .source =
         LUA_RANGE
         "local room, id, user, text, delete = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5] == '1'\n"
+        "local names = ARGV[6]\n"
         "if redis.call('HEXISTS', 'mc:rooms', room) == 0 then return redis.error_reply('NOROOM no such room') end\n"
         "local log = 'mc:room:' .. room .. ':log'\n"
         "local e = range('XRANGE', log, id, id, 1)\n"
@@ -256,9 +265,11 @@ static RedisScript script_edit = { .source =
         "if delete then\n"
         "  redis.call('XDEL', log, id)\n"
         "  redis.call('HDEL', 'mc:room:' .. room .. ':edits', id)\n"
+        "  redis.call('HDEL', 'mc:room:' .. room .. ':edits-n', id)\n"
         "  redis.call('PUBLISH', channel, cjson.encode({'d', id}))\n"
         "else\n"
         "  redis.call('HSET', 'mc:room:' .. room .. ':edits', id, text)\n"
+        "  if names then redis.call('HSET', 'mc:room:' .. room .. ':edits-n', id, names) end\n"
         "  redis.call('PUBLISH', channel, cjson.encode({'e', id, user, text}))\n"
         "end\n"
         "return redis.status_reply('OK')\n"
@@ -341,7 +352,7 @@ static RedisScript script_delete_room = { .source =
         "local room = ARGV[1]\n"
         "if redis.call('HDEL', 'mc:rooms', room) == 0 then return redis.error_reply('NOROOM no such room') end\n"
         "local p = 'mc:room:' .. room\n"
-        "redis.call('DEL', p .. ':log', p .. ':edits', p .. ':users')\n"
+        "redis.call('DEL', p .. ':log', p .. ':edits', p .. ':edits-n', p .. ':users')\n"
         "redis.call('PUBLISH', 'mc:events', cjson.encode({'deleted', room}))\n"
         "redis.call('PUBLISH', 'mc:events', cjson.encode({'rooms'}))\n"
         "return redis.status_reply('OK')\n"
@@ -490,6 +501,12 @@ int store_edit(Redis *r, const char *room, const char *id, const char *username,
                RedisReplyHandler cb, void *userdata) {
         return store_eval(r, &script_edit, cb, userdata, 5,
                           (const char *[]) { room, id, username, text ?: "", text ? "0" : "1" });
+}
+
+int store_edit_mentioning(Redis *r, const char *room, const char *id, const char *username, const char *text,
+                          const char *names, RedisReplyHandler cb, void *userdata) {
+        return store_eval(r, &script_edit, cb, userdata, 6,
+                          (const char *[]) { room, id, username, text ?: "", text ? "0" : "1", names ?: "" });
 }
 
 int store_history(Redis *r, const char *room, const char *before, unsigned limit,

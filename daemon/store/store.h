@@ -13,8 +13,10 @@
  * mc:rooms                   HASH  room id -> {"title": ..., "staff_only": ...}
  * mc:rooms:seq               STRING last room id handed out
  * mc:epoch                   STRING random, written when Redis first serves multichat
- * mc:room:<id>:log           STREAM the room's messages (fields u, m); ids are message ids
+ * mc:room:<id>:log           STREAM the room's messages (fields u, m, and n: the names it mentions,
+ *                                  space-separated, when it mentions any); ids are message ids
  * mc:room:<id>:edits         HASH  message id -> edited text
+ * mc:room:<id>:edits-n       HASH  message id -> names its edited text mentions ("" none)
  * mc:room:<id>:users         HASH  username -> connections present, over all daemons
  * mc:room:<id>:ref:<u>:<ref> STRING the message id user <u>'s send with that ref stored (TTL 10 min)
  * mc:daemon:<d>              STRING heartbeat of daemon <d>, expires when it dies
@@ -97,6 +99,10 @@ int store_send_mentioning(Redis *r, const char *room, const char *username, cons
 /* Reply: "OK", or an error "NOTFOUND" / "FORBIDDEN" / "NOROOM". text NULL deletes. */
 int store_edit(Redis *r, const char *room, const char *id, const char *username, const char *text,
                RedisReplyHandler cb, void *userdata);
+/* The same, recording the names the new text mentions (space-separated,
+ * "" for none) for the unread counts. */
+int store_edit_mentioning(Redis *r, const char *room, const char *id, const char *username, const char *text,
+                          const char *names, RedisReplyHandler cb, void *userdata);
 /* Reply: [[entries newest first], [edited texts], complete] */
 int store_history(Redis *r, const char *room, const char *before, unsigned limit,
                   RedisReplyHandler cb, void *userdata);

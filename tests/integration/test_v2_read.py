@@ -139,6 +139,17 @@ def test(stack, check):
     obj, raw = reply(v1, {"command": "history", "room": room, "ref": "hist1"})
     check(all("mentions" not in m for m in obj.get("history") or []), "version 1 history has no mentions", raw)
 
+    # an edit that adds a mention counts as a mention in the unread counts
+    obj, raw = reply(bob, {"command": "send", "room": room, "message": "typo", "ref": "b4"})
+    late = obj.get("id")
+    reply(bob, {"command": "edit", "room": room, "id": late, "message": "fixed, @alice", "ref": "e2"})
+    a5 = d2.ws("alice")
+    a5.expect(lambda o: "rooms" in o, 5 * SLOW, what="room list")
+    hello(a5, ref="h5")
+    obj, raw = a5.expect(lambda o: o.get("join") == room, 5 * SLOW, what="joined after the edit")
+    check.eq((obj.get("read"), obj.get("unread"), obj.get("mentions")), (mine, 1, 1),
+             "joined after an edit: 1 unread, its new text mentions alice")
+
     # leave removes the marker: joining again starts without one
     reply(a1, {"command": "leave", "room": room, "ref": "l"})
     obj, raw = join(a1, room, ref="j")
