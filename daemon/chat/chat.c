@@ -965,9 +965,13 @@ typedef struct RoomRequest {
 
 static void on_presence_reply(Redis *r, const redisReply *reply, void *userdata) {
         _cleanup_free_ RoomRequest *req = userdata;
-        Room *room = room_registry_find(req->chat->rooms, req->room);
+        Room *room;
 
-        if (room && reply && reply->type == REDIS_REPLY_ARRAY)
+        /* No reply also when the Redis client is freed after the chat. */
+        if (!reply || reply->type != REDIS_REPLY_ARRAY)
+                return;
+        room = room_registry_find(req->chat->rooms, req->room);
+        if (room)
                 room_presence_from_reply(room, reply);
 }
 
@@ -1594,6 +1598,8 @@ int chat_new(Chat **ret, sd_event *event, Redis *redis, const ChatHooks *hooks, 
 Chat *chat_free(Chat *chat) {
         if (!chat)
                 return NULL;
+        /* The Redis client may outlive us and fail what is pending when it goes. */
+        (void) redis_cancel(chat->redis, chat);
         chat->rooms = room_registry_free(chat->rooms);
         chat->rooms_frame = frame_unref(chat->rooms_frame);
         sd_event_unref(chat->event);
