@@ -14,8 +14,11 @@ import harness  # noqa: E402
 from harness import SLOW, is_msg, join, send  # noqa: E402
 
 
-def hello(ws, ref="h"):
-    ws.send_json({"command": "hello", "version": 2, "ref": ref})
+def hello(ws, ref="h", since=None):
+    cmd = {"command": "hello", "version": 2, "ref": ref}
+    if since is not None:
+        cmd["since"] = since
+    ws.send_json(cmd)
     return ws.expect(lambda o: o.get("ref") == ref, 5 * SLOW, what=f"answer to hello {ref}")
 
 
@@ -89,10 +92,14 @@ def test(stack, check):
     # a later connection's joined event carries the same counts
     a4 = d1.ws("alice")
     a4.expect(lambda o: "rooms" in o, 5 * SLOW, what="room list")
-    hello(a4, ref="h4")
+    hello(a4, ref="h4", since={room: ids[1], "999": ids[0]})
     obj, raw = a4.expect(lambda o: o.get("join") == room, 5 * SLOW, what="joined after hello")
     check.eq((obj.get("read"), obj.get("unread"), obj.get("mentions")), (ids[0], 2, 1),
              "joined event: read, unread 2, mentions 1")
+    check.eq([m.get("id") for m in obj.get("history") or []], [ids[2]], "hello's since: history after it")
+    check.eq(obj.get("complete"), True, "hello's since: complete")
+    check.eq([m.get("mentions") for m in obj.get("history") or []], [["alice", "bob"]],
+             "joined history of version 2 carries mentions")
     check(f'"read": "{ids[0]}", "unread": 2, "mentions": 1}}' in raw + "}", "joined v2 key order", raw)
 
     # markers never move backwards
