@@ -1596,10 +1596,17 @@ int chat_new(Chat **ret, sd_event *event, Redis *redis, const ChatHooks *hooks, 
 
 /* Members must have closed first: their owners hold them. */
 Chat *chat_free(Chat *chat) {
+        _cleanup_free_ Room **rooms = NULL;
+        size_t n = 0;
+
         if (!chat)
                 return NULL;
-        /* The Redis client may outlive us and fail what is pending when it goes. */
+        /* The Redis client may outlive us and fail what is pending when it
+         * goes: nothing of it may reach into the chat then. */
         (void) redis_cancel(chat->redis, chat);
+        rooms = room_registry_sorted(chat->rooms, &n);
+        for (size_t i = 0; rooms && i < n; i++)
+                catch_up_end(rooms[i]);
         chat->rooms = room_registry_free(chat->rooms);
         chat->rooms_frame = frame_unref(chat->rooms_frame);
         sd_event_unref(chat->event);
