@@ -41,6 +41,7 @@ struct RoomCatchUp {
         bool again;             /* read once more after the page in flight, even if it is the last */
         bool lost;              /* dropped held events that the stream does not keep */
         bool told;              /* members were told of a gap */
+        bool ended;             /* the room let go of it: a reply still pending finds nothing */
         Event *held;
         size_t n_held, n_held_allocated;
         CatchUpMark *marks;
@@ -65,7 +66,13 @@ static void catch_up_unref(RoomCatchUp *cu) {
 /* The room this replay is for; NULL when it is gone or has moved on (lost
  * its members, or replays anew). */
 static Room *catch_up_room(RoomCatchUp *cu) {
-        Room *room = cu->ops->find_room(cu->ud, cu->room);
+        Room *room;
+
+        /* Ended: the chat (cu->ud) may be gone, as at shutdown, when the
+         * Redis client fails the requests it still holds. */
+        if (cu->ended)
+                return NULL;
+        room = cu->ops->find_room(cu->ud, cu->room);
 
         return room && room->catch_up == cu ? room : NULL;
 }
@@ -90,6 +97,8 @@ void catch_up_begin(Room *room, Redis *redis, const CatchUpOps *ops, void *ud, b
 }
 
 void catch_up_end(Room *room) {
+        if (room->catch_up)
+                room->catch_up->ended = true;
         catch_up_unref(TAKE_PTR(room->catch_up));
 }
 

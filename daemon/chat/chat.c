@@ -176,13 +176,49 @@ static void member_send_left(ChatMember *m, const char *room, LeaveReason reason
         member_send_json(m, protocol_format_left(room, reason, ref));
 }
 
-/* The message event for this receiver: the writer's own connections get
- * the variant marked "own", made once per broadcast on first need. */
-static Frame *pick_frame(const ChatMember *m, const char *author, Frame *plain, Frame **own) {
-        if (!author || !streq(m->username, author))
-                return plain;
-        if (!*own && frame_new_own(own, plain) < 0)
-                return plain;
+/* The variants of one broadcast, each serialized once, on first need:
+ * version 1 and version 2 (with "mentions"), each plain and "own" for the
+ * writer's connections. Non-message events have only plain. */
+typedef struct FanOut {
+        const ChatMessage *msg;         /* NULL: not a message event */
+        Frame *plain, *own, *v2, *v2_own;
+} FanOut;
+
+static void fan_out_done(FanOut *fo) {
+        frame_unref(fo->own);
+        frame_unref(fo->v2);
+        frame_unref(fo->v2_own);
+}
+
+static Frame *fan_out_v2(FanOut *fo) {
+        Mentions mentions;
+        ChatMessage m;
+
+        if (fo->v2)
+                return fo->v2;
+        protocol_mentions_parse(fo->msg->message, &mentions);
+        m = *fo->msg;
+        m.mentions = &mentions;
+        if (frame_new_take(&fo->v2, protocol_format_message(&m)) < 0)
+                fo->v2 = NULL;
+        return fo->v2;
+}
+
+/* The frame for this receiver; a variant that cannot be made falls back
+ * to the plain one. */
+static Frame *pick_frame(const ChatMember *m, FanOut *fo) {
+        Frame *base = fo->plain, **own = &fo->own;
+
+        if (!fo->msg)
+                return fo->plain;
+        if (m->version >= 2 && fan_out_v2(fo)) {
+                base = fo->v2;
+                own = &fo->v2_own;
+        }
+        if (!streq(m->username, fo->msg->username))
+                return base;
+        if (!*own && frame_new_own(own, base) < 0)
+                return base;
         return *own;
 }
 
@@ -190,10 +226,11 @@ static Frame *pick_frame(const ChatMember *m, const char *author, Frame *plain, 
  * (join waiting for history) hold it; message ids let them drop what the
  * history already had. replay: a room's replay in progress, whose members
  * that joined meanwhile got messages up to some id with their join. */
-static void room_fan_out(Chat *chat, Room *room, Frame *plain, const char *author, const char *id,
+static void room_fan_out(Chat *chat, Room *room, Frame *plain, const ChatMessage *msg,
                          const char *skip_user, const RoomCatchUp *replay) {
-        _cleanup_(frame_unrefp) Frame *own = NULL;
+        _cleanup_(fan_out_done) FanOut fo = { .msg = msg, .plain = plain };
         void (*send)(void *conn, Frame *f) = chat->hooks->send;
+        const char *id = msg ? msg->id : NULL;
 
         for (size_t i = 0; i < room->n_members; i++) {
                 Membership *mb = room->members[i];
@@ -202,7 +239,7 @@ static void room_fan_out(Chat *chat, Room *room, Frame *plain, const char *autho
 
                 if (skip_user && streq(m->username, skip_user))
                         continue;
-                f = pick_frame(m, author, plain, &own);
+                f = pick_frame(m, &fo);
                 if (mb->pending) {
                         if (!membership_hold(mb, f, id))
                                 log_debug("Hold of pending join of %s in room %s is full.", m->username, room->id);
@@ -216,15 +253,14 @@ static void room_fan_out(Chat *chat, Room *room, Frame *plain, const char *autho
         }
 }
 
-static void room_fan_out_json(Chat *chat, Room *room, char *json, const char *author, const char *id,
-                              const char *skip_user) {
+static void room_fan_out_json(Chat *chat, Room *room, char *json, const char *skip_user) {
         _cleanup_(frame_unrefp) Frame *f = NULL;
 
         if (frame_new_take(&f, json) < 0) {
                 log_error("Out of memory while broadcasting to room %s.", room->id);
                 return;
         }
-        room_fan_out(chat, room, f, author, id, skip_user, NULL);
+        room_fan_out(chat, room, f, NULL, skip_user, NULL);
 }
 
 /* Presence notices go to members whose join has finished (the join reply's
@@ -257,7 +293,7 @@ static void chat_deliver(Chat *chat, Room *room, const ChatMessage *msg, const R
                 log_error("Out of memory while relaying to room %s.", room->id);
                 return;
         }
-        room_fan_out(chat, room, f, msg->username, msg->id, NULL, replay);
+        room_fan_out(chat, room, f, msg, NULL, replay);
 }
 
 static void room_presence_from_reply(Room *room, const redisReply *presence) {
@@ -271,22 +307,28 @@ static void room_presence_from_reply(Room *room, const redisReply *presence) {
                         (void) room_presence_set(room, user, count);
 }
 
-static json_t *history_to_json(const StoreEntries *history, const char *room, const char *username,
+/* Messages as the member's protocol version shows them: version 2 with
+ * the mentions of their current (edited) text. */
+static json_t *history_to_json(const StoreEntries *history, const char *room, const ChatMember *m,
                                bool newest_first, const char **ret_last_id) {
         size_t n = store_entries_count(history);
         json_t *a = json_array();
 
         for (size_t k = 0; a && k < n; k++) {
                 size_t i = newest_first ? n - 1 - k : k;
+                Mentions mentions;
                 StoreEntry e;
                 json_t *j;
 
                 if (store_entries_get(history, i, &e) < 0)
                         continue;
+                if (m->version >= 2)
+                        protocol_mentions_parse(e.text, &mentions);
                 j = protocol_message_to_json(&(ChatMessage) {
                         .room = room, .id = e.id, .username = e.username, .message = e.text,
                         .ts = message_id_ms(e.id), .edited = e.edited,
-                }, streq(e.username, username));
+                        .mentions = m->version >= 2 ? &mentions : NULL,
+                }, streq(e.username, m->username));
                 if (j)
                         json_array_append_new(a, j);
                 if (ret_last_id)
@@ -305,6 +347,10 @@ static ProtocolError protocol_error_from_store(int r) {
                 return PROTOCOL_ERROR_NOT_FOUND;
         case -EPERM:
                 return PROTOCOL_ERROR_FORBIDDEN;
+        case -EACCES:
+                return PROTOCOL_ERROR_ROOM_ACCESS_DENIED;
+        case -ENOSPC:
+                return PROTOCOL_ERROR_RATE_LIMITED;
         default:
                 return PROTOCOL_ERROR_UNAVAILABLE;
         }
@@ -322,19 +368,23 @@ typedef struct ChatRequest {
         bool has_since;
 } ChatRequest;
 
-static ChatRequest *chat_request_new(ChatMember *m, const Command *cmd) {
+static ChatRequest *chat_request_new_for(ChatMember *m, const char *room, const char *ref, bool has_since) {
         ChatRequest *req = calloc(1, sizeof *req);
 
         if (!req)
                 return NULL;
         req->member = chat_member_ref(m);
-        strcpy(req->room, cmd->room);
-        if (cmd->has_ref) {
-                strcpy(req->ref, cmd->ref);
+        snprintf(req->room, sizeof req->room, "%s", room);
+        if (ref) {
+                snprintf(req->ref, sizeof req->ref, "%s", ref);
                 req->has_ref = true;
         }
-        req->has_since = cmd->has_since;
+        req->has_since = has_since;
         return req;
+}
+
+static ChatRequest *chat_request_new(ChatMember *m, const Command *cmd) {
+        return chat_request_new_for(m, cmd->room, command_ref(cmd), cmd->has_since);
 }
 
 static void chat_request_free(ChatRequest *req) {
@@ -366,7 +416,7 @@ static void on_join_reply(Redis *r, const redisReply *reply, void *userdata) {
         const char *last_id = NULL;
         Membership *mb;
         json_t *history;
-        int e;
+        int e, complete;
 
         if (m->closed)
                 goto out;
@@ -377,66 +427,90 @@ static void on_join_reply(Redis *r, const redisReply *reply, void *userdata) {
         e = store_parse_join_reply(reply, &j);
         if (e < 0) {
                 member_drop_membership(m, mb);
-                send_error(m, e == -ENOENT || e == -EINVAL ? protocol_error_from_store(e) : PROTOCOL_ERROR_UNAVAILABLE,
-                           chat_request_ref(req));
+                send_error(m, e == -ENOENT || e == -EINVAL || e == -ENOSPC ? protocol_error_from_store(e) :
+                           PROTOCOL_ERROR_UNAVAILABLE, chat_request_ref(req));
                 goto out;
         }
 
         room_presence_from_reply(mb->room, j.presence);
-        history = history_to_json(&j.history, req->room, m->username, false, &last_id);
+        history = history_to_json(&j.history, req->room, m, false, &last_id);
         (void) room_presence_set(mb->room, m->username, j.connections);
-        member_send_json(m, protocol_format_joined(
-                req->room, mb->room->title, mb->room->staff_only, mb->room->usernames, history,
-                req->has_since ? (int) (j.complete && !mb->held_overflow) : -1, chat_request_ref(req)));
+        complete = req->has_since ? (int) (j.complete && !mb->held_overflow) : -1;
+        if (j.has_read_state)
+                member_send_json(m, protocol_format_joined_v2(
+                        req->room, mb->room->title, mb->room->staff_only, mb->room->usernames, history, complete,
+                        &(ReadState) { j.read_state.read, j.read_state.unread, j.read_state.mentions },
+                        chat_request_ref(req)));
+        else
+                member_send_json(m, protocol_format_joined(
+                        req->room, mb->room->title, mb->room->staff_only, mb->room->usernames, history, complete,
+                        chat_request_ref(req)));
         membership_settle(mb, last_id);
         catch_up_joined(mb->room, mb, j.tip);
 out:
         chat_request_free(req);
 }
 
-static void chat_join(ChatMember *m, const Command *cmd) {
+/* Joins this connection to a room: asked by its join command, or unasked
+ * for a version 2 connection (its hello, or its user joined elsewhere).
+ * A version 2 join also makes the room the user's, in Redis. */
+static ProtocolError member_join(ChatMember *m, Room *room, const char *since, const char *ref) {
         Chat *chat = m->chat;
-        Room *room = room_registry_find(chat->rooms, cmd->room);
         Membership *mb;
         ChatRequest *req;
         int r;
 
-        if (!room)
-                return send_error(m, PROTOCOL_ERROR_ROOM_INVALID, command_ref(cmd));
         if (room->staff_only && !m->staff)
-                return send_error(m, PROTOCOL_ERROR_ROOM_ACCESS_DENIED, command_ref(cmd));
+                return PROTOCOL_ERROR_ROOM_ACCESS_DENIED;
         if (!redis_is_connected(chat->redis))
-                return send_error(m, PROTOCOL_ERROR_UNAVAILABLE, command_ref(cmd));
+                return PROTOCOL_ERROR_UNAVAILABLE;
 
-        mb = member_find_membership(m, cmd->room);
+        mb = member_find_membership(m, room->id);
         if (mb) {
                 /* Joined already: the presence stays as it is; answer as a
                  * join would, so a client that lost track gets its state. */
                 if (!mb->pending)
                         member_send_json(m, protocol_format_joined(room->id, room->title, room->staff_only,
-                                                                   room->usernames, NULL, -1, command_ref(cmd)));
-                return;
+                                                                   room->usernames, NULL, -1, ref));
+                return PROTOCOL_OK;
         }
         if (m->n_memberships >= CHAT_MEMBER_ROOMS_MAX)
-                return send_error(m, PROTOCOL_ERROR_RATE_LIMITED, command_ref(cmd));
+                return PROTOCOL_ERROR_RATE_LIMITED;
 
-        req = chat_request_new(m, cmd);
+        req = chat_request_new_for(m, room->id, ref, !!since);
         if (!req)
-                return send_error(m, PROTOCOL_ERROR_UNAVAILABLE, command_ref(cmd));
+                return PROTOCOL_ERROR_UNAVAILABLE;
         r = member_add_membership(m, room, &mb);
         if (r < 0) {
                 chat_request_free(req);
-                return send_error(m, PROTOCOL_ERROR_UNAVAILABLE, command_ref(cmd));
+                return PROTOCOL_ERROR_UNAVAILABLE;
         }
         room_subscription_update(chat, room);
 
-        r = store_join(chat->redis, chat->daemon_id, room->id, m->username, cmd->has_since ? cmd->since : NULL,
-                       cmd->has_since ? CHAT_SINCE_MAX : chat->settings.history_on_join, on_join_reply, req);
+        if (m->version >= 2)
+                r = store_join_v2(chat->redis, chat->daemon_id, room->id, m->username, since,
+                                  since ? CHAT_SINCE_MAX : chat->settings.history_on_join, PROTOCOL_USER_ROOMS_MAX,
+                                  on_join_reply, req);
+        else
+                r = store_join(chat->redis, chat->daemon_id, room->id, m->username, since,
+                               since ? CHAT_SINCE_MAX : chat->settings.history_on_join, on_join_reply, req);
         if (r < 0) {
                 chat_request_free(req);
                 member_drop_membership(m, mb);
-                send_error(m, PROTOCOL_ERROR_UNAVAILABLE, command_ref(cmd));
+                return PROTOCOL_ERROR_UNAVAILABLE;
         }
+        return PROTOCOL_OK;
+}
+
+static void chat_join(ChatMember *m, const Command *cmd) {
+        Room *room = room_registry_find(m->chat->rooms, cmd->room);
+        ProtocolError e;
+
+        if (!room)
+                return send_error(m, PROTOCOL_ERROR_ROOM_INVALID, command_ref(cmd));
+        e = member_join(m, room, cmd->has_since ? cmd->since : NULL, command_ref(cmd));
+        if (e != PROTOCOL_OK)
+                send_error(m, e, command_ref(cmd));
 }
 
 static void chat_leave(ChatMember *m, const Command *cmd) {
@@ -448,6 +522,10 @@ static void chat_leave(ChatMember *m, const Command *cmd) {
         if (mb)
                 member_leave(m, mb);
         member_send_left(m, cmd->room, LEAVE_REASON_NONE, command_ref(cmd));
+        /* The user's other version 2 connections leave when ["ul"] comes. */
+        if (m->version >= 2 &&
+            store_user_leave(m->chat->redis, m->username, cmd->room, "", on_leave_reply, NULL) < 0)
+                log_debug("Could not remove room %s from the rooms of %s.", cmd->room, m->username);
 }
 
 static void on_send_reply(Redis *r, const redisReply *reply, void *userdata) {
@@ -508,7 +586,9 @@ static bool member_in_room(ChatMember *m, const Command *cmd) {
 }
 
 static void chat_send(ChatMember *m, const Command *cmd) {
+        char names[MENTIONS_JOINED_MAX + 1] = "";
         Chat *chat = m->chat;
+        Mentions mentions;
         ChatRequest *req;
         int r;
 
@@ -520,12 +600,17 @@ static void chat_send(ChatMember *m, const Command *cmd) {
         if (!req)
                 return send_error(m, PROTOCOL_ERROR_UNAVAILABLE, command_ref(cmd));
 
+        /* The names a text mentions are stored with it for the unread counts in Redis. */
+        if (cmd->message) {
+                protocol_mentions_parse(cmd->message, &mentions);
+                protocol_mentions_join(&mentions, names);
+        }
         if (cmd->type == COMMAND_SEND)
-                r = store_send(chat->redis, cmd->room, m->username, cmd->message, command_ref(cmd),
-                               chat->settings.history_size, on_send_reply, req);
+                r = store_send_mentioning(chat->redis, cmd->room, m->username, cmd->message, names, command_ref(cmd),
+                                          chat->settings.history_size, on_send_reply, req);
         else
-                r = store_edit(chat->redis, cmd->room, cmd->id, m->username,
-                               cmd->type == COMMAND_EDIT ? cmd->message : NULL, on_send_reply, req);
+                r = store_edit_mentioning(chat->redis, cmd->room, cmd->id, m->username,
+                                          cmd->type == COMMAND_EDIT ? cmd->message : NULL, names, on_send_reply, req);
         if (r < 0) {
                 chat_request_free(req);
                 send_error(m, PROTOCOL_ERROR_UNAVAILABLE, command_ref(cmd));
@@ -547,7 +632,7 @@ static void on_history_reply(Redis *r, const redisReply *reply, void *userdata) 
                 goto out;
         }
         member_send_json(m, protocol_format_history(req->room,
-                                                    history_to_json(&h.history, req->room, m->username, true, NULL),
+                                                    history_to_json(&h.history, req->room, m, true, NULL),
                                                     h.complete, chat_request_ref(req)));
 out:
         chat_request_free(req);
@@ -592,6 +677,155 @@ static void chat_typing(ChatMember *m, const Command *cmd) {
                 member_send_json(m, protocol_format_ok(NULL, cmd->ref));
 }
 
+/* ---- version 2: hello and read markers ---- */
+
+typedef struct HelloRequest {
+        ChatMember *member;
+        char ref[REF_MAX + 1];
+        bool has_ref;
+        RoomSince *since;
+        size_t n_since;
+} HelloRequest;
+
+static void hello_request_free(HelloRequest *req) {
+        chat_member_unref(req->member);
+        free(req->since);
+        free(req);
+}
+
+static const char *hello_since(const HelloRequest *req, const char *room) {
+        for (size_t i = 0; i < req->n_since; i++)
+                if (streq(req->since[i].room, room))
+                        return req->since[i].id;
+        return NULL;
+}
+
+/* The user's rooms as this connection may join them: rooms unknown here
+ * are skipped, staff-only rooms of a non-staff user are taken from them
+ * (the room became staff-only while they were away). */
+static char **hello_rooms(ChatMember *m, const redisReply *reply) {
+        _cleanup_(strv_freep) char **rooms = calloc(reply->elements + 1, sizeof(char *));
+        size_t n = 0;
+
+        if (!rooms)
+                return NULL;
+        for (size_t i = 0; i < reply->elements && n < PROTOCOL_USER_ROOMS_MAX; i++) {
+                const redisReply *e = reply->element[i];
+                Room *room;
+
+                if (e->type != REDIS_REPLY_STRING || e->len > ROOM_ID_MAX)
+                        continue;
+                room = room_registry_find(m->chat->rooms, e->str);
+                if (!room)
+                        continue;
+                if (room->staff_only && !m->staff) {
+                        (void) store_user_leave(m->chat->redis, m->username, room->id, "kicked", on_leave_reply, NULL);
+                        continue;
+                }
+                rooms[n] = strdup(room->id);
+                if (!rooms[n++])
+                        return NULL;
+        }
+        return TAKE_PTR(rooms);
+}
+
+static void on_hello_reply(Redis *r, const redisReply *reply, void *userdata) {
+        HelloRequest *req = userdata;
+        ChatMember *m = req->member;
+        _cleanup_(strv_freep) char **rooms = NULL;
+        const char *ref = req->has_ref ? req->ref : NULL;
+
+        if (m->closed)
+                goto out;
+        if (!reply || reply->type != REDIS_REPLY_ARRAY || !(rooms = hello_rooms(m, reply))) {
+                m->hello_seen = false;
+                send_error(m, PROTOCOL_ERROR_UNAVAILABLE, ref);
+                goto out;
+        }
+        m->version = 2;
+        member_send_json(m, protocol_format_hello(2, m->username, rooms, ref));
+        for (char **id = rooms; *id; id++) {
+                Room *room = room_registry_find(m->chat->rooms, *id);
+                ProtocolError e = room ? member_join(m, room, hello_since(req, *id), NULL) : PROTOCOL_ERROR_ROOM_INVALID;
+
+                if (e != PROTOCOL_OK)
+                        send_error(m, e, NULL);
+        }
+out:
+        hello_request_free(req);
+}
+
+static void chat_hello(ChatMember *m, const Command *cmd) {
+        HelloRequest *req;
+
+        if (m->hello_seen)
+                return send_error(m, PROTOCOL_ERROR_BAD_REQUEST, command_ref(cmd));
+        if (cmd->version < 2) {
+                const char *rooms[CHAT_MEMBER_ROOMS_MAX + 1];
+
+                m->hello_seen = true;
+                chat_member_rooms(m, rooms, ELEMENTSOF(rooms));
+                return member_send_json(m, protocol_format_hello(1, m->username, (char **) rooms, command_ref(cmd)));
+        }
+        if (!redis_is_connected(m->chat->redis))
+                return send_error(m, PROTOCOL_ERROR_UNAVAILABLE, command_ref(cmd));
+
+        req = calloc(1, sizeof *req);
+        if (!req)
+                return send_error(m, PROTOCOL_ERROR_UNAVAILABLE, command_ref(cmd));
+        req->member = chat_member_ref(m);
+        if (cmd->has_ref) {
+                strcpy(req->ref, cmd->ref);
+                req->has_ref = true;
+        }
+        if (cmd->n_rooms_since > 0) {
+                req->since = calloc(cmd->n_rooms_since, sizeof *req->since);
+                if (!req->since) {
+                        hello_request_free(req);
+                        return send_error(m, PROTOCOL_ERROR_UNAVAILABLE, command_ref(cmd));
+                }
+                memcpy(req->since, cmd->rooms_since, cmd->n_rooms_since * sizeof *req->since);
+                req->n_since = cmd->n_rooms_since;
+        }
+        if (store_user_rooms(m->chat->redis, m->username, on_hello_reply, req) < 0) {
+                hello_request_free(req);
+                return send_error(m, PROTOCOL_ERROR_UNAVAILABLE, command_ref(cmd));
+        }
+        m->hello_seen = true;
+}
+
+static void on_read_reply(Redis *r, const redisReply *reply, void *userdata) {
+        ChatRequest *req = userdata;
+        ChatMember *m = req->member;
+        int e = store_reply_error(reply);
+
+        if (m->closed)
+                goto out;
+        if (e < 0)
+                send_error(m, protocol_error_from_store(e), chat_request_ref(req));
+        else if (req->has_ref)
+                member_send_json(m, protocol_format_ok(NULL, req->ref));
+out:
+        chat_request_free(req);
+}
+
+static void chat_read(ChatMember *m, const Command *cmd) {
+        ChatRequest *req;
+
+        /* Unknown to a version 1 connection, like any other command it does not know. */
+        if (m->version < 2)
+                return send_error(m, PROTOCOL_ERROR_BAD_REQUEST, command_ref(cmd));
+        if (!room_registry_find(m->chat->rooms, cmd->room))
+                return send_error(m, PROTOCOL_ERROR_ROOM_INVALID, command_ref(cmd));
+        req = chat_request_new(m, cmd);
+        if (!req)
+                return send_error(m, PROTOCOL_ERROR_UNAVAILABLE, command_ref(cmd));
+        if (store_read(m->chat->redis, cmd->room, m->username, cmd->id, on_read_reply, req) < 0) {
+                chat_request_free(req);
+                send_error(m, PROTOCOL_ERROR_UNAVAILABLE, command_ref(cmd));
+        }
+}
+
 void chat_member_command(ChatMember *m, const Command *cmd) {
         if (m->closed)
                 return;
@@ -608,6 +842,10 @@ void chat_member_command(ChatMember *m, const Command *cmd) {
                 return chat_history(m, cmd);
         case COMMAND_TYPING:
                 return chat_typing(m, cmd);
+        case COMMAND_HELLO:
+                return chat_hello(m, cmd);
+        case COMMAND_READ:
+                return chat_read(m, cmd);
         default:
                 return send_error(m, PROTOCOL_ERROR_BAD_REQUEST, command_ref(cmd));
         }
@@ -671,6 +909,7 @@ int chat_member_new(Chat *chat, void *conn, const char *username, const char *se
         if (!m)
                 return -ENOMEM;
         m->n_ref = 1;
+        m->version = 1;
         m->chat = chat;
         m->conn = conn;
         m->username = username;
@@ -709,6 +948,9 @@ static void room_evict(Room *room, LeaveReason reason, bool non_staff_only) {
                         member_drop_membership(m, mb);
                 else
                         member_leave(m, mb);
+                /* The room became staff-only: it is not the user's any more. */
+                if (non_staff_only && m->version >= 2)
+                        (void) store_user_leave(m->chat->redis, m->username, id, "kicked", on_leave_reply, NULL);
                 member_send_left(m, id, reason, NULL);
         }
 }
@@ -728,9 +970,13 @@ typedef struct RoomRequest {
 
 static void on_presence_reply(Redis *r, const redisReply *reply, void *userdata) {
         _cleanup_free_ RoomRequest *req = userdata;
-        Room *room = room_registry_find(req->chat->rooms, req->room);
+        Room *room;
 
-        if (room && reply && reply->type == REDIS_REPLY_ARRAY)
+        /* No reply also when the Redis client is freed after the chat. */
+        if (!reply || reply->type != REDIS_REPLY_ARRAY)
+                return;
+        room = room_registry_find(req->chat->rooms, req->room);
+        if (room)
                 room_presence_from_reply(room, reply);
 }
 
@@ -1047,6 +1293,8 @@ void chat_on_redis_connected(Chat *chat) {
         char fresh[33];
         size_t n = 0;
 
+        if (store_load_scripts(chat->redis) < 0)
+                log_warning("Could not load the scripts into Redis; they are sent when first used.");
         pairs = rooms_as_pairs(chat, &n);
         if (!pairs || random_hex(fresh, 16) < 0 ||
             store_epoch(chat->redis, chat->epoch[0] ? chat->epoch : NULL, fresh, pairs, n, on_epoch_reply, chat) < 0) {
@@ -1083,12 +1331,12 @@ static void on_room_event(Chat *chat, Room *room, const Event *ev) {
                         .ts = message_id_ms(ev->id), .edited = ev->kind == EVENT_EDITED,
                 }, NULL);
         case EVENT_DELETED:
-                return room_fan_out_json(chat, room, protocol_format_deleted(room->id, ev->id), NULL, NULL, NULL);
+                return room_fan_out_json(chat, room, protocol_format_deleted(room->id, ev->id), NULL);
         case EVENT_NOTICE:
                 return room_fan_out_json(chat, room, protocol_format_notice((MessageType) ev->level, room->id, ev->text),
-                                         NULL, NULL, NULL);
+                                         NULL);
         case EVENT_TYPING:
-                return room_fan_out_json(chat, room, protocol_format_typing(room->id, ev->user), NULL, NULL, ev->user);
+                return room_fan_out_json(chat, room, protocol_format_typing(room->id, ev->user), ev->user);
         default:
                 log_debug("Ignoring an event of the wrong channel in room %s.", room->id);
         }
@@ -1128,6 +1376,78 @@ static void on_kick_event(Chat *chat, const char *user, const char *room_id) {
         }
 }
 
+static bool member_is_v2_of(const ChatMember *m, const char *user) {
+        return m->version >= 2 && streq(m->username, user);
+}
+
+/* The user joined a room (on any connection, any daemon): their other
+ * version 2 connections here join it too. */
+static void on_user_joined(Chat *chat, const char *user, const char *room_id) {
+        Room *room = room_registry_find(chat->rooms, room_id);
+
+        if (!room)
+                return;
+        LIST_FOREACH_SAFE(members, m, next, chat->members)
+                if (member_is_v2_of(m, user) && !member_find_membership(m, room_id))
+                        (void) member_join(m, room, NULL, NULL);
+}
+
+static LeaveReason leave_reason_from_string(const char *s) {
+        return streq(s, "kicked") ? LEAVE_REASON_KICKED : streq(s, "deleted") ? LEAVE_REASON_DELETED : LEAVE_REASON_NONE;
+}
+
+static void on_user_left(Chat *chat, const char *user, const char *room_id, const char *reason) {
+        LIST_FOREACH_SAFE(members, m, next, chat->members) {
+                Membership *mb;
+
+                if (!member_is_v2_of(m, user) || !(mb = member_find_membership(m, room_id)))
+                        continue;
+                member_leave(m, mb);
+                member_send_left(m, room_id, leave_reason_from_string(reason), NULL);
+        }
+}
+
+/* Counting unread messages for a user whose marker moved. */
+typedef struct UnreadRequest {
+        Chat *chat;
+        char user[USERNAME_MAX + 1];
+        char room[ROOM_ID_MAX + 1];
+} UnreadRequest;
+
+static void on_unread_reply(Redis *r, const redisReply *reply, void *userdata) {
+        _cleanup_free_ UnreadRequest *req = userdata;
+        _cleanup_(frame_unrefp) Frame *f = NULL;
+        StoreReadState rs;
+
+        /* NOTJOINED: the user left the room meanwhile; nothing to tell. */
+        if (store_parse_unread_reply(reply, &rs) < 0 || !rs.read)
+                return;
+        if (frame_new_take(&f, protocol_format_unread(req->room, &(ReadState) { rs.read, rs.unread, rs.mentions })) < 0)
+                return;
+        LIST_FOREACH(members, m, req->chat->members)
+                if (member_is_v2_of(m, req->user))
+                        member_send(m, f);
+}
+
+/* One count per daemon and marker move, shared by the user's connections here. */
+static void on_user_read(Chat *chat, const char *user, const char *room_id) {
+        UnreadRequest *req;
+        bool any = false;
+
+        LIST_FOREACH(members, m, chat->members)
+                any = any || member_is_v2_of(m, user);
+        if (!any)
+                return;
+        req = calloc(1, sizeof *req);
+        if (!req)
+                return;
+        req->chat = chat;
+        snprintf(req->user, sizeof req->user, "%s", user);
+        snprintf(req->room, sizeof req->room, "%s", room_id);
+        if (store_unread(chat->redis, room_id, user, on_unread_reply, req) < 0)
+                free(req);
+}
+
 static void on_global_notice(Chat *chat, MessageType level, const char *text) {
         _cleanup_free_ Room **rooms = NULL;
         size_t n = 0;
@@ -1135,8 +1455,7 @@ static void on_global_notice(Chat *chat, MessageType level, const char *text) {
         rooms = room_registry_sorted(chat->rooms, &n);
         for (size_t i = 0; rooms && i < n; i++)
                 if (rooms[i]->n_members > 0)
-                        room_fan_out_json(chat, rooms[i], protocol_format_notice(level, rooms[i]->id, text),
-                                          NULL, NULL, NULL);
+                        room_fan_out_json(chat, rooms[i], protocol_format_notice(level, rooms[i]->id, text), NULL);
 }
 
 static void on_logout_event(Chat *chat, const char *session_id) {
@@ -1166,6 +1485,12 @@ static void on_global_event(Chat *chat, const Event *ev) {
                 return on_global_notice(chat, (MessageType) ev->level, ev->text);
         case EVENT_LOGOUT:
                 return on_logout_event(chat, ev->session_id);
+        case EVENT_USER_JOINED:
+                return on_user_joined(chat, ev->user, ev->room);
+        case EVENT_USER_LEFT:
+                return on_user_left(chat, ev->user, ev->room, ev->reason);
+        case EVENT_USER_READ:
+                return on_user_read(chat, ev->user, ev->room);
         default:
                 log_debug("Ignoring a room event on %s.", STORE_EVENTS_CHANNEL);
         }
@@ -1194,6 +1519,11 @@ int chat_publish_logout(Chat *chat, const char *session_id) {
 }
 
 int chat_publish_kick(Chat *chat, const char *username, const char *room) {
+        /* A kick from one room also takes it from the user's rooms
+         * (version 2), whether or not they are connected. */
+        if (room && room[0] &&
+            store_user_leave(chat->redis, username, room, "kicked", on_leave_reply, NULL) < 0)
+                log_debug("Could not remove room %s from the rooms of %s.", room, username);
         return publish_on(chat, NULL, event_format_kick(username, room));
 }
 
@@ -1275,8 +1605,16 @@ int chat_new(Chat **ret, sd_event *event, Redis *redis, const ChatHooks *hooks, 
 
 /* Members must have closed first: their owners hold them. */
 Chat *chat_free(Chat *chat) {
+        _cleanup_free_ Room **rooms = NULL;
+        size_t n = 0;
+
         if (!chat)
                 return NULL;
+        /* The owner freed Redis first (chat.h), which answered every
+         * request of ours still pending. */
+        rooms = room_registry_sorted(chat->rooms, &n);
+        for (size_t i = 0; rooms && i < n; i++)
+                catch_up_end(rooms[i]);
         chat->rooms = room_registry_free(chat->rooms);
         chat->rooms_frame = frame_unref(chat->rooms_frame);
         sd_event_unref(chat->event);

@@ -13,6 +13,8 @@ struct ChatMember {
         unsigned n_ref;                 /* the owner's, and each request waiting for Redis */
         bool staff;
         bool closed;                    /* the connection is gone: nothing more is sent */
+        bool hello_seen;                /* "hello" is accepted once */
+        unsigned version;               /* the protocol it speaks: 1, or 2 once its hello was answered */
         Chat *chat;
         void *conn;                     /* the owner's, handed back in the hooks */
         const char *username;           /* borrowed from the owner; NULL once closed */

@@ -62,13 +62,44 @@
         "  return #first == 0 or idlt(after, first[1][1])\n"                            \
         "end\n"
 
-/* ARGV: room, user, daemon, history, since ('' for none). Everything that
+/* A user's unread count and mentions in a room after their marker: at
+ * most 1000 entries are read, counts are capped at 999; the user's own
+ * messages do not count. Field n holds the names a message mentions, or
+ * mc:room:<id>:edits-n those of its edited text. */
+#define LUA_UNREAD                                                                      \
+        "local function unread(room, user, marker)\n"                                    \
+        "  if not marker or marker == '' then return 0, 0 end\n"                         \
+        "  local got = redis.pcall('XRANGE', 'mc:room:' .. room .. ':log', '(' .. marker, '+', 'COUNT', 1000)\n" \
+        "  if type(got) ~= 'table' or got.err then return 0, 0 end\n"                    \
+        "  local n, m, edited = 0, 0, {}\n"                                              \
+        "  if #got > 0 then\n"                                                           \
+        "    local ids = {}\n"                                                           \
+        "    for i, e in ipairs(got) do ids[i] = e[1] end\n"                             \
+        "    edited = redis.call('HMGET', 'mc:room:' .. room .. ':edits-n', unpack(ids))\n" \
+        "  end\n"                                                                        \
+        "  for k, e in ipairs(got) do\n"                                                 \
+        "    local u, names = nil, ''\n"                                                 \
+        "    for i = 1, #e[2], 2 do\n"                                                   \
+        "      if e[2][i] == 'u' then u = e[2][i + 1] elseif e[2][i] == 'n' then names = e[2][i + 1] end\n" \
+        "    end\n"                                                                      \
+        "    if edited[k] then names = edited[k] end\n"                                  \
+        "    if u ~= user then\n"                                                        \
+        "      n = n + 1\n"                                                              \
+        "      if (' ' .. names .. ' '):find(' ' .. user .. ' ', 1, true) then m = m + 1 end\n" \
+        "    end\n"                                                                      \
+        "  end\n"                                                                        \
+        "  return math.min(n, 999), math.min(m, 999)\n"                                  \
+        "end\n"
+
+/* ARGV: room, user, daemon, history, since ('' for none), and for a
+ * version 2 connection the most rooms a user may have joined. Everything that
  * can fail comes before the presence changes: scripts are not rolled back.
  * The last element is the stream's newest id ("0-0" if none): what the
  * joiner has, for a daemon that replays the stream meanwhile. */
 static RedisScript script_join = { .source =
-        LUA_ID_LESS LUA_RANGE LUA_EDITS
+        LUA_ID_LESS LUA_RANGE LUA_EDITS LUA_UNREAD
         "local room, user, daemon, n, since = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]\n"
+        "local max = tonumber(ARGV[6] or '')\n"
         "if redis.call('HEXISTS', 'mc:rooms', room) == 0 then return redis.error_reply('NOROOM no such room') end\n"
         "local log = 'mc:room:' .. room .. ':log'\n"
         "local hist, complete = {}, 1\n"
@@ -92,6 +123,25 @@ static RedisScript script_join = { .source =
         "  local rev = range('XREVRANGE', log, '+', '-', n) or {}\n"
         "  for i = #rev, 1, -1 do hist[#hist + 1] = rev[i] end\n"
         "end\n"
+        /* Version 2: the room becomes the user's, kept in the order joined. */
+        "local vread\n"
+        "if max then\n"
+        "  local ukey, okey = 'mc:user:' .. user .. ':rooms', 'mc:user:' .. user .. ':order'\n"
+        "  local marker = redis.call('HGET', ukey, room)\n"
+        "  if not marker then\n"
+        "    if redis.call('HLEN', ukey) >= max then return redis.error_reply('FULL too many rooms') end\n"
+        "    local t = redis.call('TIME')\n"
+        "    local at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+        "    local last = redis.call('ZREVRANGE', okey, 0, 0, 'WITHSCORES')\n"
+        "    if #last > 0 and tonumber(last[2]) >= at then at = tonumber(last[2]) + 1 end\n"
+        "    redis.call('HSET', ukey, room, '')\n"
+        "    redis.call('ZADD', okey, at, room)\n"
+        "    redis.call('PUBLISH', 'mc:events', cjson.encode({'uj', user, room}))\n"
+        "    marker = ''\n"
+        "  end\n"
+        "  local c, m = unread(room, user, marker)\n"
+        "  vread = {marker, c, m}\n"
+        "end\n"
         "local count = redis.call('HINCRBY', 'mc:room:' .. room .. ':users', user, 1)\n"
         "redis.call('HINCRBY', 'mc:daemon:' .. daemon .. ':presence', room .. '\\t' .. user, 1)\n"
         "redis.call('SADD', 'mc:daemons', daemon)\n"
@@ -100,7 +150,58 @@ static RedisScript script_join = { .source =
         "redis.call('PUBLISH', 'mc:events', cjson.encode({'p', room, user, count, change}))\n"
         "local tip = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)\n"
         "if #tip > 0 then tip = tip[1][1] else tip = '0-0' end\n"
-        "return {count, redis.call('HGETALL', 'mc:room:' .. room .. ':users'), hist, complete, edits(room, hist), tip}\n"
+        "local users = redis.call('HGETALL', 'mc:room:' .. room .. ':users')\n"
+        "if vread then return {count, users, hist, complete, edits(room, hist), tip, vread[1], vread[2], vread[3]} end\n"
+        "return {count, users, hist, complete, edits(room, hist), tip}\n"
+};
+
+/* ARGV: user. The rooms the user has joined, in the order joined; rooms
+ * deleted meanwhile are dropped from them here. */
+static RedisScript script_user_rooms = { .source =
+        "local ukey, okey = 'mc:user:' .. ARGV[1] .. ':rooms', 'mc:user:' .. ARGV[1] .. ':order'\n"
+        "local out = {}\n"
+        "for _, id in ipairs(redis.call('ZRANGE', okey, 0, -1)) do\n"
+        "  if redis.call('HEXISTS', 'mc:rooms', id) == 1 and redis.call('HEXISTS', ukey, id) == 1 then\n"
+        "    out[#out + 1] = id\n"
+        "  else\n"
+        "    redis.call('HDEL', ukey, id)\n"
+        "    redis.call('ZREM', okey, id)\n"
+        "  end\n"
+        "end\n"
+        "return out\n"
+};
+
+/* ARGV: user, room, reason ('', 'kicked', 'deleted'). Reply: 1 when the
+ * room was the user's. */
+static RedisScript script_user_leave = { .source =
+        "local user, room, reason = ARGV[1], ARGV[2], ARGV[3]\n"
+        "if redis.call('HDEL', 'mc:user:' .. user .. ':rooms', room) == 0 then return 0 end\n"
+        "redis.call('ZREM', 'mc:user:' .. user .. ':order', room)\n"
+        "redis.call('PUBLISH', 'mc:events', cjson.encode({'ul', user, room, reason}))\n"
+        "return 1\n"
+};
+
+/* ARGV: room, user, id. Markers never move backwards. Reply: 1 moved, 0 not. */
+static RedisScript script_read = { .source =
+        LUA_ID_LESS
+        "local room, user, id = ARGV[1], ARGV[2], ARGV[3]\n"
+        "if redis.call('HEXISTS', 'mc:rooms', room) == 0 then return redis.error_reply('NOROOM no such room') end\n"
+        "local ukey = 'mc:user:' .. user .. ':rooms'\n"
+        "local marker = redis.call('HGET', ukey, room)\n"
+        "if not marker then return redis.error_reply('NOTJOINED not a room of the user') end\n"
+        "if marker ~= '' and not idlt(marker, id) then return 0 end\n"
+        "redis.call('HSET', ukey, room, id)\n"
+        "redis.call('PUBLISH', 'mc:events', cjson.encode({'ur', user, room, id}))\n"
+        "return 1\n"
+};
+
+/* ARGV: room, user. Reply: {marker ('' none), unread, mentions}. */
+static RedisScript script_unread = { .source =
+        LUA_UNREAD
+        "local marker = redis.call('HGET', 'mc:user:' .. ARGV[2] .. ':rooms', ARGV[1])\n"
+        "if not marker then return redis.error_reply('NOTJOINED not a room of the user') end\n"
+        "local c, m = unread(ARGV[1], ARGV[2], marker)\n"
+        "return {marker, c, m}\n"
 };
 
 /* ARGV: room, user, daemon */
@@ -118,9 +219,11 @@ static RedisScript script_leave = { .source =
         "return count\n"
 };
 
-/* ARGV: room, user, text, keep */
+/* ARGV: room, user, text, keep, ref ('' none), ref ttl, mentioned names
+ * ('' none). The writer has read what they wrote: their read marker, if
+ * the room is theirs (version 2), moves to it. */
 static RedisScript script_send = { .source =
-        "local room, user, text, keep, ref, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]\n"
+        "local room, user, text, keep, ref, ttl, names = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]\n"
         "if redis.call('HEXISTS', 'mc:rooms', room) == 0 then return redis.error_reply('NOROOM no such room') end\n"
         "local seen\n"
         "if ref ~= '' then\n"
@@ -128,16 +231,29 @@ static RedisScript script_send = { .source =
         "  local id = redis.call('GET', seen)\n"
         "  if id then return id end\n"
         "end\n"
-        "local id = redis.call('XADD', 'mc:room:' .. room .. ':log', 'MAXLEN', '~', keep, '*', 'u', user, 'm', text)\n"
+        "local log = 'mc:room:' .. room .. ':log'\n"
+        "local id\n"
+        "if names ~= '' then\n"
+        "  id = redis.call('XADD', log, 'MAXLEN', '~', keep, '*', 'u', user, 'm', text, 'n', names)\n"
+        "else\n"
+        "  id = redis.call('XADD', log, 'MAXLEN', '~', keep, '*', 'u', user, 'm', text)\n"
+        "end\n"
         "redis.call('PUBLISH', 'mc:room:' .. room, cjson.encode({'m', id, user, text}))\n"
         "if seen then redis.call('SET', seen, id, 'EX', ttl) end\n"
+        "local ukey = 'mc:user:' .. user .. ':rooms'\n"
+        "if redis.call('HEXISTS', ukey, room) == 1 then\n"
+        "  redis.call('HSET', ukey, room, id)\n"
+        "  redis.call('PUBLISH', 'mc:events', cjson.encode({'ur', user, room, id}))\n"
+        "end\n"
         "return id\n"
 };
 
-/* ARGV: room, id, user, text ('' with delete = 1), delete */
+/* ARGV: room, id, user, text ('' with delete = 1), delete, the names the
+ * new text mentions ('' none; absent: not recorded) */
 static RedisScript script_edit = { .source =
         LUA_RANGE
         "local room, id, user, text, delete = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5] == '1'\n"
+        "local names = ARGV[6]\n"
         "if redis.call('HEXISTS', 'mc:rooms', room) == 0 then return redis.error_reply('NOROOM no such room') end\n"
         "local log = 'mc:room:' .. room .. ':log'\n"
         "local e = range('XRANGE', log, id, id, 1)\n"
@@ -149,9 +265,11 @@ static RedisScript script_edit = { .source =
         "if delete then\n"
         "  redis.call('XDEL', log, id)\n"
         "  redis.call('HDEL', 'mc:room:' .. room .. ':edits', id)\n"
+        "  redis.call('HDEL', 'mc:room:' .. room .. ':edits-n', id)\n"
         "  redis.call('PUBLISH', channel, cjson.encode({'d', id}))\n"
         "else\n"
         "  redis.call('HSET', 'mc:room:' .. room .. ':edits', id, text)\n"
+        "  if names then redis.call('HSET', 'mc:room:' .. room .. ':edits-n', id, names) end\n"
         "  redis.call('PUBLISH', channel, cjson.encode({'e', id, user, text}))\n"
         "end\n"
         "return redis.status_reply('OK')\n"
@@ -236,7 +354,7 @@ static RedisScript script_delete_room = { .source =
         "local room = ARGV[1]\n"
         "if redis.call('HDEL', 'mc:rooms', room) == 0 then return redis.error_reply('NOROOM no such room') end\n"
         "local p = 'mc:room:' .. room\n"
-        "redis.call('DEL', p .. ':log', p .. ':edits', p .. ':users')\n"
+        "redis.call('DEL', p .. ':log', p .. ':edits', p .. ':edits-n', p .. ':users')\n"
         "redis.call('PUBLISH', 'mc:events', cjson.encode({'deleted', room}))\n"
         "redis.call('PUBLISH', 'mc:events', cjson.encode({'rooms'}))\n"
         "return redis.status_reply('OK')\n"
@@ -277,6 +395,25 @@ static int store_eval(Redis *r, RedisScript *s, RedisReplyHandler cb, void *user
         return redis_eval(r, s, cb, userdata, 0, n, argv, NULL);
 }
 
+int store_load_scripts(Redis *r) {
+        RedisScript *const scripts[] = {
+                &script_join, &script_leave, &script_send, &script_edit, &script_history, &script_since,
+                &script_epoch, &script_create_room, &script_update_room, &script_delete_room, &script_reap,
+                &script_user_rooms, &script_user_leave, &script_read, &script_unread,
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(scripts); i++) {
+                int k;
+
+                if (!scripts[i]->sha1[0])
+                        redis_script_init(scripts[i], scripts[i]->source);
+                k = redis_command_argv(r, NULL, NULL, 3, (const char *[]) { "SCRIPT", "LOAD", scripts[i]->source }, NULL);
+                if (k < 0)
+                        return k;
+        }
+        return 0;
+}
+
 int store_room_channel(const char *room, char *buf, size_t size) {
         int n = snprintf(buf, size, STORE_ROOM_CHANNEL_PREFIX "%s", room);
 
@@ -314,25 +451,64 @@ int store_join(Redis *r, const char *daemon_id, const char *room, const char *us
                           (const char *[]) { room, username, daemon_id, n, since ?: "" });
 }
 
+int store_join_v2(Redis *r, const char *daemon_id, const char *room, const char *username,
+                  const char *since, unsigned history, unsigned max_rooms, RedisReplyHandler cb, void *userdata) {
+        char n[16], max[16];
+
+        snprintf(n, sizeof n, "%u", history);
+        snprintf(max, sizeof max, "%u", max_rooms);
+        return store_eval(r, &script_join, cb, userdata, 6,
+                          (const char *[]) { room, username, daemon_id, n, since ?: "", max });
+}
+
+int store_user_rooms(Redis *r, const char *username, RedisReplyHandler cb, void *userdata) {
+        return store_eval(r, &script_user_rooms, cb, userdata, 1, (const char *[]) { username });
+}
+
+int store_user_leave(Redis *r, const char *username, const char *room, const char *reason,
+                     RedisReplyHandler cb, void *userdata) {
+        return store_eval(r, &script_user_leave, cb, userdata, 3, (const char *[]) { username, room, reason ?: "" });
+}
+
+int store_read(Redis *r, const char *room, const char *username, const char *id,
+               RedisReplyHandler cb, void *userdata) {
+        return store_eval(r, &script_read, cb, userdata, 3, (const char *[]) { room, username, id });
+}
+
+int store_unread(Redis *r, const char *room, const char *username, RedisReplyHandler cb, void *userdata) {
+        return store_eval(r, &script_unread, cb, userdata, 2, (const char *[]) { room, username });
+}
+
 int store_leave(Redis *r, const char *daemon_id, const char *room, const char *username,
                 RedisReplyHandler cb, void *userdata) {
         return store_eval(r, &script_leave, cb, userdata, 3, (const char *[]) { room, username, daemon_id });
 }
 
-int store_send(Redis *r, const char *room, const char *username, const char *text, const char *ref,
-               unsigned keep, RedisReplyHandler cb, void *userdata) {
+int store_send_mentioning(Redis *r, const char *room, const char *username, const char *text, const char *names,
+                          const char *ref, unsigned keep, RedisReplyHandler cb, void *userdata) {
         char k[16], ttl[16];
 
         snprintf(k, sizeof k, "%u", keep);
         snprintf(ttl, sizeof ttl, "%u", STORE_SEND_REF_TTL_SEC);
-        return store_eval(r, &script_send, cb, userdata, 6,
-                          (const char *[]) { room, username, text, k, ref ?: "", ttl });
+        return store_eval(r, &script_send, cb, userdata, 7,
+                          (const char *[]) { room, username, text, k, ref ?: "", ttl, names ?: "" });
+}
+
+int store_send(Redis *r, const char *room, const char *username, const char *text, const char *ref,
+               unsigned keep, RedisReplyHandler cb, void *userdata) {
+        return store_send_mentioning(r, room, username, text, NULL, ref, keep, cb, userdata);
 }
 
 int store_edit(Redis *r, const char *room, const char *id, const char *username, const char *text,
                RedisReplyHandler cb, void *userdata) {
         return store_eval(r, &script_edit, cb, userdata, 5,
                           (const char *[]) { room, id, username, text ?: "", text ? "0" : "1" });
+}
+
+int store_edit_mentioning(Redis *r, const char *room, const char *id, const char *username, const char *text,
+                          const char *names, RedisReplyHandler cb, void *userdata) {
+        return store_eval(r, &script_edit, cb, userdata, 6,
+                          (const char *[]) { room, id, username, text ?: "", text ? "0" : "1", names ?: "" });
 }
 
 int store_history(Redis *r, const char *room, const char *before, unsigned limit,
@@ -389,6 +565,8 @@ int store_reply_error(const redisReply *reply) {
                 { "BADID", -EINVAL },
                 { "NOTFOUND", -ESRCH },
                 { "FORBIDDEN", -EPERM },
+                { "FULL", -ENOSPC },
+                { "NOTJOINED", -EACCES },
         };
 
         if (!reply)
@@ -472,13 +650,42 @@ static int reply_shape(const redisReply *reply, size_t elements) {
         return reply->type == REDIS_REPLY_ARRAY && reply->elements == elements ? 0 : -EBADMSG;
 }
 
-/* [count, [user, n, ...], [entries], complete, [edited texts], newest id] */
+/* {marker ('' none), unread, mentions} at reply->element[i...] */
+static int read_state_from(const redisReply *reply, size_t i, StoreReadState *ret) {
+        const redisReply *marker = reply_element(reply, i, REDIS_REPLY_STRING);
+        const redisReply *unread = reply_element(reply, i + 1, REDIS_REPLY_INTEGER);
+        const redisReply *mentions = reply_element(reply, i + 2, REDIS_REPLY_INTEGER);
+
+        if (!marker || !unread || !mentions || marker->len > MESSAGE_ID_MAX)
+                return -EBADMSG;
+        *ret = (StoreReadState) {
+                .read = marker->len > 0 ? marker->str : NULL,
+                .unread = (unsigned) CLAMP(unread->integer, 0LL, 999LL),
+                .mentions = (unsigned) CLAMP(mentions->integer, 0LL, 999LL),
+        };
+        return 0;
+}
+
+int store_parse_unread_reply(const redisReply *reply, StoreReadState *ret) {
+        int r = reply_shape(reply, 3);
+
+        if (r < 0)
+                return r;
+        return read_state_from(reply, 0, ret);
+}
+
+/* [count, [user, n, ...], [entries], complete, [edited texts], newest id]
+ * and, for a version 2 join, [marker, unread, mentions] after it. */
 int store_parse_join_reply(const redisReply *reply, StoreJoinReply *ret) {
         const redisReply *count, *complete, *tip;
         StoreJoinReply j = {};
         int r;
 
         r = reply_shape(reply, 6);
+        if (r == -EBADMSG && reply->type == REDIS_REPLY_ARRAY && reply->elements == 9) {
+                r = read_state_from(reply, 6, &j.read_state);
+                j.has_read_state = r >= 0;
+        }
         if (r < 0)
                 return r;
         count = reply_element(reply, 0, REDIS_REPLY_INTEGER);

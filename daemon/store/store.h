@@ -13,19 +13,24 @@
  * mc:rooms                   HASH  room id -> {"title": ..., "staff_only": ...}
  * mc:rooms:seq               STRING last room id handed out
  * mc:epoch                   STRING random, written when Redis first serves multichat
- * mc:room:<id>:log           STREAM the room's messages (fields u, m); ids are message ids
+ * mc:room:<id>:log           STREAM the room's messages (fields u, m, and n: the names it mentions,
+ *                                  space-separated, when it mentions any); ids are message ids
  * mc:room:<id>:edits         HASH  message id -> edited text
+ * mc:room:<id>:edits-n       HASH  message id -> names its edited text mentions ("" none)
  * mc:room:<id>:users         HASH  username -> connections present, over all daemons
  * mc:room:<id>:ref:<u>:<ref> STRING the message id user <u>'s send with that ref stored (TTL 10 min)
  * mc:daemon:<d>              STRING heartbeat of daemon <d>, expires when it dies
  * mc:daemon:<d>:presence     HASH  "<room>\t<user>" -> connections of daemon <d>
  * mc:daemons                 SET   daemon ids that may hold presence
+ * mc:user:<name>:rooms       HASH  room id -> read marker ("" none): the rooms a user joined (version 2)
+ * mc:user:<name>:order       ZSET  room id scored by join time: their order
  *
  * Channels carry JSON arrays:
  * mc:room:<id>   ["m", id, user, text]  ["e", id, user, text]  ["d", id]
  *                ["n", level, text]     ["t", user]
  * mc:events      ["p", room, user, count, +1 entered / -1 left / 0]  ["rooms"]  ["deleted", room]
  *                ["kick", user, room or ""]  ["n", level, text]  ["logout", session id]
+ *                ["uj", user, room]  ["ul", user, room, reason]  ["ur", user, room, id]
  */
 
 #define STORE_EVENTS_CHANNEL "mc:events"
@@ -43,6 +48,11 @@ typedef struct StoreEntry {
 
 int store_room_channel(const char *room, char *buf, size_t size);
 
+/* Loads every script into Redis ahead of any use. A script Redis does not
+ * know yet is resent as EVAL after the commands sent meanwhile, which
+ * would reorder them: a leave followed by a join must stay in that order. */
+int store_load_scripts(Redis *r);
+
 int store_load_rooms(Redis *r, RedisReplyHandler cb, void *userdata);
 int store_load_presence(Redis *r, const char *room, RedisReplyHandler cb, void *userdata);
 int store_create_room(Redis *r, const char *title, bool staff_only, RedisReplyHandler cb, void *userdata);
@@ -54,6 +64,23 @@ int store_delete_room(Redis *r, const char *room, RedisReplyHandler cb, void *us
  * where the newest id is the stream's at that moment, "0-0" when empty. */
 int store_join(Redis *r, const char *daemon_id, const char *room, const char *username,
                const char *since, unsigned history, RedisReplyHandler cb, void *userdata);
+/* The same for a version 2 connection: the room also becomes the user's
+ * (error FULL when they have max_rooms already; ["uj"] published when it
+ * is new), and the reply goes on with [read marker, unread, mentions]. */
+int store_join_v2(Redis *r, const char *daemon_id, const char *room, const char *username,
+                  const char *since, unsigned history, unsigned max_rooms, RedisReplyHandler cb, void *userdata);
+/* Reply: the user's rooms, oldest joined first. */
+int store_user_rooms(Redis *r, const char *username, RedisReplyHandler cb, void *userdata);
+/* Removes a room from the user's rooms with its marker; publishes ["ul"]
+ * when it was there. reason: "", "kicked" or "deleted". */
+int store_user_leave(Redis *r, const char *username, const char *room, const char *reason,
+                     RedisReplyHandler cb, void *userdata);
+/* Moves the user's read marker forward to id (["ur"] when it moved).
+ * Errors NOROOM, NOTJOINED. */
+int store_read(Redis *r, const char *room, const char *username, const char *id,
+               RedisReplyHandler cb, void *userdata);
+/* Reply: [read marker, unread, mentions]; error NOTJOINED. */
+int store_unread(Redis *r, const char *room, const char *username, RedisReplyHandler cb, void *userdata);
 int store_leave(Redis *r, const char *daemon_id, const char *room, const char *username,
                 RedisReplyHandler cb, void *userdata);
 /* How long a send's ref is remembered: a retry with the same ref within
@@ -65,9 +92,17 @@ int store_leave(Redis *r, const char *daemon_id, const char *room, const char *u
  * and nothing is stored or published again. */
 int store_send(Redis *r, const char *room, const char *username, const char *text, const char *ref,
                unsigned keep, RedisReplyHandler cb, void *userdata);
+/* The same, storing the names the text mentions (space-separated, NULL
+ * or "" for none) as field n, which the unread counts read. */
+int store_send_mentioning(Redis *r, const char *room, const char *username, const char *text, const char *names,
+                          const char *ref, unsigned keep, RedisReplyHandler cb, void *userdata);
 /* Reply: "OK", or an error "NOTFOUND" / "FORBIDDEN" / "NOROOM". text NULL deletes. */
 int store_edit(Redis *r, const char *room, const char *id, const char *username, const char *text,
                RedisReplyHandler cb, void *userdata);
+/* The same, recording the names the new text mentions (space-separated,
+ * "" for none) for the unread counts. */
+int store_edit_mentioning(Redis *r, const char *room, const char *id, const char *username, const char *text,
+                          const char *names, RedisReplyHandler cb, void *userdata);
 /* Reply: [[entries newest first], [edited texts], complete] */
 int store_history(Redis *r, const char *room, const char *before, unsigned limit,
                   RedisReplyHandler cb, void *userdata);
@@ -90,7 +125,7 @@ int store_reap(Redis *r, const char *daemon_id, RedisReplyHandler cb, void *user
 
 /* A script's reply as -errno: 0 for an answer; -ENOTCONN no reply (the
  * connection dropped); -ENOENT NOROOM; -EINVAL BADID; -ESRCH NOTFOUND;
- * -EPERM FORBIDDEN; -EIO any other error. */
+ * -EPERM FORBIDDEN; -ENOSPC FULL; -EACCES NOTJOINED; -EIO any other error. */
 int store_reply_error(const redisReply *reply);
 
 /* A list of stream entries with their edited texts (same order, "" when
@@ -106,6 +141,14 @@ int store_entries_get(const StoreEntries *l, size_t i, StoreEntry *ret);
 /* The i-th entry's id alone, NULL when malformed. */
 const char *store_entries_id(const StoreEntries *l, size_t i);
 
+/* A user's read position in a room: read NULL when there is no marker. */
+typedef struct StoreReadState {
+        const char *read;
+        unsigned unread, mentions;      /* capped at 999 */
+} StoreReadState;
+
+int store_parse_unread_reply(const redisReply *reply, StoreReadState *ret);
+
 /* The join script's reply. Pointers refer into it. */
 typedef struct StoreJoinReply {
         unsigned connections;           /* the user's connections in the room, over every daemon */
@@ -113,6 +156,8 @@ typedef struct StoreJoinReply {
         StoreEntries history;           /* oldest first */
         bool complete;                  /* nothing between since and the history was trimmed */
         const char *tip;                /* the stream's newest id then, "0-0" when empty */
+        bool has_read_state;            /* a version 2 join */
+        StoreReadState read_state;
 } StoreJoinReply;
 
 typedef struct StoreHistoryReply {

@@ -23,6 +23,9 @@ static const struct {
         [EVENT_ROOM_DELETED] = { "deleted", "s" },
         [EVENT_KICK]         = { "kick", "ss" },
         [EVENT_LOGOUT]       = { "logout", "s" },
+        [EVENT_USER_JOINED]  = { "uj", "ss" },
+        [EVENT_USER_LEFT]    = { "ul", "sss" },
+        [EVENT_USER_READ]    = { "ur", "sss" },
 };
 
 static bool message_id_is_valid(const char *s) {
@@ -60,6 +63,14 @@ static bool event_fields_valid(const Event *e) {
                 return room_id_is_valid(e->room, false);
         case EVENT_KICK:
                 return room_id_is_valid(e->room, true) && strlen(e->user) <= USERNAME_MAX;
+        case EVENT_USER_JOINED:
+                return room_id_is_valid(e->room, false) && strlen(e->user) <= USERNAME_MAX;
+        case EVENT_USER_LEFT:
+                return room_id_is_valid(e->room, false) && strlen(e->user) <= USERNAME_MAX &&
+                       (streq(e->reason, "") || streq(e->reason, "kicked") || streq(e->reason, "deleted"));
+        case EVENT_USER_READ:
+                return room_id_is_valid(e->room, false) && strlen(e->user) <= USERNAME_MAX &&
+                       message_id_is_valid(e->id);
         default:
                 return true;
         }
@@ -92,6 +103,11 @@ static void event_set_string(Event *e, unsigned k, const char *s) {
                 break;
         case EVENT_LOGOUT:
                 e->session_id = s;
+                break;
+        case EVENT_USER_JOINED:
+        case EVENT_USER_LEFT:
+        case EVENT_USER_READ:
+                *(k == 0 ? &e->user : k == 1 ? &e->room : e->kind == EVENT_USER_LEFT ? &e->reason : &e->id) = s;
                 break;
         default:
                 break;

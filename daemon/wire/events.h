@@ -14,7 +14,8 @@
  * Every event is a JSON array whose first element names it. Room channels
  * (mc:room:<id>) carry MESSAGE, EDITED, DELETED, NOTICE and TYPING; the
  * channel every daemon hears (mc:events) carries PRESENCE, ROOMS,
- * ROOM_DELETED, KICK, NOTICE (to every room) and LOGOUT. The Lua scripts
+ * ROOM_DELETED, KICK, NOTICE (to every room), LOGOUT and the user events
+ * of version 2 (USER_JOINED, USER_LEFT, USER_READ). The Lua scripts
  * in store/store.c write most of them; test-store-events checks both sides
  * against this codec.
  */
@@ -29,6 +30,9 @@ typedef enum EventKind {
         EVENT_ROOM_DELETED,     /* ["deleted", room] */
         EVENT_KICK,             /* ["kick", user, room or ""] */
         EVENT_LOGOUT,           /* ["logout", session id] */
+        EVENT_USER_JOINED,      /* ["uj", user, room]: the room was added to the user's rooms (version 2) */
+        EVENT_USER_LEFT,        /* ["ul", user, room, reason]: removed; reason "", "kicked" or "deleted" */
+        EVENT_USER_READ,        /* ["ur", user, room, id]: the user's read marker in the room moved */
         _EVENT_KIND_MAX,
 } EventKind;
 
@@ -45,6 +49,7 @@ typedef struct Event {
         const char *text;
         const char *room;       /* ROOM_ID_MAX at most; "" for every room (KICK) */
         const char *session_id;
+        const char *reason;     /* USER_LEFT: "", "kicked" or "deleted" */
         int level;
         int64_t count;
         int change;

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,26 +37,31 @@ const char *protocol_error_to_string(ProtocolError e) {
         return protocol_error_table[e];
 }
 
-/* Which keys a command takes besides "room" (always required) and "ref". */
+/* Which keys a command takes besides "ref". */
 enum {
         FIELD_ID = 1 << 0,      /* required */
         FIELD_MESSAGE = 1 << 1, /* required */
         FIELD_SINCE = 1 << 2,   /* optional */
         FIELD_BEFORE = 1 << 3,  /* optional */
         FIELD_LIMIT = 1 << 4,   /* optional */
+        FIELD_ROOM = 1 << 5,    /* required */
+        FIELD_VERSION = 1 << 6, /* required */
+        FIELD_ROOMS_SINCE = 1 << 7, /* optional: hello's object of room -> message id */
 };
 
 static const struct {
         const char *name;
         unsigned fields;
 } command_table[_COMMAND_TYPE_MAX] = {
-        [COMMAND_JOIN] = { "join", FIELD_SINCE },
-        [COMMAND_LEAVE] = { "leave", 0 },
-        [COMMAND_SEND] = { "send", FIELD_MESSAGE },
-        [COMMAND_HISTORY] = { "history", FIELD_BEFORE | FIELD_LIMIT },
-        [COMMAND_EDIT] = { "edit", FIELD_ID | FIELD_MESSAGE },
-        [COMMAND_DELETE] = { "delete", FIELD_ID },
-        [COMMAND_TYPING] = { "typing", 0 },
+        [COMMAND_JOIN] = { "join", FIELD_ROOM | FIELD_SINCE },
+        [COMMAND_LEAVE] = { "leave", FIELD_ROOM },
+        [COMMAND_SEND] = { "send", FIELD_ROOM | FIELD_MESSAGE },
+        [COMMAND_HISTORY] = { "history", FIELD_ROOM | FIELD_BEFORE | FIELD_LIMIT },
+        [COMMAND_EDIT] = { "edit", FIELD_ROOM | FIELD_ID | FIELD_MESSAGE },
+        [COMMAND_DELETE] = { "delete", FIELD_ROOM | FIELD_ID },
+        [COMMAND_TYPING] = { "typing", FIELD_ROOM },
+        [COMMAND_HELLO] = { "hello", FIELD_VERSION | FIELD_ROOMS_SINCE },
+        [COMMAND_READ] = { "read", FIELD_ROOM | FIELD_ID },
 };
 
 const char *command_type_to_string(CommandType t) {
@@ -68,6 +74,7 @@ void command_done(Command *c) {
         if (!c)
                 return;
         free(c->message);
+        free(c->rooms_since);
         *c = (Command) {};
 }
 
@@ -242,6 +249,53 @@ static ProtocolError parse_message(const json_t *v, size_t max_bytes, char **ret
         return PROTOCOL_OK;
 }
 
+static ProtocolError parse_version(const json_t *v, unsigned *ret) {
+        json_int_t i;
+
+        if (!v || !json_is_integer(v))
+                return PROTOCOL_ERROR_BAD_REQUEST;
+        i = json_integer_value(v);
+        if (i < 1)
+                return PROTOCOL_ERROR_BAD_REQUEST;
+        *ret = i > UINT_MAX ? UINT_MAX : (unsigned) i;
+        return PROTOCOL_OK;
+}
+
+/* hello's "since": {"<room>": "<message id>", ...}. A key that is not a
+ * room id is the client's mistake in the shape, not a room that does not
+ * exist: BAD_REQUEST, as for every other key of hello. */
+static ProtocolError parse_rooms_since(const json_t *v, Command *c) {
+        const char *key;
+        json_t *value;
+        size_t i = 0;
+
+        if (!v || json_is_null(v))
+                return PROTOCOL_OK;
+        if (!json_is_object(v) || json_object_size(v) > PROTOCOL_USER_ROOMS_MAX)
+                return PROTOCOL_ERROR_BAD_REQUEST;
+        if (json_object_size(v) == 0)
+                return PROTOCOL_OK;
+        c->rooms_since = calloc(json_object_size(v), sizeof *c->rooms_since);
+        if (!c->rooms_since)
+                return PROTOCOL_ERROR_UNAVAILABLE;
+        json_object_foreach((json_t *) v, key, value) {
+                RoomSince *e = &c->rooms_since[i];
+                size_t n = strlen(key);
+                ProtocolError r;
+
+                if (n < 1 || n > ROOM_ID_MAX || key[0] == '0' || !is_digits(key, n))
+                        return PROTOCOL_ERROR_BAD_REQUEST;
+                memcpy(e->room, key, n + 1);
+                if (!json_is_string(value))
+                        return PROTOCOL_ERROR_BAD_REQUEST;
+                r = parse_message_id(value, true, e->id, NULL);
+                if (r != PROTOCOL_OK)
+                        return r;
+                c->n_rooms_since = ++i;
+        }
+        return PROTOCOL_OK;
+}
+
 static ProtocolError parse_command_type(const json_t *v, CommandType *ret) {
         if (!v || !json_is_string(v))
                 return PROTOCOL_ERROR_BAD_REQUEST;
@@ -263,9 +317,21 @@ static ProtocolError parse_fields(const json_t *o, size_t max_message_bytes, Com
                 return e;
         fields = command_table[c->type].fields;
 
-        e = parse_room(json_object_get(o, "room"), c->room);
-        if (e != PROTOCOL_OK)
-                return e;
+        if (fields & FIELD_ROOM) {
+                e = parse_room(json_object_get(o, "room"), c->room);
+                if (e != PROTOCOL_OK)
+                        return e;
+        }
+        if (fields & FIELD_VERSION) {
+                e = parse_version(json_object_get(o, "version"), &c->version);
+                if (e != PROTOCOL_OK)
+                        return e;
+        }
+        if (fields & FIELD_ROOMS_SINCE) {
+                e = parse_rooms_since(json_object_get(o, "since"), c);
+                if (e != PROTOCOL_OK)
+                        return e;
+        }
 
         if (fields & FIELD_ID) {
                 e = parse_message_id(json_object_get(o, "id"), true, c->id, NULL);
@@ -583,6 +649,18 @@ static int put_history(json_t *o, json_t *history) {
         return put_new(o, "history", history);
 }
 
+/* "read" (a message id or null), then the count under count_key, then "mentions". */
+static int put_read_state(json_t *o, const char *read_key, const char *count_key, const ReadState *rs) {
+        int r;
+
+        r = rs->read ? put_string(o, read_key, rs->read) : put_new(o, read_key, json_null());
+        if (r >= 0)
+                r = put_integer(o, count_key, rs->unread);
+        if (r >= 0)
+                r = put_integer(o, "mentions", rs->mentions);
+        return r;
+}
+
 /* Serializes o when r (the result of building it) is a success. */
 static char *finish(const json_t *o, int r) {
         if (r < 0) {
@@ -597,6 +675,77 @@ static json_t *new_object(void) {
         if (!o)
                 errno = ENOMEM;
         return o;
+}
+
+/* ---- mentions ---- */
+
+static bool is_name_char(char c) {
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+               c == '.' || c == '_' || c == '-';
+}
+
+/* The length of the name mentioned by the '@' at text[i]; 0 for none. */
+static size_t mention_at(const char *text, size_t i) {
+        size_t n = 0;
+
+        if (i > 0 && (is_name_char(text[i - 1]) || text[i - 1] == '@'))
+                return 0;
+        if (text[i + 1] == '-')
+                return 0;
+        while (n < USERNAME_MAX && is_name_char(text[i + 1 + n]))
+                n++;
+        /* "ping @bob." ends a sentence: the dot is not part of the name. */
+        while (n > 0 && text[i + n] == '.')
+                n--;
+        return n;
+}
+
+bool protocol_mentions_has(const Mentions *m, const char *username) {
+        for (unsigned i = 0; m && username && i < m->n; i++)
+                if (streq(m->names[i], username))
+                        return true;
+        return false;
+}
+
+void protocol_mentions_parse(const char *text, Mentions *ret) {
+        ret->n = 0;
+        for (const char *at = text ? strchr(text, '@') : NULL; at && ret->n < MENTIONS_MAX; at = strchr(at + 1, '@')) {
+                size_t n = mention_at(text, (size_t) (at - text));
+                char *name = ret->names[ret->n];
+
+                if (n == 0)
+                        continue;
+                memcpy(name, at + 1, n);
+                name[n] = 0;
+                /* names[n] is not counted yet: has() looks at the earlier ones. */
+                if (!protocol_mentions_has(ret, name))
+                        ret->n++;
+        }
+}
+
+void protocol_mentions_join(const Mentions *m, char buf[static MENTIONS_JOINED_MAX + 1]) {
+        size_t len = 0;
+
+        buf[0] = 0;
+        for (unsigned i = 0; i < m->n; i++) {
+                size_t n = strlen(m->names[i]);
+
+                if (i > 0)
+                        buf[len++] = ' ';
+                memcpy(buf + len, m->names[i], n + 1);
+                len += n;
+        }
+}
+
+static int put_mentions(json_t *o, const Mentions *m) {
+        _cleanup_(json_decrefp) json_t *a = json_array();
+
+        if (!a)
+                return -ENOMEM;
+        for (unsigned i = 0; i < m->n; i++)
+                if (json_array_append_new(a, json_string_nocheck(m->names[i])) < 0)
+                        return -ENOMEM;
+        return put_new(o, "mentions", TAKE_PTR(a));
 }
 
 static int message_build(json_t *o, const ChatMessage *m, bool own) {
@@ -616,6 +765,8 @@ static int message_build(json_t *o, const ChatMessage *m, bool own) {
                 r = put_string(o, "id", m->id);
                 if (r >= 0)
                         r = put_integer(o, "ts", (json_int_t) m->ts);
+                if (r >= 0 && m->mentions)
+                        r = put_mentions(o, m->mentions);
         }
         if (r >= 0 && m->edited)
                 r = put_bool(o, "edited", true);
@@ -677,13 +828,14 @@ char *protocol_format_presence(MessageType type, const char *room, const char *u
         return format_typed(type, room, "username", username);
 }
 
-char *protocol_format_joined(
+static char *format_joined(
                 const char *room,
                 const char *title,
                 bool staff_only,
                 char *const *members,
                 json_t *history,
                 int complete,
+                const ReadState *rs,
                 const char *ref) {
 
         _cleanup_(json_decrefp) json_t *o = new_object();
@@ -707,8 +859,68 @@ char *protocol_format_joined(
                 json_decref(history);
         if (r >= 0 && complete >= 0)
                 r = put_bool(o, "complete", complete > 0);
+        if (r >= 0 && rs)
+                r = put_read_state(o, "read", "unread", rs);
         if (r >= 0)
                 r = put_string_opt(o, "ref", ref);
+        return finish(o, r);
+}
+
+char *protocol_format_joined(
+                const char *room,
+                const char *title,
+                bool staff_only,
+                char *const *members,
+                json_t *history,
+                int complete,
+                const char *ref) {
+        return format_joined(room, title, staff_only, members, history, complete, NULL, ref);
+}
+
+char *protocol_format_joined_v2(
+                const char *room,
+                const char *title,
+                bool staff_only,
+                char *const *members,
+                json_t *history,
+                int complete,
+                const ReadState *rs,
+                const char *ref) {
+        if (!rs) {
+                json_decref(history);
+                errno = EINVAL;
+                return NULL;
+        }
+        return format_joined(room, title, staff_only, members, history, complete, rs, ref);
+}
+
+char *protocol_format_hello(unsigned version, const char *username, char *const *rooms, const char *ref) {
+        _cleanup_(json_decrefp) json_t *o = new_object();
+        int r;
+
+        if (!o)
+                return NULL;
+        r = put_integer(o, "hello", version);
+        if (r >= 0)
+                r = put_string(o, "username", username);
+        if (r >= 0)
+                r = put_string_array(o, "rooms", rooms);
+        if (r >= 0)
+                r = put_string_opt(o, "ref", ref);
+        return finish(o, r);
+}
+
+char *protocol_format_unread(const char *room, const ReadState *rs) {
+        _cleanup_(json_decrefp) json_t *o = new_object();
+        int r;
+
+        if (!o)
+                return NULL;
+        if (!rs || !rs->read)
+                return finish(o, -EINVAL);
+        r = put_string(o, "unread", room);
+        if (r >= 0)
+                r = put_read_state(o, "read", "count", rs);
         return finish(o, r);
 }
 

@@ -29,6 +29,8 @@ typedef enum CommandType {
         COMMAND_EDIT,
         COMMAND_DELETE,
         COMMAND_TYPING,
+        COMMAND_HELLO,
+        COMMAND_READ,
         _COMMAND_TYPE_MAX,
 } CommandType;
 
@@ -70,10 +72,24 @@ const char *protocol_error_to_string(ProtocolError e);
 /* "join", ...; NULL when out of range. */
 const char *command_type_to_string(CommandType t);
 
+/* The protocol versions this server speaks: 1, and 2 after "hello". */
+#define PROTOCOL_VERSION_MAX 2u
+/* Entries of hello's "since", and rooms one user may have joined. */
+#define PROTOCOL_USER_ROOMS_MAX 100u
+
+/* One entry of hello's "since": the last message the client has of a room. */
+typedef struct RoomSince {
+        char room[ROOM_ID_MAX + 1];
+        char id[MESSAGE_ID_MAX + 1];
+} RoomSince;
+
 typedef struct Command {
         CommandType type;
-        char room[ROOM_ID_MAX + 1];      /* canonical decimal, 1..20 digits, no leading zero */
-        char id[MESSAGE_ID_MAX + 1];     /* edit/delete */
+        char room[ROOM_ID_MAX + 1];      /* canonical decimal, 1..20 digits, no leading zero; "" for hello */
+        char id[MESSAGE_ID_MAX + 1];     /* edit/delete/read */
+        unsigned version;                /* hello: >= 1 (clamped to UINT_MAX) */
+        RoomSince *rooms_since;          /* hello: owned, n_rooms_since entries */
+        size_t n_rooms_since;
         char since[MESSAGE_ID_MAX + 1];  /* join */
         bool has_since;
         char before[MESSAGE_ID_MAX + 1]; /* history */
@@ -98,17 +114,21 @@ void command_done(Command *c);
  *   one object, nesting at most PROTOCOL_DEPTH_MAX, no duplicate keys, and
  *   "command" is one of the CommandType names; unknown keys are ignored;
  *   else BAD_REQUEST.
- * - "room" is required: a JSON integer 1..2^53-1 or a string of 1..20 ASCII
+ * - "room" is required (except for hello): a JSON integer 1..2^53-1 or a string of 1..20 ASCII
  *   digits without leading zero, stored canonically. Other JSON types →
  *   BAD_REQUEST; a string or integer out of that form ("01", " 1 ", "", 0,
  *   -1, 2^53) → ROOM_INVALID.
- * - "id" (edit/delete, required), "since" (join), "before" (history) match
+ * - "id" (edit/delete/read, required), "since" (join), "before" (history) match
  *   ^[0-9]{1,20}-[0-9]{1,20}$, else BAD_REQUEST.
  * - "limit" (history) is a JSON integer 1..HISTORY_LIMIT_MAX, else BAD_REQUEST.
  * - "message" (send/edit, required) is a JSON string, else BAD_REQUEST;
  *   over max_message_bytes bytes → MESSAGE_TOO_LONG; empty or only
  *   whitespace, invisible or control characters → BAD_REQUEST (for edit
  *   too: emptying a message is what delete is for).
+ * - "version" (hello, required) is a JSON integer >= 1, else BAD_REQUEST.
+ * - "since" of hello is an object of at most PROTOCOL_USER_ROOMS_MAX
+ *   entries, each a room id in the string form above mapped to a message
+ *   id, else BAD_REQUEST.
  * - "ref" is a string of at most REF_MAX bytes, else BAD_REQUEST.
  * - optional keys ("since", "before", "limit", "ref") set to null count as absent.
  * - allocation failure → UNAVAILABLE (nothing was done; the client may retry). */
@@ -127,15 +147,35 @@ ProtocolError protocol_parse_command(const char *data, size_t len, size_t max_me
  * An optional ref that is NULL is left out. */
 char *protocol_json_dumps(const json_t *j, size_t *ret_len);
 
+/* The users a message mentions (version 2): "@name" at the start of the
+ * text or after a byte that is not [A-Za-z0-9._-@], name 1..USERNAME_MAX
+ * of [A-Za-z0-9._-] not starting with '-', trailing dots cut; each name
+ * once, in order of first appearance, at most MENTIONS_MAX. */
+#define MENTIONS_MAX 20
+typedef struct Mentions {
+        unsigned n;
+        char names[MENTIONS_MAX][USERNAME_MAX + 1];
+} Mentions;
+
+/* text: NUL-terminated; NULL mentions nobody. */
+void protocol_mentions_parse(const char *text, Mentions *ret);
+bool protocol_mentions_has(const Mentions *m, const char *username);
+/* The names joined by single spaces (as the stream's field "n" holds
+ * them) into buf; "" for none. buf of MENTIONS_JOINED_MAX + 1 bytes. */
+#define MENTIONS_JOINED_MAX (MENTIONS_MAX * (USERNAME_MAX + 1))
+void protocol_mentions_join(const Mentions *m, char buf[static MENTIONS_JOINED_MAX + 1]);
+
 typedef struct ChatMessage {
         const char *room, *id, *username, *message;
         uint64_t ts;            /* milliseconds since the epoch, <= INT64_MAX */
         bool edited;
+        const Mentions *mentions;       /* version 2 shape when non-NULL */
 } ChatMessage;
 
 /* {"msg_type": 0, "room": "1", "username": "alice", "message": "hi", "id": "1700000000000-0", "ts": 1700000000000}
- * then "edited": true when edited, then "own": true when own. id NULL
- * leaves out both id and ts (the v1 shape). NULL with errno set on failure. */
+ * then "mentions": [...] when m->mentions is set (version 2), then
+ * "edited": true when edited, then "own": true when own. id NULL leaves
+ * out id, ts and mentions (the v1 shape). NULL with errno set on failure. */
 json_t *protocol_message_to_json(const ChatMessage *m, bool own);
 /* The same without "own": the string always ends in '}' and holds no "own"
  * key, so the frame layer can splice `, "own": true` in before the '}'. */
@@ -160,6 +200,32 @@ char *protocol_format_joined(
                 json_t *history,
                 int complete,
                 const char *ref);
+
+/* A user's read position in a room (version 2). read NULL is JSON null:
+ * no marker yet. unread and mentions are capped at 999 by the caller. */
+typedef struct ReadState {
+        const char *read;
+        unsigned unread, mentions;
+} ReadState;
+
+/* The version 2 joined event: as protocol_format_joined(), then "read",
+ * "unread", "mentions", then "ref". */
+char *protocol_format_joined_v2(
+                const char *room,
+                const char *title,
+                bool staff_only,
+                char *const *members,
+                json_t *history,
+                int complete,
+                const ReadState *rs,
+                const char *ref);
+
+/* {"hello": 2, "username": "alice", "rooms": ["1", "3"], "ref": "h1"} */
+char *protocol_format_hello(unsigned version, const char *username, char *const *rooms, const char *ref);
+
+/* {"unread": "1", "read": "<id>", "count": 0, "mentions": 0}: the user's
+ * read marker moved (version 2). */
+char *protocol_format_unread(const char *room, const ReadState *rs);
 
 /* {"leave": "1"} + "reason": "deleted"|"kicked" unless LEAVE_REASON_NONE, + "ref". */
 char *protocol_format_left(const char *room, LeaveReason reason, const char *ref);

@@ -2,6 +2,7 @@
 /* Tests for protocol.c: command parsing rules and byte-exact event serialization. */
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -665,6 +666,225 @@ static void test_escape_all_code_points(void) {
         }
 }
 
+/* ---- version 2 ---- */
+
+static ProtocolError parse(const char *json, Command *c) {
+        return protocol_parse_command(json, strlen(json), MAX_MSG, c);
+}
+
+static void test_parse_hello(void) {
+        Command c;
+
+        ASSERT_INT_EQ(parse("{\"command\": \"hello\", \"version\": 2}", &c), PROTOCOL_OK);
+        ASSERT_INT_EQ(c.type, COMMAND_HELLO);
+        ASSERT_INT_EQ(c.version, 2);
+        ASSERT_INT_EQ(c.n_rooms_since, 0);
+        ASSERT_STREQ(c.room, "");
+        command_done(&c);
+
+        /* a higher version is accepted (answered with what we speak); huge ones clamp */
+        ASSERT_INT_EQ(parse("{\"command\": \"hello\", \"version\": 7, \"since\": null, \"ref\": \"h\"}", &c),
+                      PROTOCOL_OK);
+        ASSERT_INT_EQ(c.version, 7);
+        ASSERT_STREQ(c.ref, "h");
+        command_done(&c);
+        ASSERT_INT_EQ(parse("{\"command\": \"hello\", \"version\": 99999999999}", &c), PROTOCOL_OK);
+        ASSERT_INT_EQ(c.version, UINT_MAX);
+        command_done(&c);
+
+        /* since: room -> message id, a room in the command is ignored */
+        ASSERT_INT_EQ(parse("{\"command\": \"hello\", \"version\": 2, \"room\": \"x\", "
+                            "\"since\": {\"1\": \"1700000000000-0\", \"30\": \"5-2\"}}", &c), PROTOCOL_OK);
+        ASSERT_INT_EQ(c.n_rooms_since, 2);
+        ASSERT_STREQ(c.rooms_since[0].room, "1");
+        ASSERT_STREQ(c.rooms_since[0].id, "1700000000000-0");
+        ASSERT_STREQ(c.rooms_since[1].room, "30");
+        ASSERT_STREQ(c.rooms_since[1].id, "5-2");
+        command_done(&c);
+        ASSERT_INT_EQ(parse("{\"command\": \"hello\", \"version\": 1, \"since\": {}}", &c), PROTOCOL_OK);
+        ASSERT_INT_EQ(c.n_rooms_since, 0);
+        command_done(&c);
+
+        static const char *const bad[] = {
+                "{\"command\": \"hello\"}",
+                "{\"command\": \"hello\", \"version\": null}",
+                "{\"command\": \"hello\", \"version\": 0}",
+                "{\"command\": \"hello\", \"version\": -2}",
+                "{\"command\": \"hello\", \"version\": 2.0}",
+                "{\"command\": \"hello\", \"version\": \"2\"}",
+                "{\"command\": \"hello\", \"version\": true}",
+                "{\"command\": \"hello\", \"version\": 2, \"since\": []}",
+                "{\"command\": \"hello\", \"version\": 2, \"since\": \"1-0\"}",
+                "{\"command\": \"hello\", \"version\": 2, \"since\": {\"01\": \"1-0\"}}",
+                "{\"command\": \"hello\", \"version\": 2, \"since\": {\"\": \"1-0\"}}",
+                "{\"command\": \"hello\", \"version\": 2, \"since\": {\" 1\": \"1-0\"}}",
+                "{\"command\": \"hello\", \"version\": 2, \"since\": {\"123456789012345678901\": \"1-0\"}}",
+                "{\"command\": \"hello\", \"version\": 2, \"since\": {\"1\": \"1\"}}",
+                "{\"command\": \"hello\", \"version\": 2, \"since\": {\"1\": 1}}",
+                "{\"command\": \"hello\", \"version\": 2, \"since\": {\"1\": null}}",
+                "{\"command\": \"hello\", \"version\": 2, \"since\": {\"1\": \"1-0\", \"1\": \"2-0\"}}",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                ASSERT_INT_EQ(parse(bad[i], &c), PROTOCOL_ERROR_BAD_REQUEST);
+                ASSERT_NULL(c.rooms_since);
+        }
+        /* an error still echoes the ref */
+        ASSERT_INT_EQ(parse("{\"command\": \"hello\", \"version\": 0, \"ref\": \"r\"}", &c), PROTOCOL_ERROR_BAD_REQUEST);
+        ASSERT_TRUE(c.has_ref);
+        ASSERT_STREQ(c.ref, "r");
+
+        /* 100 entries in since at most */
+        for (unsigned n = 100; n <= 101; n++) {
+                char buf[8192];
+                size_t len = (size_t) snprintf(buf, sizeof buf, "{\"command\": \"hello\", \"version\": 2, \"since\": {");
+
+                for (unsigned i = 1; i <= n; i++)
+                        len += (size_t) snprintf(buf + len, sizeof buf - len, "%s\"%u\": \"%u-0\"", i > 1 ? ", " : "", i, i);
+                len += (size_t) snprintf(buf + len, sizeof buf - len, "}}");
+                ASSERT_INT_EQ(protocol_parse_command(buf, len, MAX_MSG, &c),
+                              n <= PROTOCOL_USER_ROOMS_MAX ? PROTOCOL_OK : PROTOCOL_ERROR_BAD_REQUEST);
+                if (n <= PROTOCOL_USER_ROOMS_MAX) {
+                        ASSERT_INT_EQ(c.n_rooms_since, n);
+                        ASSERT_STREQ(c.rooms_since[n - 1].id, "100-0");
+                }
+                command_done(&c);
+        }
+}
+
+static void test_parse_read(void) {
+        Command c;
+
+        ASSERT_INT_EQ(parse("{\"command\": \"read\", \"room\": \"3\", \"id\": \"1700000000000-5\", \"ref\": \"k1\"}", &c),
+                      PROTOCOL_OK);
+        ASSERT_INT_EQ(c.type, COMMAND_READ);
+        ASSERT_STREQ(c.room, "3");
+        ASSERT_STREQ(c.id, "1700000000000-5");
+        command_done(&c);
+        ASSERT_INT_EQ(parse("{\"command\": \"read\", \"room\": 3}", &c), PROTOCOL_ERROR_BAD_REQUEST);
+        ASSERT_INT_EQ(parse("{\"command\": \"read\", \"room\": 3, \"id\": \"x\"}", &c), PROTOCOL_ERROR_BAD_REQUEST);
+        ASSERT_INT_EQ(parse("{\"command\": \"read\", \"room\": 3, \"id\": null}", &c), PROTOCOL_ERROR_BAD_REQUEST);
+        ASSERT_INT_EQ(parse("{\"command\": \"read\", \"id\": \"1-0\"}", &c), PROTOCOL_ERROR_BAD_REQUEST);
+        ASSERT_INT_EQ(parse("{\"command\": \"read\", \"room\": \"01\", \"id\": \"1-0\"}", &c), PROTOCOL_ERROR_ROOM_INVALID);
+}
+
+static void assert_mentions(const char *text, const char *joined) {
+        char buf[MENTIONS_JOINED_MAX + 1];
+        Mentions m;
+
+        protocol_mentions_parse(text, &m);
+        protocol_mentions_join(&m, buf);
+        if (!streq(buf, joined))
+                fprintf(stderr, "mentions of \"%s\": got \"%s\", want \"%s\"\n", text, buf, joined);
+        ASSERT_STREQ(buf, joined);
+}
+
+static void test_mentions(void) {
+        char many[1024] = "", name65[80];
+        Mentions m;
+
+        assert_mentions(NULL, "");
+        assert_mentions("", "");
+        assert_mentions("no one here", "");
+        assert_mentions("@bob look", "bob");
+        assert_mentions("hi @bob", "bob");
+        assert_mentions("alice@example.org", "");          /* an address mentions nobody */
+        assert_mentions("mail alice@example.org or @carol", "carol");
+        assert_mentions("thanks @bob.", "bob");            /* a trailing dot ends the sentence */
+        assert_mentions("thanks @bob...", "bob");
+        assert_mentions("@bob.smith, hi", "bob.smith");
+        assert_mentions("@a_b-c.d", "a_b-c.d");
+        assert_mentions("@-bob", "");                      /* a name does not start with '-' */
+        assert_mentions("@.bob", ".bob");
+        assert_mentions("@@bob", "");                      /* '@' before the '@' */
+        assert_mentions("x@bob _@bob -@bob .@bob 9@bob", "");
+        assert_mentions("(@bob) [@carol] \"@dave\"", "bob carol dave");
+        assert_mentions("\xc3\xa9@bob", "bob");              /* a non-ASCII letter before '@' is not a name character */
+        assert_mentions("@", "");
+        assert_mentions("@ bob", "");
+        assert_mentions("@.", "");
+        assert_mentions("@Bob @bob", "Bob bob");           /* case-sensitive */
+        assert_mentions("@bob @carol @bob @dave @carol", "bob carol dave");   /* each once, in order */
+        assert_mentions("@bob\xc3\xa9", "bob");
+        assert_mentions("@bob\n@carol\t@dave", "bob carol dave");
+
+        /* a name is at most 64 characters: the rest is not part of it */
+        memset(name65, 'n', 65);
+        name65[65] = 0;
+        {
+                char text[100], want[80];
+
+                snprintf(text, sizeof text, "@%s", name65);
+                snprintf(want, sizeof want, "%.64s", name65);
+                assert_mentions(text, want);
+        }
+
+        /* at most 20, the first 20 distinct in order */
+        for (unsigned i = 0; i < 25; i++)
+                snprintf(many + strlen(many), sizeof many - strlen(many), "@u%u @u0 ", i);
+        protocol_mentions_parse(many, &m);
+        ASSERT_INT_EQ(m.n, MENTIONS_MAX);
+        ASSERT_STREQ(m.names[0], "u0");
+        ASSERT_STREQ(m.names[19], "u19");
+        ASSERT_TRUE(protocol_mentions_has(&m, "u7"));
+        ASSERT_FALSE(protocol_mentions_has(&m, "u20"));
+        ASSERT_FALSE(protocol_mentions_has(&m, "u"));
+        ASSERT_FALSE(protocol_mentions_has(NULL, "u0"));
+}
+
+static void test_format_v2(void) {
+        char *rooms[] = { (char *) "1", (char *) "3", NULL };
+        char *members[] = { (char *) "alice", NULL };
+        Mentions m;
+        ChatMessage msg = {
+                .room = "1", .id = "1700000000000-0", .username = "alice", .message = "@bob look",
+                .ts = UINT64_C(1700000000000), .mentions = &m,
+        };
+        json_t *j;
+        char *s;
+
+        assert_dump(protocol_format_hello(2, "alice", rooms, "h1"),
+                    "{\"hello\": 2, \"username\": \"alice\", \"rooms\": [\"1\", \"3\"], \"ref\": \"h1\"}");
+        assert_dump(protocol_format_hello(2, "alice", NULL, NULL),
+                    "{\"hello\": 2, \"username\": \"alice\", \"rooms\": []}");
+
+        protocol_mentions_parse(msg.message, &m);
+        assert_dump(protocol_format_message(&msg),
+                    "{\"msg_type\": 0, \"room\": \"1\", \"username\": \"alice\", \"message\": \"@bob look\", "
+                    "\"id\": \"1700000000000-0\", \"ts\": 1700000000000, \"mentions\": [\"bob\"]}");
+        msg.edited = true;
+        j = protocol_message_to_json(&msg, true);
+        ASSERT_NOT_NULL(j);
+        s = protocol_json_dumps(j, NULL);
+        json_decref(j);
+        assert_dump(s, "{\"msg_type\": 0, \"room\": \"1\", \"username\": \"alice\", \"message\": \"@bob look\", "
+                       "\"id\": \"1700000000000-0\", \"ts\": 1700000000000, \"mentions\": [\"bob\"], "
+                       "\"edited\": true, \"own\": true}");
+        /* none: [], so that one serialization serves every receiver */
+        msg.edited = false;
+        protocol_mentions_parse("plain", &m);
+        assert_dump(protocol_format_message(&msg),
+                    "{\"msg_type\": 0, \"room\": \"1\", \"username\": \"alice\", \"message\": \"@bob look\", "
+                    "\"id\": \"1700000000000-0\", \"ts\": 1700000000000, \"mentions\": []}");
+
+        assert_dump(protocol_format_joined_v2("1", "Lobby", false, members, NULL, 1,
+                                              &(ReadState) { "1700000000000-0", 3, 1 }, "r1"),
+                    "{\"join\": \"1\", \"title\": \"Lobby\", \"staff_only\": false, \"members\": [\"alice\"], "
+                    "\"history\": [], \"complete\": true, \"read\": \"1700000000000-0\", \"unread\": 3, "
+                    "\"mentions\": 1, \"ref\": \"r1\"}");
+        assert_dump(protocol_format_joined_v2("1", "Lobby", true, NULL, NULL, -1, &(ReadState) { NULL, 0, 0 }, NULL),
+                    "{\"join\": \"1\", \"title\": \"Lobby\", \"staff_only\": true, \"members\": [], "
+                    "\"history\": [], \"read\": null, \"unread\": 0, \"mentions\": 0}");
+        errno = 0;
+        ASSERT_NULL(protocol_format_joined_v2("1", "Lobby", true, NULL, json_array(), -1, NULL, NULL));
+        ASSERT_INT_EQ(errno, EINVAL);
+
+        assert_dump(protocol_format_unread("1", &(ReadState) { "1700000000000-5", 0, 0 }),
+                    "{\"unread\": \"1\", \"read\": \"1700000000000-5\", \"count\": 0, \"mentions\": 0}");
+        assert_dump(protocol_format_unread("12", &(ReadState) { "1-1", 999, 7 }),
+                    "{\"unread\": \"12\", \"read\": \"1-1\", \"count\": 999, \"mentions\": 7}");
+        ASSERT_NULL(protocol_format_unread("1", &(ReadState) { NULL, 0, 0 }));
+}
+
 int main(void) {
         test_error_strings();
         test_parse_ok();
@@ -674,5 +894,9 @@ int main(void) {
         test_format_events();
         test_json_dumps();
         test_escape_all_code_points();
+        test_parse_hello();
+        test_parse_read();
+        test_mentions();
+        test_format_v2();
         return EXIT_SUCCESS;
 }
