@@ -155,7 +155,7 @@ def check_slow_reader(stack, check):
     queue is full he is cut with 1013, and counted."""
     d = stack.start_daemon(name="slow", args=[
         "--metrics-allow=127.0.0.1", "--rate-limit=10000", "--rate-burst=100000",
-        "--max-message-bytes=100000", "--send-queue-frames=4", "--history-size=10", "--history-on-join=10"])
+        "--max-message-bytes=100000", "--send-queue-frames=8", "--history-size=10", "--history-on-join=10"])
     room = stack.create_room("Firehose")
     a = d.ws("alice")
     b = d.ws("bob")
@@ -163,10 +163,13 @@ def check_slow_reader(stack, check):
     join(b, room)
     big = "x" * 65000
     cut = 0
-    for _ in range(60):     # at most 39 MB; loopback buffers hold ~10 MB
-        for _ in range(10):
+    # Two at a time, read by alice before the next two: her own queue never
+    # holds more than two, however slowly the daemon runs (ASan), while
+    # bob's fills once the loopback buffers (~10 MB) do.
+    for _ in range(300):    # at most 39 MB
+        for _ in range(2):
             send(a, room, big)
-        a.drain(quiet=0.1, timeout=5 * SLOW)
+        a.drain(quiet=0.05, timeout=5 * SLOW)
         cut = (scrape(d) or {}).get("multichat_slow_readers_cut_total", 0)
         if cut:
             break
