@@ -14,6 +14,7 @@
 #include "basic/macro.h"
 #include "basic/utf8.h"
 #include "net/services.h"
+#include "net/ws-rx.h"
 #include "wire/protocol.h"
 #include "redis/redis.h"
 #include "store/session.h"
@@ -441,8 +442,9 @@ static void ws_conn_on_message(Conn *c, const char *data, size_t len) {
  * back after each message, so an idle connection holds none. */
 int ws_conn_on_receive(Conn *c, const void *in, size_t len) {
         struct lws *wsi = c->wsi;
-        bool complete;
-        char *b;
+        const char *msg;
+        size_t n;
+        int r;
 
         ws_conn_heard_from(c);
 
@@ -451,27 +453,15 @@ int ws_conn_on_receive(Conn *c, const void *in, size_t len) {
                 c->rx_len = 0;
                 c->rx_binary = lws_frame_is_binary(wsi);
         }
-        complete = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
-        if (complete && c->rx_len == 0) {
-                ws_conn_on_message(c, in, len);
-                return 0;
-        }
-
-        if (c->rx_len + len > ws_conn_rx_limit(c)) {
+        r = ws_reassemble(&c->rx, &c->rx_len, in, len,
+                          lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0,
+                          ws_conn_rx_limit(c), &msg, &n);
+        if (r == -EMSGSIZE)
                 lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *) "too large", 9);
-                return -1;
-        }
-        b = realloc(c->rx, c->rx_len + len + 1);
-        if (!b)
-                return -1;
-        c->rx = b;
-        memcpy(c->rx + c->rx_len, in, len);
-        c->rx_len += len;
-        c->rx[c->rx_len] = 0;
-        if (!complete)
-                return 0;
+        if (r <= 0)
+                return r < 0 ? -1 : 0;
 
-        ws_conn_on_message(c, c->rx, c->rx_len);
+        ws_conn_on_message(c, msg, n);
         c->rx = mfree(c->rx);
         c->rx_len = 0;
         return 0;

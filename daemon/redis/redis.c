@@ -660,7 +660,7 @@ static void on_subscriber_reply(redisAsyncContext *ac, void *reply_, void *privd
         _cleanup_(redis_unrefp) Redis *r = NULL;
         redisReply *reply = reply_;
         RedisConn *c = ac->data;
-        const redisReply *kind, *channel, *data;
+        RedisPush msg;
 
         if (!c)
                 return;
@@ -675,31 +675,47 @@ static void on_subscriber_reply(redisAsyncContext *ac, void *reply_, void *privd
          * behind a backlog of messages that we are slow to read. */
         c->last_read = redis_now(r);
 
+        switch (redis_subscriber_reply_parse(reply, &msg)) {
+        case REDIS_PUSH_MESSAGE:
+                if (r->on_message && !r->shut_down)
+                        r->on_message(r, msg.channel, msg.data, msg.len, r->userdata);
+                break;
+        case REDIS_PUSH_PROBE:
+                on_probe_reply(c, ac);
+                break;
+        default:
+                break;
+        }
+}
+
+RedisPushKind redis_subscriber_reply_parse(const redisReply *reply, RedisPush *ret) {
+        const redisReply *kind, *channel, *data;
+
         /* hiredis 0.14 may call a channel's callback again for a reply it
          * could not match: trust the reply, not which callback got it. */
-        if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
-                return;
+        if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
+                return REDIS_PUSH_OTHER;
         kind = reply->element[0];
         if (!reply_is_string(kind))
-                return;
+                return REDIS_PUSH_OTHER;
 
         if (strcasecmp(kind->str, "message") == 0 || strcasecmp(kind->str, "pmessage") == 0) {
                 bool p = kind->str[0] == 'p' || kind->str[0] == 'P';
 
                 if (reply->elements < (p ? 4u : 3u))
-                        return;
+                        return REDIS_PUSH_OTHER;
                 channel = reply->element[p ? 2 : 1];
                 data = reply->element[p ? 3 : 2];
                 if (!reply_is_string(channel) || !reply_is_string(data) || streq(channel->str, PROBE_CHANNEL))
-                        return;
-                if (r->on_message && !r->shut_down)
-                        r->on_message(r, channel->str, data->str, data->len, r->userdata);
-                return;
+                        return REDIS_PUSH_OTHER;
+                *ret = (RedisPush) { .channel = channel->str, .data = data->str, .len = data->len };
+                return REDIS_PUSH_MESSAGE;
         }
 
         if (strcasecmp(kind->str, "subscribe") == 0 && reply_is_string(reply->element[1]) &&
             streq(reply->element[1]->str, PROBE_CHANNEL))
-                on_probe_reply(c, ac);
+                return REDIS_PUSH_PROBE;
+        return REDIS_PUSH_OTHER;
 }
 
 static void on_connect(const redisAsyncContext *ac, int status) {

@@ -176,3 +176,22 @@ int redis_punsubscribe(Redis *r, const char *pattern);
  * Fails without calling cb: -ENOTCONN while the subscriber connection is
  * down (while it is being set up, the barrier waits for that), -ENOMEM. */
 int redis_subscriber_barrier(Redis *r, RedisBarrierHandler cb, void *userdata);
+
+/* What a reply on the subscriber connection is: a message on a channel we
+ * subscribed to (channel and data point into the reply), the answer to our
+ * own probe, or anything else (subscription confirmations; replies hiredis
+ * 0.14 hands to the wrong callback), which is ignored. Pure: exposed for
+ * the tests and the fuzzer. */
+typedef enum RedisPushKind {
+        REDIS_PUSH_OTHER,
+        REDIS_PUSH_MESSAGE,
+        REDIS_PUSH_PROBE,
+} RedisPushKind;
+
+typedef struct RedisPush {
+        const char *channel;
+        const char *data;
+        size_t len;
+} RedisPush;
+
+RedisPushKind redis_subscriber_reply_parse(const redisReply *reply, RedisPush *ret);
