@@ -14,23 +14,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         return 0;
 }
 
-/* hiredis 0.14 allocates an aggregate as its header declares (see
- * fuzz-store-replies.c). */
-static bool aggregate_too_large(const uint8_t *data, size_t size) {
-        for (size_t i = 0; i < size; i++) {
-                unsigned long long n = 0;
-                size_t k = i + 1;
-
-                if (data[i] != '*')
-                        continue;
-                while (k < size && data[k] >= '0' && data[k] <= '9' && n <= 4096)
-                        n = n * 10 + (data[k++] - '0');
-                if (n > 4096)
-                        return true;
-        }
-        return false;
-}
-
 static void check_reply(const redisReply *reply) {
         RedisPush m = {};
 
@@ -57,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         void *reply = NULL;
 
         FUZZ_CHECK(redis_subscriber_reply_parse(NULL, &(RedisPush) {}) == REDIS_PUSH_OTHER);
-        if (aggregate_too_large(data, size))
+        if (fuzz_resp_too_large(data, size))
                 return 0;
         reader = redisReaderCreate();
         FUZZ_CHECK(reader);

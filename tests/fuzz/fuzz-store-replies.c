@@ -67,29 +67,11 @@ static void check_reply(const redisReply *reply) {
         check_presence(reply);
 }
 
-/* hiredis allocates an aggregate's element array as the header declares it
- * (0.14 has no limit): what the store reads back is small, and a header
- * of a million elements only measures hiredis's allocator. */
-static bool aggregate_too_large(const uint8_t *data, size_t size) {
-        for (size_t i = 0; i < size; i++) {
-                unsigned long long n = 0;
-                size_t k = i + 1;
-
-                if (data[i] != '*')
-                        continue;
-                while (k < size && data[k] >= '0' && data[k] <= '9' && n <= 4096)
-                        n = n * 10 + (data[k++] - '0');
-                if (n > 4096)
-                        return true;
-        }
-        return false;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         redisReader *reader;
         void *reply = NULL;
 
-        if (aggregate_too_large(data, size))
+        if (fuzz_resp_too_large(data, size))
                 return 0;
         reader = redisReaderCreate();
         FUZZ_CHECK(reader);
