@@ -10,51 +10,15 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import harness  # noqa: E402
 from harness import SLOW, join  # noqa: E402
+from steady import Sender, id_key  # noqa: E402
 
 RATE = 100
-
-
-def id_key(i):
-    ms, seq = i.split("-")
-    return int(ms), int(seq)
-
-
-class Sender(threading.Thread):
-    def __init__(self, ws, room):
-        super().__init__(daemon=True)
-        self.ws, self.room = ws, room
-        self.stop = threading.Event()
-        self.acked, self.errors, self.sent = {}, [], 0
-
-    def run(self):
-        next_at = time.monotonic()
-        while not self.stop.is_set():
-            if time.monotonic() >= next_at:
-                self.sent += 1
-                ref = f"m{self.sent}"
-                self.ws.send_json({"command": "send", "room": self.room, "message": ref, "ref": ref})
-                next_at += 1.0 / RATE
-            self._read(max(0.0, min(next_at - time.monotonic(), 0.05)))
-        end = time.monotonic() + 5 * SLOW
-        while time.monotonic() < end and len(self.acked) + len(self.errors) < self.sent:
-            self._read(0.2)
-
-    def _read(self, timeout):
-        try:
-            obj, _ = self.ws.recv_json(timeout)
-        except (socket.timeout, TimeoutError):
-            return
-        if obj.get("ok") and obj.get("ref"):
-            self.acked[obj["ref"]] = obj.get("id")
-        elif obj.get("error"):
-            self.errors.append(obj)
 
 
 def collect(ws, room, ids, notices, until):
@@ -87,7 +51,7 @@ def test(stack, check):
     alice.drain(0.2)
     bob.drain(0.2)
 
-    sender = Sender(bob, lobby)
+    sender = Sender(bob, lobby, RATE)
     sender.start()
     ids, notices = [], []
     t_kill = time.monotonic() + 2.0

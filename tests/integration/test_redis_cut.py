@@ -16,46 +16,11 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import harness  # noqa: E402
 from harness import SLOW, join  # noqa: E402
+from steady import Sender, id_key  # noqa: E402
 from redisproxy import RedisProxy  # noqa: E402
 
 CUTS = 3
 RATE = 100          # messages per second from bob
-
-
-class Sender(threading.Thread):
-    """bob sends with a ref each and records the acknowledged ids."""
-
-    def __init__(self, ws, room):
-        super().__init__(daemon=True)
-        self.ws, self.room = ws, room
-        self.stop = threading.Event()
-        self.acked = {}         # ref -> id
-        self.errors = []
-        self.sent = 0
-
-    def run(self):
-        next_at = time.monotonic()
-        while not self.stop.is_set():
-            now = time.monotonic()
-            if now >= next_at:
-                self.sent += 1
-                ref = f"m{self.sent}"
-                self.ws.send_json({"command": "send", "room": self.room, "message": ref, "ref": ref})
-                next_at += 1.0 / RATE
-            self._read(max(0.0, min(next_at - time.monotonic(), 0.05)))
-        end = time.monotonic() + 5 * SLOW
-        while time.monotonic() < end and len(self.acked) + len(self.errors) < self.sent:
-            self._read(0.2)
-
-    def _read(self, timeout):
-        try:
-            obj, _ = self.ws.recv_json(timeout)
-        except (socket.timeout, TimeoutError):
-            return
-        if obj.get("ok") and obj.get("ref"):
-            self.acked[obj["ref"]] = obj.get("id")
-        elif obj.get("error"):
-            self.errors.append(obj)
 
 
 class Receiver(threading.Thread):
@@ -80,11 +45,6 @@ class Receiver(threading.Thread):
                 self.notices.append(obj)
 
 
-def id_key(i):
-    ms, seq = i.split("-")
-    return int(ms), int(seq)
-
-
 def test(stack, check):
     d2 = stack.start_daemon(args=["--rate-limit=1000", "--rate-burst=1000"])
     proxy = RedisProxy(stack.dir / "proxy.sock", stack.redis.path)
@@ -98,7 +58,7 @@ def test(stack, check):
     bob.drain(0.2)
 
     receiver = Receiver(alice, lobby)
-    sender = Sender(bob, lobby)
+    sender = Sender(bob, lobby, RATE)
     receiver.start()
     sender.start()
     for i in range(CUTS):
