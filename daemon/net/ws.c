@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -71,6 +73,20 @@ static void ws_conn_abort(Conn *c) {
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
 }
 
+/* Once we close, lws may hang up before the peer took what the kernel
+ * still holds (after our close frame, or on a protocol error): closing the
+ * fd leaves an orphan in FIN-WAIT-1 that probes a zero window for minutes,
+ * holding the whole send buffer, when the peer never reads again. With a
+ * user timeout the kernel gives up on it after the grace, whoever closes
+ * the fd; a peer that keeps reading acknowledges, and is not cut. */
+static void ws_conn_bound_close(Conn *c) {
+        unsigned ms = WS_CLOSE_GRACE_USEC / USEC_PER_MSEC;
+        int fd = lws_get_socket_fd(c->wsi);
+
+        if (fd >= 0)
+                (void) setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
+}
+
 static void ws_conn_send_error(Conn *c, ProtocolError e, const char *ref) {
         if (e > PROTOCOL_OK && e < _PROTOCOL_ERROR_MAX)
                 c->hub->services->stats->refusals[e]++;
@@ -111,6 +127,7 @@ void ws_conn_close(Conn *c, uint16_t code, const char *reason) {
         (void) sd_event_now(c->hub->services->event, CLOCK_MONOTONIC, &c->close_usec);
         c->close_code = code;
         c->close_reason = reason ?: "";
+        ws_conn_bound_close(c);
         lws_callback_on_writable(c->wsi);
 }
 
@@ -267,6 +284,7 @@ int ws_conn_on_peer_close(Conn *c, const void *in, size_t len) {
         }
         /* lws 4.1 would echo it, code and all; answer ours and hang up. */
         c->close_requested = true;
+        ws_conn_bound_close(c);
         (void) sd_event_now(c->hub->services->event, CLOCK_MONOTONIC, &c->close_usec);
         (void) ws_conn_write_close(c);
         return -1;

@@ -4,7 +4,9 @@
 amount for it (SO_SNDBUF), it is closed with 1013 when its queue fills,
 and its TCP connection is really gone within seconds even if it never
 reads again; one that reads again gets what was sent, then the 1013
-close frame."""
+close frame. One that stopped reading and then sends a close frame the
+daemon refuses (code 5000) is hung up on at once, and its TCP connection is
+gone within seconds too, though the kernel still holds data for it."""
 
 import os
 import socket
@@ -60,6 +62,17 @@ def flood_until_closed(d, sender, lobby, victim_port, n_before):
     return biggest
 
 
+def wait_gone(d, port):
+    """Seconds until the daemon's socket towards port is gone (TIME-WAIT
+    counts as gone), or None."""
+    start = time.monotonic()
+    while time.monotonic() - start < 3 * GONE_WITHIN * SLOW:
+        if not [r for r in server_sockets(d, port) if r[0] != "TIME-WAIT"]:
+            return time.monotonic() - start
+        time.sleep(0.2)
+    return None
+
+
 def test(stack, check):
     d = stack.start_daemon(args=[f"--send-queue-frames={QUEUE}", "--rate-limit=10000", "--rate-burst=10000",
                                  "--overload-lag=1h"])
@@ -76,13 +89,7 @@ def test(stack, check):
     biggest = flood_until_closed(d, bob, lobby, port, 0)
     check(len(too_slow_lines(d)) == 1, "the client that stopped reading is found too slow", too_slow_lines(d))
     check(biggest <= SNDBUF_MAX, f"the kernel holds at most {SNDBUF_MAX // 1024} KiB for it", biggest)
-    start = time.monotonic()
-    gone = None
-    while time.monotonic() - start < 3 * GONE_WITHIN * SLOW:
-        if not [r for r in server_sockets(d, port) if r[0] != "TIME-WAIT"]:
-            gone = time.monotonic() - start
-            break
-        time.sleep(0.2)
+    gone = wait_gone(d, port)
     check(gone is not None and gone <= GONE_WITHIN * SLOW,
           f"its TCP connection is gone within {GONE_WITHIN:.0f} s, though it never reads", gone)
     mute.abort()
@@ -99,6 +106,28 @@ def test(stack, check):
     except socket.timeout:
         code = "still open"
     check.eq(code, 1013, "reading again, it gets what was sent, then the close frame 1013")
+
+    # One that stops reading, lets the kernel fill up for it, then sends a
+    # close the daemon refuses: the daemon hangs up with data still queued
+    # in the kernel.
+    bad = d.ws("alice")
+    join(bad, lobby)
+    bad.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    port = bad.sock.getsockname()[1]
+    queued = 0
+    for i in range(QUEUE * 4):
+        bob.send_json({"command": "send", "room": lobby, "message": f"b{i} {'y' * 3000}"})
+        bob.recv(5 * SLOW)
+        queued = max([q for _, q in server_sockets(d, port)] or [0])
+        if queued >= 100 * 1024:
+            break
+    check(queued >= 100 * 1024, "the kernel holds data for the client that stopped reading", queued)
+    bad.send_frame(0x8, (5000).to_bytes(2, "big"))
+    gone = wait_gone(d, port)
+    check(gone is not None and gone <= GONE_WITHIN * SLOW,
+          f"after a refused close its TCP connection is gone within {GONE_WITHIN:.0f} s, though it never reads", gone)
+    check.eq(len(too_slow_lines(d)), 2, "... and it was not cut as too slow first")
+    bad.abort()
 
     bob.drain(0.3)
     check(bob.is_open(), "the sender is still connected")
