@@ -2,9 +2,12 @@
 /* multichatctl: the administrator's command line for multichatd, over D-Bus. */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <locale.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -13,7 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 #include <wchar.h>
 
 #include <jansson.h>
@@ -29,6 +35,11 @@
 
 #define PROPERTIES_INTERFACE "org.freedesktop.DBus.Properties"
 #define TABLE_COLUMNS_MAX 8
+
+/* polkit's text agent (Debian's polkitd ships it). */
+#define POLKIT_AGENT_PATH "/usr/bin/pkttyagent"
+/* How long to wait for the agent to register before calling without it. */
+#define POLKIT_AGENT_REGISTER_TIMEOUT_MSEC 10000
 
 typedef enum Transport {
         TRANSPORT_SYSTEM,
@@ -46,7 +57,7 @@ static Transport arg_transport = TRANSPORT_SYSTEM;
 static const char *arg_address = NULL;
 static JsonMode arg_json = JSON_OFF;
 static bool arg_legend = true;
-static bool arg_ask_password = true;   /* let polkit ask for a password (through a running agent) */
+static bool arg_ask_password = true;   /* let polkit ask for a password, through our own agent on a terminal */
 static bool arg_staff_only = false;
 static const char *arg_room = "";       /* announce, kick: "" is every room */
 static unsigned arg_level = 1;          /* announce: 1 warning, 2 alert, 3 muted */
@@ -86,7 +97,7 @@ static int log_call_error(int r, const sd_bus_error *error, const char *room_id,
                 fprintf(stderr, "No such room: %s\n", room_id);
         else if (sd_bus_error_has_name(error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED))
                 fprintf(stderr, "Authentication required (run as root or a member of multichat-admin, or "
-                        "without --no-ask-password while a polkit agent runs)\n");
+                        "on a terminal without --no-ask-password)\n");
         else if (sd_bus_error_has_name(error, SD_BUS_ERROR_ACCESS_DENIED))
                 fprintf(stderr, "Not authorized (run as root or a member of multichat-admin)\n");
         else if (sd_bus_error_has_names(error, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
@@ -807,19 +818,20 @@ typedef struct Verb {
         unsigned min_args, max_args;    /* after the verb */
         int (*check)(char **args);      /* before connecting; a failure is a usage error */
         int (*run)(sd_bus *bus, char **args);
+        bool polkit;                    /* the daemon asks polkit whether we may (changes, connections) */
 } Verb;
 
 static const Verb verbs[] = {
         { "status",         0, 0, NULL,                  verb_status },
         { "list-rooms",     0, 0, NULL,                  verb_list_rooms },
-        { "create-room",    1, 1, check_args_title,      verb_create_room },
-        { "delete-room",    1, 1, check_args_room,       verb_delete_room },
-        { "rename-room",    2, 2, check_args_rename,     verb_rename_room },
-        { "set-staff-only", 2, 2, check_args_staff_only, verb_set_staff_only },
+        { "create-room",    1, 1, check_args_title,      verb_create_room, true },
+        { "delete-room",    1, 1, check_args_room,       verb_delete_room, true },
+        { "rename-room",    2, 2, check_args_rename,     verb_rename_room, true },
+        { "set-staff-only", 2, 2, check_args_staff_only, verb_set_staff_only, true },
         { "members",        1, 1, check_args_room,       verb_members },
-        { "connections",    0, 0, NULL,                  verb_connections },
-        { "announce",       1, 1, check_args_announce,   verb_announce },
-        { "kick",           1, 1, check_args_kick,       verb_kick },
+        { "connections",    0, 0, NULL,                  verb_connections, true },
+        { "announce",       1, 1, check_args_announce,   verb_announce, true },
+        { "kick",           1, 1, check_args_kick,       verb_kick, true },
 };
 
 /* Finds the verb in args (none: status) and checks how many arguments it
@@ -981,6 +993,89 @@ static int parse_argv(int argc, char *argv[]) {
         return r < 0 ? r : 1;
 }
 
+/* ---- polkit agent ---- */
+
+/* In the child: exec the agent for our process (its parent), on the bus we
+ * talk to. Only async-signal-safe calls until exec, except setenv, which
+ * runs in a single-threaded child. */
+_noreturn_
+static void polkit_agent_exec(pid_t parent, int notify_fd, const char *address) {
+        char fd_text[16];
+
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+                _exit(EXIT_FAILURE);
+        if (address && setenv("DBUS_SYSTEM_BUS_ADDRESS", address, 1) < 0)
+                _exit(EXIT_FAILURE);
+        if (fcntl(notify_fd, F_SETFD, 0) < 0)   /* keep it across exec */
+                _exit(EXIT_FAILURE);
+        (void) snprintf(fd_text, sizeof fd_text, "%d", notify_fd);
+        execl(POLKIT_AGENT_PATH, POLKIT_AGENT_PATH, "--notify-fd", fd_text, (char *) NULL);
+        _exit(EXIT_FAILURE);
+}
+
+/* The agent closes the notify descriptor once polkit knows it, or dies;
+ * either way the read end sees end of file. */
+static void polkit_agent_wait_registered(int fd) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        char c;
+
+        for (;;) {
+                int n = poll(&p, 1, POLKIT_AGENT_REGISTER_TIMEOUT_MSEC);
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return;
+                ssize_t k = read(fd, &c, 1);
+
+                if (k == 0 || (k < 0 && errno != EINTR))
+                        return;
+        }
+}
+
+/* As systemctl does: when polkit may ask and a person sits at a terminal,
+ * a text agent asks on it for our calls; polkit asks only an agent of the
+ * caller's process or login session, and a server often has neither
+ * (ssh without a logind session, a container). Not --fallback, as
+ * systemctl's: polkit 122 uses a fallback agent only for a caller inside
+ * a login session, and the person who typed the command is at this
+ * terminal anyway. *ret_pid: the agent, or 0 when none was started. */
+static int polkit_agent_open(const char *address, pid_t *ret_pid) {
+        int fds[2];
+        pid_t parent = getpid(), pid;
+
+        *ret_pid = 0;
+        if (!isatty(STDIN_FILENO) || access(POLKIT_AGENT_PATH, X_OK) < 0)
+                return 0;
+        if (pipe2(fds, O_CLOEXEC) < 0)
+                return -errno;
+        pid = fork();
+        if (pid < 0) {
+                int r = -errno;
+
+                close(fds[0]);
+                close(fds[1]);
+                return r;
+        }
+        if (pid == 0) {
+                close(fds[0]);
+                polkit_agent_exec(parent, fds[1], address);
+        }
+        close(fds[1]);
+        polkit_agent_wait_registered(fds[0]);
+        close(fds[0]);
+        *ret_pid = pid;
+        return 0;
+}
+
+static void polkit_agent_close(pid_t pid) {
+        if (pid <= 0)
+                return;
+        (void) kill(pid, SIGTERM);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+}
+
 static int bus_connect(sd_bus **ret) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         int r;
@@ -1016,6 +1111,7 @@ int main(int argc, char *argv[]) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         const Verb *verb = NULL;
         char **args = NULL;
+        pid_t agent = 0;
         int r;
 
         setlocale(LC_ALL, "");
@@ -1036,6 +1132,9 @@ int main(int argc, char *argv[]) {
         if (r < 0)
                 return EXIT_FAILURE;
         (void) sd_bus_set_allow_interactive_authorization(bus, arg_ask_password);
+        if (arg_ask_password && verb->polkit && arg_transport != TRANSPORT_USER)
+                (void) polkit_agent_open(arg_transport == TRANSPORT_ADDRESS ? arg_address : NULL, &agent);
         r = verb->run(bus, args);
+        polkit_agent_close(agent);
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -12,12 +12,15 @@ polkitd runs as a plain process on the test's private bus
 action and rules directories are the test's: nothing on the machine
 changes."""
 
+import fcntl
 import os
 import pwd
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import termios
 import time
 
 sys.dont_write_bytecode = True
@@ -61,9 +64,10 @@ polkit.addRule(function(action, subject) {
 """
 
 # polkitd owns its name on the private bus as on the system bus; callers
-# may talk to it.
+# may talk to it, and it to their authentication agents.
 POLKIT_BUS_POLICY = f"""
-  <policy user="polkitd"><allow own="{POLKIT_NAME}"/></policy>
+  <policy user="polkitd"><allow own="{POLKIT_NAME}"/>
+    <allow send_interface="org.freedesktop.PolicyKit1.AuthenticationAgent"/></policy>
   <policy context="default"><allow send_destination="{POLKIT_NAME}"/></policy>
 """
 
@@ -142,6 +146,78 @@ def check_action_owner(stack, bus, check):
         subject.wait()
 
 
+def read_until(fd, wants, timeout):
+    """What the terminal showed until one of `wants` appeared (or the time
+    ran out, or the other side closed)."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while not any(w.encode() in out for w in wants) and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0, deadline - time.monotonic()))
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:         # EIO: every writer is gone
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out.decode(errors="replace")
+
+
+def ctl_on_tty(bus, uid, *args):
+    """multichatctl as someone at a terminal: (process, master fd)."""
+    master, slave = os.openpty()
+
+    def controlling_tty():
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    env = dict(os.environ, TERM="dumb")
+    proc = subprocess.Popen(bus._as([str(CTL), f"--address={bus.address}", *args], uid),
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                            preexec_fn=controlling_tty, env=env)
+    os.close(slave)
+    return proc, master
+
+
+def check_tty_agent(stack, bus, dave, check):
+    """On a terminal, multichatctl starts polkit's text agent for its own
+    process, as systemctl does: polkit asks dave there. A wrong answer (or
+    a helper that cannot check it) is refused; the agent ends with
+    multichatctl. Without a terminal (ctl() above) no agent runs and the
+    same call is refused at once. Whether the password is then checked
+    depends on polkit-agent-helper-1 being setuid root, which the system
+    test's real installation has."""
+    if not os.access("/usr/bin/pkttyagent", os.X_OK):
+        check(False, "pkttyagent is installed (Debian's polkitd ships it)")
+        return
+    polkit_log = stack.dir / "polkitd.log"
+    proc, master = ctl_on_tty(bus, dave, "create-room", "Dave's tty")
+    try:
+        shown = read_until(master, ("Password:", "AUTHENTICATION FAILED"), 20)
+        check("AUTHENTICATING FOR org.multichat.chat1.manage" in shown and "Authenticating as:" in shown,
+              "multichatctl on a terminal as dave: polkit's text agent asks there", shown)
+        check(f"Registered Authentication Agent for unix-process:{proc.pid}:" in polkit_log.read_text(),
+              "the agent is registered for multichatctl's own process", polkit_log.read_text()[-1500:])
+        if "Password:" in shown:
+            os.write(master, b"not-the-password\n")
+        shown += read_until(master, ("\x00",), 30)
+        proc.wait(30)
+        check(proc.returncode == 1 and "Not authorized" in shown,
+              "refused without the right password: 'Not authorized', exit 1", f"{proc.returncode}: {shown}")
+        try:
+            wait_until(lambda: f"Unregistered Authentication Agent for unix-process:{proc.pid}:"
+                       in polkit_log.read_text(), 10, interval=0.1, what="the agent gone")
+        except TimeoutError:
+            pass
+        check(f"Unregistered Authentication Agent for unix-process:{proc.pid}:" in polkit_log.read_text(),
+              "the agent ended with multichatctl", polkit_log.read_text()[-1500:])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
 def test(stack, check):
     for tool in (POLKITD, shutil.which("unshare") or "/usr/bin/unshare"):
         if not os.access(tool, os.X_OK):
@@ -180,6 +256,7 @@ def test(stack, check):
         p = ctl(bus, dave, "create-room", "Dave's")
         check(p.returncode == 1, "multichatctl as dave, no polkit agent: refused, exit 1", f"{p.returncode}: {p.stderr}")
         harness.log(f"# (it said: {p.stderr.strip()})")
+        check_tty_agent(stack, bus, dave, check)
         p = ctl(bus, erin, "announce", "hello")
         check(p.returncode == 1 and "Not authorized" in p.stderr,
               "multichatctl announce as erin: 'Not authorized', exit 1", f"{p.returncode}: {p.stderr}")

@@ -38,12 +38,14 @@ import hashlib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 import traceback
 from contextlib import contextmanager
@@ -80,6 +82,8 @@ SUITE = os.environ.get("MULTICHAT_SYSTEM_RELEASE") or host_release()
 # from its own Depends (so a missing one shows up here, not on a user's box).
 # No dbus: the package must pull it in and get the system bus started.
 BASE_PACKAGES = ["systemd", "systemd-sysv", "redis-server", "libpam-modules"]
+# What the package suggests and the test installs after the checks without it.
+SUGGESTED_PACKAGES = ["polkitd"]
 HOST_TOOLS = {"debootstrap": "debootstrap", "systemd-nspawn": "systemd-container",
               "nsenter": "util-linux", "unshare": "util-linux", "dpkg-deb": "dpkg",
               # build-deb.sh's first step (dpkg-parsechangelog) and ours.
@@ -359,13 +363,14 @@ def ensure_base(timer):
 
 
 def ensure_deps_layer(base, deb, timer):
-    """An overlay layer over the base with the package's (Pre-)Depends
+    """An overlay layer over the base with the package's (Pre-)Depends and
+    the SUGGESTED_PACKAGES the test installs later
     downloaded from Debian into apt's cache, with the package lists, keyed
     by them: `apt-get install ./multichat.deb` in the container (which has
     no network) then installs them the way it would on a user's machine.
     Neither they nor the package itself are installed in it."""
     depends = ", ".join(d for d in (deb_field(deb, "Pre-Depends"), deb_field(deb, "Depends")) if d)
-    layer = CACHE / f"{SUITE}-deps-{sha(base.name, depends)}"
+    layer = CACHE / f"{SUITE}-deps-{sha(base.name, depends, *SUGGESTED_PACKAGES)}"
     if layer.is_dir():
         return layer
     log(f"# installing the package's dependencies into {layer} (once; cached): {depends}")
@@ -388,6 +393,9 @@ def ensure_deps_layer(base, deb, timer):
         if depends:
             r = run(["chroot", str(m), "apt-get", "satisfy", "-y", "-q", "--no-install-recommends",
                      "--download-only", depends], env=CONTAINER_ENV, timeout=900)
+            if r.returncode == 0:
+                r = run(["chroot", str(m), "apt-get", "install", "-y", "-q", "--no-install-recommends",
+                         "--download-only", *SUGGESTED_PACKAGES], env=CONTAINER_ENV, timeout=900)
             if r.returncode != 0:
                 raise Fatal(f"the package's dependencies cannot be installed from Debian {SUITE}: "
                             f"{depends}\n{tail(r.stdout, 15)}")
@@ -492,6 +500,42 @@ class Container:
 
     def out(self, *argv, **kw):
         return self.sh(*argv, **kw).stdout.strip()
+
+    def sh_tty(self, *argv, user=None, answer=None, prompt="Password:", timeout=60):
+        """Runs argv inside the container as someone at a terminal (a
+        pseudo-terminal that is its controlling one); types `answer` at
+        the first `prompt`. (exit status, what the terminal showed)."""
+        cmd = ["nsenter", "-t", str(self.pid1), "-a", "--"]
+        if user:
+            cmd += ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"]
+        master, slave = os.openpty()
+        proc = subprocess.Popen(cmd + [str(a) for a in argv], stdin=slave, stdout=slave, stderr=slave,
+                                env=CONTAINER_ENV, start_new_session=True,
+                                preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        os.close(slave)
+        shown, answered = b"", answer is None
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([master], [], [], 0.2)
+                if ready:
+                    try:
+                        chunk = os.read(master, 4096)
+                    except OSError:     # EIO: every writer is gone
+                        break
+                    if not chunk:
+                        break
+                    shown += chunk
+                if not answered and prompt.encode() in shown:
+                    os.write(master, answer.encode() + b"\n")
+                    answered = True
+            proc.wait(max(1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        finally:
+            os.close(master)
+        return proc.returncode, shown.decode(errors="replace")
 
     def state(self, unit):
         return self.out("systemctl", "is-active", unit)
@@ -720,6 +764,50 @@ def check_dbus_policy(c, ck):
        "bob may still list the rooms (ListRooms), and his room was not made", tail(r.stdout, 3))
     if not has_multichatctl(c):
         log("# note: the package has no multichatctl; checked with busctl")
+
+
+# An administrator's rule: dave, though in multichat-admin, must give an
+# administrator's password (polkit asks for root's when no one is in sudo).
+POLKIT_TEST_RULES = """polkit.addRule(function(action, subject) {
+        if (action.id == "org.multichat.chat1.manage" && subject.user == "dave")
+                return polkit.Result.AUTH_ADMIN;
+});
+"""
+
+
+def check_polkit(c, ck):
+    """With Debian's polkitd installed, D-Bus changes go through polkit:
+    the shipped rules admit multichat-admin without asking; where a rule
+    wants a password, multichatctl on a terminal asks for it through
+    polkit's text agent, and refuses without a terminal or with a wrong
+    password."""
+    r = c.sh("apt-get", "install", "-y", "-q", "--no-install-recommends", *SUGGESTED_PACKAGES, timeout=300)
+    ck.fatal(r.returncode == 0, "apt-get install polkitd (offline, from the cached download)", tail(r.stdout))
+    r = c.sh("useradd", "-m", "-s", "/bin/bash", "-G", "multichat-admin", "dave")
+    r2 = c.sh("chpasswd", input="dave:Dave-pw-4\n")
+    (c.root / "etc/polkit-1/rules.d").mkdir(parents=True, exist_ok=True)
+    (c.root / "etc/polkit-1/rules.d/10-admin-password.rules").write_text(POLKIT_TEST_RULES)
+    ck.fatal(r.returncode == 0 and r2.returncode == 0,
+             "useradd dave (multichat-admin); a rule in /etc/polkit-1/rules.d wants a password from him",
+             r.stdout + r2.stdout)
+    ok, how, out = ctl_create_room(c, "Carol polkit room", user="carol")
+    ck(ok, f"{how} as carol (multichat-admin): the shipped polkit rules admit her without a password", out)
+    ck.eq(c.state("polkit.service"), "active", "the daemon's CheckAuthorization started polkit (D-Bus activation)")
+    r = c.sh("multichatctl", "create-room", "Dave room", user="dave")
+    ck(r.returncode == 1 and "Authentication required" in r.stdout,
+       "multichatctl as dave without a terminal: 'Authentication required', exit 1", r.stdout)
+    rc, shown = c.sh_tty("multichatctl", "create-room", "Dave room", user="dave", answer="not-Root-pw")
+    ck("AUTHENTICATING FOR org.multichat.chat1.manage" in shown and "Password:" in shown,
+       "on a terminal, polkit's text agent asks dave for a password there", shown)
+    ck(rc == 1 and "Not authorized" in shown, "a wrong password: 'Not authorized', exit 1", f"{rc}: {shown}")
+    rc, shown = c.sh_tty("multichatctl", "create-room", "Dave room", user="dave", answer=PASSWORDS["root"])
+    ck(rc == 0 and "AUTHENTICATION COMPLETE" in shown,
+       "the administrator's (root's) password: the room is created, exit 0", f"{rc}: {shown}")
+    r = c.sh("multichatctl", "--json", "list-rooms", user="carol")
+    ck(r.returncode == 0 and r.stdout.count("Dave room") == 1, "dave's room exists, once", r.stdout)
+    r = c.sh("sh", "-c", "cat /proc/[0-9]*/comm 2>/dev/null")
+    ck(r.returncode == 0 and "pkttyagent" not in r.stdout.split(), "no text agent outlives multichatctl",
+       r.stdout)
 
 
 def proc_status(c, pid):
@@ -978,6 +1066,9 @@ def scenario(c, ck, deb, timer):
     check_journal(c, ck)
     check_staff_room(c, ck, rooms)
     check_dbus_policy(c, ck)
+    check_polkit(c, ck)
+    # polkitd and the administrator's rule stay after a purge, as apt leaves them.
+    before |= {p for p in c.upper_paths() if "multichat" not in p.lower()}
     check_shadow(c, ck)
     timer.mark("logins, D-Bus, hardening")
     check_reload(c, ck)
