@@ -165,6 +165,15 @@ def read_until(fd, wants, timeout):
     return out.decode(errors="replace")
 
 
+def type_password(master, text, timeout=10):
+    """Types at a password prompt once the agent has turned echo off: it
+    does so with TCSAFLUSH, which throws away what was typed before."""
+    deadline = time.monotonic() + timeout
+    while termios.tcgetattr(master)[3] & termios.ECHO and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.write(master, text)
+
+
 def ctl_on_tty(bus, uid, *args):
     """multichatctl as someone at a terminal: (process, master fd)."""
     master, slave = os.openpty()
@@ -200,7 +209,7 @@ def check_tty_agent(stack, bus, dave, check):
         check(f"Registered Authentication Agent for unix-process:{proc.pid}:" in polkit_log.read_text(),
               "the agent is registered for multichatctl's own process", polkit_log.read_text()[-1500:])
         if "Password:" in shown:
-            os.write(master, b"not-the-password\n")
+            type_password(master, b"not-the-password\n")
         shown += read_until(master, ("\x00",), 30)
         proc.wait(30)
         check(proc.returncode == 1 and "Not authorized" in shown,

@@ -54,6 +54,16 @@ mount --rbind /sys "$root/sys"
 mount -t tmpfs tmpfs "$root/run"
 mount -t tmpfs tmpfs "$root/tmp"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# This machine's own trust settings (a local CA, npm's cafile), as every
+# machine of its kind has them before anything is installed: without them
+# HTTPS downloads (npm) fail in the root. ca-certificates adds the CA to
+# the bundle when tools/install-deps.sh installs it.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+        mkdir -p "$root/usr/local/share/ca-certificates"
+        cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+        [[ -x $root/usr/sbin/update-ca-certificates ]] && chroot "$root" update-ca-certificates >/dev/null 2>&1
+fi
+[[ -f /etc/npmrc ]] && cp /etc/npmrc "$root/etc/npmrc"
 
 # PIDs of the processes running in the root (ours: nothing else uses it).
 procs_in_root() {

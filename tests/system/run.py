@@ -526,7 +526,10 @@ class Container:
                     if not chunk:
                         break
                     shown += chunk
-                if not answered and prompt.encode() in shown:
+                # Once echo is off: the agent turns it off with TCSAFLUSH,
+                # which throws away what was typed before.
+                if (not answered and prompt.encode() in shown
+                        and not termios.tcgetattr(master)[3] & termios.ECHO):
                     os.write(master, answer.encode() + b"\n")
                     answered = True
             proc.wait(max(1, deadline - time.monotonic()))
