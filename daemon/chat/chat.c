@@ -1497,6 +1497,7 @@ static void on_global_event(Chat *chat, const Event *ev) {
 }
 
 void chat_on_redis_message(Chat *chat, const char *channel, const char *data, size_t len) {
+        char id[ROOM_ID_MAX + 1];
         Event ev;
 
         if (event_parse(data, len, &ev) < 0) {
@@ -1505,8 +1506,8 @@ void chat_on_redis_message(Chat *chat, const char *channel, const char *data, si
         }
         if (streq(channel, STORE_EVENTS_CHANNEL))
                 on_global_event(chat, &ev);
-        else if (strncmp(channel, STORE_ROOM_CHANNEL_PREFIX, strlen(STORE_ROOM_CHANNEL_PREFIX)) == 0) {
-                Room *room = room_registry_find(chat->rooms, channel + strlen(STORE_ROOM_CHANNEL_PREFIX));
+        else if (store_channel_room(channel, id, sizeof id) >= 0) {
+                Room *room = room_registry_find(chat->rooms, id);
 
                 if (room)
                         on_room_event(chat, room, &ev);
@@ -1533,10 +1534,9 @@ int chat_publish_notice(Chat *chat, const char *room, unsigned level, const char
 
 /* ---- heartbeat ---- */
 
-static void on_reap_reply(Redis *r, const redisReply *reply, void *userdata) {
-        if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
-                log_info("Took back the room presence of %lld daemon(s) that stopped without saying.",
-                         reply->integer);
+static void on_reap_done(Redis *r, int error, unsigned reaped, void *userdata) {
+        if (reaped > 0)
+                log_info("Took back the room presence of %u daemon(s) that stopped without saying.", reaped);
 }
 
 static void on_time_reply(Redis *r, const redisReply *reply, void *userdata) {
@@ -1561,7 +1561,7 @@ void chat_heartbeat(Chat *chat) {
         chat->time_asked_usec = now_usec(CLOCK_REALTIME);
         (void) redis_command(chat->redis, on_time_reply, chat, "TIME");
         (void) store_heartbeat(chat->redis, chat->daemon_id);
-        (void) store_reap(chat->redis, NULL, on_reap_reply, NULL);
+        (void) store_reap(chat->redis, NULL, on_reap_done, NULL);
 }
 
 void chat_retire(Chat *chat) {
