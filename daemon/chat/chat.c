@@ -20,6 +20,7 @@
 #include "chat/overload.h"
 #include "chat/rooms.h"
 #include "redis/redis.h"
+#include "store/migrate.h"
 #include "store/store.h"
 #include "wire/events.h"
 
@@ -44,6 +45,7 @@ struct Chat {
         char daemon_id[CHAT_DAEMON_ID_LEN + 1];   /* random per start; keys this daemon's presence in Redis */
         char epoch[STORE_EPOCH_MAX + 1];          /* the data's lineage, "" before the first connect */
         uint64_t data_lost_usec;                  /* CLOCK_REALTIME, when Redis was found without it; 0 never */
+        Migrate *migrate;             /* to key layout 2, checked on every connect */
         bool ready;                   /* connected and the room list loaded */
 };
 
@@ -1288,19 +1290,54 @@ static char **rooms_as_pairs(Chat *chat, size_t *ret_n) {
         return pairs;
 }
 
-void chat_on_redis_connected(Chat *chat) {
+static void chat_check_epoch(Chat *chat) {
         _cleanup_(strv_freep) char **pairs = NULL;
         char fresh[33];
         size_t n = 0;
 
-        if (store_load_scripts(chat->redis) < 0)
-                log_warning("Could not load the scripts into Redis; they are sent when first used.");
         pairs = rooms_as_pairs(chat, &n);
         if (!pairs || random_hex(fresh, 16) < 0 ||
             store_epoch(chat->redis, chat->epoch[0] ? chat->epoch : NULL, fresh, pairs, n, on_epoch_reply, chat) < 0) {
                 log_warning("Could not check Redis's data epoch; going on without.");
                 chat_resume(chat);
         }
+}
+
+static void on_migrated(Migrate *m, int error, void *userdata) {
+        Chat *chat = userdata;
+
+        if (error == -ENOTCONN)
+                return;         /* the reconnect starts again */
+        if (error == -EMEDIUMTYPE) {
+                log_error("Not serving: %s.", migrate_refusal(m));
+                return;
+        }
+        if (error < 0) {
+                log_warning_errno(error, "Could not migrate Redis's data to key layout 2: %m; trying again.");
+                return;
+        }
+        if (migrate_did_migrate(m))
+                log_notice("Migrated Redis's data to key layout 2: %u keys moved.", migrate_keys_moved(m));
+        chat_check_epoch(chat);
+}
+
+void chat_on_redis_connected(Chat *chat) {
+        if (store_load_scripts(chat->redis) < 0)
+                log_warning("Could not load the scripts into Redis; they are sent when first used.");
+        /* Nothing is read before the data is in the layout this version
+         * reads: when another daemon migrates it, this one waits. */
+        if (migrate_start(chat->migrate) < 0)
+                log_warning("Could not check Redis's key layout; trying again.");
+}
+
+const char *chat_waiting_for(const Chat *chat) {
+        MigrateState s = migrate_state(chat->migrate);
+
+        if (s == MIGRATE_WAITING || s == MIGRATE_MIGRATING || s == MIGRATE_FAILED)
+                return migrate_state_to_string(s);
+        if (s == MIGRATE_REFUSED)
+                return migrate_refusal(chat->migrate);
+        return NULL;
 }
 
 void chat_on_redis_disconnected(Chat *chat) {
@@ -1557,6 +1594,8 @@ static void on_time_reply(Redis *r, const redisReply *reply, void *userdata) {
 void chat_heartbeat(Chat *chat) {
         if (!redis_is_connected(chat->redis))
                 return;
+        if (migrate_state(chat->migrate) == MIGRATE_FAILED)
+                (void) migrate_start(chat->migrate);
         /* Redis's clock stamps message ids; lags are measured against it. */
         chat->time_asked_usec = now_usec(CLOCK_REALTIME);
         (void) redis_command(chat->redis, on_time_reply, chat, "TIME");
@@ -1595,6 +1634,8 @@ int chat_new(Chat **ret, sd_event *event, Redis *redis, const ChatHooks *hooks, 
         r = make_daemon_id(chat->daemon_id);
         if (r >= 0)
                 r = room_registry_new(&chat->rooms);
+        if (r >= 0)
+                r = migrate_new(&chat->migrate, event, redis, chat->daemon_id, on_migrated, chat);
         if (r < 0) {
                 chat_free(chat);
                 return r;
@@ -1617,6 +1658,7 @@ Chat *chat_free(Chat *chat) {
                 catch_up_end(rooms[i]);
         chat->rooms = room_registry_free(chat->rooms);
         chat->rooms_frame = frame_unref(chat->rooms_frame);
+        chat->migrate = migrate_free(chat->migrate);
         sd_event_unref(chat->event);
         return mfree(chat);
 }

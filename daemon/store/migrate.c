@@ -444,7 +444,6 @@ int migrate_new(Migrate **ret, sd_event *event, Redis *redis, const char *daemon
 Migrate *migrate_free(Migrate *m) {
         if (!m)
                 return NULL;
-        (void) redis_cancel(m->redis, m);
         sd_event_source_disable_unref(m->timer);
         sd_event_unref(m->event);
         free(m);

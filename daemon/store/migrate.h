@@ -36,7 +36,9 @@ typedef void (*MigrateHandler)(Migrate *m, int error, void *userdata);
 
 int migrate_new(Migrate **ret, sd_event *event, Redis *redis, const char *daemon_id,
                 MigrateHandler cb, void *userdata);
-/* Cancels what is in flight; the handler is not called. */
+/* Touches no Redis: free the Redis client first (which answers what is
+ * in flight with NULL, and the handler runs), or call migrate_stop() while
+ * it lives. */
 Migrate *migrate_free(Migrate *m);
 DEFINE_CLEANUP_FUNC(Migrate *, migrate_free);
 

@@ -73,8 +73,8 @@ static void client_open(Client *c, const TestRedis *server, const char *daemon_i
 }
 
 static void client_close(Client *c) {
-        c->migrate = migrate_free(c->migrate);
         c->redis = redis_free(c->redis);
+        c->migrate = migrate_free(c->migrate);
 }
 
 /* ---- replies ---- */
