@@ -225,6 +225,14 @@ static void on_moved(Redis *r, const redisReply *reply, void *userdata) {
         step_answered(m);
 }
 
+/* A write that moves no key: a room's own key, the schema, the lock. */
+static void on_written(Redis *r, const redisReply *reply, void *userdata) {
+        Migrate *m = userdata;
+
+        (void) reply_failed(m, reply);
+        step_answered(m);
+}
+
 static void move_key(Migrate *m, const char *old) {
         char name[STORE_KEY_MAX + 1];
         int k = migrate_key_name(old, name, sizeof name);
@@ -265,7 +273,7 @@ static void on_room_ids(Redis *r, const redisReply *reply, void *userdata) {
                 const redisReply *id = reply->element[i];
 
                 if (id->type == REDIS_REPLY_STRING && store_room_key(key, sizeof key, id->str, "room") >= 0)
-                        (void) sent(m, redis_command(m->redis, on_moved, m, "SET %s 1", key));
+                        (void) sent(m, redis_command(m->redis, on_written, m, "SET %s 1", key));
         }
         step_answered(m);
 }
@@ -293,10 +301,10 @@ static void step_begin(Migrate *m, Step step) {
                 (void) sent(m, redis_command(m->redis, on_room_ids, m, "HKEYS " STORE_ROOMS_KEY));
                 break;
         case STEP_SCHEMA:
-                (void) sent(m, redis_command(m->redis, on_moved, m, "SET " STORE_SCHEMA_KEY " %d", STORE_SCHEMA_VERSION));
+                (void) sent(m, redis_command(m->redis, on_written, m, "SET " STORE_SCHEMA_KEY " %d", STORE_SCHEMA_VERSION));
                 break;
         case STEP_RELEASE:
-                (void) sent(m, eval(m, &script_release, on_moved, 1, (const char *[]) { m->daemon_id }));
+                (void) sent(m, eval(m, &script_release, on_written, 1, (const char *[]) { m->daemon_id }));
                 break;
         default:
                 break;

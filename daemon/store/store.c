@@ -1010,6 +1010,7 @@ typedef struct StoreReap {
 typedef struct StoreReapDaemon {
         StoreReap *reap;
         unsigned pending;
+        bool failed;                    /* a room kept its presence: the daemon stays registered */
         char id[STORE_DAEMON_ID_MAX + 1];
 } StoreReapDaemon;
 
@@ -1045,9 +1046,11 @@ static void on_reap_forgotten(Redis *r, const redisReply *reply, void *userdata)
 static void reap_daemon_unref(Redis *r, StoreReapDaemon *d, bool ok) {
         StoreReap *rp = d->reap;
 
+        if (!ok)
+                d->failed = true;
         if (--d->pending > 0)
                 return;
-        if (ok) {
+        if (!d->failed) {
                 (void) redis_command(r, NULL, NULL, "DEL mc:daemon:%s:rooms", d->id);
                 reap_sent(r, rp, redis_command(r, on_reap_forgotten, rp, "SREM mc:daemons %s", d->id));
         }
