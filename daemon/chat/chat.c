@@ -1318,6 +1318,8 @@ static void on_migrated(Migrate *m, int error, void *userdata) {
         }
         if (migrate_did_migrate(m))
                 log_notice("Migrated Redis's data to key layout 2: %u keys moved.", migrate_keys_moved(m));
+        else if (migrate_waited(m))
+                log_notice("Another daemon migrated Redis's data to key layout 2; this one waited for it.");
         chat_check_epoch(chat);
 }
 

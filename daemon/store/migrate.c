@@ -58,6 +58,7 @@ struct Migrate {
         int error;
         bool lost;                      /* the lock went to another daemon */
         bool migrated;
+        bool waited;                    /* found the lock taken at least once */
         unsigned moved;
         char refusal[160];
 };
@@ -321,6 +322,7 @@ static void on_lock(Redis *r, const redisReply *reply, void *userdata) {
         if (reply->type == REDIS_REPLY_ERROR)
                 return migrate_end(m, MIGRATE_FAILED, -EIO);
         if (reply->type != REDIS_REPLY_STATUS) {
+                m->waited = true;
                 m->state = MIGRATE_WAITING;
                 return timer_arm(m, MIGRATE_POLL_MSEC);
         }
@@ -499,6 +501,10 @@ const char *migrate_state_to_string(MigrateState s) {
 
 bool migrate_did_migrate(const Migrate *m) {
         return m->migrated;
+}
+
+bool migrate_waited(const Migrate *m) {
+        return m->waited;
 }
 
 unsigned migrate_keys_moved(const Migrate *m) {

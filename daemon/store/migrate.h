@@ -53,6 +53,8 @@ const char *migrate_state_to_string(MigrateState s);
  * how many keys it moved. */
 bool migrate_did_migrate(const Migrate *m);
 unsigned migrate_keys_moved(const Migrate *m);
+/* Whether it found another daemon's lock at least once. */
+bool migrate_waited(const Migrate *m);
 /* Why it was refused, for the log; "" otherwise. */
 const char *migrate_refusal(const Migrate *m);
 

@@ -346,6 +346,7 @@ static void test_two_at_once(const TestRedis *s) {
         ASSERT_INT_EQ(migrate_state(a.migrate), MIGRATE_DONE);
         ASSERT_INT_EQ(migrate_state(b.migrate), MIGRATE_DONE);
         ASSERT_INT_EQ(migrate_did_migrate(a.migrate) + migrate_did_migrate(b.migrate), 1);
+        ASSERT_FALSE(migrate_did_migrate(a.migrate) && migrate_waited(a.migrate));
         /* 9 renamed, 2 presence keys dropped */
         ASSERT_INT_EQ(migrate_keys_moved(migrate_did_migrate(a.migrate) ? a.migrate : b.migrate), 11);
         check_new(s, &a, &d);
@@ -389,6 +390,7 @@ static void test_resume(const TestRedis *s) {
         ASSERT_OK(c.error);
         ASSERT_TRUE(now_usec(CLOCK_MONOTONIC) - start >= 500 * MSEC);
         ASSERT_TRUE(migrate_did_migrate(c.migrate));
+        ASSERT_TRUE(migrate_waited(c.migrate));
         check_new(s, &c, &d);
         client_close(&c);
 }

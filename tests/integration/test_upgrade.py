@@ -142,6 +142,8 @@ def test(stack, check):
     d2.wait_ready(20 * SLOW)
     migrated = [d.name for d in (d1, d2) if MIGRATED in d.log_text()]
     check(len(migrated) == 1, "exactly one of the two daemons migrated", migrated)
+    waited = [d.name for d in (d1, d2) if "Another daemon migrated" in d.log_text()]
+    check(len(waited) == 1 and waited != migrated, "the other one says it waited for it", waited)
     check.eq(stack.redis.command("GET", "mc:schema"), "2", "Redis is at key layout 2")
     old_keys = [k for k in stack.redis.command("KEYS", "mc:*")
                 if k.startswith(("mc:room:", "mc:user:")) or k in ("mc:rooms", "mc:rooms:seq", "mc:epoch")]
