@@ -584,6 +584,44 @@ static void test_pure(void) {
         ASSERT_OK(store_room_channel("123", buf, strlen("mc:{r123}:ch") + 1));
         ASSERT_ERROR(store_room_channel("123", buf, strlen("mc:{r123}:ch")), ENOBUFS);
         ASSERT_ERROR(store_room_channel("123", buf, 1), ENOBUFS);
+        ASSERT_ERROR(store_room_channel("", buf, sizeof buf), EINVAL);
+        ASSERT_ERROR(store_room_channel("123456789012345678901", buf, sizeof buf), EINVAL);
+
+        /* Room and user keys: the tag around the id or name. */
+        {
+                char key[STORE_KEY_MAX + 1], user[USERNAME_MAX + 2];
+
+                ASSERT_OK(store_room_key(key, sizeof key, "7", "log"));
+                ASSERT_STREQ(key, "mc:{r7}:log");
+                ASSERT_OK(store_user_key(key, sizeof key, "a.b-c_d", "rooms"));
+                ASSERT_STREQ(key, "mc:{ua.b-c_d}:rooms");
+                memset(user, 'u', USERNAME_MAX + 1);
+                user[USERNAME_MAX + 1] = 0;
+                ASSERT_ERROR(store_user_key(key, sizeof key, user, "rooms"), EINVAL);
+                user[USERNAME_MAX] = 0;
+                ASSERT_OK(store_user_key(key, sizeof key, user, "rooms"));
+                ASSERT_ERROR(store_user_key(key, sizeof key, "", "rooms"), EINVAL);
+                ASSERT_ERROR(store_user_key(key, sizeof key, NULL, "rooms"), EINVAL);
+                ASSERT_ERROR(store_room_key(key, sizeof key, NULL, "log"), EINVAL);
+                ASSERT_ERROR(store_room_key(key, 8, "7", "log"), ENOBUFS);
+        }
+
+        /* Which room a channel is for; anything else is no room's. */
+        {
+                static const char *const bad[] = {
+                        "mc:events", "mc:{r}:ch", "mc:{r1}:chx", "mc:{r1}", "mc:{r1}:c", "mc:{r1}ch",
+                        "mc:{r123456789012345678901}:ch", "mc:room:1", "mc:{u1}:ch", "x:{r1}:ch", "",
+                };
+                char room[ROOM_ID_MAX + 1];
+
+                ASSERT_OK(store_channel_room("mc:{r42}:ch", room, sizeof room));
+                ASSERT_STREQ(room, "42");
+                ASSERT_OK(store_channel_room("mc:{r12345678901234567890}:ch", room, sizeof room));
+                ASSERT_STREQ(room, "12345678901234567890");
+                for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                        ASSERT_ERROR(store_channel_room(bad[i], room, sizeof room), EINVAL);
+                ASSERT_ERROR(store_channel_room("mc:{r42}:ch", room, 2), EINVAL);
+        }
 
         /* A script error is "-CODE message": the code is the first word. */
         {
@@ -1825,6 +1863,29 @@ static void test_user_rooms(Test *t) {
         r = do_user_rooms(t, "nobody");
         assert_rooms(r, 0, NULL);
         freeReplyObject(r);
+
+        /* What cannot name a key is refused before anything is sent. */
+        {
+                char user[USERNAME_MAX + 2], daemon[STORE_DAEMON_ID_MAX + 2];
+
+                memset(user, 'u', sizeof user - 1);
+                user[sizeof user - 1] = 0;
+                memset(daemon, 'd', sizeof daemon - 1);
+                daemon[sizeof daemon - 1] = 0;
+                ASSERT_ERROR(store_join(t->cmd, "d1", "", "alice", NULL, 10, on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_join(t->cmd, daemon, "1", "alice", NULL, 10, on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_join_v2(t->cmd, "d1", "1", user, NULL, 10, 2, on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_join_v2(t->cmd, "d1", "123456789012345678901", "alice", NULL, 10, 2, on_reply, NULL),
+                             EINVAL);
+                ASSERT_ERROR(store_user_rooms(t->cmd, "", on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_unread(t->cmd, "1", user, on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_history(t->cmd, "", NULL, 10, on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_leave(t->cmd, "", "1", "alice", on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_reap(t->cmd, daemon, NULL, NULL), EINVAL);
+                ASSERT_ERROR(store_delete_room(t->cmd, "", on_reply, NULL), EINVAL);
+                barrier(t);
+                assert_quiet(t);
+        }
 
         /* Leaving the user's room: once. */
         r = do_user_leave(t, "alice", "1", "");
