@@ -302,7 +302,7 @@ static void step_begin(Migrate *m, Step step) {
                 (void) sent(m, redis_command(m->redis, on_room_ids, m, "HKEYS " STORE_ROOMS_KEY));
                 break;
         case STEP_SCHEMA:
-                (void) sent(m, redis_command(m->redis, on_written, m, "SET " STORE_SCHEMA_KEY " %d", STORE_SCHEMA_VERSION));
+                (void) sent(m, redis_command(m->redis, on_written, m, "SET " STORE_SCHEMA_KEY " " STORE_SCHEMA_VERSION_STR));
                 break;
         case STEP_RELEASE:
                 (void) sent(m, eval(m, &script_release, on_written, 1, (const char *[]) { m->daemon_id }));
@@ -372,7 +372,7 @@ static void on_old_keys_in_cluster(Redis *r, const redisReply *reply, void *user
                 return migrate_end(m, MIGRATE_REFUSED, -EMEDIUMTYPE);
         }
         /* Nothing to move: a new cluster is at layout 2 from the start. */
-        k = redis_command(m->redis, on_cluster_schema, m, "SET " STORE_SCHEMA_KEY " %d", STORE_SCHEMA_VERSION);
+        k = redis_command(m->redis, on_cluster_schema, m, "SET " STORE_SCHEMA_KEY " " STORE_SCHEMA_VERSION_STR);
         if (k < 0)
                 migrate_end(m, MIGRATE_FAILED, k);
 }
@@ -396,7 +396,7 @@ static void on_schema(Redis *r, const redisReply *reply, void *userdata) {
 
         if (!reply || reply->type == REDIS_REPLY_ERROR)
                 return migrate_end(m, MIGRATE_FAILED, reply ? -EIO : -ENOTCONN);
-        if (reply->type == REDIS_REPLY_STRING && atoi(reply->str) == STORE_SCHEMA_VERSION)
+        if (reply->type == REDIS_REPLY_STRING && streq(reply->str, STORE_SCHEMA_VERSION_STR))
                 return migrate_end(m, MIGRATE_DONE, 0);
         if (reply->type == REDIS_REPLY_STRING) {
                 snprintf(m->refusal, sizeof m->refusal, "Redis holds key layout %.16s, which this version does not know",
@@ -474,6 +474,8 @@ int migrate_start(Migrate *m) {
 
         migrate_stop(m);
         m->refusal[0] = 0;
+        m->migrated = m->waited = false;
+        m->moved = 0;
         m->state = MIGRATE_CHECKING;
         k = redis_command(m->redis, on_schema, m, "GET " STORE_SCHEMA_KEY);
         if (k < 0)

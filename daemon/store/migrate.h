@@ -49,11 +49,11 @@ void migrate_stop(Migrate *m);
 
 MigrateState migrate_state(const Migrate *m);
 const char *migrate_state_to_string(MigrateState s);
-/* Whether this daemon moved the data (it held the lock to the end), and
- * how many keys it moved. */
+/* Since the last migrate_start(): whether this daemon moved the data (it
+ * held the lock to the end), and how many keys it moved. */
 bool migrate_did_migrate(const Migrate *m);
 unsigned migrate_keys_moved(const Migrate *m);
-/* Whether it found another daemon's lock at least once. */
+/* Since the last migrate_start(): whether it found another daemon's lock. */
 bool migrate_waited(const Migrate *m);
 /* Why it was refused, for the log; "" otherwise. */
 const char *migrate_refusal(const Migrate *m);

@@ -566,7 +566,7 @@ static void on_create_room_key(Redis *r, const redisReply *reply, void *userdata
         if (chain_failed(r, c, reply))
                 return;
         chain_sent(r, c, store_eval(r, &script_create_room, chain_answer_cb, c, 1, 4,
-                                    (const char *[]) { rooms, c->room, c->text, c->flag ? "1" : "0" }));
+                                    (const char *[]) { rooms, c->room, c->text ?: "", c->flag ? "1" : "0" }));
 }
 
 static void on_create_room_id(Redis *r, const redisReply *reply, void *userdata) {

@@ -49,7 +49,8 @@
 #define STORE_ROOM_KEY_PREFIX "mc:{r"
 #define STORE_USER_KEY_PREFIX "mc:{u"
 #define STORE_SCHEMA_KEY "mc:schema"
-#define STORE_SCHEMA_VERSION 2
+/* What mc:schema holds for this layout. */
+#define STORE_SCHEMA_VERSION_STR "2"
 #define STORE_MIGRATE_LOCK_KEY "mc:migrate-lock"
 #define STORE_HEARTBEAT_SEC 30
 /* Longest daemon id the store accepts. */
