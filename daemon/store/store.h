@@ -77,6 +77,12 @@ int store_room_channel(const char *room, char *buf, size_t size);
 /* The room a room channel belongs to; -EINVAL for any other channel. */
 int store_channel_room(const char *channel, char *buf, size_t size);
 
+/* What spans slots takes more than one round trip (store_join_v2,
+ * store_user_rooms, store_unread, store_create_room, store_delete_room,
+ * store_send*, store_reap): their handlers still run exactly once, with
+ * the last step's reply, but redis_cancel() on the caller's userdata does
+ * not reach a step in flight. */
+
 /* Loads every script into Redis ahead of any use. A script Redis does not
  * know yet is resent as EVAL after the commands sent meanwhile, which
  * would reorder them: a leave followed by a join must stay in that order. */
