@@ -1316,8 +1316,10 @@ static void on_migrated(Migrate *m, int error, void *userdata) {
                 log_warning_errno(error, "Could not migrate Redis's data to key layout 2: %m; trying again.");
                 return;
         }
-        if (migrate_did_migrate(m))
+        if (migrate_did_migrate(m) && migrate_keys_moved(m) > 0)
                 log_notice("Migrated Redis's data to key layout 2: %u keys moved.", migrate_keys_moved(m));
+        else if (migrate_did_migrate(m))
+                log_info("Redis holds no data of the first key layout: marked as key layout 2.");
         else if (migrate_waited(m))
                 log_notice("Another daemon migrated Redis's data to key layout 2; this one waited for it.");
         chat_check_epoch(chat);
