@@ -49,6 +49,9 @@ static void manager_notify(Manager *m, bool ready) {
                 snprintf(status, sizeof status, "Waiting for Redis: %s (%s); %u connections.",
                          redis_problem_to_string(redis_problem(m->redis)), redis_last_error(m->redis),
                          manager_conn_count(m));
+        else if (!chat_is_ready(m->chat) && chat_waiting_for(m->chat))
+                snprintf(status, sizeof status, "Waiting for Redis: %s; %u connections.",
+                         chat_waiting_for(m->chat), manager_conn_count(m));
         else if (!chat_is_ready(m->chat))
                 snprintf(status, sizeof status, "Waiting for Redis (%s); %u connections.",
                          redis_last_error(m->redis)[0] ? redis_last_error(m->redis) : "connecting",

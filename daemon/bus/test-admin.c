@@ -487,7 +487,7 @@ static void test_create(void) {
         ASSERT_INT_EQ(chat_room_count(t.chat), 3);
 
         /* In Redis, where every daemon sees it. */
-        raw = test_redis_command(&t.server, "HGET mc:rooms 3");
+        raw = test_redis_command(&t.server, "HGET mc:{rooms} 3");
         ASSERT_INT_EQ(raw->type, REDIS_REPLY_STRING);
         ASSERT_NOT_NULL(strstr(raw->str, "\"Staff room\""));
         freeReplyObject(raw);
@@ -630,7 +630,7 @@ static void test_delete(void) {
         ASSERT_OK(call_manager("DeleteRoom", at_reply_check_room, &e, NULL, NULL, "s", "3"));
         ASSERT_TRUE(e.checked);
         ASSERT_INT_EQ(t.rooms_removed, removed + 1);
-        ASSERT_INT_EQ(test_redis_integer(&t.server, "HEXISTS mc:rooms 3"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&t.server, "HEXISTS mc:{rooms} 3"), 0);
         ASSERT_ERROR(call_manager("GetRoom", NULL, NULL, NULL, &error, "s", "3"), ENOENT);
         sd_bus_error_free(&error);
         ASSERT_ERROR(call_manager("DeleteRoom", NULL, NULL, NULL, &error, "s", "3"), ENOENT);
@@ -796,8 +796,9 @@ int main(void) {
         ASSERT_OK(r);
         ASSERT_OK(test_redis_start(&t.server));
         /* A room made before this daemon started. */
-        freeReplyObject(test_redis_command(&t.server, "HSET mc:rooms 1 {\"title\":\"Hall\",\"staff_only\":false}"));
-        freeReplyObject(test_redis_command(&t.server, "SET mc:rooms:seq 1"));
+        freeReplyObject(test_redis_command(&t.server, "HSET mc:{rooms} 1 {\"title\":\"Hall\",\"staff_only\":false}"));
+        freeReplyObject(test_redis_command(&t.server, "SET mc:{rooms}:seq 1"));
+        freeReplyObject(test_redis_command(&t.server, "SET mc:{r1}:room 1"));
 
         snprintf(t.dir, sizeof t.dir, "/tmp/test-admin.XXXXXX");
         ASSERT_NOT_NULL(mkdtemp(t.dir));

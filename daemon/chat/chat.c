@@ -20,6 +20,7 @@
 #include "chat/overload.h"
 #include "chat/rooms.h"
 #include "redis/redis.h"
+#include "store/migrate.h"
 #include "store/store.h"
 #include "wire/events.h"
 
@@ -44,6 +45,7 @@ struct Chat {
         char daemon_id[CHAT_DAEMON_ID_LEN + 1];   /* random per start; keys this daemon's presence in Redis */
         char epoch[STORE_EPOCH_MAX + 1];          /* the data's lineage, "" before the first connect */
         uint64_t data_lost_usec;                  /* CLOCK_REALTIME, when Redis was found without it; 0 never */
+        Migrate *migrate;             /* to key layout 2, checked on every connect */
         bool ready;                   /* connected and the room list loaded */
 };
 
@@ -1288,19 +1290,58 @@ static char **rooms_as_pairs(Chat *chat, size_t *ret_n) {
         return pairs;
 }
 
-void chat_on_redis_connected(Chat *chat) {
+static void chat_check_epoch(Chat *chat) {
         _cleanup_(strv_freep) char **pairs = NULL;
         char fresh[33];
         size_t n = 0;
 
-        if (store_load_scripts(chat->redis) < 0)
-                log_warning("Could not load the scripts into Redis; they are sent when first used.");
         pairs = rooms_as_pairs(chat, &n);
         if (!pairs || random_hex(fresh, 16) < 0 ||
             store_epoch(chat->redis, chat->epoch[0] ? chat->epoch : NULL, fresh, pairs, n, on_epoch_reply, chat) < 0) {
                 log_warning("Could not check Redis's data epoch; going on without.");
                 chat_resume(chat);
         }
+}
+
+static void on_migrated(Migrate *m, int error, void *userdata) {
+        Chat *chat = userdata;
+
+        if (error == -ENOTCONN)
+                return;         /* the reconnect starts again */
+        if (error == -EMEDIUMTYPE) {
+                log_error("Not serving: %s.", migrate_refusal(m));
+                return;
+        }
+        if (error < 0) {
+                log_warning_errno(error, "Could not migrate Redis's data to key layout 2: %m; trying again.");
+                return;
+        }
+        if (migrate_did_migrate(m) && migrate_keys_moved(m) > 0)
+                log_notice("Migrated Redis's data to key layout 2: %u keys moved.", migrate_keys_moved(m));
+        else if (migrate_did_migrate(m))
+                log_info("Redis holds no data of the first key layout: marked as key layout 2.");
+        else if (migrate_waited(m))
+                log_notice("Another daemon migrated Redis's data to key layout 2; this one waited for it.");
+        chat_check_epoch(chat);
+}
+
+void chat_on_redis_connected(Chat *chat) {
+        if (store_load_scripts(chat->redis) < 0)
+                log_warning("Could not load the scripts into Redis; they are sent when first used.");
+        /* Nothing is read before the data is in the layout this version
+         * reads: when another daemon migrates it, this one waits. */
+        if (migrate_start(chat->migrate) < 0)
+                log_warning("Could not check Redis's key layout; trying again.");
+}
+
+const char *chat_waiting_for(const Chat *chat) {
+        MigrateState s = migrate_state(chat->migrate);
+
+        if (s == MIGRATE_WAITING || s == MIGRATE_MIGRATING || s == MIGRATE_FAILED)
+                return migrate_state_to_string(s);
+        if (s == MIGRATE_REFUSED)
+                return migrate_refusal(chat->migrate);
+        return NULL;
 }
 
 void chat_on_redis_disconnected(Chat *chat) {
@@ -1497,6 +1538,7 @@ static void on_global_event(Chat *chat, const Event *ev) {
 }
 
 void chat_on_redis_message(Chat *chat, const char *channel, const char *data, size_t len) {
+        char id[ROOM_ID_MAX + 1];
         Event ev;
 
         if (event_parse(data, len, &ev) < 0) {
@@ -1505,8 +1547,8 @@ void chat_on_redis_message(Chat *chat, const char *channel, const char *data, si
         }
         if (streq(channel, STORE_EVENTS_CHANNEL))
                 on_global_event(chat, &ev);
-        else if (strncmp(channel, STORE_ROOM_CHANNEL_PREFIX, strlen(STORE_ROOM_CHANNEL_PREFIX)) == 0) {
-                Room *room = room_registry_find(chat->rooms, channel + strlen(STORE_ROOM_CHANNEL_PREFIX));
+        else if (store_channel_room(channel, id, sizeof id) >= 0) {
+                Room *room = room_registry_find(chat->rooms, id);
 
                 if (room)
                         on_room_event(chat, room, &ev);
@@ -1533,10 +1575,9 @@ int chat_publish_notice(Chat *chat, const char *room, unsigned level, const char
 
 /* ---- heartbeat ---- */
 
-static void on_reap_reply(Redis *r, const redisReply *reply, void *userdata) {
-        if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
-                log_info("Took back the room presence of %lld daemon(s) that stopped without saying.",
-                         reply->integer);
+static void on_reap_done(Redis *r, int error, unsigned reaped, void *userdata) {
+        if (reaped > 0)
+                log_info("Took back the room presence of %u daemon(s) that stopped without saying.", reaped);
 }
 
 static void on_time_reply(Redis *r, const redisReply *reply, void *userdata) {
@@ -1557,11 +1598,13 @@ static void on_time_reply(Redis *r, const redisReply *reply, void *userdata) {
 void chat_heartbeat(Chat *chat) {
         if (!redis_is_connected(chat->redis))
                 return;
+        if (migrate_state(chat->migrate) == MIGRATE_FAILED)
+                (void) migrate_start(chat->migrate);
         /* Redis's clock stamps message ids; lags are measured against it. */
         chat->time_asked_usec = now_usec(CLOCK_REALTIME);
         (void) redis_command(chat->redis, on_time_reply, chat, "TIME");
         (void) store_heartbeat(chat->redis, chat->daemon_id);
-        (void) store_reap(chat->redis, NULL, on_reap_reply, NULL);
+        (void) store_reap(chat->redis, NULL, on_reap_done, NULL);
 }
 
 void chat_retire(Chat *chat) {
@@ -1595,6 +1638,8 @@ int chat_new(Chat **ret, sd_event *event, Redis *redis, const ChatHooks *hooks, 
         r = make_daemon_id(chat->daemon_id);
         if (r >= 0)
                 r = room_registry_new(&chat->rooms);
+        if (r >= 0)
+                r = migrate_new(&chat->migrate, event, redis, chat->daemon_id, on_migrated, chat);
         if (r < 0) {
                 chat_free(chat);
                 return r;
@@ -1617,6 +1662,7 @@ Chat *chat_free(Chat *chat) {
                 catch_up_end(rooms[i]);
         chat->rooms = room_registry_free(chat->rooms);
         chat->rooms_frame = frame_unref(chat->rooms_frame);
+        chat->migrate = migrate_free(chat->migrate);
         sd_event_unref(chat->event);
         return mfree(chat);
 }

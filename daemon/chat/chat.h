@@ -63,6 +63,10 @@ void chat_set_settings(Chat *chat, const ChatSettings *settings);
 
 const char *chat_daemon_id(const Chat *chat);
 bool chat_is_ready(const Chat *chat);
+/* What keeps the chat from becoming ready besides the connection: the
+ * key layout's migration (another daemon's, or this one's), or why it is
+ * refused; NULL for nothing. */
+const char *chat_waiting_for(const Chat *chat);
 /* Deliveries: a message relayed to three members counts three. */
 uint64_t chat_messages_relayed(const Chat *chat);
 /* When (CLOCK_REALTIME) Redis was last found to have lost its data; the

@@ -248,8 +248,8 @@ static void test_trimmed(void) {
          * hears) and trimmed before the daemon can reconnect. */
         kill_subscribers();
         for (unsigned i = 0; i < 50; i++)
-                freeReplyObject(test_redis_command(&server, "XADD mc:room:%s:log * u writer m b%u", room_id, i));
-        freeReplyObject(test_redis_command(&server, "XTRIM mc:room:%s:log MAXLEN 5", room_id));
+                freeReplyObject(test_redis_command(&server, "XADD mc:{r%s}:log * u writer m b%u", room_id, i));
+        freeReplyObject(test_redis_command(&server, "XTRIM mc:{r%s}:log MAXLEN 5", room_id));
         TEST_RUN_UNTIL(event, !chat_is_ready(A.chat));
         TEST_RUN_UNTIL(event, chat_is_ready(A.chat) && !room->catch_up);
         test_settle(only_a);
@@ -307,7 +307,7 @@ static void rec_deliver(void *ud, Room *room, const ChatMessage *msg, const Room
 
         snprintf(rec_next(r), sizeof r->log[0], "m %s", msg->message);
         if (r->late_room) {
-                redisReply *id = test_redis_command(&server, "XADD mc:room:%s:log * u w m late", r->late_room);
+                redisReply *id = test_redis_command(&server, "XADD mc:{r%s}:log * u w m late", r->late_room);
                 char json[128];
 
                 r->late_room = NULL;

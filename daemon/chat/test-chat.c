@@ -133,8 +133,9 @@ static void send_msg(TestConn *c, const char *room, const char *text, const char
 
 static void test_ready(void) {
         /* A room that is in Redis before the daemon starts. */
-        redis_do("HSET mc:rooms 1 %s", "{\"title\":\"Lobby\",\"staff_only\":false}", NULL);
-        redis_do("SET mc:rooms:seq %s", "1", NULL);
+        redis_do("HSET mc:{rooms} 1 %s", "{\"title\":\"Lobby\",\"staff_only\":false}", NULL);
+        redis_do("SET mc:{rooms}:seq %s", "1", NULL);
+        redis_do("SET mc:{r1}:room %s", "1", NULL);
 
         test_daemon_start(&A, event, &server);
         ASSERT_INT_EQ(A.n_ready_true, 1);
@@ -321,14 +322,14 @@ static void test_basics(void) {
         ASSERT_STREQ(test_json_str(j, "username"), "alice");
         test_settle(only_a);
         ASSERT_FALSE(room_has_user(chat_find_room(A.chat, "1"), "alice"));
-        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:room:1:users alice"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:users alice"), 0);
         ASSERT_CONN_DONE(&bob);
 
         test_conn_free(&bob);
         test_conn_free(&alice);
         test_conn_free(&alice2);
         test_settle(only_a);
-        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:room:1:users"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:{r1}:users"), 0);
 }
 
 typedef struct Change {
@@ -408,7 +409,7 @@ static void test_admin(void) {
         /* dave's presence went with him. */
         (void) test_conn_take(&staffer, "msg_type", "5");
         test_settle(only_a);
-        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:room:1:users dave"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:users dave"), 0);
         test_conn_command(&user, "{\"command\": \"join\", \"room\": \"1\", \"ref\": \"sj2\"}");
         expect_error(&user, "ROOM_ACCESS_DENIED", "sj2");
 
@@ -505,7 +506,7 @@ static void test_events(void) {
         ASSERT_STREQ(test_json_str(test_conn_take(&frank, "msg_type", "5"), "username"), "eve");
         test_settle(both);
         ASSERT_INT_EQ(eve1.close_code, 0);
-        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:room:1:users eve"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:users eve"), 0);
         ASSERT_CONN_DONE(&frank);
         ASSERT_CONN_DONE(&eve1);
 
@@ -533,10 +534,10 @@ static void test_events(void) {
         /* Malformed events on the channels are ignored. */
         redis_do("PUBLISH mc:events %s", "[\"kick\",\"frank\",\"01\"]", NULL);
         redis_do("PUBLISH mc:events %s", "[\"logout\"]", NULL);
-        redis_do("PUBLISH mc:room:1 %s", "[\"m\",\"x\",\"eve\",\"forged\"]", NULL);
-        redis_do("PUBLISH mc:room:1 %s", "{\"m\":1}", NULL);
+        redis_do("PUBLISH mc:{r1}:ch %s", "[\"m\",\"x\",\"eve\",\"forged\"]", NULL);
+        redis_do("PUBLISH mc:{r1}:ch %s", "{\"m\":1}", NULL);
         /* An event of the wrong channel too. */
-        redis_do("PUBLISH mc:room:1 %s", "[\"kick\",\"frank\",\"\"]", NULL);
+        redis_do("PUBLISH mc:{r1}:ch %s", "[\"kick\",\"frank\",\"\"]", NULL);
         test_settle(both);
         ASSERT_INT_EQ(frank.close_code, 0);
         ASSERT_CONN_DONE(&frank);

@@ -10,23 +10,32 @@
 #include "redis/redis.h"
 
 /*
- * mc:rooms                   HASH  room id -> {"title": ..., "staff_only": ...}
- * mc:rooms:seq               STRING last room id handed out
- * mc:epoch                   STRING random, written when Redis first serves multichat
- * mc:room:<id>:log           STREAM the room's messages (fields u, m, and n: the names it mentions,
- *                                  space-separated, when it mentions any); ids are message ids
- * mc:room:<id>:edits         HASH  message id -> edited text
- * mc:room:<id>:edits-n       HASH  message id -> names its edited text mentions ("" none)
- * mc:room:<id>:users         HASH  username -> connections present, over all daemons
- * mc:room:<id>:ref:<u>:<ref> STRING the message id user <u>'s send with that ref stored (TTL 10 min)
- * mc:daemon:<d>              STRING heartbeat of daemon <d>, expires when it dies
- * mc:daemon:<d>:presence     HASH  "<room>\t<user>" -> connections of daemon <d>
- * mc:daemons                 SET   daemon ids that may hold presence
- * mc:user:<name>:rooms       HASH  room id -> read marker ("" none): the rooms a user joined (version 2)
- * mc:user:<name>:order       ZSET  room id scored by join time: their order
+ * The layout (docs/architecture.md has it as a table): every key a script
+ * touches shares the script's hash tag, so each script runs in one Redis
+ * Cluster slot. A room's keys share {r<id>}, a user's {u<name>}, the room
+ * list's {rooms}.
+ *
+ * mc:{rooms}                  HASH  room id -> {"title": ..., "staff_only": ...}
+ * mc:{rooms}:seq              STRING last room id handed out
+ * mc:{rooms}:epoch            STRING random, written when Redis first serves multichat
+ * mc:{r<id>}:room             STRING "1" while the room exists: what the room's scripts check
+ * mc:{r<id>}:log              STREAM the room's messages (fields u, m, and n: the names it mentions,
+ *                                   space-separated, when it mentions any); ids are message ids
+ * mc:{r<id>}:edits            HASH  message id -> edited text
+ * mc:{r<id>}:edits-n          HASH  message id -> names its edited text mentions ("" none)
+ * mc:{r<id>}:users            HASH  username -> connections present, over all daemons
+ * mc:{r<id>}:d:<d>            HASH  username -> connections daemon <d> holds in the room
+ * mc:{r<id>}:ref:<u>:<ref>    STRING the message id user <u>'s send with that ref stored (TTL 10 min)
+ * mc:{u<name>}:rooms          HASH  room id -> read marker ("" none): the rooms a user joined (version 2)
+ * mc:{u<name>}:order          ZSET  room id scored by join time: their order
+ * mc:daemon:<d>               STRING heartbeat of daemon <d>, expires when it dies
+ * mc:daemon:<d>:rooms         SET   rooms where daemon <d> may hold presence
+ * mc:daemons                  SET   daemon ids that may hold presence
+ * mc:schema                   STRING the layout's version: 2 (absent: the first layout, or none)
+ * mc:migrate-lock             STRING the daemon migrating to this layout, with a TTL
  *
  * Channels carry JSON arrays:
- * mc:room:<id>   ["m", id, user, text]  ["e", id, user, text]  ["d", id]
+ * mc:{r<id>}:ch  ["m", id, user, text]  ["e", id, user, text]  ["d", id]
  *                ["n", level, text]     ["t", user]
  * mc:events      ["p", room, user, count, +1 entered / -1 left / 0]  ["rooms"]  ["deleted", room]
  *                ["kick", user, room or ""]  ["n", level, text]  ["logout", session id]
@@ -34,8 +43,21 @@
  */
 
 #define STORE_EVENTS_CHANNEL "mc:events"
-#define STORE_ROOM_CHANNEL_PREFIX "mc:room:"
+#define STORE_ROOMS_KEY "mc:{rooms}"
+#define STORE_ROOMS_SEQ_KEY "mc:{rooms}:seq"
+#define STORE_EPOCH_KEY "mc:{rooms}:epoch"
+#define STORE_ROOM_KEY_PREFIX "mc:{r"
+#define STORE_USER_KEY_PREFIX "mc:{u"
+#define STORE_SCHEMA_KEY "mc:schema"
+/* What mc:schema holds for this layout. */
+#define STORE_SCHEMA_VERSION_STR "2"
+#define STORE_MIGRATE_LOCK_KEY "mc:migrate-lock"
 #define STORE_HEARTBEAT_SEC 30
+/* Longest daemon id the store accepts. */
+#define STORE_DAEMON_ID_MAX 64
+/* Longest key the store builds from bounded parts (a send's ref key is
+ * built apart: refs are bounded by the protocol). */
+#define STORE_KEY_MAX (sizeof(STORE_ROOM_KEY_PREFIX) + ROOM_ID_MAX + USERNAME_MAX + STORE_DAEMON_ID_MAX + 16)
 
 /* One message as read back from a stream. Pointers refer into the reply. */
 typedef struct StoreEntry {
@@ -46,7 +68,20 @@ typedef struct StoreEntry {
         bool edited;
 } StoreEntry;
 
+/* mc:{r<room>}:<what>, mc:{u<user>}:<what>: -EINVAL for an empty or too
+ * long room or user, -ENOBUFS when buf is too small. */
+int store_room_key(char *buf, size_t size, const char *room, const char *what);
+int store_user_key(char *buf, size_t size, const char *user, const char *what);
+/* The room's channel, mc:{r<room>}:ch. */
 int store_room_channel(const char *room, char *buf, size_t size);
+/* The room a room channel belongs to; -EINVAL for any other channel. */
+int store_channel_room(const char *channel, char *buf, size_t size);
+
+/* What spans slots takes more than one round trip (store_join_v2,
+ * store_user_rooms, store_unread, store_create_room, store_delete_room,
+ * store_send*, store_reap): their handlers still run exactly once, with
+ * the last step's reply, but redis_cancel() on the caller's userdata does
+ * not reach a step in flight. */
 
 /* Loads every script into Redis ahead of any use. A script Redis does not
  * know yet is resent as EVAL after the commands sent meanwhile, which
@@ -119,9 +154,12 @@ int store_publish(Redis *r, const char *channel, const char *payload, size_t len
                   RedisReplyHandler cb, void *userdata);
 
 int store_heartbeat(Redis *r, const char *daemon_id);
+/* error: 0, or the first failure; reaped: how many daemons were forgotten. */
+typedef void (*StoreReapHandler)(Redis *r, int error, unsigned reaped, void *userdata);
 /* Takes back the presence of daemons whose heartbeat expired, or of this
- * one daemon when daemon_id is given (clean shutdown). */
-int store_reap(Redis *r, const char *daemon_id, RedisReplyHandler cb, void *userdata);
+ * one daemon when daemon_id is given (clean shutdown). Several round
+ * trips: cb (may be NULL) runs once, when all are answered. */
+int store_reap(Redis *r, const char *daemon_id, StoreReapHandler cb, void *userdata);
 
 /* A script's reply as -errno: 0 for an answer; -ENOTCONN no reply (the
  * connection dropped); -ENOENT NOROOM; -EINVAL BADID; -ESRCH NOTFOUND;

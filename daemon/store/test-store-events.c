@@ -310,6 +310,14 @@ static void test_messages(Test *t, const char *room) {
         assert_quiet(t);
 }
 
+static void on_reaped(Redis *r, int error, unsigned n, void *userdata) {
+        Pending *p = userdata;
+
+        ASSERT_OK(error);
+        p->integer = n;
+        p->done = true;
+}
+
 static void test_reap(Test *t, const char *room) {
         Pending p = {};
 
@@ -322,8 +330,8 @@ static void test_reap(Test *t, const char *room) {
         wait_ok(t, &p);
         expect_presence(t, room, "carol", 2, 0);
         p = (Pending) {};
-        ASSERT_OK(store_reap(t->cmd, NULL, on_reply, &p));
-        wait_ok(t, &p);
+        ASSERT_OK(store_reap(t->cmd, NULL, on_reaped, &p));
+        run_until(t, &p.done);
         /* d1 and d2 have no heartbeat either: reaped, with nothing left to say. */
         ASSERT_INT_EQ(p.integer, 3);
         expect_presence(t, room, "carol", 0, -1);
@@ -340,8 +348,8 @@ static void test_reap(Test *t, const char *room) {
         expect_presence(t, room, "dan", 2, 0);
         ASSERT_OK(store_heartbeat(t->cmd, "other"));
         p = (Pending) {};
-        ASSERT_OK(store_reap(t->cmd, "alive", on_reply, &p));
-        wait_ok(t, &p);
+        ASSERT_OK(store_reap(t->cmd, "alive", on_reaped, &p));
+        run_until(t, &p.done);
         expect_presence(t, room, "dan", 1, 0);
         assert_quiet(t);
 }
@@ -366,7 +374,7 @@ static void create_at(Test *t, const char *seq, const char *want) {
         Pending p = {};
         Event e;
 
-        freeReplyObject(test_redis_command(&server, "SET mc:rooms:seq %s", seq));
+        freeReplyObject(test_redis_command(&server, "SET mc:{rooms}:seq %s", seq));
         ASSERT_OK(store_create_room(t->cmd, "Late", false, on_reply, &p));
         wait_ok(t, &p);
         ASSERT_STREQ(p.str, want);

@@ -35,6 +35,7 @@ static uint64_t now_usec(void) {
 }
 
 DEFINE_CLEANUP_FUNC(redisReply *, freeReplyObject);
+DEFINE_CLEANUP_FUNC(redisContext *, redisFree);
 
 /* ---- keys, read over a side channel ---- */
 
@@ -200,7 +201,7 @@ static void connect_all(Test *t) {
         ASSERT_OK(redis_new(&t->cmd, t->event, url, on_state, NULL, t));
         ASSERT_OK(redis_new(&t->sub, t->event, url, on_state, on_message, t));
         ASSERT_OK(redis_subscribe(t->sub, STORE_EVENTS_CHANNEL));
-        ASSERT_OK(redis_psubscribe(t->sub, STORE_ROOM_CHANNEL_PREFIX "*"));
+        ASSERT_OK(redis_psubscribe(t->sub, STORE_ROOM_KEY_PREFIX "*}:ch"));
         ASSERT_OK(redis_start(t->cmd));
         ASSERT_OK(redis_start(t->sub));
         while (!(t->cmd_up && t->sub_up) && now_usec() < end)
@@ -348,7 +349,7 @@ static void assert_int(const redisReply *r, long long v) {
 
 static int code_errno(const char *code) {
         return streq(code, "NOROOM") ? -ENOENT : streq(code, "BADID") ? -EINVAL : streq(code, "NOTFOUND") ? -ESRCH :
-               streq(code, "FORBIDDEN") ? -EPERM : -EIO;
+               streq(code, "FORBIDDEN") ? -EPERM : streq(code, "FULL") ? -ENOSPC : streq(code, "NOTJOINED") ? -EACCES : -EIO;
 }
 
 /* The script refused with this code, and store_reply_error() says so
@@ -488,10 +489,27 @@ static redisReply *do_since(Test *t, const char *room, const char *after, unsign
         return wait_reply(t, &p);
 }
 
-static redisReply *do_reap(Test *t, const char *daemon) {
-        Pending p = {};
-        ASSERT_OK(store_reap(t->cmd, daemon, on_reply, &p));
-        return wait_reply(t, &p);
+typedef struct Reaped {
+        bool done;
+        int error;
+        unsigned n;
+} Reaped;
+
+static void on_reaped(Redis *r, int error, unsigned n, void *userdata) {
+        Reaped *p = userdata;
+
+        ASSERT_FALSE(p->done);          /* exactly once */
+        *p = (Reaped) { .done = true, .error = error, .n = n };
+}
+
+/* How many daemons were reaped. */
+static unsigned do_reap(Test *t, const char *daemon) {
+        Reaped p = {};
+
+        ASSERT_OK(store_reap(t->cmd, daemon, on_reaped, &p));
+        run_until_done(t, &p.done, 5 * SEC);
+        ASSERT_OK(p.error);
+        return p.n;
 }
 
 /* Waits for everything sent before on the command connection. */
@@ -560,12 +578,50 @@ static void test_pure(void) {
         char buf[32];
 
         ASSERT_OK(store_room_channel("1", buf, sizeof buf));
-        ASSERT_STREQ(buf, "mc:room:1");
+        ASSERT_STREQ(buf, "mc:{r1}:ch");
         ASSERT_OK(store_room_channel("12345678901234567890", buf, sizeof buf));
-        ASSERT_STREQ(buf, "mc:room:12345678901234567890");
-        ASSERT_OK(store_room_channel("123", buf, strlen("mc:room:123") + 1));
-        ASSERT_ERROR(store_room_channel("123", buf, strlen("mc:room:123")), ENOBUFS);
+        ASSERT_STREQ(buf, "mc:{r12345678901234567890}:ch");
+        ASSERT_OK(store_room_channel("123", buf, strlen("mc:{r123}:ch") + 1));
+        ASSERT_ERROR(store_room_channel("123", buf, strlen("mc:{r123}:ch")), ENOBUFS);
         ASSERT_ERROR(store_room_channel("123", buf, 1), ENOBUFS);
+        ASSERT_ERROR(store_room_channel("", buf, sizeof buf), EINVAL);
+        ASSERT_ERROR(store_room_channel("123456789012345678901", buf, sizeof buf), EINVAL);
+
+        /* Room and user keys: the tag around the id or name. */
+        {
+                char key[STORE_KEY_MAX + 1], user[USERNAME_MAX + 2];
+
+                ASSERT_OK(store_room_key(key, sizeof key, "7", "log"));
+                ASSERT_STREQ(key, "mc:{r7}:log");
+                ASSERT_OK(store_user_key(key, sizeof key, "a.b-c_d", "rooms"));
+                ASSERT_STREQ(key, "mc:{ua.b-c_d}:rooms");
+                memset(user, 'u', USERNAME_MAX + 1);
+                user[USERNAME_MAX + 1] = 0;
+                ASSERT_ERROR(store_user_key(key, sizeof key, user, "rooms"), EINVAL);
+                user[USERNAME_MAX] = 0;
+                ASSERT_OK(store_user_key(key, sizeof key, user, "rooms"));
+                ASSERT_ERROR(store_user_key(key, sizeof key, "", "rooms"), EINVAL);
+                ASSERT_ERROR(store_user_key(key, sizeof key, NULL, "rooms"), EINVAL);
+                ASSERT_ERROR(store_room_key(key, sizeof key, NULL, "log"), EINVAL);
+                ASSERT_ERROR(store_room_key(key, 8, "7", "log"), ENOBUFS);
+        }
+
+        /* Which room a channel is for; anything else is no room's. */
+        {
+                static const char *const bad[] = {
+                        "mc:events", "mc:{r}:ch", "mc:{r1}:chx", "mc:{r1}", "mc:{r1}:c", "mc:{r1}ch",
+                        "mc:{r123456789012345678901}:ch", "mc:room:1", "mc:{u1}:ch", "x:{r1}:ch", "",
+                };
+                char room[ROOM_ID_MAX + 1];
+
+                ASSERT_OK(store_channel_room("mc:{r42}:ch", room, sizeof room));
+                ASSERT_STREQ(room, "42");
+                ASSERT_OK(store_channel_room("mc:{r12345678901234567890}:ch", room, sizeof room));
+                ASSERT_STREQ(room, "12345678901234567890");
+                for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                        ASSERT_ERROR(store_channel_room(bad[i], room, sizeof room), EINVAL);
+                ASSERT_ERROR(store_channel_room("mc:{r42}:ch", room, 2), EINVAL);
+        }
 
         /* A script error is "-CODE message": the code is the first word. */
         {
@@ -741,7 +797,7 @@ static void test_rooms(Test *t) {
                         assert_ok_status(r);
                         freeReplyObject(r);
                         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"rooms\"]");
-                        raw = test_redis_command(&server, "HGET mc:rooms 1");
+                        raw = test_redis_command(&server, "HGET mc:{rooms} 1");
                         ASSERT_INT_EQ(raw->type, REDIS_REPLY_STRING);
                         j = parse(raw->str, raw->len);
                         ASSERT_STREQ(json_string_value(json_object_get(j, "title")), steps[i].expect_title);
@@ -753,7 +809,7 @@ static void test_rooms(Test *t) {
         assert_error(r, "NOROOM");
         freeReplyObject(r);
         assert_quiet(t);
-        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:rooms 99"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{rooms} 99"), 0);
 
         /* Delete: gone with its keys; ids are never reused. */
         r = do_delete(t, "2");
@@ -761,8 +817,8 @@ static void test_rooms(Test *t) {
         freeReplyObject(r);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"deleted\", \"2\"]");
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"rooms\"]");
-        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:rooms 2"), 0);
-        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:rooms"), 2);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{rooms} 2"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:{rooms}"), 2);
         r = do_delete(t, "2");
         assert_error(r, "NOROOM");
         freeReplyObject(r);
@@ -828,11 +884,13 @@ static void test_presence(Test *t) {
         freeReplyObject(r);
 
         /* Each daemon's share, for the reaper. */
-        sync_hget(v, sizeof v, "mc:daemon:d1:presence", "1\talice");
+        sync_hget(v, sizeof v, "mc:{r1}:d:d1", "alice");
         ASSERT_STREQ(v, "2");
-        sync_hget(v, sizeof v, "mc:daemon:d2:presence", "1\tbob");
+        sync_hget(v, sizeof v, "mc:{r1}:d:d2", "bob");
         ASSERT_STREQ(v, "1");
-        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:daemon:d1:presence"), 1);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:{r1}:d:d1"), 1);
+        ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemon:d1:rooms 1"), 1);
+        ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemon:d2:rooms 1"), 1);
         ASSERT_INT_EQ(test_redis_integer(&server, "SCARD mc:daemons"), 2);
         ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons d1"), 1);
         ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons d2"), 1);
@@ -842,8 +900,7 @@ static void test_presence(Test *t) {
         assert_error(r, "NOROOM");
         freeReplyObject(r);
         assert_quiet(t);
-        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:99:users"), 0);
-        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:daemon:d1:presence"), 1);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r99}:users mc:{r99}:d:d1"), 0);
 
         /* Leave: down to 1, then 0 with "left". */
         r = do_leave(t, "d1", "1", "alice");
@@ -854,8 +911,8 @@ static void test_presence(Test *t) {
         assert_int(r, 0);
         freeReplyObject(r);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"alice\", 0, -1]");
-        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:room:1:users alice"), 0);
-        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:daemon:d1:presence %s", "1\talice"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:users alice"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:d:d1 alice"), 0);
 
         /* Leaves without a join change nothing: once more, never joined,
          * joined on another daemon. */
@@ -872,17 +929,17 @@ static void test_presence(Test *t) {
         assert_int(r, 0);
         freeReplyObject(r);
         assert_quiet(t);
-        sync_hget(v, sizeof v, "mc:room:1:users", "bob");
+        sync_hget(v, sizeof v, "mc:{r1}:users", "bob");
         ASSERT_STREQ(v, "1");
-        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:room:1:users carol"), 0);
-        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:room:1:users alice"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:users carol"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:users alice"), 0);
 
         r = do_leave(t, "d2", "1", "bob");
         assert_int(r, 0);
         freeReplyObject(r);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"bob\", 0, -1]");
-        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:1:users"), 0);
-        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:daemon:d2:presence"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:users"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:d:d2"), 0);
         assert_quiet(t);
 }
 
@@ -908,8 +965,8 @@ static void test_send_ref(Test *t) {
         r = do_send_ref(t, "1", "alice", "once", "r-1");
         ASSERT_STREQ(r->str, id);
         freeReplyObject(r);
-        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:room:1:log"), 1);
-        ASSERT_TRUE(test_redis_integer(&server, "TTL mc:room:1:ref:alice:r-1") > (long long) STORE_SEND_REF_TTL_SEC - 5);
+        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:{r1}:log"), 1);
+        ASSERT_TRUE(test_redis_integer(&server, "TTL mc:{r1}:ref:alice:r-1") > (long long) STORE_SEND_REF_TTL_SEC - 5);
 
         /* Another user, another room, or no ref: new messages. */
         r = do_send_ref(t, "1", "bob", "once", "r-1");
@@ -918,14 +975,14 @@ static void test_send_ref(Test *t) {
         r = do_send_ref(t, "2", "alice", "once", "r-1");
         ASSERT_TRUE(is_stream_id(r->str));
         freeReplyObject(r);
-        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:room:2:log"), 1);
+        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:{r2}:log"), 1);
         r = do_send_ref(t, "1", "alice", "again", NULL);
         ASSERT_FALSE(streq(r->str, id));
         freeReplyObject(r);
-        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:room:1:log"), 3);
+        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:{r1}:log"), 3);
         /* Nothing was published for the retry: bob's message comes next. */
         ASSERT_NOT_NULL(strstr(next_msg(t)->data, "\"bob\""));
-        ASSERT_STREQ(next_msg(t)->channel, "mc:room:2");
+        ASSERT_STREQ(next_msg(t)->channel, "mc:{r2}:ch");
         ASSERT_NOT_NULL(strstr(next_msg(t)->data, "again"));
         ASSERT_TRUE(t->n_msgs >= before);
 }
@@ -955,7 +1012,7 @@ static void test_epoch(Test *t) {
         ASSERT_FALSE(e.lost);
         ASSERT_INT_EQ(e.restored, 0u);
         freeReplyObject(r);
-        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:rooms"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:{rooms}"), 0);
 
         /* Redis came back empty: the rooms the daemon knew come back, the
          * room sequence goes past them, and every daemon hears of it. */
@@ -966,8 +1023,8 @@ static void test_epoch(Test *t) {
         ASSERT_TRUE(e.lost);
         ASSERT_INT_EQ(e.restored, 2u);
         freeReplyObject(r);
-        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:rooms"), 2);
-        r = test_redis_command(&server, "GET mc:rooms:seq");
+        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:{rooms}"), 2);
+        r = test_redis_command(&server, "GET mc:{rooms}:seq");
         ASSERT_STREQ(r->str, "7");
         freeReplyObject(r);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"rooms\"]");
@@ -995,7 +1052,7 @@ static void test_messages(Test *t) {
         ASSERT_TRUE(id_cmp(id2, odd_id) < 0);
         {
                 _cleanup_(freeReplyObjectp) redisReply *x =
-                        test_redis_command(&server, "XRANGE mc:room:1:log %s %s", odd_id, odd_id);
+                        test_redis_command(&server, "XRANGE mc:{r1}:log %s %s", odd_id, odd_id);
                 StoreEntry e;
 
                 ASSERT_INT_EQ(x->elements, 1);
@@ -1003,27 +1060,27 @@ static void test_messages(Test *t) {
                 ASSERT_STREQ(e.text, odd);
                 ASSERT_STREQ(e.username, "alice");
         }
-        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:room:1:log"), 3);
+        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:{r1}:log"), 3);
 
         r = do_send(t, "99", "alice", "lost", 1000);
         assert_error(r, "NOROOM");
         freeReplyObject(r);
         assert_quiet(t);
-        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:99:log"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r99}:log"), 0);
 
         /* Edit: only by the author. */
         r = do_edit(t, "1", id, "alice", "hello, edited");
         assert_ok_status(r);
         freeReplyObject(r);
-        expect_msgf(t, "mc:room:1", "[\"e\", \"%s\", \"alice\", \"hello, edited\"]", id);
-        sync_hget(v, sizeof v, "mc:room:1:edits", id);
+        expect_msgf(t, "mc:{r1}:ch", "[\"e\", \"%s\", \"alice\", \"hello, edited\"]", id);
+        sync_hget(v, sizeof v, "mc:{r1}:edits", id);
         ASSERT_STREQ(v, "hello, edited");
 
         r = do_edit(t, "1", id, "bob", "bob was here");
         assert_error(r, "FORBIDDEN");
         freeReplyObject(r);
         assert_quiet(t);
-        sync_hget(v, sizeof v, "mc:room:1:edits", id);
+        sync_hget(v, sizeof v, "mc:{r1}:edits", id);
         ASSERT_STREQ(v, "hello, edited");
 
         r = do_edit(t, "1", "1-1", "alice", "x");
@@ -1043,7 +1100,7 @@ static void test_messages(Test *t) {
                 _cleanup_(json_decrefp) json_t *got = NULL;
                 const Msg *m = next_msg(t);
 
-                ASSERT_STREQ(m->channel, "mc:room:1");
+                ASSERT_STREQ(m->channel, "mc:{r1}:ch");
                 got = parse(m->data, m->len);
                 ASSERT_TRUE(json_equal(got, expect));
         }
@@ -1053,14 +1110,14 @@ static void test_messages(Test *t) {
         assert_error(r, "FORBIDDEN");
         freeReplyObject(r);
         assert_quiet(t);
-        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:room:1:log"), 3);
+        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:{r1}:log"), 3);
 
         r = do_edit(t, "1", id, "alice", NULL);
         assert_ok_status(r);
         freeReplyObject(r);
-        expect_msgf(t, "mc:room:1", "[\"d\", \"%s\"]", id);
-        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:room:1:log"), 2);
-        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:room:1:edits %s", id), 0);
+        expect_msgf(t, "mc:{r1}:ch", "[\"d\", \"%s\"]", id);
+        ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:{r1}:log"), 2);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:edits %s", id), 0);
         r = do_edit(t, "1", id, "alice", "again");
         assert_error(r, "NOTFOUND");
         freeReplyObject(r);
@@ -1078,17 +1135,17 @@ static void test_messages(Test *t) {
         r = do_edit(t, "1", id2, "bob", "edited before the end");
         assert_ok_status(r);
         freeReplyObject(r);
-        expect_msgf(t, "mc:room:1", "[\"e\", \"%s\", \"bob\", \"edited before the end\"]", id2);
+        expect_msgf(t, "mc:{r1}:ch", "[\"e\", \"%s\", \"bob\", \"edited before the end\"]", id2);
         r = do_join(t, "d1", "1", "alice", NULL, 1);
         freeReplyObject(r);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"alice\", 1, 1]");
-        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:1:log mc:room:1:edits mc:room:1:users"), 3);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:log mc:{r1}:edits mc:{r1}:users"), 3);
         r = do_delete(t, "1");
         assert_ok_status(r);
         freeReplyObject(r);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"deleted\", \"1\"]");
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"rooms\"]");
-        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:1:log mc:room:1:edits mc:room:1:users"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:log mc:{r1}:edits mc:{r1}:users"), 0);
 
         /* Afterwards everything about it is refused and creates nothing. */
         r = do_send(t, "1", "alice", "anyone?", 1000);
@@ -1104,15 +1161,15 @@ static void test_messages(Test *t) {
         assert_error(r, "NOROOM");
         freeReplyObject(r);
         assert_quiet(t);
-        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:1:log mc:room:1:edits mc:room:1:users"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:log mc:{r1}:edits mc:{r1}:users"), 0);
 
         /* The daemon's late leave for the deleted room is harmless. */
         r = do_leave(t, "d1", "1", "alice");
         ASSERT_INT_EQ(r->type, REDIS_REPLY_INTEGER);
         freeReplyObject(r);
         drain(t);
-        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:1:users"), 0);
-        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:daemon:d1:presence"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:users"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:d:d1"), 0);
 }
 
 static void test_history(Test *t) {
@@ -1356,13 +1413,13 @@ static void test_trim(Test *t) {
                 char text[32];
 
                 snprintf(text, sizeof text, "message %u", i);
-                expect_msgf(t, "mc:room:1", "[\"m\", \"%s\", \"alice\", \"%s\"]", ids[i], text);
+                expect_msgf(t, "mc:{r1}:ch", "[\"m\", \"%s\", \"alice\", \"%s\"]", ids[i], text);
         }
         assert_quiet(t);
 
         /* Trimmed to about keep (whole stream nodes: at least keep, less than
          * keep plus a node of 100). */
-        len = test_redis_integer(&server, "XLEN mc:room:1:log");
+        len = test_redis_integer(&server, "XLEN mc:{r1}:log");
         ASSERT_TRUE(len >= KEEP);
         ASSERT_TRUE(len < KEEP + 100);
 
@@ -1500,12 +1557,10 @@ static void test_reap(Test *t) {
         for (unsigned i = 0; i < 6; i++)
                 (void) next_msg(t);
         assert_quiet(t);
-        sync_hget(v, sizeof v, "mc:room:1:users", "alice");
+        sync_hget(v, sizeof v, "mc:{r1}:users", "alice");
         ASSERT_STREQ(v, "3");
 
-        r = do_reap(t, NULL);
-        assert_int(r, 1);
-        freeReplyObject(r);
+        ASSERT_INT_EQ(do_reap(t, NULL), 1);
         {
                 static const char *const events[] = {
                         "[\"p\", \"1\", \"alice\", 1, 0]",
@@ -1515,23 +1570,21 @@ static void test_reap(Test *t) {
                 expect_msgs_unordered(t, ELEMENTSOF(events), STORE_EVENTS_CHANNEL, events);
         }
         assert_quiet(t);
-        sync_hget(v, sizeof v, "mc:room:1:users", "alice");
+        sync_hget(v, sizeof v, "mc:{r1}:users", "alice");
         ASSERT_STREQ(v, "1");
-        sync_hget(v, sizeof v, "mc:room:1:users", "bob");
+        sync_hget(v, sizeof v, "mc:{r1}:users", "bob");
         ASSERT_STREQ(v, "1");
-        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:room:1:users carol"), 0);
-        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:2:users"), 0);
-        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:daemon:dead:presence"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:users carol"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r2}:users"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:d:dead mc:{r2}:d:dead mc:daemon:dead:rooms"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons dead"), 0);
         /* The live daemon is untouched. */
         ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons live"), 1);
-        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:daemon:live:presence"), 2);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:{r1}:d:live"), 2);
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:daemon:live"), 1);
 
         /* Nothing left to reap. */
-        r = do_reap(t, NULL);
-        assert_int(r, 0);
-        freeReplyObject(r);
+        ASSERT_INT_EQ(do_reap(t, NULL), 0);
         assert_quiet(t);
 
         /* The reaped daemon's late leave changes nothing. */
@@ -1539,13 +1592,11 @@ static void test_reap(Test *t) {
         assert_int(r, 0);
         freeReplyObject(r);
         assert_quiet(t);
-        sync_hget(v, sizeof v, "mc:room:1:users", "alice");
+        sync_hget(v, sizeof v, "mc:{r1}:users", "alice");
         ASSERT_STREQ(v, "1");
 
         /* A clean shutdown gives back this daemon's presence, heartbeat or not. */
-        r = do_reap(t, "live");
-        assert_int(r, 1);
-        freeReplyObject(r);
+        ASSERT_INT_EQ(do_reap(t, "live"), 1);
         {
                 static const char *const events[] = {
                         "[\"p\", \"1\", \"alice\", 0, -1]",
@@ -1554,8 +1605,8 @@ static void test_reap(Test *t) {
                 expect_msgs_unordered(t, ELEMENTSOF(events), STORE_EVENTS_CHANNEL, events);
         }
         assert_quiet(t);
-        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:room:1:users"), 0);
-        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:daemon:live:presence"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:users"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:d:live mc:daemon:live:rooms"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "SCARD mc:daemons"), 0);
 
         /* A daemon with a heartbeat and presence survives a reap by others;
@@ -1564,13 +1615,11 @@ static void test_reap(Test *t) {
         freeReplyObject(do_join(t, "live", "1", "bob", NULL, 1));
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"bob\", 1, 1]");
         freeReplyObject(test_redis_command(&server, "SADD mc:daemons ghost"));
-        r = do_reap(t, NULL);
-        assert_int(r, 1);
-        freeReplyObject(r);
+        ASSERT_INT_EQ(do_reap(t, NULL), 1);
         assert_quiet(t);
         ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons ghost"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons live"), 1);
-        sync_hget(v, sizeof v, "mc:room:1:users", "bob");
+        sync_hget(v, sizeof v, "mc:{r1}:users", "bob");
         ASSERT_STREQ(v, "1");
 }
 
@@ -1605,11 +1654,11 @@ static void test_publish(Test *t) {
         ASSERT_TRUE(memcmp(m->data, payload, m->len) == 0);
 
         p = (Pending) {};
-        ASSERT_OK(store_publish(t->cmd, "mc:room:5", "[\"t\", \"bob\"]", 12, on_reply, &p));
+        ASSERT_OK(store_publish(t->cmd, "mc:{r5}:ch", "[\"t\", \"bob\"]", 12, on_reply, &p));
         r = wait_reply(t, &p);
         assert_int(r, 1);
         freeReplyObject(r);
-        expect_msg(t, "mc:room:5", "[\"t\", \"bob\"]");
+        expect_msg(t, "mc:{r5}:ch", "[\"t\", \"bob\"]");
         assert_quiet(t);
 }
 
@@ -1642,7 +1691,7 @@ static void test_odd_ids(Test *t) {
                  * membership on an error reply without a leave): nothing
                  * published, nothing kept. */
                 ASSERT_TRUE(quiet(t));
-                sync_hget(v, sizeof v, "mc:room:1:users", "mallory");
+                sync_hget(v, sizeof v, "mc:{r1}:users", "mallory");
                 ASSERT_STREQ(v, "");
                 freeReplyObject(r);
         }
@@ -1671,7 +1720,354 @@ static void test_odd_ids(Test *t) {
         assert_quiet(t);
 }
 
+/* ---- version 2: a user's rooms, read markers and unread counts ---- */
+
+static redisReply *do_join_v2(Test *t, const char *room, const char *user, unsigned max) {
+        Pending p = {};
+        ASSERT_OK(store_join_v2(t->cmd, "d1", room, user, NULL, 10, max, on_reply, &p));
+        return wait_reply(t, &p);
+}
+
+static redisReply *do_unread(Test *t, const char *room, const char *user) {
+        Pending p = {};
+        ASSERT_OK(store_unread(t->cmd, room, user, on_reply, &p));
+        return wait_reply(t, &p);
+}
+
+static redisReply *do_read(Test *t, const char *room, const char *user, const char *id) {
+        Pending p = {};
+        ASSERT_OK(store_read(t->cmd, room, user, id, on_reply, &p));
+        return wait_reply(t, &p);
+}
+
+static redisReply *do_user_rooms(Test *t, const char *user) {
+        Pending p = {};
+        ASSERT_OK(store_user_rooms(t->cmd, user, on_reply, &p));
+        return wait_reply(t, &p);
+}
+
+static redisReply *do_user_leave(Test *t, const char *user, const char *room, const char *reason) {
+        Pending p = {};
+        ASSERT_OK(store_user_leave(t->cmd, user, room, reason, on_reply, &p));
+        return wait_reply(t, &p);
+}
+
+static void assert_read_state(const redisReply *r, const char *marker, unsigned unread, unsigned mentions) {
+        StoreReadState s;
+
+        ASSERT_OK(store_parse_unread_reply(r, &s));
+        ASSERT_STREQ(s.read ?: "", marker);
+        ASSERT_INT_EQ(s.unread, unread);
+        ASSERT_INT_EQ(s.mentions, mentions);
+}
+
+static void assert_rooms(const redisReply *r, size_t n, const char *const *ids) {
+        ASSERT_INT_EQ(r->type, REDIS_REPLY_ARRAY);
+        ASSERT_INT_EQ(r->elements, n);
+        for (size_t i = 0; i < n; i++)
+                assert_str(r->element[i], ids[i]);
+}
+
+static void test_user_rooms(Test *t) {
+        _cleanup_(freeReplyObjectp) redisReply *sent = NULL;
+        char first[64], v[64];
+        StoreJoinReply j;
+        redisReply *r;
+
+        reset(t);
+        create_room(t, "One", "1");
+        create_room(t, "Two", "2");
+        create_room(t, "Three", "3");
+
+        /* A version 2 join makes the room the user's, with no marker yet. */
+        r = do_join_v2(t, "1", "alice", 2);
+        ASSERT_OK(store_parse_join_reply(r, &j));
+        ASSERT_TRUE(j.has_read_state);
+        ASSERT_NULL(j.read_state.read);
+        ASSERT_INT_EQ(j.connections, 1);
+        freeReplyObject(r);
+        expect_msg(t, STORE_EVENTS_CHANNEL, "[\"uj\", \"alice\", \"1\"]");
+        expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"alice\", 1, 1]");
+        freeReplyObject(do_join_v2(t, "2", "alice", 2));
+        expect_msg(t, STORE_EVENTS_CHANNEL, "[\"uj\", \"alice\", \"2\"]");
+        expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"2\", \"alice\", 1, 1]");
+
+        /* A third is refused before anything changes. */
+        r = do_join_v2(t, "3", "alice", 2);
+        assert_error(r, "FULL");
+        freeReplyObject(r);
+        assert_quiet(t);
+        ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r3}:users"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{ualice}:rooms 3"), 0);
+
+        /* Another connection: the room is the user's already. */
+        r = do_join_v2(t, "1", "alice", 2);
+        ASSERT_OK(store_parse_join_reply(r, &j));
+        ASSERT_INT_EQ(j.connections, 2);
+        freeReplyObject(r);
+        expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"alice\", 2, 0]");
+
+        /* The writer's marker moves to what they wrote. */
+        send_msg(t, "1", "alice", "first", 100, first);
+        barrier(t);
+        sync_hget(v, sizeof v, "mc:{ualice}:rooms", "1");
+        ASSERT_STREQ(v, first);
+        expect_msgf(t, STORE_EVENTS_CHANNEL, "[\"ur\", \"alice\", \"1\", \"%s\"]", first);
+
+        /* Someone else's message, mentioning alice: unread 1, mentions 1. */
+        {
+                Pending p = {};
+
+                ASSERT_OK(store_send_mentioning(t->cmd, "1", "bob", "hi alice", "alice", NULL, 100, on_reply, &p));
+                sent = wait_reply(t, &p);
+                ASSERT_INT_EQ(sent->type, REDIS_REPLY_STRING);
+                drain(t);
+        }
+        r = do_unread(t, "1", "alice");
+        assert_read_state(r, first, 1, 1);
+        freeReplyObject(r);
+
+        r = do_read(t, "1", "alice", sent->str);
+        assert_int(r, 1);
+        freeReplyObject(r);
+        expect_msgf(t, STORE_EVENTS_CHANNEL, "[\"ur\", \"alice\", \"1\", \"%s\"]", sent->str);
+        r = do_unread(t, "1", "alice");
+        assert_read_state(r, sent->str, 0, 0);
+        freeReplyObject(r);
+
+        /* Markers never move back; a room not the user's has none. */
+        r = do_read(t, "1", "alice", first);
+        assert_int(r, 0);
+        freeReplyObject(r);
+        r = do_read(t, "3", "alice", first);
+        assert_error(r, "NOTJOINED");
+        freeReplyObject(r);
+        r = do_unread(t, "3", "alice");
+        assert_error(r, "NOTJOINED");
+        freeReplyObject(r);
+        assert_quiet(t);
+
+        /* The user's rooms in the order joined; a deleted room drops out. */
+        r = do_user_rooms(t, "alice");
+        assert_rooms(r, 2, (const char *[]) { "1", "2" });
+        freeReplyObject(r);
+        r = do_delete(t, "2");
+        assert_ok_status(r);
+        freeReplyObject(r);
+        drain(t);
+        r = do_user_rooms(t, "alice");
+        assert_rooms(r, 1, (const char *[]) { "1" });
+        freeReplyObject(r);
+        ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{ualice}:rooms 2"), 0);
+        ASSERT_INT_EQ(test_redis_integer(&server, "ZCARD mc:{ualice}:order"), 1);
+        r = do_user_rooms(t, "nobody");
+        assert_rooms(r, 0, NULL);
+        freeReplyObject(r);
+
+        /* What cannot name a key is refused before anything is sent. */
+        {
+                char user[USERNAME_MAX + 2], daemon[STORE_DAEMON_ID_MAX + 2];
+
+                memset(user, 'u', sizeof user - 1);
+                user[sizeof user - 1] = 0;
+                memset(daemon, 'd', sizeof daemon - 1);
+                daemon[sizeof daemon - 1] = 0;
+                ASSERT_ERROR(store_join(t->cmd, "d1", "", "alice", NULL, 10, on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_join(t->cmd, daemon, "1", "alice", NULL, 10, on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_join_v2(t->cmd, "d1", "1", user, NULL, 10, 2, on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_join_v2(t->cmd, "d1", "123456789012345678901", "alice", NULL, 10, 2, on_reply, NULL),
+                             EINVAL);
+                ASSERT_ERROR(store_user_rooms(t->cmd, "", on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_unread(t->cmd, "1", user, on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_history(t->cmd, "", NULL, 10, on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_leave(t->cmd, "", "1", "alice", on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_reap(t->cmd, daemon, NULL, NULL), EINVAL);
+                ASSERT_ERROR(store_delete_room(t->cmd, "", on_reply, NULL), EINVAL);
+                barrier(t);
+                assert_quiet(t);
+        }
+
+        /* Leaving the user's room: once. */
+        r = do_user_leave(t, "alice", "1", "");
+        assert_int(r, 1);
+        freeReplyObject(r);
+        expect_msg(t, STORE_EVENTS_CHANNEL, "[\"ul\", \"alice\", \"1\", \"\"]");
+        r = do_user_leave(t, "alice", "1", "");
+        assert_int(r, 0);
+        freeReplyObject(r);
+        assert_quiet(t);
+        r = do_user_rooms(t, "alice");
+        assert_rooms(r, 0, NULL);
+        freeReplyObject(r);
+}
+
+/* ---- every script in one slot ---- */
+
+/* The hash tag Redis Cluster hashes a key by: the part between the first
+ * '{' and the first '}' after it when that is not empty, else the key. */
+static void key_tag(const char *key, size_t len, const char **ret, size_t *ret_len) {
+        const char *open = memchr(key, '{', len), *close;
+
+        *ret = key;
+        *ret_len = len;
+        if (!open)
+                return;
+        close = memchr(open + 1, '}', len - (size_t) (open + 1 - key));
+        if (!close || close == open + 1)
+                return;
+        *ret = open + 1;
+        *ret_len = (size_t) (close - open - 1);
+}
+
+/* One argument of a MONITOR line, as Redis quotes it (sdscatrepr). */
+static const char *monitor_arg(const char *p, char *buf, size_t size, size_t *ret_len) {
+        size_t n = 0;
+
+        while (*p == ' ')
+                p++;
+        if (*p != '"')
+                return NULL;
+        for (p++; *p && *p != '"'; p++) {
+                char c = *p;
+
+                if (c == '\\') {
+                        p++;
+                        switch (*p) {
+                        case 'n': c = '\n'; break;
+                        case 'r': c = '\r'; break;
+                        case 't': c = '\t'; break;
+                        case 'a': c = '\a'; break;
+                        case 'b': c = '\b'; break;
+                        case 'x': {
+                                char hex[3] = { p[1], p[2], 0 };
+
+                                ASSERT_TRUE(p[1] && p[2]);
+                                c = (char) strtol(hex, NULL, 16);
+                                p += 2;
+                                break;
+                        }
+                        default: c = *p;
+                        }
+                }
+                if (n + 1 < size)
+                        buf[n] = c;
+                n++;
+        }
+        ASSERT_TRUE(*p == '"');
+        buf[MIN(n, size - 1)] = 0;
+        *ret_len = MIN(n, size - 1);
+        return p + 1;
+}
+
+typedef struct SlotCheck {
+        char loaded[32][41];
+        size_t n_loaded;
+        char used[32][41];
+        size_t n_used;
+        unsigned evals;
+} SlotCheck;
+
+static void slot_check_source(SlotCheck *c, const char *source, char ret_sha1[41]) {
+        RedisScript s;
+        const char *q = source;
+
+        /* Keys are built in C and passed in KEYS: a key name in the
+         * source is one Redis Cluster cannot route. */
+        while ((q = strstr(q, "'mc:"))) {
+                if (strncmp(q, "'mc:events'", 11) != 0) {
+                        fprintf(stderr, "a key built in Lua: %.40s\n", q);
+                        ASSERT_TRUE(!"key name in a script");
+                }
+                q++;
+        }
+        redis_script_init(&s, source);
+        if (ret_sha1)
+                strcpy(ret_sha1, s.sha1);
+        for (size_t i = 0; i < c->n_loaded; i++)
+                if (streq(c->loaded[i], s.sha1))
+                        return;
+        ASSERT_TRUE(c->n_loaded < ELEMENTSOF(c->loaded));
+        strcpy(c->loaded[c->n_loaded++], s.sha1);
+}
+
+/* EVAL or EVALSHA: argv[2] keys from argv[3] on, all under one tag. */
+static void slot_check_keys(SlotCheck *c, const char *sha1, size_t n, char argv[][8192], const size_t *len) {
+        long nkeys = strtol(argv[2], NULL, 10);
+        const char *tag0 = NULL, *tag;
+        size_t tag0_len = 0, tag_len;
+
+        ASSERT_TRUE(nkeys >= 1 && (size_t) nkeys + 3 <= n);
+        for (long i = 0; i < nkeys; i++) {
+                key_tag(argv[3 + i], len[3 + i], &tag, &tag_len);
+                if (i == 0) {
+                        tag0 = tag;
+                        tag0_len = tag_len;
+                } else if (tag_len != tag0_len || memcmp(tag, tag0, tag_len) != 0) {
+                        fprintf(stderr, "keys in two slots: %s, %s\n", argv[3], argv[3 + i]);
+                        ASSERT_TRUE(!"a script spans slots");
+                }
+        }
+        c->evals++;
+        for (size_t i = 0; i < c->n_used; i++)
+                if (streq(c->used[i], sha1))
+                        return;
+        ASSERT_TRUE(c->n_used < ELEMENTSOF(c->used) && strlen(sha1) < sizeof c->used[0]);
+        strcpy(c->used[c->n_used++], sha1);
+}
+
+static void slot_check_line(SlotCheck *c, const char *line) {
+        static char argv[16][8192];
+        size_t len[16], n = 0;
+        const char *p = strchr(line, ']');
+
+        ASSERT_NOT_NULL(p);
+        for (p++; n < ELEMENTSOF(argv) && (p = monitor_arg(p, argv[n], sizeof argv[n], &len[n])); n++)
+                ;
+        if (n >= 3 && strcasecmp(argv[0], "SCRIPT") == 0 && strcasecmp(argv[1], "LOAD") == 0)
+                slot_check_source(c, argv[2], NULL);
+        else if (n >= 3 && strcasecmp(argv[0], "EVAL") == 0) {
+                char sha1[41];
+
+                slot_check_source(c, argv[1], sha1);
+                slot_check_keys(c, sha1, n, argv, len);
+        } else if (n >= 3 && strcasecmp(argv[0], "EVALSHA") == 0)
+                slot_check_keys(c, argv[1], n, argv, len);
+}
+
+/* Every script the store sent during the tests above, as Redis saw it on
+ * MONITOR: each declared at least one key, all of them under one hash
+ * tag; and every script loaded was run. */
+static void test_slots(redisContext *mon) {
+        SlotCheck c = {};
+
+        freeReplyObject(test_redis_command(&server, "ECHO end-of-slot-check"));
+        for (;;) {
+                redisReply *reply = NULL;
+
+                ASSERT_INT_EQ(redisGetReply(mon, (void **) &reply), REDIS_OK);
+                ASSERT_INT_EQ(reply->type, REDIS_REPLY_STATUS);
+                if (strstr(reply->str, "\"end-of-slot-check\"")) {
+                        freeReplyObject(reply);
+                        break;
+                }
+                slot_check_line(&c, reply->str);
+                freeReplyObject(reply);
+        }
+        ASSERT_TRUE(c.n_loaded >= 10);
+        ASSERT_TRUE(c.evals > 100);
+        for (size_t i = 0; i < c.n_loaded; i++) {
+                bool found = false;
+
+                for (size_t k = 0; k < c.n_used && !found; k++)
+                        found = streq(c.loaded[i], c.used[k]);
+                if (!found)
+                        fprintf(stderr, "script %s was never run by the tests\n", c.loaded[i]);
+                ASSERT_TRUE(found);
+        }
+}
+
 int main(void) {
+        _cleanup_(redisFreep) redisContext *mon = NULL;
         Test t = {};
         uint64_t start = now_usec();
         int r;
@@ -1691,8 +2087,13 @@ int main(void) {
         }
         ASSERT_OK(r);
         ASSERT_OK(test_redis_start(&server));
+        mon = redisConnectUnix(server.sock);
+        ASSERT_TRUE(mon && !mon->err);
+        freeReplyObject(redisCommand(mon, "MONITOR"));
         ASSERT_OK(sd_event_new(&t.event));
         connect_all(&t);
+        /* Every script, so that the slot check knows them all. */
+        ASSERT_OK(store_load_scripts(t.cmd));
 
         test_publish(&t);
         test_rooms(&t);
@@ -1705,6 +2106,8 @@ int main(void) {
         test_reap(&t);
         test_script_flush(&t);
         test_odd_ids(&t);
+        test_user_rooms(&t);
+        test_slots(mon);
 
         t.cmd = redis_free(t.cmd);
         t.sub = redis_free(t.sub);

@@ -12,7 +12,7 @@
 
 /*
  * Every event is a JSON array whose first element names it. Room channels
- * (mc:room:<id>) carry MESSAGE, EDITED, DELETED, NOTICE and TYPING; the
+ * (mc:{r<id>}:ch) carry MESSAGE, EDITED, DELETED, NOTICE and TYPING; the
  * channel every daemon hears (mc:events) carries PRESENCE, ROOMS,
  * ROOM_DELETED, KICK, NOTICE (to every room), LOGOUT and the user events
  * of version 2 (USER_JOINED, USER_LEFT, USER_READ). The Lua scripts

@@ -23,8 +23,8 @@ PUBLISH = """
 local room, user, n, keep, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 for i = 1, n do
   local text = prefix .. i
-  local id = redis.call('XADD', 'mc:room:' .. room .. ':log', 'MAXLEN', '~', keep, '*', 'u', user, 'm', text)
-  redis.call('PUBLISH', 'mc:room:' .. room, cjson.encode({'m', id, user, text}))
+  local id = redis.call('XADD', 'mc:{r' .. room .. '}:log', 'MAXLEN', '~', keep, '*', 'u', user, 'm', text)
+  redis.call('PUBLISH', 'mc:{r' .. room .. '}:ch', cjson.encode({'m', id, user, text}))
 end
 return n
 """
@@ -157,7 +157,7 @@ def test(stack, check):
         publish(stack, lobby, 1500, "trim ", keep=100)
     finally:
         os.kill(d.proc.pid, signal.SIGCONT)
-    kept = stack.redis.command("XLEN", f"mc:room:{lobby}:log")
+    kept = stack.redis.command("XLEN", f"mc:{{r{lobby}}}:log")
     check(100 <= kept < 1500, "the stream was trimmed", kept)
     for who, ws in (("bob", b), ("alice", a)):
         got, other = collect(ws, lobby, "trim ", 100, 30 * SLOW)

@@ -117,7 +117,7 @@ def test(stack, check):
     got = received_texts(b, lobby)
 
     # What the new master holds is the ground truth of what survived.
-    entries = replica.command("XRANGE", f"mc:room:{lobby}:log", "-", "+")
+    entries = replica.command("XRANGE", f"mc:{{r{lobby}}}:log", "-", "+")
     stored = [v for _id, fields in entries for k, v in zip(fields[::2], fields[1::2]) if v in ack_info]
     lost = [t for t in acked if t not in stored]
     doubled = sorted({t for t in stored if stored.count(t) > 1})

@@ -177,10 +177,10 @@ def test(stack, check):
     check.eq(obj.get("rooms"), [], "a deleted room is not the user's any more")
 
     # 100 rooms at most: with 100 the 101st join is RATE_LIMITED and changes nothing
-    stack.redis.command("HSET", "mc:user:alice:rooms", *[x for i in range(100) for x in (f"9{i:04d}", "")])
+    stack.redis.command("HSET", "mc:{ualice}:rooms", *[x for i in range(100) for x in (f"9{i:04d}", "")])
     obj, raw = join(a8, lobby, ref="full")
     check(is_error("RATE_LIMITED", "full")(obj), "the 101st room is RATE_LIMITED", raw)
-    check.eq(stack.redis.command("HEXISTS", "mc:user:alice:rooms", lobby), 0, "and is not added")
+    check.eq(stack.redis.command("HEXISTS", "mc:{ualice}:rooms", lobby), 0, "and is not added")
     check(d1.alive and d2.alive, "both daemons are still running")
 
 
