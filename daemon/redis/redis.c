@@ -238,6 +238,35 @@ void redis_script_init(RedisScript *s, const char *source) {
         sha1_hex(source, s->size, s->sha1);
 }
 
+/* ---- cluster hash slots (the Redis Cluster specification) ---- */
+
+static uint16_t crc16_xmodem(const char *p, size_t len) {
+        uint16_t crc = 0;
+
+        for (size_t i = 0; i < len; i++) {
+                crc ^= (uint16_t) ((uint8_t) p[i] << 8);
+                for (unsigned b = 0; b < 8; b++)
+                        crc = crc & 0x8000 ? (uint16_t) ((crc << 1) ^ 0x1021) : (uint16_t) (crc << 1);
+        }
+        return crc;
+}
+
+int redis_key_slot(const char *key, size_t len) {
+        const char *open, *close;
+
+        if (!key && len > 0)
+                return -EINVAL;
+        /* Redis hashes the whole key when '{' has no '}' after it or "{}"
+         * is empty; only the first '{' counts. */
+        open = len > 0 ? memchr(key, '{', len) : NULL;
+        if (open) {
+                close = memchr(open + 1, '}', len - (size_t) (open + 1 - key));
+                if (close && close > open + 1)
+                        return crc16_xmodem(open + 1, (size_t) (close - open - 1)) & (REDIS_CLUSTER_SLOTS - 1);
+        }
+        return crc16_xmodem(key, len) & (REDIS_CLUSTER_SLOTS - 1);
+}
+
 /* ---- small helpers ---- */
 
 static Redis *redis_ref(Redis *r) {

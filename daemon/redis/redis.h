@@ -45,6 +45,13 @@ typedef struct RedisScript {
 
 void redis_script_init(RedisScript *s, const char *source);
 
+/* The Redis Cluster hash slot of a key (0..16383): CRC16-XMODEM of the key,
+ * or of its hash tag, modulo 16384. The hash tag is what lies between the
+ * first '{' and the first '}' after it, when that is not empty; keys with
+ * the same tag share a slot, which is how a script's keys stay on one node. */
+#define REDIS_CLUSTER_SLOTS 16384
+int redis_key_slot(const char *key, size_t len);
+
 /* A connection is dead when it owes an answer and nothing at all arrived
  * on it for this long: replies and messages that keep arriving (a backlog
  * we are slow to read) count as signs of life, as do bytes waiting unread. */
