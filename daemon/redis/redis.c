@@ -1589,6 +1589,26 @@ int redis_command(Redis *r, RedisReplyHandler cb, void *userdata, const char *fo
         return k;
 }
 
+/* The one slot of a script's keys, -1 without keys. Checked in every mode,
+ * so that a layout that would fail on a cluster fails on one Redis too. */
+static int keys_slot(int nkeys, const char **keys, const size_t *keylen) {
+        int slot = -1;
+
+        for (int i = 0; i < nkeys; i++) {
+                int k;
+
+                if (!keys[i])
+                        return -EINVAL;
+                k = redis_key_slot(keys[i], keylen ? keylen[i] : strlen(keys[i]));
+                if (k < 0)
+                        return k;
+                if (slot >= 0 && k != slot)
+                        return -EXDEV;
+                slot = k;
+        }
+        return slot;
+}
+
 int redis_eval(Redis *r, const RedisScript *s, RedisReplyHandler cb, void *userdata,
                int nkeys, int nargs, const char **argv, const size_t *argvlen) {
         _cleanup_(freep) const char **v = NULL;
@@ -1601,6 +1621,9 @@ int redis_eval(Redis *r, const RedisScript *s, RedisReplyHandler cb, void *userd
         if (!r || !s || !s->source || nkeys < 0 || nargs < 0 || nkeys > INT_MAX / 2 - 3 ||
             nargs > INT_MAX / 2 - 3 || (nkeys + nargs > 0 && !argv))
                 return -EINVAL;
+        k = keys_slot(nkeys, argv, argvlen);
+        if (k < 0)
+                return k;
         if (!r->connected)
                 return -ENOTCONN;
 

@@ -155,7 +155,9 @@ int redis_command(Redis *r, RedisReplyHandler cb, void *userdata, const char *fo
 
 /* EVALSHA s->sha1 nkeys keys... args...; argv holds nkeys keys followed by
  * nargs arguments (argvlen may be NULL for C strings). On NOSCRIPT the same
- * call is resent transparently as EVAL (after commands sent in between). */
+ * call is resent transparently as EVAL (after commands sent in between).
+ * -EXDEV, checked first and in every mode, when the keys do not all hash
+ * to one slot (redis_key_slot()): such a script cannot run on a cluster. */
 int redis_eval(Redis *r, const RedisScript *s, RedisReplyHandler cb, void *userdata,
                int nkeys, int nargs, const char **argv, const size_t *argvlen);
 

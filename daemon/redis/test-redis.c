@@ -524,6 +524,46 @@ static void test_eval(TestRedis *srv, sd_event *e) {
         c.redis = redis_free(c.redis);
 }
 
+/* Keys in two slots are refused before anything is sent, on one Redis as
+ * on a cluster; keys that share a hash tag run. */
+static void test_eval_slots(TestRedis *srv, sd_event *e) {
+        RedisScript s;
+        const char *same[] = { "mc:{r1}:a", "mc:{r1}:b", "x" };
+        const char *cross[] = { "mc:{r1}:a", "mc:{r2}:a" };
+        const size_t crosslen[] = { 9, 9 };
+        const char *binary[] = { "{a}\0", "{a\0}" };
+        const size_t binarylen[] = { 4, 4 };
+        char url[192];
+        Reply a = {};
+        Ctx c;
+
+        redis_script_init(&s, "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('SET', KEYS[2], ARGV[1])");
+        snprintf(url, sizeof(url), "unix:%s", srv->sock);
+        ctx_open(&c, e, url);
+
+        ASSERT_OK(redis_eval(c.redis, &s, on_reply, &a, 2, 1, same, NULL));
+        ASSERT_TRUE(run_until_fn(e, reply_done, &a, 5 * SEC));
+        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        ASSERT_INT_EQ(test_redis_integer(srv, "EXISTS mc:{r1}:a mc:{r1}:b"), 2);
+
+        ASSERT_ERROR(redis_eval(c.redis, &s, on_reply, &a, 2, 0, cross, NULL), EXDEV);
+        ASSERT_ERROR(redis_eval(c.redis, &s, on_reply, &a, 2, 0, cross, crosslen), EXDEV);
+        /* The lengths count: "{a\0}" has the tag "a\0", not "a". */
+        ASSERT_ERROR(redis_eval(c.redis, &s, on_reply, &a, 2, 0, binary, binarylen), EXDEV);
+        ASSERT_ERROR(redis_eval(c.redis, &s, on_reply, &a, 2, 0, (const char *[]) { "k", NULL }, NULL), EINVAL);
+        ASSERT_INT_EQ(test_redis_integer(srv, "EXISTS mc:{r2}:a"), 0);
+        run_for(e, 100000);
+        ASSERT_INT_EQ(a.calls, 1);
+
+        /* Also while disconnected: the layout is wrong whatever the state. */
+        c.redis = redis_free(c.redis);
+        ASSERT_OK(redis_new(&c.redis, e, url, on_state, on_message, &c));
+        ASSERT_ERROR(redis_eval(c.redis, &s, on_reply, &a, 2, 0, cross, NULL), EXDEV);
+        ASSERT_ERROR(redis_eval(c.redis, &s, on_reply, &a, 2, 1, same, NULL), ENOTCONN);
+        c.redis = redis_free(c.redis);
+        ASSERT_INT_EQ(a.calls, 1);
+}
+
 #define N_PENDING 1001
 
 typedef struct Pending {
@@ -1114,6 +1154,7 @@ int main(void) {
         test_pipeline(&srv, e);
         test_pubsub(&srv, e);
         test_eval(&srv, e);
+        test_eval_slots(&srv, e);
         test_free_pending(&srv, e);
         test_kill_restart(&srv, e);
         test_slow_subscriber(&srv, e);
