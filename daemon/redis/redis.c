@@ -38,12 +38,26 @@
 #define SUBSCRIBE_BATCH 512                     /* channels per SUBSCRIBE when resubscribing */
 #define USEC_INFINITY UINT64_MAX
 
-/* The subscriber connection's probe: re-SUBSCRIBing a channel is the one
- * command whose answer hiredis 0.14 routes correctly in subscribed mode (a
- * PING there is mismatched with the pattern callbacks). Nobody publishes
- * to it. Redis answers it after everything it queued for us before, which
- * makes it a barrier as well as a liveness check. */
+/* The subscriber connection's probe: re-SUBSCRIBing a channel nobody
+ * publishes to is answered alike by every Redis in subscribed mode (a PING
+ * there answers "pong" in an array, outside it "+PONG"). Redis answers it
+ * after everything it queued for us before, which makes it a barrier as
+ * well as a liveness check. */
 #define PROBE_CHANNEL "__multichat:redis-probe__"
+
+/* What a subscription is: they are kept apart as Redis keeps them. */
+typedef enum SubKind {
+        SUB_CHANNEL,
+        SUB_PATTERN,
+        SUB_SHARD,              /* sharded pub/sub: a channel of a slot */
+        _SUB_KIND_MAX,
+} SubKind;
+
+static const char *const sub_verb[_SUB_KIND_MAX][2] = {
+        [SUB_CHANNEL] = { "SUBSCRIBE", "UNSUBSCRIBE" },
+        [SUB_PATTERN] = { "PSUBSCRIBE", "PUNSUBSCRIBE" },
+        [SUB_SHARD] = { "SSUBSCRIBE", "SUNSUBSCRIBE" },
+};
 
 typedef struct Probe Probe;
 typedef struct RedisConn RedisConn;
@@ -113,6 +127,7 @@ struct RedisConn {
         uint64_t backoff;
         uint64_t last_ping;
         uint64_t last_read;             /* when a reply last arrived, 0 if none yet */
+        bool auth_pending;              /* subscriber: the next reply answers AUTH */
         Probe *probes, *probes_tail;    /* subscriber: unanswered probes */
         Request *head, *tail;           /* command connection: awaiting replies */
         Resolve *resolve;
@@ -122,7 +137,7 @@ struct RedisConn {
 struct Subscription {
         Subscription *next;             /* hash chain */
         unsigned n_ref;
-        bool pattern;
+        SubKind kind;
         size_t len;
         char name[];
 };
@@ -500,6 +515,7 @@ static void conn_detach(RedisConn *c, bool free_context) {
         conn_cancel_resolve(c);
         c->state = CONN_DOWN;
         c->last_read = 0;
+        c->auth_pending = false;
         c->timer_at = USEC_INFINITY;
         if (!r->shut_down)
                 conn_schedule_reconnect(c);
@@ -685,24 +701,27 @@ static void on_probe_reply(RedisConn *c, const redisAsyncContext *ac) {
                 p->cb(r, !r->shut_down && c->ac == ac, p->userdata);
 }
 
-static void on_subscriber_reply(redisAsyncContext *ac, void *reply_, void *privdata) {
-        _cleanup_(redis_unrefp) Redis *r = NULL;
-        redisReply *reply = reply_;
-        RedisConn *c = ac->data;
+static void on_subscriber_reply(RedisConn *c, const redisReply *reply) {
+        Redis *r = c->redis;
         RedisPush msg;
 
-        if (!c)
-                return;
-        r = redis_ref(c->redis);
-
-        if (!reply) {
-                redis_set_error(r, c->name, context_error(ac, "connection lost"));
-                conn_detach(c, false);
-                return;
-        }
         /* Whatever arrives shows that Redis lives, also while a probe waits
          * behind a backlog of messages that we are slow to read. */
         c->last_read = redis_now(r);
+
+        if (c->auth_pending) {
+                c->auth_pending = false;
+                if (reply->type == REDIS_REPLY_ERROR)
+                        conn_refuse_auth(c, reply);
+                return;
+        }
+        if (reply->type == REDIS_REPLY_ERROR) {
+                /* A refused subscription (an ACL, or a Redis before 7 that
+                 * knows no SSUBSCRIBE): reconnecting retries it. */
+                redis_set_error(r, c->name, reply->str);
+                conn_detach(c, true);
+                return;
+        }
 
         switch (redis_subscriber_reply_parse(reply, &msg)) {
         case REDIS_PUSH_MESSAGE:
@@ -710,25 +729,78 @@ static void on_subscriber_reply(redisAsyncContext *ac, void *reply_, void *privd
                         r->on_message(r, msg.channel, msg.data, msg.len, r->userdata);
                 break;
         case REDIS_PUSH_PROBE:
-                on_probe_reply(c, ac);
+                on_probe_reply(c, c->ac);
                 break;
         default:
                 break;
         }
 }
 
+/* The subscriber connection is read here, not by hiredis: hiredis 0.14's
+ * pub/sub bookkeeping drops sharded messages and aborts on pushes it does
+ * not expect (redis_sdevent_set_reader()). Replies come in the order sent,
+ * so what answers what is known without it. */
+static void on_subscriber_readable(redisAsyncContext *ac) {
+        _cleanup_(redis_unrefp) Redis *r = NULL;
+        RedisConn *c = ac->data;
+
+        if (!c)
+                return;
+        r = redis_ref(c->redis);
+
+        if (redisBufferRead(&ac->c) != REDIS_OK) {
+                redis_set_error(r, c->name, context_error(ac, "connection lost"));
+                conn_detach(c, true);
+                return;
+        }
+        /* A handler may drop the connection (or free r): then ac is gone. */
+        while (c->ac == ac) {
+                void *reply = NULL;
+
+                if (redisGetReplyFromReader(&ac->c, &reply) != REDIS_OK) {
+                        redis_set_error(r, c->name, context_error(ac, "protocol error"));
+                        conn_detach(c, true);
+                        return;
+                }
+                if (!reply)
+                        break;
+                on_subscriber_reply(c, reply);
+                freeReplyObject(reply);
+        }
+}
+
+/* Straight into the output buffer: hiredis keeps no callback for it. */
+static int conn_raw_send_argv(RedisConn *c, int argc, const char **argv, const size_t *argvlen) {
+        sds cmd = NULL;
+        long long len;
+        int k;
+
+        if (!c->ac)
+                return -ENOTCONN;
+        len = redisFormatSdsCommandArgv(&cmd, argc, argv, argvlen);
+        if (len < 0)
+                return -ENOMEM;
+        k = redisAppendFormattedCommand(&c->ac->c, cmd, (size_t) len);
+        sdsfree(cmd);
+        if (k != REDIS_OK)
+                return -ENOMEM;
+        if (c->ac->ev.addWrite)
+                c->ac->ev.addWrite(c->ac->ev.data);
+        return 0;
+}
+
 RedisPushKind redis_subscriber_reply_parse(const redisReply *reply, RedisPush *ret) {
         const redisReply *kind, *channel, *data;
 
-        /* hiredis 0.14 may call a channel's callback again for a reply it
-         * could not match: trust the reply, not which callback got it. */
+        /* Pushes and answers share the connection: the reply says which. */
         if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
                 return REDIS_PUSH_OTHER;
         kind = reply->element[0];
         if (!reply_is_string(kind))
                 return REDIS_PUSH_OTHER;
 
-        if (strcasecmp(kind->str, "message") == 0 || strcasecmp(kind->str, "pmessage") == 0) {
+        if (strcasecmp(kind->str, "message") == 0 || strcasecmp(kind->str, "pmessage") == 0 ||
+            strcasecmp(kind->str, "smessage") == 0) {
                 bool p = kind->str[0] == 'p' || kind->str[0] == 'P';
 
                 if (reply->elements < (p ? 4u : 3u))
@@ -777,31 +849,38 @@ static int conn_subscribe_all(RedisConn *c) {
         Redis *r = c->redis;
         _cleanup_(freep) const char **argv = NULL;
         _cleanup_(freep) size_t *argvlen = NULL;
+        int k;
 
         argv = calloc(SUBSCRIBE_BATCH + 1, sizeof(*argv));
         argvlen = calloc(SUBSCRIBE_BATCH + 1, sizeof(*argvlen));
         if (!argv || !argvlen)
                 return -ENOMEM;
 
-        for (int pattern = 0; pattern <= 1; pattern++) {
-                int n = 1;
+        for (SubKind kind = 0; kind < _SUB_KIND_MAX; kind++) {
+                /* One channel per SSUBSCRIBE: a cluster refuses channels of
+                 * several slots in one. */
+                int batch = kind == SUB_SHARD ? 1 : SUBSCRIBE_BATCH, n = 1;
 
-                argv[0] = pattern ? "PSUBSCRIBE" : "SUBSCRIBE";
+                argv[0] = sub_verb[kind][0];
                 argvlen[0] = strlen(argv[0]);
                 for (size_t b = 0; b < r->n_buckets; b++)
                         for (Subscription *s = r->buckets[b]; s; s = s->next) {
-                                if (s->pattern != pattern)
+                                if (s->kind != kind)
                                         continue;
                                 argv[n] = s->name;
                                 argvlen[n++] = s->len;
-                                if (n <= SUBSCRIBE_BATCH)
+                                if (n <= batch)
                                         continue;
-                                if (redisAsyncCommandArgv(c->ac, on_subscriber_reply, NULL, n, argv, argvlen) != REDIS_OK)
-                                        return -ENOTCONN;
+                                k = conn_raw_send_argv(c, n, argv, argvlen);
+                                if (k < 0)
+                                        return k;
                                 n = 1;
                         }
-                if (n > 1 && redisAsyncCommandArgv(c->ac, on_subscriber_reply, NULL, n, argv, argvlen) != REDIS_OK)
-                        return -ENOTCONN;
+                if (n > 1) {
+                        k = conn_raw_send_argv(c, n, argv, argvlen);
+                        if (k < 0)
+                                return k;
+                }
         }
         return 0;
 }
@@ -809,15 +888,17 @@ static int conn_subscribe_all(RedisConn *c) {
 static int conn_send_probe(RedisConn *c, RedisBarrierHandler cb, void *userdata) {
         uint64_t now = redis_now(c->redis);
         Probe *p;
+        int k;
 
         if (!c->ac)
                 return -ENOTCONN;
         p = calloc(1, sizeof(*p));
         if (!p)
                 return -ENOMEM;
-        if (redisAsyncCommand(c->ac, on_subscriber_reply, NULL, "SUBSCRIBE %s", PROBE_CHANNEL) != REDIS_OK) {
+        k = conn_raw_send_argv(c, 2, (const char *[]) { "SUBSCRIBE", PROBE_CHANNEL }, NULL);
+        if (k < 0) {
                 free(p);
-                return -ENOTCONN;
+                return k;
         }
         *p = (Probe) { .deadline = now + c->redis->command_timeout, .cb = cb, .userdata = userdata };
         if (c->probes_tail)
@@ -831,21 +912,8 @@ static int conn_send_probe(RedisConn *c, RedisBarrierHandler cb, void *userdata)
         return 0;
 }
 
-static void on_subscriber_auth(redisAsyncContext *ac, void *reply_, void *privdata) {
-        _cleanup_(redis_unrefp) Redis *r = NULL;
-        const redisReply *reply = reply_;
-        RedisConn *c = ac->data;
-
-        /* A lost connection shows in the subscription callbacks. */
-        if (!c || !reply || reply->type != REDIS_REPLY_ERROR)
-                return;
-        r = redis_ref(c->redis);
-        conn_refuse_auth(c, reply);
-}
-
-/* AUTH goes first, before anything Redis would refuse without it. On the
- * subscriber connection its answer still comes through the ordinary reply
- * queue: hiredis answers pending commands before pub/sub replies. */
+/* AUTH goes first, before anything Redis would refuse without it; on the
+ * subscriber connection its answer is the first reply. */
 static int conn_send_auth(RedisConn *c) {
         Redis *r = c->redis;
         int k;
@@ -856,10 +924,12 @@ static int conn_send_auth(RedisConn *c) {
                 return r->user ? conn_send_internal(c, REQUEST_AUTH, "AUTH %s %s", r->user, r->password)
                                : conn_send_internal(c, REQUEST_AUTH, "AUTH %s", r->password);
         if (r->user)
-                k = redisAsyncCommand(c->ac, on_subscriber_auth, NULL, "AUTH %s %s", r->user, r->password);
+                k = conn_raw_send_argv(c, 3, (const char *[]) { "AUTH", r->user, r->password }, NULL);
         else
-                k = redisAsyncCommand(c->ac, on_subscriber_auth, NULL, "AUTH %s", r->password);
-        return k == REDIS_OK ? 0 : -ENOTCONN;
+                k = conn_raw_send_argv(c, 2, (const char *[]) { "AUTH", r->password }, NULL);
+        if (k >= 0)
+                c->auth_pending = true;
+        return k;
 }
 
 /* Queues what makes a fresh connection usable; hiredis sends it as soon as
@@ -916,6 +986,15 @@ static void conn_connect_to(RedisConn *c, const char *host) {
                 redisAsyncFree(ac);
                 conn_detach(c, false);
                 return;
+        }
+        if (c->subscriber) {
+                k = redis_sdevent_set_reader(ac, on_subscriber_readable);
+                if (k < 0) {
+                        redis_set_error(r, c->name, strerror(-k));
+                        redisAsyncFree(ac);
+                        conn_detach(c, false);
+                        return;
+                }
         }
         ac->data = c;
         (void) redisAsyncSetConnectCallback(ac, on_connect);
@@ -1676,19 +1755,19 @@ unsigned redis_cancel(Redis *r, const void *userdata) {
 
 /* ---- subscriptions ---- */
 
-static size_t subscription_hash(const char *name, size_t len, bool pattern) {
-        uint64_t h = pattern ? 0x9E3779B97F4A7C15ULL : 0xcbf29ce484222325ULL;   /* FNV-1a */
+static size_t subscription_hash(const char *name, size_t len, SubKind kind) {
+        uint64_t h = 0xcbf29ce484222325ULL + kind;      /* FNV-1a */
 
         for (size_t i = 0; i < len; i++)
                 h = (h ^ (uint8_t) name[i]) * 0x100000001b3ULL;
         return (size_t) (h ^ (h >> 32));
 }
 
-static Subscription **subscription_find(Redis *r, const char *name, size_t len, bool pattern) {
-        Subscription **s = &r->buckets[subscription_hash(name, len, pattern) & (r->n_buckets - 1)];
+static Subscription **subscription_find(Redis *r, const char *name, size_t len, SubKind kind) {
+        Subscription **s = &r->buckets[subscription_hash(name, len, kind) & (r->n_buckets - 1)];
 
         for (; *s; s = &(*s)->next)
-                if ((*s)->pattern == pattern && (*s)->len == len && memcmp((*s)->name, name, len) == 0)
+                if ((*s)->kind == kind && (*s)->len == len && memcmp((*s)->name, name, len) == 0)
                         break;
         return s;
 }
@@ -1701,7 +1780,7 @@ static void subscriptions_grow(Redis *r) {
                 return;         /* longer chains, still correct */
         for (size_t i = 0; i < r->n_buckets; i++)
                 for (Subscription *s = r->buckets[i], *next; s; s = next) {
-                        size_t h = subscription_hash(s->name, s->len, s->pattern) & (n - 1);
+                        size_t h = subscription_hash(s->name, s->len, s->kind) & (n - 1);
                         next = s->next;
                         s->next = b[h];
                         b[h] = s;
@@ -1716,12 +1795,12 @@ static void subscription_send(Redis *r, const char *verb, const Subscription *s)
         size_t argvlen[2] = { strlen(verb), s->len };
 
         /* While down (or still connecting) conn_setup() sends them all. If
-         * hiredis refuses, the context is dying and the reconnect will. */
+         * this fails, the context is dying and the reconnect will. */
         if (r->sub.ac)
-                (void) redisAsyncCommandArgv(r->sub.ac, on_subscriber_reply, NULL, 2, argv, argvlen);
+                (void) conn_raw_send_argv(&r->sub, 2, argv, argvlen);
 }
 
-static int redis_subscribe_full(Redis *r, const char *name, bool pattern) {
+static int redis_subscribe_full(Redis *r, const char *name, SubKind kind) {
         Subscription **p, *s;
         size_t len;
 
@@ -1731,7 +1810,7 @@ static int redis_subscribe_full(Redis *r, const char *name, bool pattern) {
         if (len == 0 || len > REDIS_CHANNEL_MAX || streq(name, PROBE_CHANNEL))
                 return -EINVAL;
 
-        p = subscription_find(r, name, len, pattern);
+        p = subscription_find(r, name, len, kind);
         if (*p) {
                 if ((*p)->n_ref == UINT_MAX)
                         return -EOVERFLOW;
@@ -1744,24 +1823,24 @@ static int redis_subscribe_full(Redis *r, const char *name, bool pattern) {
         s = malloc(sizeof(*s) + len + 1);
         if (!s)
                 return -ENOMEM;
-        *s = (Subscription) { .n_ref = 1, .pattern = pattern, .len = len };
+        *s = (Subscription) { .n_ref = 1, .kind = kind, .len = len };
         memcpy(s->name, name, len + 1);
         *p = s;
         r->n_subscriptions++;
-        subscription_send(r, pattern ? "PSUBSCRIBE" : "SUBSCRIBE", s);
+        subscription_send(r, sub_verb[kind][0], s);
 
         if (r->n_subscriptions > r->n_buckets)
                 subscriptions_grow(r);
         return 0;
 }
 
-static int redis_unsubscribe_full(Redis *r, const char *name, bool pattern) {
+static int redis_unsubscribe_full(Redis *r, const char *name, SubKind kind) {
         Subscription **p, *s;
 
         if (!r || !name || r->shut_down)
                 return -EINVAL;
 
-        p = subscription_find(r, name, strlen(name), pattern);
+        p = subscription_find(r, name, strlen(name), kind);
         s = *p;
         if (!s)
                 return -ENOENT;
@@ -1770,23 +1849,31 @@ static int redis_unsubscribe_full(Redis *r, const char *name, bool pattern) {
 
         *p = s->next;
         r->n_subscriptions--;
-        subscription_send(r, pattern ? "PUNSUBSCRIBE" : "UNSUBSCRIBE", s);
+        subscription_send(r, sub_verb[kind][1], s);
         free(s);
         return 0;
 }
 
 int redis_subscribe(Redis *r, const char *channel) {
-        return redis_subscribe_full(r, channel, false);
+        return redis_subscribe_full(r, channel, SUB_CHANNEL);
 }
 
 int redis_unsubscribe(Redis *r, const char *channel) {
-        return redis_unsubscribe_full(r, channel, false);
+        return redis_unsubscribe_full(r, channel, SUB_CHANNEL);
 }
 
 int redis_psubscribe(Redis *r, const char *pattern) {
-        return redis_subscribe_full(r, pattern, true);
+        return redis_subscribe_full(r, pattern, SUB_PATTERN);
 }
 
 int redis_punsubscribe(Redis *r, const char *pattern) {
-        return redis_unsubscribe_full(r, pattern, true);
+        return redis_unsubscribe_full(r, pattern, SUB_PATTERN);
+}
+
+int redis_ssubscribe(Redis *r, const char *channel) {
+        return redis_subscribe_full(r, channel, SUB_SHARD);
+}
+
+int redis_sunsubscribe(Redis *r, const char *channel) {
+        return redis_unsubscribe_full(r, channel, SUB_SHARD);
 }

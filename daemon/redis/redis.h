@@ -21,8 +21,9 @@ typedef struct Redis Redis;
  * call any function of this API, redis_free() included. */
 typedef void (*RedisStateHandler)(Redis *r, bool connected, void *userdata);
 
-/* A message on a channel subscribed with redis_subscribe() or matching a
- * pattern of redis_psubscribe() (then `channel` is the actual channel).
+/* A message on a channel subscribed with redis_subscribe() or
+ * redis_ssubscribe(), or matching a pattern of redis_psubscribe() (then
+ * `channel` is the actual channel).
  * `data` is binary (len bytes); both are only valid during the call.
  * Channels are global in Redis, whatever the database in the URL. */
 typedef void (*RedisMessageHandler)(Redis *r, const char *channel, const char *data, size_t len, void *userdata);
@@ -176,9 +177,18 @@ int redis_unsubscribe(Redis *r, const char *channel);
 int redis_psubscribe(Redis *r, const char *pattern);
 int redis_punsubscribe(Redis *r, const char *pattern);
 
+/* The same for sharded pub/sub (SSUBSCRIBE, Redis 7 and later): messages
+ * sent with SPUBLISH, which on a cluster reach only the nodes of the
+ * channel's slot. A sharded channel and a classic one of the same name are
+ * different channels, counted apart. A Redis that refuses SSUBSCRIBE
+ * (before 7) fails the subscriber connection, like any refused
+ * subscription, and the reconnect tries again. */
+int redis_ssubscribe(Redis *r, const char *channel);
+int redis_sunsubscribe(Redis *r, const char *channel);
+
 /* Sends a probe on the subscriber connection and calls cb exactly once:
  * ok = true when Redis has answered it, which it does after everything it
- * queued for us before; so every (P)SUBSCRIBE made before the call is in
+ * queued for us before; so every (P|S)SUBSCRIBE made before the call is in
  * effect and every message published before its answer was handed to the
  * RedisMessageHandler. ok = false when the subscriber connection dropped
  * first (on_state() reports it; a resubscribe follows) or redis_free() ran.
@@ -188,8 +198,8 @@ int redis_subscriber_barrier(Redis *r, RedisBarrierHandler cb, void *userdata);
 
 /* What a reply on the subscriber connection is: a message on a channel we
  * subscribed to (channel and data point into the reply), the answer to our
- * own probe, or anything else (subscription confirmations; replies hiredis
- * 0.14 hands to the wrong callback), which is ignored. Pure: exposed for
+ * own probe, or anything else (subscription confirmations, a sharded
+ * channel's "sunsubscribe" when its slot moved), which is ignored. Pure: exposed for
  * the tests and the fuzzer. */
 typedef enum RedisPushKind {
         REDIS_PUSH_OTHER,

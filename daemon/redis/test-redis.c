@@ -1084,6 +1084,109 @@ static void test_barrier(TestRedis *srv, sd_event *e) {
         ASSERT_INT_EQ(b2.calls, 1);
 }
 
+static bool got_messages_2(const void *p) {
+        return ((const Ctx *) p)->n_messages >= 2;
+}
+
+static void barrier_sync(Ctx *c) {
+        Barrier b = { .ctx = c };
+
+        ASSERT_OK(redis_subscriber_barrier(c->redis, on_barrier, &b));
+        ASSERT_TRUE(run_until_fn(c->event, barrier_done, &b, 5 * SEC));
+        ASSERT_INT_EQ(b.n_ok, 1);
+}
+
+/* Sharded pub/sub on one Redis: SPUBLISH reaches SSUBSCRIBE, the barrier
+ * covers it, and it survives a restart of Redis. */
+static void test_sharded_pubsub(TestRedis *srv, sd_event *e) {
+        char url[192], longname[REDIS_CHANNEL_MAX + 2];
+        Ctx c = { .event = e };
+
+        snprintf(url, sizeof(url), "unix:%s", srv->sock);
+        ASSERT_OK(redis_new(&c.redis, e, url, on_state, on_message, &c));
+        /* Before the start: sent with the setup. */
+        ASSERT_OK(redis_ssubscribe(c.redis, "mc:{r1}:ch"));
+        ASSERT_OK(redis_start(c.redis));
+        ASSERT_TRUE(run_until_fn(e, is_up, &c, 5 * SEC));
+        ASSERT_OK(redis_ssubscribe(c.redis, "mc:{r1}:ch"));
+        ASSERT_OK(redis_subscribe(c.redis, "classic"));
+        barrier_sync(&c);
+
+        ASSERT_INT_EQ(test_redis_integer(srv, "SPUBLISH mc:{r1}:ch %b", "hi\0there", (size_t) 8), 1);
+        ASSERT_TRUE(run_until_fn(e, got_message, &c, 5 * SEC));
+        ASSERT_STREQ(c.channel, "mc:{r1}:ch");
+        ASSERT_INT_EQ(c.len, 8);
+        ASSERT_TRUE(memcmp(c.data, "hi\0there", 8) == 0);
+
+        /* A sharded channel is not the classic channel of the same name. */
+        ASSERT_INT_EQ(test_redis_integer(srv, "PUBLISH mc:{r1}:ch x"), 0);
+        ASSERT_INT_EQ(test_redis_integer(srv, "SPUBLISH classic x"), 0);
+        ASSERT_ERROR(redis_unsubscribe(c.redis, "mc:{r1}:ch"), ENOENT);
+        ASSERT_ERROR(redis_sunsubscribe(c.redis, "classic"), ENOENT);
+
+        /* Classic and sharded messages arrive on the one connection, in order. */
+        c.n_messages = 0;
+        ASSERT_INT_EQ(test_redis_integer(srv, "PUBLISH classic 1"), 1);
+        ASSERT_INT_EQ(test_redis_integer(srv, "SPUBLISH mc:{r1}:ch 2"), 1);
+        ASSERT_TRUE(run_until_fn(e, got_messages_2, &c, 5 * SEC));
+        ASSERT_STREQ(c.channel, "mc:{r1}:ch");
+        ASSERT_INT_EQ(c.n_messages, 2);
+
+        /* Counted: the first unsubscribe keeps it, the second ends it. */
+        ASSERT_OK(redis_sunsubscribe(c.redis, "mc:{r1}:ch"));
+        barrier_sync(&c);
+        ASSERT_INT_EQ(test_redis_integer(srv, "SPUBLISH mc:{r1}:ch x"), 1);
+        ASSERT_OK(redis_sunsubscribe(c.redis, "mc:{r1}:ch"));
+        barrier_sync(&c);
+        ASSERT_INT_EQ(test_redis_integer(srv, "SPUBLISH mc:{r1}:ch x"), 0);
+        ASSERT_ERROR(redis_sunsubscribe(c.redis, "mc:{r1}:ch"), ENOENT);
+
+        /* Bad names. */
+        memset(longname, 'x', sizeof longname - 1);
+        longname[sizeof longname - 1] = '\0';
+        ASSERT_ERROR(redis_ssubscribe(c.redis, ""), EINVAL);
+        ASSERT_ERROR(redis_ssubscribe(c.redis, NULL), EINVAL);
+        ASSERT_ERROR(redis_ssubscribe(c.redis, longname), EINVAL);
+        ASSERT_ERROR(redis_sunsubscribe(c.redis, NULL), EINVAL);
+
+        /* Resubscribed after Redis restarted. */
+        ASSERT_OK(redis_ssubscribe(c.redis, "mc:{r2}:ch"));
+        barrier_sync(&c);
+        test_redis_kill(srv);
+        ASSERT_TRUE(run_until_fn(e, is_down, &c, 5 * SEC));
+        ASSERT_OK(test_redis_start(srv));
+        ASSERT_TRUE(run_until_fn(e, is_up, &c, 10 * SEC));
+        barrier_sync(&c);
+        c.n_messages = 0;
+        ASSERT_INT_EQ(test_redis_integer(srv, "SPUBLISH mc:{r2}:ch back"), 1);
+        ASSERT_INT_EQ(test_redis_integer(srv, "PUBLISH classic back"), 1);
+        ASSERT_TRUE(run_until_fn(e, got_messages_2, &c, 5 * SEC));
+
+        c.redis = redis_free(c.redis);
+}
+
+/* A subscriber connection whose subscription Redis refuses (here an ACL
+ * without the channel; a Redis before 7 refuses SSUBSCRIBE alike) never
+ * counts as up, and says why. */
+static void test_subscription_refused(TestRedis *srv, sd_event *e) {
+        RedisOptions o = { .user = "nochan", .password = "pw" };
+        char url[192];
+        Ctx c = { .event = e };
+
+        /* Only the probe's channel is allowed: what is refused is the SSUBSCRIBE. */
+        freeReplyObject(test_redis_command(srv, "ACL SETUSER nochan on >pw ~* +@all resetchannels &__multichat:redis-probe__"));
+        snprintf(url, sizeof(url), "unix:%s", srv->sock);
+        o.url = url;
+        ASSERT_OK(redis_new_with_options(&c.redis, e, &o, on_state, on_message, &c));
+        ASSERT_OK(redis_ssubscribe(c.redis, "mc:{r1}:ch"));
+        ASSERT_OK(redis_start(c.redis));
+        run_for(e, 500000);
+        ASSERT_INT_EQ(c.n_up, 0);
+        ASSERT_TRUE(strstr(redis_last_error(c.redis), "NOPERM"));
+        c.redis = redis_free(c.redis);
+        freeReplyObject(test_redis_command(srv, "ACL DELUSER nochan"));
+}
+
 static void test_tcp(sd_event *e) {
         TestRedis tcp = {};
         char url[320], host[256];
@@ -1159,6 +1262,8 @@ int main(void) {
         test_kill_restart(&srv, e);
         test_slow_subscriber(&srv, e);
         test_barrier(&srv, e);
+        test_sharded_pubsub(&srv, e);
+        test_subscription_refused(&srv, e);
         test_backlog_is_life(&srv, e);
         test_slow_replies(&srv, e);
         test_refused_at_start(e);
