@@ -1670,7 +1670,7 @@ int redis_command(Redis *r, RedisReplyHandler cb, void *userdata, const char *fo
 
 /* The one slot of a script's keys, -1 without keys. Checked in every mode,
  * so that a layout that would fail on a cluster fails on one Redis too. */
-static int keys_slot(int nkeys, const char **keys, const size_t *keylen) {
+static int keys_slot(int nkeys, const char **keys, const size_t *keylen, int *ret_slot) {
         int slot = -1;
 
         for (int i = 0; i < nkeys; i++) {
@@ -1685,7 +1685,8 @@ static int keys_slot(int nkeys, const char **keys, const size_t *keylen) {
                         return -EXDEV;
                 slot = k;
         }
-        return slot;
+        *ret_slot = slot;
+        return 0;
 }
 
 int redis_eval(Redis *r, const RedisScript *s, RedisReplyHandler cb, void *userdata,
@@ -1694,13 +1695,13 @@ int redis_eval(Redis *r, const RedisScript *s, RedisReplyHandler cb, void *userd
         _cleanup_(freep) size_t *vlen = NULL;
         char nkeys_str[12];
         sds cmd = NULL;
-        int n, k;
+        int n, k, slot;
         long long len;
 
         if (!r || !s || !s->source || nkeys < 0 || nargs < 0 || nkeys > INT_MAX / 2 - 3 ||
             nargs > INT_MAX / 2 - 3 || (nkeys + nargs > 0 && !argv))
                 return -EINVAL;
-        k = keys_slot(nkeys, argv, argvlen);
+        k = keys_slot(nkeys, argv, argvlen, &slot);
         if (k < 0)
                 return k;
         if (!r->connected)

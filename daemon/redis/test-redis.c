@@ -546,6 +546,12 @@ static void test_eval_slots(TestRedis *srv, sd_event *e) {
         ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
         ASSERT_INT_EQ(test_redis_integer(srv, "EXISTS mc:{r1}:a mc:{r1}:b"), 2);
 
+        /* Without keys there is no slot to disagree on. */
+        a = (Reply) {};
+        ASSERT_OK(redis_eval(c.redis, &s, on_reply, &a, 0, 2, same, NULL));
+        ASSERT_TRUE(run_until_fn(e, reply_done, &a, 5 * SEC));
+        ASSERT_INT_EQ(a.type, REDIS_REPLY_ERROR);       /* the script wants keys */
+
         ASSERT_ERROR(redis_eval(c.redis, &s, on_reply, &a, 2, 0, cross, NULL), EXDEV);
         ASSERT_ERROR(redis_eval(c.redis, &s, on_reply, &a, 2, 0, cross, crosslen), EXDEV);
         /* The lengths count: "{a\0}" has the tag "a\0", not "a". */
