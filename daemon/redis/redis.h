@@ -60,6 +60,9 @@ int redis_key_slot(const char *key, size_t len);
 #define REDIS_PING_INTERVAL_USEC     (10 * 1000000ULL)  /* probe connections on which nothing arrived */
 #define REDIS_BACKOFF_MIN_USEC       (100 * 1000ULL)
 #define REDIS_BACKOFF_MAX_USEC       (3200 * 1000ULL)
+#define REDIS_CLUSTER_REFRESH_USEC   (10 * 1000000ULL)  /* the slot map, while connected */
+#define REDIS_CLUSTER_RETRY_USEC     (100 * 1000ULL)    /* TRYAGAIN, CLUSTERDOWN, no master yet */
+#define REDIS_CLUSTER_ATTEMPTS_MAX   30                 /* sends of one command, redirections included */
 #define REDIS_CHANNEL_MAX            1024               /* bytes in a channel name or pattern */
 #define REDIS_SUBSCRIPTIONS_MAX      65536              /* distinct channels + patterns */
 
@@ -84,8 +87,9 @@ typedef enum RedisEvent {
 typedef void (*RedisEventHandler)(Redis *r, RedisEvent event, void *userdata);
 
 typedef struct RedisOptions {
-        const char *url;                /* see redis_new(); NULL with sentinels */
+        const char *url;                /* see redis_new(); NULL with sentinels or a cluster */
         char *const *sentinels;         /* "IPv4:PORT" / "[IPv6]:PORT", NULL-terminated; needs master_name */
+        char *const *cluster;           /* seed nodes of a Redis Cluster, "HOST:PORT" / "[IPv6]:PORT", NULL-terminated */
         const char *master_name;
         const char *user;               /* Redis 6 ACL user; NULL: AUTH with the password alone */
         const char *password;           /* NULL: no AUTH */
@@ -102,13 +106,28 @@ typedef struct RedisOptions {
 int redis_new(Redis **ret, sd_event *e, const char *url,
               RedisStateHandler on_state, RedisMessageHandler on_message, void *userdata);
 
-/* The same with sentinels and credentials. Every connection sends AUTH
+/* The same with sentinels, a cluster and credentials. Every connection sends AUTH
  * first; the command connection then asks ROLE and refuses a replica. With
  * sentinels the master is asked for, checked with ROLE, followed on
  * +switch-master, and asked for again on READONLY, on a lost connection and
  * when ROLE says replica; the database is 0. Strings are copied (passwords
- * are wiped on free). Returns -EINVAL for a malformed URL or sentinel
- * address, or for both or neither of url and sentinels. */
+ * are wiped on free).
+ *
+ * With a cluster the slot map is asked of the seed nodes (CLUSTER SHARDS,
+ * CLUSTER SLOTS before Redis 7), and each master gets a command and a
+ * subscriber connection of its own. Commands go to the master of their
+ * slot: a script's by its keys (none: any master), other commands by
+ * their first argument, except those that name no key (PING, TIME, INFO,
+ * PUBLISH, SCRIPT, ...: any master; SCRIPT without a handler: every
+ * master). MOVED and ASK are followed, TRYAGAIN and CLUSTERDOWN retried
+ * for a few seconds; the map is asked again after a MOVED, a lost node,
+ * and every REDIS_CLUSTER_REFRESH_USEC. Classic subscriptions live on one
+ * master (PUBLISH reaches every node), sharded ones on their slot's master
+ * and follow it. Connected means: every slot has a master and every master
+ * is connected. The database is 0.
+ *
+ * Returns -EINVAL for a malformed URL or address, or for not exactly one
+ * of url, sentinels and cluster. */
 int redis_new_with_options(Redis **ret, sd_event *e, const RedisOptions *o,
                            RedisStateHandler on_state, RedisMessageHandler on_message, void *userdata);
 

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <systemd/sd-event.h>
 
@@ -67,7 +69,245 @@ static void test_key_slot_against_redis(TestRedisCluster *cl) {
         ASSERT_INT_EQ(redis_key_slot("mc:{r42}:ch", 11), test_redis_integer(&cl->node[0], "CLUSTER KEYSLOT mc:{r42}:ch"));
 }
 
+/* ---- the client under test ---- */
+
+#define SEC 1000000ULL
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+typedef struct Ctx {
+        sd_event *event;
+        Redis *redis;
+        unsigned n_up, n_down;
+        unsigned n_messages;
+        char channel[64];
+        char data[64];
+        unsigned issued, answered, null_replies;        /* every command's handler runs once */
+} Ctx;
+
+typedef struct Reply {
+        Ctx *ctx;
+        unsigned calls;
+        bool null;
+        int type;
+        long long integer;
+        char str[128];
+} Reply;
+
+static void on_state(Redis *r, bool connected, void *userdata) {
+        Ctx *c = userdata;
+
+        ASSERT_TRUE(r == c->redis);
+        ASSERT_INT_EQ(redis_is_connected(r), connected);
+        if (connected)
+                c->n_up++;
+        else
+                c->n_down++;
+        ASSERT_TRUE(c->n_up - c->n_down <= 1);
+}
+
+static void on_message(Redis *r, const char *channel, const char *data, size_t len, void *userdata) {
+        Ctx *c = userdata;
+
+        c->n_messages++;
+        snprintf(c->channel, sizeof c->channel, "%s", channel);
+        snprintf(c->data, sizeof c->data, "%.*s", (int) MIN(len, sizeof c->data - 1), data);
+}
+
+static void on_reply(Redis *r, const redisReply *reply, void *userdata) {
+        Reply *out = userdata;
+
+        out->calls++;
+        ASSERT_INT_EQ(out->calls, 1);
+        out->ctx->answered++;
+        out->null = !reply;
+        out->ctx->null_replies += !reply;
+        if (!reply)
+                return;
+        out->type = reply->type;
+        out->integer = reply->integer;
+        if (reply->str)
+                snprintf(out->str, sizeof out->str, "%s", reply->str);
+}
+
+static bool run_until(Ctx *c, bool (*done)(const void *), const void *arg, uint64_t timeout) {
+        uint64_t end = now_usec() + timeout;
+
+        while (!done(arg) && now_usec() < end)
+                ASSERT_OK(sd_event_run(c->event, 50000));
+        return done(arg);
+}
+
+static void run_for(Ctx *c, uint64_t usec) {
+        uint64_t end = now_usec() + usec;
+
+        while (now_usec() < end)
+                ASSERT_OK(sd_event_run(c->event, end - now_usec()));
+}
+
+static bool is_up(const void *p) {
+        const Ctx *c = p;
+        return redis_is_connected(c->redis);
+}
+
+static bool reply_done(const void *p) {
+        return ((const Reply *) p)->calls > 0;
+}
+
+static bool got_message(const void *p) {
+        return ((const Ctx *) p)->n_messages > 0;
+}
+
+static void ctx_open(Ctx *c, sd_event *e, char *const *seeds) {
+        *c = (Ctx) { .event = e };
+        ASSERT_OK(redis_new_with_options(&c->redis, e, &(const RedisOptions) { .cluster = seeds },
+                                         on_state, on_message, c));
+        ASSERT_OK(redis_set_timeouts(c->redis, 10 * SEC, REDIS_PING_INTERVAL_USEC));
+        ASSERT_OK(redis_start(c->redis));
+        ASSERT_TRUE(run_until(c, is_up, c, 15 * SEC));
+        ASSERT_INT_EQ(c->n_up, 1);
+}
+
+static void ctx_close(Ctx *c) {
+        c->redis = redis_free(c->redis);
+        ASSERT_INT_EQ(c->answered, c->issued);
+}
+
+/* Sends argv (NULL-terminated) and waits for the answer. */
+static void command_sync(Ctx *c, Reply *out, const char *const *argv) {
+        int argc = 0;
+
+        while (argv[argc])
+                argc++;
+        *out = (Reply) { .ctx = c };
+        ASSERT_OK(redis_command_argv(c->redis, on_reply, out, argc, (const char **) argv, NULL));
+        c->issued++;
+        ASSERT_TRUE(run_until(c, reply_done, out, 15 * SEC));
+}
+
+#define COMMAND(c, out, ...) command_sync((c), (out), (const char *const[]) { __VA_ARGS__, NULL })
+
+static const char *const set_script_source = "return redis.call('SET', KEYS[1], ARGV[1])";
+
+static void eval_set_sync(Ctx *c, const RedisScript *s, const char *key, const char *value, Reply *out) {
+        *out = (Reply) { .ctx = c };
+        ASSERT_OK(redis_eval(c->redis, s, on_reply, out, 1, 1, (const char *[]) { key, value }, NULL));
+        c->issued++;
+        ASSERT_TRUE(run_until(c, reply_done, out, 15 * SEC));
+}
+
+/* What the node that serves key's slot holds under it, asked directly. */
+static void node_get(TestRedisCluster *cl, const char *key, char *buf, size_t size) {
+        int node = test_redis_cluster_master_of(cl, redis_key_slot(key, strlen(key)));
+        redisReply *reply;
+
+        ASSERT_OK(node);
+        reply = test_redis_command(&cl->node[node], "GET %s", key);
+        ASSERT_INT_EQ(reply->type, REDIS_REPLY_STRING);
+        snprintf(buf, size, "%s", reply->str);
+        freeReplyObject(reply);
+}
+
+/* ---- routing ---- */
+
+static void test_routing(TestRedisCluster *cl, sd_event *e) {
+        RedisScript set, keyless;
+        char key[32], value[32], got[32];
+        char *one_seed[2] = {};
+        Reply a, many[200];
+        Ctx c;
+        int replica = -1;
+
+        /* One seed that is a replica: it still tells the map. */
+        for (int i = 0; i < TEST_CLUSTER_NODES && replica < 0; i++) {
+                redisReply *role = test_redis_command(&cl->node[i], "ROLE");
+                if (streq(role->element[0]->str, "slave"))
+                        replica = i;
+                freeReplyObject(role);
+        }
+        ASSERT_TRUE(replica >= 0);
+        one_seed[0] = cl->address[replica];
+        ctx_open(&c, e, one_seed);
+        ASSERT_TRUE(strstr(redis_master_address(c.redis), cl->address[replica]));
+
+        redis_script_init(&set, set_script_source);
+        redis_script_init(&keyless, "return redis.call('TIME')[1] ~= nil and 'any' or 'none'");
+
+        /* Scripts by their key's slot: each key lands on its slot's master. */
+        for (unsigned i = 0; i < ELEMENTSOF(many); i++) {
+                snprintf(key, sizeof key, "mc:{r%u}:k", i);
+                snprintf(value, sizeof value, "v%u", i);
+                many[i] = (Reply) { .ctx = &c };
+                ASSERT_OK(redis_eval(c.redis, &set, on_reply, &many[i], 1, 1, (const char *[]) { key, value }, NULL));
+                c.issued++;
+        }
+        ASSERT_TRUE(run_until(&c, reply_done, &many[ELEMENTSOF(many) - 1], 15 * SEC));
+        run_for(&c, 100000);
+        for (unsigned i = 0; i < ELEMENTSOF(many); i++) {
+                ASSERT_INT_EQ(many[i].calls, 1);
+                ASSERT_INT_EQ(many[i].type, REDIS_REPLY_STATUS);
+                snprintf(key, sizeof key, "mc:{r%u}:k", i);
+                snprintf(value, sizeof value, "v%u", i);
+                node_get(cl, key, got, sizeof got);
+                ASSERT_STREQ(got, value);
+        }
+
+        /* Commands by their first argument; keyless ones anywhere. */
+        COMMAND(&c, &a, "SET", "plain", "1");
+        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        node_get(cl, "plain", got, sizeof got);
+        ASSERT_STREQ(got, "1");
+        COMMAND(&c, &a, "INCR", "plain");
+        ASSERT_INT_EQ(a.integer, 2);
+        COMMAND(&c, &a, "PING");
+        ASSERT_STREQ(a.str, "PONG");
+        COMMAND(&c, &a, "EVAL", "return redis.call('GET', KEYS[1])", "1", "plain");
+        ASSERT_STREQ(a.str, "2");
+        a = (Reply) { .ctx = &c };
+        ASSERT_OK(redis_eval(c.redis, &keyless, on_reply, &a, 0, 0, NULL, NULL));
+        c.issued++;
+        ASSERT_TRUE(run_until(&c, reply_done, &a, 5 * SEC));
+        ASSERT_STREQ(a.str, "any");
+        /* A command over two slots is Redis' to refuse; a script's, ours. */
+        COMMAND(&c, &a, "MSET", "{a}x", "1", "{b}x", "2");
+        ASSERT_INT_EQ(a.type, REDIS_REPLY_ERROR);
+        ASSERT_TRUE(strncmp(a.str, "CROSSSLOT", 9) == 0);
+        ASSERT_ERROR(redis_eval(c.redis, &set, on_reply, &a, 2, 0, (const char *[]) { "{a}x", "{b}x" }, NULL), EXDEV);
+
+        /* NOSCRIPT on a node that never saw the script: sent as EVAL there. */
+        for (int i = 0; i < TEST_CLUSTER_NODES; i++)
+                freeReplyObject(test_redis_command(&cl->node[i], "SCRIPT FLUSH"));
+        eval_set_sync(&c, &set, "mc:{r7}:k", "again", &a);
+        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        node_get(cl, "mc:{r7}:k", got, sizeof got);
+        ASSERT_STREQ(got, "again");
+
+        /* SCRIPT LOAD without a handler reaches every master. */
+        ASSERT_OK(redis_command(c.redis, NULL, NULL, "SCRIPT LOAD %s", set.source));
+        run_for(&c, 200000);
+        for (int i = 0; i < TEST_CLUSTER_NODES; i++) {
+                redisReply *role = test_redis_command(&cl->node[i], "ROLE");
+
+                if (streq(role->element[0]->str, "master")) {
+                        redisReply *exists = test_redis_command(&cl->node[i], "SCRIPT EXISTS %s", set.sha1);
+
+                        ASSERT_INT_EQ(exists->element[0]->integer, 1);
+                        freeReplyObject(exists);
+                }
+                freeReplyObject(role);
+        }
+
+        ctx_close(&c);
+        ASSERT_INT_EQ(c.null_replies, 0);
+}
+
 int main(void) {
+        _cleanup_(sd_event_unrefp) sd_event *e = NULL;
         TestRedisCluster cl;
         int r;
 
@@ -82,6 +322,8 @@ int main(void) {
         (void) signal(SIGPIPE, SIG_IGN);
 
         test_key_slot_against_redis(&cl);
+        ASSERT_OK(sd_event_new(&e));
+        test_routing(&cl, e);
 
         test_redis_cluster_cleanup(&cl);
         return 0;
