@@ -159,10 +159,6 @@ static bool reply_done(const void *p) {
         return ((const Reply *) p)->calls > 0;
 }
 
-static bool got_message(const void *p) {
-        return ((const Ctx *) p)->n_messages > 0;
-}
-
 static void ctx_open(Ctx *c, sd_event *e, char *const *seeds) {
         *c = (Ctx) { .event = e };
         ASSERT_OK(redis_new_with_options(&c->redis, e, &(const RedisOptions) { .cluster = seeds },
@@ -306,6 +302,224 @@ static void test_routing(TestRedisCluster *cl, sd_event *e) {
         ASSERT_INT_EQ(c.null_replies, 0);
 }
 
+/* ---- slots that move ---- */
+
+static void node_id(TestRedis *s, char *buf, size_t size) {
+        redisReply *id = test_redis_command(s, "CLUSTER MYID");
+
+        ASSERT_INT_EQ(id->type, REDIS_REPLY_STRING);
+        snprintf(buf, size, "%s", id->str);
+        freeReplyObject(id);
+}
+
+static bool node_is_master(TestRedis *s) {
+        redisReply *role;
+        bool master;
+
+        if (s->pid <= 0)
+                return false;
+        role = test_redis_command(s, "ROLE");
+        master = streq(role->element[0]->str, "master");
+        freeReplyObject(role);
+        return master;
+}
+
+static void spublish(TestRedis *s, const char *channel, const char *data) {
+        freeReplyObject(test_redis_command(s, "SPUBLISH %s %s", channel, data));
+}
+
+/* Publishes on the channel's master until the client has the message:
+ * it may take a map refresh until the subscription is where the slot is. */
+static void expect_sharded_delivery(Ctx *c, TestRedisCluster *cl, const char *channel, const char *data) {
+        uint64_t end = now_usec() + 15 * SEC;
+
+        c->n_messages = 0;
+        while (c->n_messages == 0 && now_usec() < end) {
+                int m = test_redis_cluster_master_of(cl, redis_key_slot(channel, strlen(channel)));
+
+                ASSERT_OK(m);
+                spublish(&cl->node[m], channel, data);
+                run_for(c, 50000);
+        }
+        ASSERT_TRUE(c->n_messages > 0);
+        ASSERT_STREQ(c->channel, channel);
+        ASSERT_STREQ(c->data, data);
+}
+
+/* A slot moves from one master to another by hand, as redis-cli --cluster
+ * reshard does it: ASK while it migrates, MOVED afterwards, and the
+ * sharded subscription in it follows. */
+static void test_migration(TestRedisCluster *cl, sd_event *e) {
+        int slot = redis_key_slot("mv", 2), from, to = -1;
+        char id_from[64], id_to[64], port[16], got[32];
+        redisReply *reply;
+        Reply a;
+        Ctx c;
+
+        from = test_redis_cluster_master_of(cl, slot);
+        ASSERT_OK(from);
+        for (int i = 0; i < TEST_CLUSTER_NODES && to < 0; i++)
+                if (i != from && node_is_master(&cl->node[i]))
+                        to = i;
+        ASSERT_TRUE(to >= 0);
+        node_id(&cl->node[from], id_from, sizeof id_from);
+        node_id(&cl->node[to], id_to, sizeof id_to);
+
+        ctx_open(&c, e, cl->addresses);
+        ASSERT_OK(redis_ssubscribe(c.redis, "{mv}ch"));
+        ASSERT_OK(redis_subscribe(c.redis, "classic"));
+        expect_sharded_delivery(&c, cl, "{mv}ch", "before");
+        COMMAND(&c, &a, "SET", "{mv}old", "kept");
+        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+
+        freeReplyObject(test_redis_command(&cl->node[to], "CLUSTER SETSLOT %d IMPORTING %s", slot, id_from));
+        freeReplyObject(test_redis_command(&cl->node[from], "CLUSTER SETSLOT %d MIGRATING %s", slot, id_to));
+
+        /* A key the old master does not have: ASK, written on the new one. */
+        COMMAND(&c, &a, "SET", "{mv}new", "asked");
+        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        /* One it has: answered there. */
+        COMMAND(&c, &a, "GET", "{mv}old");
+        ASSERT_STREQ(a.str, "kept");
+
+        snprintf(port, sizeof port, "%d", cl->node[to].port);
+        reply = test_redis_command(&cl->node[from], "MIGRATE 127.0.0.1 %s %s 0 5000 KEYS {mv}old", port, "");
+        ASSERT_STREQ(reply->str, "OK");
+        freeReplyObject(reply);
+        freeReplyObject(test_redis_command(&cl->node[to], "CLUSTER SETSLOT %d NODE %s", slot, id_to));
+        freeReplyObject(test_redis_command(&cl->node[from], "CLUSTER SETSLOT %d NODE %s", slot, id_to));
+        for (int i = 0; i < TEST_CLUSTER_NODES; i++)
+                if (i != from && i != to && node_is_master(&cl->node[i]))
+                        freeReplyObject(test_redis_command(&cl->node[i], "CLUSTER SETSLOT %d NODE %s", slot, id_to));
+        ASSERT_INT_EQ(test_redis_cluster_master_of(cl, slot), to);
+
+        /* Both keys are on the new master now; the client's map is stale:
+         * MOVED, followed, one answer each. */
+        node_get(cl, "{mv}new", got, sizeof got);
+        ASSERT_STREQ(got, "asked");
+        COMMAND(&c, &a, "GET", "{mv}old");
+        ASSERT_STREQ(a.str, "kept");
+        COMMAND(&c, &a, "GET", "{mv}new");
+        ASSERT_STREQ(a.str, "asked");
+
+        expect_sharded_delivery(&c, cl, "{mv}ch", "after");
+        ctx_close(&c);
+        ASSERT_INT_EQ(c.null_replies, 0);
+}
+
+/* ---- pub/sub across nodes ---- */
+
+static void test_pubsub(TestRedisCluster *cl, sd_event *e) {
+        static const char *const channels[] = { "{a}ch", "{b}ch", "{c}ch", "{d}ch", "{e}ch", "{f}ch" };
+        bool on_master[TEST_CLUSTER_NODES] = {};
+        unsigned n_masters = 0;
+        Ctx c;
+
+        ctx_open(&c, e, cl->addresses);
+        for (size_t i = 0; i < ELEMENTSOF(channels); i++) {
+                int m = test_redis_cluster_master_of(cl, redis_key_slot(channels[i], strlen(channels[i])));
+
+                ASSERT_OK(m);
+                n_masters += !on_master[m];
+                on_master[m] = true;
+                ASSERT_OK(redis_ssubscribe(c.redis, channels[i]));
+        }
+        ASSERT_TRUE(n_masters >= 2);    /* the test spans shards */
+        ASSERT_OK(redis_subscribe(c.redis, "classic"));
+
+        for (size_t i = 0; i < ELEMENTSOF(channels); i++)
+                expect_sharded_delivery(&c, cl, channels[i], "hello");
+
+        /* Classic PUBLISH reaches every node: published on each, received once each. */
+        for (int i = 0; i < TEST_CLUSTER_NODES; i++) {
+                c.n_messages = 0;
+                freeReplyObject(test_redis_command(&cl->node[i], "PUBLISH classic n%d", i));
+                run_for(&c, 100000);
+                ASSERT_INT_EQ(c.n_messages, 1);
+                ASSERT_STREQ(c.channel, "classic");
+        }
+
+        /* Unsubscribed: nothing arrives. */
+        ASSERT_OK(redis_sunsubscribe(c.redis, "{a}ch"));
+        run_for(&c, 100000);
+        c.n_messages = 0;
+        spublish(&cl->node[test_redis_cluster_master_of(cl, redis_key_slot("{a}ch", 5))], "{a}ch", "gone");
+        run_for(&c, 200000);
+        ASSERT_INT_EQ(c.n_messages, 0);
+        ctx_close(&c);
+}
+
+/* ---- failover ---- */
+
+static int replica_of(TestRedisCluster *cl, int master) {
+        for (int i = 0; i < TEST_CLUSTER_NODES; i++) {
+                redisReply *role;
+                bool match;
+
+                if (cl->node[i].pid <= 0)
+                        continue;
+                role = test_redis_command(&cl->node[i], "ROLE");
+                match = streq(role->element[0]->str, "slave") && role->element[2]->integer == cl->node[master].port;
+                freeReplyObject(role);
+                if (match)
+                        return i;
+        }
+        return -ENOENT;
+}
+
+static bool master_is(TestRedisCluster *cl, int slot, int node) {
+        return test_redis_cluster_master_of(cl, slot) == node;
+}
+
+static void test_failover(TestRedisCluster *cl, sd_event *e) {
+        int slot = redis_key_slot("fo", 2), master, replica;
+        Reply a, burst[50];
+        uint64_t t;
+        Ctx c;
+
+        ctx_open(&c, e, cl->addresses);
+        ASSERT_OK(redis_ssubscribe(c.redis, "{fo}ch"));
+        expect_sharded_delivery(&c, cl, "{fo}ch", "before");
+
+        /* A replica takes over on request. */
+        master = test_redis_cluster_master_of(cl, slot);
+        replica = replica_of(cl, master);
+        ASSERT_OK(replica);
+        freeReplyObject(test_redis_command(&cl->node[replica], "CLUSTER FAILOVER"));
+        for (unsigned i = 0; i < 500 && !master_is(cl, slot, replica); i++)
+                usleep(10000);
+        ASSERT_TRUE(master_is(cl, slot, replica));
+        ASSERT_OK(test_redis_cluster_wait(cl));
+        COMMAND(&c, &a, "SET", "{fo}k", "1");
+        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        expect_sharded_delivery(&c, cl, "{fo}ch", "switched");
+
+        /* The new master is killed: its replica (the old master) is
+         * promoted, and the client comes back to it. */
+        master = replica;
+        t = now_usec();
+        test_redis_kill(&cl->node[master]);
+        for (unsigned i = 0; i < ELEMENTSOF(burst); i++) {
+                burst[i] = (Reply) { .ctx = &c };
+                if (redis_command(c.redis, on_reply, &burst[i], "INCR {fo}n") >= 0)
+                        c.issued++;
+                else
+                        burst[i].calls = 1;     /* refused at once: not connected any more */
+                run_for(&c, 20000);
+        }
+        ASSERT_TRUE(run_until(&c, is_up, &c, 30 * SEC));
+        printf("cluster: a killed master's slots served again after %.1f s\n", (now_usec() - t) / 1e6);
+        ASSERT_TRUE(c.n_down >= 1);
+        ASSERT_OK(test_redis_cluster_wait(cl));
+        ASSERT_TRUE(test_redis_cluster_master_of(cl, slot) != master);
+        for (unsigned i = 0; i < ELEMENTSOF(burst); i++)
+                ASSERT_TRUE(run_until(&c, reply_done, &burst[i], 15 * SEC));
+        COMMAND(&c, &a, "SET", "{fo}k", "2");
+        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        expect_sharded_delivery(&c, cl, "{fo}ch", "promoted");
+        ctx_close(&c);
+}
+
 int main(void) {
         _cleanup_(sd_event_unrefp) sd_event *e = NULL;
         TestRedisCluster cl;
@@ -324,6 +538,9 @@ int main(void) {
         test_key_slot_against_redis(&cl);
         ASSERT_OK(sd_event_new(&e));
         test_routing(&cl, e);
+        test_pubsub(&cl, e);
+        test_migration(&cl, e);
+        test_failover(&cl, e);
 
         test_redis_cluster_cleanup(&cl);
         return 0;
