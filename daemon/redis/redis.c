@@ -217,7 +217,6 @@ struct ClusterBarrier {
         void *userdata;
 };
 
-#define CLUSTER_SEEDS_MAX 64
 #define CLUSTER_SENDS_MAX 16
 #define CLUSTER_DOWN_REFRESH_USEC (500 * 1000ULL)      /* the map, while not connected */
 
@@ -2572,13 +2571,19 @@ static int cluster_parse_seed(const char *s, ClusterAddress *ret) {
         return 0;
 }
 
+bool redis_cluster_address_is_valid(const char *s) {
+        ClusterAddress a;
+
+        return s && cluster_parse_seed(s, &a) >= 0;
+}
+
 static int cluster_new(Redis *r, char *const *seeds) {
         Cluster *cl;
         size_t n = 0;
         int k;
 
         while (seeds[n])
-                if (++n > CLUSTER_SEEDS_MAX)
+                if (++n > REDIS_CLUSTER_SEEDS_MAX)
                         return -EINVAL;
         if (n == 0)
                 return -EINVAL;

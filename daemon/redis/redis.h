@@ -62,7 +62,7 @@ int redis_key_slot(const char *key, size_t len);
 #define REDIS_BACKOFF_MAX_USEC       (3200 * 1000ULL)
 #define REDIS_CLUSTER_REFRESH_USEC   (10 * 1000000ULL)  /* the slot map, while connected */
 #define REDIS_CLUSTER_RETRY_USEC     (100 * 1000ULL)    /* TRYAGAIN, CLUSTERDOWN, no master yet */
-#define REDIS_CLUSTER_ATTEMPTS_MAX   30                 /* sends of one command, redirections included */
+#define REDIS_CLUSTER_SEEDS_MAX      64
 #define REDIS_CHANNEL_MAX            1024               /* bytes in a channel name or pattern */
 #define REDIS_SUBSCRIPTIONS_MAX      65536              /* distinct channels + patterns */
 
@@ -130,6 +130,10 @@ int redis_new(Redis **ret, sd_event *e, const char *url,
  * of url, sentinels and cluster. */
 int redis_new_with_options(Redis **ret, sd_event *e, const RedisOptions *o,
                            RedisStateHandler on_state, RedisMessageHandler on_message, void *userdata);
+
+/* A cluster seed as RedisOptions.cluster takes it: HOST:PORT (a name or
+ * IPv4) or [IPv6]:PORT, the port required. */
+bool redis_cluster_address_is_valid(const char *s);
 
 /* Closes both connections. Every reply handler still pending is called
  * with NULL before this returns (handlers run exactly once, see
