@@ -226,6 +226,8 @@ struct Cluster {
         ClusterNode **nodes;            /* the masters of the last map */
         size_t n_nodes;
         ClusterNode *slot_node[CLUSTER_SLOTS];
+        ClusterNode **retired;          /* masters no more, until their commands are answered */
+        size_t n_retired;
         ClusterNode *discovery;         /* asked for the map while no master is known or up */
         uint64_t discovery_deadline;
         bool refreshing;                /* CLUSTER SHARDS/SLOTS in flight */
@@ -2117,6 +2119,7 @@ static void cluster_wait(Redis *r, ClusterRequest *q) {
 }
 
 static void on_cluster_reply(Redis *node, const redisReply *reply, void *userdata);
+static void cluster_sweep_retired(Redis *r);
 
 static int cluster_node_send(ClusterNode *n, ClusterRequest *q, bool asking) {
         sds keep = NULL;
@@ -2197,6 +2200,8 @@ static void on_cluster_reply(Redis *node, const redisReply *reply, void *userdat
                 }
         }
         cluster_finish(r, q, reply);
+        if (!r->shut_down && r->cluster->n_retired > 0)
+                cluster_sweep_retired(r);
 }
 
 static int cluster_send(Redis *r, RedisReplyHandler cb, void *userdata, const char *cmd, size_t len,
@@ -2351,6 +2356,35 @@ static int cluster_node_for(Redis *r, const ClusterAddress *a, ClusterNode **ret
         return cluster_node_new(r, a, ret);
 }
 
+/* A node that left the map (a master failed over to its replica, or
+ * removed) keeps its connection until what was sent there is answered:
+ * those answers are MOVED, and followed, rather than lost. */
+static void cluster_retire(Redis *r, ClusterNode *n) {
+        Cluster *cl = r->cluster;
+        ClusterNode **a;
+
+        if (!n->redis->cmd.head || !redis_is_connected(n->redis) ||
+            !(a = reallocarray(cl->retired, cl->n_retired + 1, sizeof(*a)))) {
+                cluster_node_free(n);
+                return;
+        }
+        cl->retired = a;
+        cl->retired[cl->n_retired++] = n;
+}
+
+static void cluster_sweep_retired(Redis *r) {
+        Cluster *cl = r->cluster;
+
+        for (size_t i = 0; i < cl->n_retired && !r->shut_down; )
+                if (!cl->retired[i]->redis->cmd.head || !redis_is_connected(cl->retired[i]->redis)) {
+                        ClusterNode *n = cl->retired[i];
+
+                        cl->retired[i] = cl->retired[--cl->n_retired];
+                        cluster_node_free(n);
+                } else
+                        i++;
+}
+
 static void cluster_apply(Redis *r, const ClusterMap *map) {
         Cluster *cl = r->cluster;
         _cleanup_free_ ClusterNode **nodes = NULL;
@@ -2393,7 +2427,8 @@ static void cluster_apply(Redis *r, const ClusterMap *map) {
         cluster_place_subscriptions(r);
         cl->discovery = cluster_node_free(cl->discovery);
         for (size_t i = 0; i < n_old && !r->shut_down; i++)
-                old[i] = cluster_node_free(old[i]);
+                if (old[i])
+                        cluster_retire(r, TAKE_PTR(old[i]));
         free(old);
         if (!r->shut_down)
                 cluster_update_state(r);
@@ -2528,6 +2563,8 @@ static int on_cluster_timer(sd_event_source *source, uint64_t usec, void *userda
                 cluster_discover(r);
         if (!r->shut_down && now >= cl->refresh_at)
                 cluster_refresh(r);
+        if (!r->shut_down)
+                cluster_sweep_retired(r);
         /* One at a time: a handler may send, cancel or free everything. */
         while (!r->shut_down) {
                 for (q = cl->head; q && q->retry_at > now; q = q->requests_next)
@@ -2622,6 +2659,9 @@ static void cluster_shut_down(Redis *r) {
         for (size_t i = 0; i < cl->n_nodes; i++)
                 cl->nodes[i] = cluster_node_free(cl->nodes[i]);
         cl->n_nodes = 0;
+        for (size_t i = 0; i < cl->n_retired; i++)
+                cl->retired[i] = cluster_node_free(cl->retired[i]);
+        cl->n_retired = 0;
         for (size_t s = 0; s < CLUSTER_SLOTS; s++)
                 cl->slot_node[s] = NULL;
         while (cl->head)
@@ -2637,6 +2677,7 @@ static void cluster_destroy(Redis *r) {
         for (size_t i = 0; i < cl->n_nodes; i++)
                 cluster_node_free(cl->nodes[i]);
         free(cl->nodes);
+        free(cl->retired);
         free(cl->seeds);
         free(cl);
         r->cluster = NULL;

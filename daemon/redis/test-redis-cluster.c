@@ -16,6 +16,7 @@
 #include <hiredis/hiredis.h>
 
 #include "basic/macro.h"
+#include "redis/cluster-map.h"
 #include "redis/redis.h"
 #include "test/test-redis-server.h"
 #include "test/test.h"
@@ -97,6 +98,8 @@ typedef struct Reply {
         int type;
         long long integer;
         char str[128];
+        size_t elements;
+        char element[2][32];
 } Reply;
 
 static void on_state(Redis *r, bool connected, void *userdata) {
@@ -133,6 +136,10 @@ static void on_reply(Redis *r, const redisReply *reply, void *userdata) {
         out->integer = reply->integer;
         if (reply->str)
                 snprintf(out->str, sizeof out->str, "%s", reply->str);
+        out->elements = reply->elements;
+        for (size_t i = 0; i < MIN(reply->elements, ELEMENTSOF(out->element)); i++)
+                if (reply->element[i]->str)
+                        snprintf(out->element[i], sizeof out->element[i], "%s", reply->element[i]->str);
 }
 
 static bool run_until(Ctx *c, bool (*done)(const void *), const void *arg, uint64_t timeout) {
@@ -207,6 +214,58 @@ static void node_get(TestRedisCluster *cl, const char *key, char *buf, size_t si
         ASSERT_INT_EQ(reply->type, REDIS_REPLY_STRING);
         snprintf(buf, size, "%s", reply->str);
         freeReplyObject(reply);
+}
+
+/* ---- the map and the options ---- */
+
+/* What a real node says, both ways, is one map, and a complete one. */
+static void test_map_from_node(TestRedisCluster *cl) {
+        _cleanup_free_ ClusterMap *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
+        redisReply *shards = test_redis_command(&cl->node[0], "CLUSTER SHARDS");
+        redisReply *slots = test_redis_command(&cl->node[0], "CLUSTER SLOTS");
+
+        ASSERT_TRUE(a && b);
+        ASSERT_OK(cluster_map_from_shards(a, shards, "127.0.0.1"));
+        ASSERT_OK(cluster_map_from_slots(b, slots, "127.0.0.1"));
+        ASSERT_INT_EQ(a->n_nodes, 3);
+        ASSERT_INT_EQ(b->n_nodes, 3);
+        ASSERT_TRUE(cluster_map_is_complete(a));
+        for (int s = 0; s < CLUSTER_SLOTS; s += 97) {
+                const ClusterAddress *x = &a->node[a->slot_node[s]], *y = &b->node[b->slot_node[s]];
+
+                ASSERT_STREQ(x->host, y->host);
+                ASSERT_INT_EQ(x->port, y->port);
+                ASSERT_INT_EQ(test_redis_cluster_master_of(cl, s) >= 0, 1);
+                ASSERT_INT_EQ(cl->node[test_redis_cluster_master_of(cl, s)].port, x->port);
+        }
+        freeReplyObject(shards);
+        freeReplyObject(slots);
+}
+
+static void test_options(sd_event *e) {
+        static const char *const bad[] = {
+                "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "[::1:7000", "[zz]:7000", "::1:7000", "-h:1",
+                "h:1/0", "redis://h:1", "",
+        };
+        char *seeds[2] = {}, *none[1] = {};
+        Redis *r = NULL;
+
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                seeds[0] = (char *) bad[i];
+                ASSERT_FALSE(redis_cluster_address_is_valid(bad[i]));
+                ASSERT_ERROR(redis_new_with_options(&r, e, &(const RedisOptions) { .cluster = seeds },
+                                                    NULL, NULL, NULL), EINVAL);
+        }
+        ASSERT_ERROR(redis_new_with_options(&r, e, &(const RedisOptions) { .cluster = none }, NULL, NULL, NULL), EINVAL);
+        seeds[0] = (char *) "[::1]:7000";
+        ASSERT_TRUE(redis_cluster_address_is_valid(seeds[0]));
+        ASSERT_ERROR(redis_new_with_options(&r, e, &(const RedisOptions) { .cluster = seeds, .url = "redis://h" },
+                                            NULL, NULL, NULL), EINVAL);
+        ASSERT_OK(redis_new_with_options(&r, e, &(const RedisOptions) { .cluster = seeds }, NULL, NULL, NULL));
+        ASSERT_STREQ(redis_master_address(r), "cluster [::1]:7000");
+        ASSERT_FALSE(redis_is_connected(r));
+        ASSERT_ERROR(redis_command(r, NULL, NULL, "PING"), ENOTCONN);
+        r = redis_free(r);
 }
 
 /* ---- routing ---- */
@@ -353,7 +412,7 @@ static void test_migration(TestRedisCluster *cl, sd_event *e) {
         int slot = redis_key_slot("mv", 2), from, to = -1;
         char id_from[64], id_to[64], port[16], got[32];
         redisReply *reply;
-        Reply a;
+        Reply a, b;
         Ctx c;
 
         from = test_redis_cluster_master_of(cl, slot);
@@ -382,6 +441,14 @@ static void test_migration(TestRedisCluster *cl, sd_event *e) {
         COMMAND(&c, &a, "GET", "{mv}old");
         ASSERT_STREQ(a.str, "kept");
 
+        /* Keys of one slot on both sides: TRYAGAIN until the migration
+         * ends, then the answer. */
+        b = (Reply) { .ctx = &c };
+        ASSERT_OK(redis_command(c.redis, on_reply, &b, "MGET {mv}old {mv}new"));
+        c.issued++;
+        run_for(&c, 300000);
+        ASSERT_INT_EQ(b.calls, 0);
+
         snprintf(port, sizeof port, "%d", cl->node[to].port);
         reply = test_redis_command(&cl->node[from], "MIGRATE 127.0.0.1 %s %s 0 5000 KEYS {mv}old", port, "");
         ASSERT_STREQ(reply->str, "OK");
@@ -397,6 +464,11 @@ static void test_migration(TestRedisCluster *cl, sd_event *e) {
          * MOVED, followed, one answer each. */
         node_get(cl, "{mv}new", got, sizeof got);
         ASSERT_STREQ(got, "asked");
+        ASSERT_TRUE(run_until(&c, reply_done, &b, 5 * SEC));
+        ASSERT_INT_EQ(b.type, REDIS_REPLY_ARRAY);
+        ASSERT_INT_EQ(b.elements, 2);
+        ASSERT_STREQ(b.element[0], "kept");
+        ASSERT_STREQ(b.element[1], "asked");
         COMMAND(&c, &a, "GET", "{mv}old");
         ASSERT_STREQ(a.str, "kept");
         COMMAND(&c, &a, "GET", "{mv}new");
@@ -536,7 +608,9 @@ int main(void) {
         (void) signal(SIGPIPE, SIG_IGN);
 
         test_key_slot_against_redis(&cl);
+        test_map_from_node(&cl);
         ASSERT_OK(sd_event_new(&e));
+        test_options(e);
         test_routing(&cl, e);
         test_pubsub(&cl, e);
         test_migration(&cl, e);
