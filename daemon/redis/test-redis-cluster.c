@@ -481,10 +481,30 @@ static void test_migration(TestRedisCluster *cl, sd_event *e) {
 
 /* ---- pub/sub across nodes ---- */
 
+typedef struct Barrier {
+        unsigned calls, n_ok;
+} Barrier;
+
+static void on_barrier(Redis *r, bool ok, void *userdata) {
+        Barrier *b = userdata;
+
+        b->calls++;
+        b->n_ok += ok;
+}
+
+static bool barrier_done(const void *p) {
+        return ((const Barrier *) p)->calls > 0;
+}
+
+static bool got_all_channels(const void *p) {
+        return ((const Ctx *) p)->n_messages >= 6;
+}
+
 static void test_pubsub(TestRedisCluster *cl, sd_event *e) {
         static const char *const channels[] = { "{a}ch", "{b}ch", "{c}ch", "{d}ch", "{e}ch", "{f}ch" };
         bool on_master[TEST_CLUSTER_NODES] = {};
         unsigned n_masters = 0;
+        Barrier barrier;
         Ctx c;
 
         ctx_open(&c, e, cl->addresses);
@@ -499,6 +519,29 @@ static void test_pubsub(TestRedisCluster *cl, sd_event *e) {
         ASSERT_TRUE(n_masters >= 2);    /* the test spans shards */
         ASSERT_OK(redis_subscribe(c.redis, "classic"));
 
+        /* Once the barrier passed, every node has every subscription:
+         * one SPUBLISH each is delivered, no retries. */
+        barrier = (Barrier) {};
+        ASSERT_OK(redis_subscriber_barrier(c.redis, on_barrier, &barrier));
+        ASSERT_TRUE(run_until(&c, barrier_done, &barrier, 5 * SEC));
+        ASSERT_INT_EQ(barrier.n_ok, 1);
+        c.n_messages = 0;
+        for (size_t i = 0; i < ELEMENTSOF(channels); i++)
+                spublish(&cl->node[test_redis_cluster_master_of(cl, redis_key_slot(channels[i], strlen(channels[i])))],
+                         channels[i], "hello");
+        ASSERT_TRUE(run_until(&c, got_all_channels, &c, 5 * SEC));
+        ASSERT_INT_EQ(c.n_messages, ELEMENTSOF(channels));
+
+        /* Pending when the client goes away: called once, not ok. */
+        barrier = (Barrier) {};
+        ASSERT_OK(redis_subscriber_barrier(c.redis, on_barrier, &barrier));
+        ctx_close(&c);
+        ASSERT_INT_EQ(barrier.calls, 1);
+        ASSERT_INT_EQ(barrier.n_ok, 0);
+        ctx_open(&c, e, cl->addresses);
+        for (size_t i = 0; i < ELEMENTSOF(channels); i++)
+                ASSERT_OK(redis_ssubscribe(c.redis, channels[i]));
+        ASSERT_OK(redis_subscribe(c.redis, "classic"));
         for (size_t i = 0; i < ELEMENTSOF(channels); i++)
                 expect_sharded_delivery(&c, cl, channels[i], "hello");
 
