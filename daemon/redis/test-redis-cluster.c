@@ -479,6 +479,115 @@ static void test_migration(TestRedisCluster *cl, sd_event *e) {
         ASSERT_INT_EQ(c.null_replies, 0);
 }
 
+/* redis-cli --cluster reshard moves slots while counters are incremented
+ * in them: each INCR is answered once, in sequence, none is lost or
+ * applied twice (ASK and MOVED followed while keys move). */
+#define N_COUNTERS 48
+
+typedef struct Counter {
+        Ctx *ctx;
+        unsigned pending;
+        long long value;        /* what Redis last said */
+        bool broken;
+} Counter;
+
+static void on_incr(Redis *r, const redisReply *reply, void *userdata) {
+        Counter *k = userdata;
+
+        k->pending--;
+        k->ctx->answered++;
+        if (!reply || reply->type != REDIS_REPLY_INTEGER || reply->integer != k->value + 1) {
+                fprintf(stderr, "counter: got %s %lld after %lld\n", !reply ? "NULL" : reply->type == REDIS_REPLY_ERROR ?
+                        reply->str : "a value", reply ? reply->integer : 0, k->value);
+                k->broken = true;
+                return;
+        }
+        k->value++;
+}
+
+static bool counters_idle(const void *p) {
+        const Counter *k = p;
+
+        for (unsigned i = 0; i < N_COUNTERS; i++)
+                if (k[i].pending > 0)
+                        return false;
+        return true;
+}
+
+static int lowest_slot_of(TestRedisCluster *cl, int node) {
+        for (int s = 0; s < CLUSTER_SLOTS; s++)
+                if (test_redis_cluster_master_of(cl, s) == node)
+                        return s;
+        return -ENOENT;
+}
+
+static void test_reshard(TestRedisCluster *cl, sd_event *e) {
+        Counter k[N_COUNTERS] = {};
+        char key[N_COUNTERS][32], got[32];
+        int from = -1, to = -1, lo, done = 0;
+        unsigned rounds = 0, moved_keys = 0;
+        uint64_t t;
+        pid_t pid;
+        Ctx c;
+
+        for (int i = 0; i < TEST_CLUSTER_NODES; i++)
+                if (node_is_master(&cl->node[i])) {
+                        if (from < 0)
+                                from = i;
+                        else if (to < 0)
+                                to = i;
+                }
+        ASSERT_TRUE(from >= 0 && to >= 0);
+        lo = lowest_slot_of(cl, from);
+        ASSERT_OK(lo);
+
+        /* Half of the counters in the slots that move (the source's first
+         * 400), half anywhere. */
+        for (unsigned i = 0, n = 0; i < N_COUNTERS; n++) {
+                char name[32];
+                int slot;
+
+                snprintf(name, sizeof name, "n:{%u}", n);
+                slot = redis_key_slot(name, strlen(name));
+                if (i < N_COUNTERS / 2 && !(slot >= lo && slot < lo + 400 && test_redis_cluster_master_of(cl, slot) == from))
+                        continue;
+                snprintf(key[i++], sizeof key[0], "%s", name);
+        }
+
+        ctx_open(&c, e, cl->addresses);
+        for (unsigned i = 0; i < N_COUNTERS; i++)
+                k[i].ctx = &c;
+        t = now_usec();
+        ASSERT_OK(test_redis_cluster_reshard(cl, from, to, 400, &pid));
+        while (done == 0 || rounds < 3) {
+                if (done == 0)
+                        done = test_redis_cluster_reshard_done(pid);
+                ASSERT_OK(done);
+                ASSERT_TRUE(now_usec() - t < 120 * SEC);
+                for (unsigned i = 0; i < N_COUNTERS; i++) {
+                        ASSERT_OK(redis_command(c.redis, on_incr, &k[i], "INCR %s", key[i]));
+                        k[i].pending++;
+                        c.issued++;
+                }
+                ASSERT_TRUE(run_until(&c, counters_idle, k, 15 * SEC));
+                rounds += done > 0;
+        }
+        printf("cluster: 400 slots resharded in %.1f s, %u INCRs on %u counters meanwhile\n",
+               (now_usec() - t) / 1e6, c.issued, N_COUNTERS);
+
+        for (unsigned i = 0; i < N_COUNTERS; i++) {
+                int slot = redis_key_slot(key[i], strlen(key[i]));
+
+                ASSERT_FALSE(k[i].broken);
+                moved_keys += i < N_COUNTERS / 2 && test_redis_cluster_master_of(cl, slot) == to;
+                node_get(cl, key[i], got, sizeof got);
+                ASSERT_INT_EQ(atoll(got), k[i].value);
+        }
+        ASSERT_INT_EQ(moved_keys, N_COUNTERS / 2);
+        ctx_close(&c);
+        ASSERT_INT_EQ(c.null_replies, 0);
+}
+
 /* ---- pub/sub across nodes ---- */
 
 typedef struct Barrier {
@@ -657,6 +766,7 @@ int main(void) {
         test_routing(&cl, e);
         test_pubsub(&cl, e);
         test_migration(&cl, e);
+        test_reshard(&cl, e);
         test_failover(&cl, e);
 
         test_redis_cluster_cleanup(&cl);

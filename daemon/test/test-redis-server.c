@@ -274,24 +274,21 @@ static int cluster_free_port(void) {
         return -EADDRINUSE;
 }
 
-static int run_redis_cli_create(TestRedisCluster *cl) {
-        const char *argv[TEST_CLUSTER_NODES + 8];
+/* redis-cli with argv (after the program name), its output in the first
+ * node's directory; the pid. */
+static int spawn_redis_cli(TestRedisCluster *cl, const char *const *args, pid_t *ret_pid) {
+        const char *argv[TEST_CLUSTER_NODES + 16];
         char binary[256], log[128];
         size_t n = 0;
         pid_t pid, parent = getpid();
-        int status, r;
+        int r;
 
         r = find_program("redis-cli", binary, sizeof binary);
         if (r < 0)
                 return r;
         argv[n++] = binary;
-        argv[n++] = "--cluster";
-        argv[n++] = "create";
-        for (size_t i = 0; i < TEST_CLUSTER_NODES; i++)
-                argv[n++] = cl->address[i];
-        argv[n++] = "--cluster-replicas";
-        argv[n++] = "1";
-        argv[n++] = "--cluster-yes";
+        for (size_t i = 0; args[i] && n < ELEMENTSOF(argv) - 1; i++)
+                argv[n++] = args[i];
         argv[n] = NULL;
         snprintf(log, sizeof log, "%s/redis-cli.log", cl->node[0].dir);
 
@@ -299,7 +296,7 @@ static int run_redis_cli_create(TestRedisCluster *cl) {
         if (pid < 0)
                 return -errno;
         if (pid == 0) {
-                int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+                int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 
                 (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
                 if (fd < 0 || getppid() != parent)
@@ -309,9 +306,65 @@ static int run_redis_cli_create(TestRedisCluster *cl) {
                 execv(binary, (char **) argv);
                 _exit(127);
         }
-        if (waitpid(pid, &status, 0) != pid)
+        *ret_pid = pid;
+        return 0;
+}
+
+int test_redis_cluster_reshard_done(pid_t pid) {
+        int status;
+        pid_t k = waitpid(pid, &status, WNOHANG);
+
+        if (k == 0)
+                return 0;
+        if (k != pid)
                 return -errno;
-        return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EPROTO;
+        return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 1 : -EPROTO;
+}
+
+static int run_redis_cli_create(TestRedisCluster *cl) {
+        const char *argv[TEST_CLUSTER_NODES + 8];
+        size_t n = 0;
+        pid_t pid;
+        int r;
+
+        argv[n++] = "--cluster";
+        argv[n++] = "create";
+        for (size_t i = 0; i < TEST_CLUSTER_NODES; i++)
+                argv[n++] = cl->address[i];
+        argv[n++] = "--cluster-replicas";
+        argv[n++] = "1";
+        argv[n++] = "--cluster-yes";
+        argv[n] = NULL;
+        r = spawn_redis_cli(cl, argv, &pid);
+        if (r < 0)
+                return r;
+        while ((r = test_redis_cluster_reshard_done(pid)) == 0)
+                usleep(READY_INTERVAL_USEC);
+        return r < 0 ? r : 0;
+}
+
+static int node_id_of(const TestRedis *s, char *buf, size_t size) {
+        redisReply *id = test_redis_command(s, "CLUSTER MYID");
+        int r = id->type == REDIS_REPLY_STRING && (size_t) snprintf(buf, size, "%s", id->str) < size ? 0 : -EPROTO;
+
+        freeReplyObject(id);
+        return r;
+}
+
+int test_redis_cluster_reshard(TestRedisCluster *cl, int from, int to, unsigned n_slots, pid_t *ret_pid) {
+        char id_from[64], id_to[64], slots[16];
+        int r;
+
+        r = node_id_of(&cl->node[from], id_from, sizeof id_from);
+        if (r >= 0)
+                r = node_id_of(&cl->node[to], id_to, sizeof id_to);
+        if (r < 0)
+                return r;
+        snprintf(slots, sizeof slots, "%u", n_slots);
+        return spawn_redis_cli(cl, (const char *const[]) {
+                        "--cluster", "reshard", cl->address[from], "--cluster-from", id_from,
+                        "--cluster-to", id_to, "--cluster-slots", slots, "--cluster-yes",
+                        "--cluster-pipeline", "10", NULL }, ret_pid);
 }
 
 int test_redis_cluster_start(TestRedisCluster *cl) {

@@ -59,5 +59,11 @@ int test_redis_cluster_wait(TestRedisCluster *cl);
 /* The index of the running node that serves slot as a master, by the
  * slot map of the first running node; -ENOENT if none. */
 int test_redis_cluster_master_of(TestRedisCluster *cl, int slot);
+/* Starts `redis-cli --cluster reshard` moving n_slots slots from node
+ * from to node to (both masters), in the background: returns its pid for
+ * test_redis_cluster_reshard_done(). */
+int test_redis_cluster_reshard(TestRedisCluster *cl, int from, int to, unsigned n_slots, pid_t *ret_pid);
+/* 0 while it runs, 1 when it finished successfully, -EPROTO if it failed. */
+int test_redis_cluster_reshard_done(pid_t pid);
 /* Kills every node and removes their directories. */
 void test_redis_cluster_cleanup(TestRedisCluster *cl);
