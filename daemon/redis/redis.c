@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The daemon's Redis client: a command and a subscriber connection on sd-event, reconnect, pub/sub, scripts. */
+/* The daemon's Redis client: a command and a subscriber connection on sd-event (one pair per master of a cluster), reconnect, pub/sub, scripts. */
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The daemon's Redis client: a command and a subscriber connection on sd-event, reconnect, pub/sub, scripts. */
+/* The daemon's Redis client: a command and a subscriber connection on sd-event (one pair per master of a cluster), reconnect, pub/sub, scripts. */
 #pragma once
 
 #include <stdbool.h>
@@ -216,7 +216,9 @@ int redis_sunsubscribe(Redis *r, const char *channel);
  * RedisMessageHandler. ok = false when the subscriber connection dropped
  * first (on_state() reports it; a resubscribe follows) or redis_free() ran.
  * Fails without calling cb: -ENOTCONN while the subscriber connection is
- * down (while it is being set up, the barrier waits for that), -ENOMEM. */
+ * down (while it is being set up, the barrier waits for that), -ENOMEM.
+ * On a cluster: a probe on every master's subscriber connection, ok when
+ * all answered; -ENOTCONN while not connected. */
 int redis_subscriber_barrier(Redis *r, RedisBarrierHandler cb, void *userdata);
 
 /* What a reply on the subscriber connection is: a message on a channel we
