@@ -204,7 +204,7 @@ struct ClusterRequest {
         sds command;
         const RedisScript *script;
         int slot;                       /* -1: any master */
-        unsigned attempts;              /* sends, redirections included */
+        unsigned redirects;             /* MOVED and ASK followed: a bound against loops */
         uint64_t deadline;              /* waiting for a master ends here */
         uint64_t retry_at;              /* waiting for the timer when not USEC_INFINITY */
 };
@@ -217,7 +217,7 @@ struct ClusterBarrier {
         void *userdata;
 };
 
-#define CLUSTER_SENDS_MAX 16
+#define CLUSTER_REDIRECTS_MAX 16
 #define CLUSTER_DOWN_REFRESH_USEC (500 * 1000ULL)      /* the map, while not connected */
 
 struct Cluster {
@@ -2125,7 +2125,7 @@ static int cluster_node_send(ClusterNode *n, ClusterRequest *q, bool asking) {
         sds keep = NULL;
         int k;
 
-        if (!n || !redis_is_connected(n->redis) || q->attempts >= CLUSTER_SENDS_MAX)
+        if (!n || !redis_is_connected(n->redis))
                 return -ENOTCONN;
         /* ASKING lets the next command on this connection into a slot the
          * node is importing. */
@@ -2144,7 +2144,6 @@ static int cluster_node_send(ClusterNode *n, ClusterRequest *q, bool asking) {
                 sdsfree(keep);
                 return k;
         }
-        q->attempts++;
         return 0;
 }
 
@@ -2155,7 +2154,7 @@ static void cluster_dispatch(Redis *r, ClusterRequest *q) {
         q->retry_at = USEC_INFINITY;
         if (cluster_node_send(n, q, false) >= 0)
                 return;
-        if (q->attempts >= CLUSTER_SENDS_MAX || redis_now(r) >= q->deadline) {
+        if (redis_now(r) >= q->deadline) {
                 cluster_finish(r, q, NULL);
                 return;
         }
@@ -2188,12 +2187,17 @@ static void on_cluster_reply(Redis *node, const redisReply *reply, void *userdat
                 cluster_finish(r, q, NULL);
                 return;
         }
-        if (reply->type == REDIS_REPLY_ERROR && !r->shut_down && q->attempts < CLUSTER_SENDS_MAX) {
-                if (cluster_redirect_parse(reply->str, reply->len, node->host ?: "", &d) >= 0) {
+        /* Redirections are bounded in number, waits for the cluster in time:
+         * past either bound the caller gets Redis' last answer. */
+        if (reply->type == REDIS_REPLY_ERROR && !r->shut_down) {
+                if (q->redirects < CLUSTER_REDIRECTS_MAX &&
+                    cluster_redirect_parse(reply->str, reply->len, node->host ?: "", &d) >= 0) {
+                        q->redirects++;
                         cluster_follow(r, q, &d);
                         return;
                 }
-                if (strncmp(reply->str, "TRYAGAIN", 8) == 0 || strncmp(reply->str, "CLUSTERDOWN", 11) == 0) {
+                if ((strncmp(reply->str, "TRYAGAIN", 8) == 0 || strncmp(reply->str, "CLUSTERDOWN", 11) == 0) &&
+                    redis_now(r) + REDIS_CLUSTER_RETRY_USEC < q->deadline) {
                         cluster_refresh_soon(r);
                         cluster_wait(r, q);
                         return;

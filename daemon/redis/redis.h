@@ -119,9 +119,11 @@ int redis_new(Redis **ret, sd_event *e, const char *url,
  * slot: a script's by its keys (none: any master), other commands by
  * their first argument, except those that name no key (PING, TIME, INFO,
  * PUBLISH, SCRIPT, ...: any master; SCRIPT without a handler: every
- * master). MOVED and ASK are followed, TRYAGAIN and CLUSTERDOWN retried
- * for a few seconds; the map is asked again after a MOVED, a lost node,
- * and every REDIS_CLUSTER_REFRESH_USEC. Classic subscriptions live on one
+ * master). MOVED and ASK are followed (up to 16 times), TRYAGAIN,
+ * CLUSTERDOWN and a slot without a reachable master retried every
+ * REDIS_CLUSTER_RETRY_USEC until the command timeout. The map is asked
+ * again after a MOVED, a lost node, and every REDIS_CLUSTER_REFRESH_USEC
+ * (every 0.5 s while not connected). Classic subscriptions live on one
  * master (PUBLISH reaches every node), sharded ones on their slot's master
  * and follow it. Connected means: every slot has a master and every master
  * is connected. The database is 0.
