@@ -8,6 +8,7 @@ Unix socket, for command(). stop() kills exactly the servers it started.
         cl = cluster.Cluster(d)
         cl.start()
         daemon args: [f"--redis-cluster={a}" for a in cl.addresses]
+        cl.reshard(source, target, 100)
         cl.kill(cl.master_of(slot)); cl.wait_ready()
         cl.stop()
 """
@@ -123,6 +124,23 @@ class Cluster:
                            what="failover")
         self.wait_ready(timeout)
 
+    def reshard(self, source, target, n_slots, wait=True, timeout=120):
+        """Moves n_slots slots from master source to master target with
+        `redis-cli --cluster reshard` (the source's lowest slots first).
+        wait=False returns the running redis-cli (a Popen) instead."""
+        ids = [self.nodes[i].command("CLUSTER", "MYID") for i in (source, target)]
+        p = subprocess.Popen(["redis-cli", "--cluster", "reshard", self.addresses[source],
+                              "--cluster-from", ids[0], "--cluster-to", ids[1],
+                              "--cluster-slots", str(n_slots), "--cluster-yes"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if not wait:
+            return p
+        out, _ = p.communicate(timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster reshard failed: {out[-2000:]!r}")
+        self.wait_ready()
+        return None
+
     def kill(self, i):
         """SIGKILL of node i (a server this fixture started)."""
         self.nodes[i].kill()
@@ -137,13 +155,17 @@ if __name__ == "__main__":
     import tempfile
 
     # A self-check: a cluster comes up, its slot map agrees with key_slot(),
-    # and a killed master is replaced by its replica.
+    # a reshard moves slots, and a killed master is replaced by its replica.
     with tempfile.TemporaryDirectory() as d:
         cl = Cluster(d)
         try:
             cl.start()
             for key in ("somekey", "foo{hash_tag}", "{}x", "a{b", "mc:{r1}:ch"):
                 assert cl.nodes[0].command("CLUSTER", "KEYSLOT", key) == key_slot(key), key
+            m = cl.master_of(0)
+            other = next(i for i in range(NODES) if i != m and cl.nodes[i].command("ROLE")[0] == "master")
+            cl.reshard(m, other, 100)
+            assert cl.master_of(99) == other and cl.master_of(100) == m, "reshard"
             m = cl.master_of(key_slot("x"))
             r = cl.replica_of(m)
             t = time.monotonic()
