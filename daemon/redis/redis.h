@@ -106,8 +106,9 @@ typedef struct RedisOptions {
 int redis_new(Redis **ret, sd_event *e, const char *url,
               RedisStateHandler on_state, RedisMessageHandler on_message, void *userdata);
 
-/* The same with sentinels, a cluster and credentials. Every connection sends AUTH
- * first; the command connection then asks ROLE and refuses a replica. With
+/* The same with sentinels, a cluster and credentials. Every connection
+ * sends AUTH first; the command connection then asks ROLE and refuses a
+ * replica (not on a cluster, where a replica answers MOVED). With
  * sentinels the master is asked for, checked with ROLE, followed on
  * +switch-master, and asked for again on READONLY, on a lost connection and
  * when ROLE says replica; the database is 0. Strings are copied (passwords
