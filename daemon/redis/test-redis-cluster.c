@@ -268,6 +268,32 @@ static void test_options(sd_event *e) {
         r = redis_free(r);
 }
 
+/* A node that refuses CLUSTER SHARDS (as Redis before 7 does; here an ACL
+ * user without it): the map comes from CLUSTER SLOTS, and the credentials
+ * reach every node. */
+static void test_slots_fallback(TestRedisCluster *cl, sd_event *e) {
+        Ctx c = { .event = e };
+        Reply a;
+
+        for (int i = 0; i < TEST_CLUSTER_NODES; i++)
+                freeReplyObject(test_redis_command(&cl->node[i],
+                                                   "ACL SETUSER old on >pw ~* &* +@all -cluster|shards"));
+        ASSERT_OK(redis_new_with_options(&c.redis, e, &(const RedisOptions) {
+                        .cluster = cl->addresses, .user = "old", .password = "pw" }, on_state, on_message, &c));
+        ASSERT_OK(redis_start(c.redis));
+        ASSERT_TRUE(run_until(&c, is_up, &c, 15 * SEC));
+        COMMAND(&c, &a, "CLUSTER", "SHARDS");
+        ASSERT_INT_EQ(a.type, REDIS_REPLY_ERROR);
+        ASSERT_TRUE(strstr(a.str, "NOPERM"));
+        COMMAND(&c, &a, "SET", "{fallback}k", "v");
+        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        COMMAND(&c, &a, "ACL", "WHOAMI");
+        ASSERT_STREQ(a.str, "old");
+        ctx_close(&c);
+        for (int i = 0; i < TEST_CLUSTER_NODES; i++)
+                freeReplyObject(test_redis_command(&cl->node[i], "ACL DELUSER old"));
+}
+
 /* ---- routing ---- */
 
 static void test_routing(TestRedisCluster *cl, sd_event *e) {
@@ -764,6 +790,7 @@ int main(void) {
         ASSERT_OK(sd_event_new(&e));
         test_options(e);
         test_routing(&cl, e);
+        test_slots_fallback(&cl, e);
         test_pubsub(&cl, e);
         test_migration(&cl, e);
         test_reshard(&cl, e);
