@@ -25,12 +25,14 @@
 #include "config.h"
 #include "basic/log.h"
 #include "basic/strv.h"
+#include "redis/redis.h"
 #include "redis/sentinel.h"
 #include "metrics.h"
 
 #define CONFIG_FILE_MAX (1024 * 1024)   /* bytes in one file */
 #define CONFIG_DROPINS_MAX 1024         /* files in one .d directory */
 #define REASON_MAX 160
+#define CONFIG_REDIS_DEFAULT "redis://127.0.0.1:6379"
 #define UNIX_PATH_MAX (sizeof(((struct sockaddr_un *) NULL)->sun_path) - 1)
 #define HOSTNAME_MAX 253
 
@@ -337,6 +339,32 @@ static int parse_sentinels(const ConfigOption *o, const char *value, void *field
         return 0;
 }
 
+/* Seed nodes: several in one value too, separated by spaces or commas. */
+static int parse_cluster(const ConfigOption *o, const char *value, void *field, char *reason) {
+        _cleanup_(freep) char *copy = strdup(value);
+        char ***l = field, *state = NULL;
+        int r;
+
+        if (!copy)
+                return -ENOMEM;
+        if (!*value) {
+                *l = strv_free(*l);
+                return 0;
+        }
+        for (char *a = strtok_r(copy, " \t,", &state); a; a = strtok_r(NULL, " \t,", &state)) {
+                if (!redis_cluster_address_is_valid(a))
+                        return reasonf(reason, "expected HOST:PORT or [IPv6]:PORT");
+                if (strv_contains(*l, a))
+                        continue;
+                if (strv_length(*l) >= REDIS_CLUSTER_SEEDS_MAX)
+                        return reasonf(reason, "at most %d cluster seed nodes", REDIS_CLUSTER_SEEDS_MAX);
+                r = strv_extend(l, a);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 static int parse_master_name(const ConfigOption *o, const char *value, void *field, char *reason) {
         size_t n = strlen(value);
 
@@ -588,6 +616,8 @@ static const ConfigOption config_options[] = {
           parse_redis, FIELD(redis), 0, 0 },
         { "redis-sentinel", "ADDR:PORT", "Find the Redis master through this sentinel (repeatable)",
           parse_sentinels, FIELD(redis_sentinels), 0, 0 },
+        { "redis-cluster", "HOST:PORT", "A seed node of a Redis Cluster (repeatable)",
+          parse_cluster, FIELD(redis_cluster), 0, 0 },
         { "redis-master", "NAME", "The master's name at the sentinels",
           parse_master_name, FIELD(redis_master), 0, 0 },
         { "redis-user", "USER", "Redis ACL user",
@@ -665,6 +695,7 @@ static const ConfigOption *config_option_find(const char *name) {
 
 static bool config_option_is_list(const ConfigOption *o) {
         return o->parse == parse_listen || o->parse == parse_origin || o->parse == parse_sentinels ||
+               o->parse == parse_cluster ||
                o->parse == parse_metrics_allow;
 }
 
@@ -700,7 +731,7 @@ int config_new(Config **ret) {
                 .login_attempts = 10,
                 .log_level = LOG_INFO,
         };
-        c->redis = strdup("redis://127.0.0.1:6379");
+        c->redis = strdup(CONFIG_REDIS_DEFAULT);
         c->bus = strdup("system");
         c->web_root = strdup(MULTICHAT_WEB_ROOT);
         c->staff_group = strdup("multichat-staff");
@@ -721,6 +752,7 @@ Config *config_free(Config *c) {
         strv_free(c->listen);
         free(c->redis);
         strv_free(c->redis_sentinels);
+        strv_free(c->redis_cluster);
         free(c->redis_master);
         free(c->redis_user);
         free(c->redis_password_file);
@@ -1067,6 +1099,11 @@ static int config_verify(const Config *c) {
                                        c->history_on_join, c->history_size);
         if (c->session_idle_usec > c->session_max_usec)
                 return log_error_errno(EINVAL, "session-idle exceeds session-max");
+        if (c->redis_cluster && c->redis_sentinels)
+                return log_error_errno(EINVAL, "redis-cluster and redis-sentinel exclude each other");
+        /* redis= has a default: only another value shows that it was set. */
+        if (c->redis_cluster && !streq(c->redis, CONFIG_REDIS_DEFAULT))
+                return log_error_errno(EINVAL, "redis-cluster and redis exclude each other");
         if (!c->redis_sentinels != !c->redis_master)
                 return log_error_errno(EINVAL, "redis-sentinel and redis-master must be set together");
         if (c->redis_user && !c->redis_password_file)

@@ -16,8 +16,9 @@
 
 typedef struct Config {
         char **listen;              /* "ADDR:PORT", "[v6]:PORT", or "unix:/path"; repeatable; empty = socket activation only */
-        char *redis;                /* "redis://host[:port][/db]" or "unix:/path[?db=N]"; unused with sentinels */
+        char *redis;                /* "redis://host[:port][/db]" or "unix:/path[?db=N]"; unused with sentinels or a cluster */
         char **redis_sentinels;     /* "IPv4:PORT" / "[IPv6]:PORT"; repeatable; the master is asked of them */
+        char **redis_cluster;       /* "HOST:PORT" / "[IPv6]:PORT"; repeatable; seed nodes of a Redis Cluster */
         char *redis_master;         /* the master's name at the sentinels */
         char *redis_user;           /* ACL user; NULL: AUTH with the password alone */
         char *redis_password_file;  /* absolute path, or a credential name under $CREDENTIALS_DIRECTORY */

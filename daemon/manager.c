@@ -487,6 +487,8 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
                        c->redis_sentinel_password_file);
         if (!strv_equal(m->config_boot->redis_sentinels, c->redis_sentinels))
                 log_notice("Setting 'redis-sentinel' changed; it takes effect on restart.");
+        if (!strv_equal(m->config_boot->redis_cluster, c->redis_cluster))
+                log_notice("Setting 'redis-cluster' changed; it takes effect on restart.");
         warn_unchanged("bus", m->config_boot->bus, c->bus);
         warn_unchanged("pam-service", m->config_boot->pam_service, c->pam_service);
         log_set_max_level(c->log_level);
@@ -545,8 +547,9 @@ static int manager_setup_redis(Manager *m, const Config *c) {
                 return r;
 
         r = redis_new_with_options(&m->redis, m->event, &(const RedisOptions) {
-                        .url = c->redis_sentinels ? NULL : c->redis,
+                        .url = c->redis_sentinels || c->redis_cluster ? NULL : c->redis,
                         .sentinels = c->redis_sentinels,
+                        .cluster = c->redis_cluster,
                         .master_name = c->redis_master,
                         .user = c->redis_user,
                         .password = password,

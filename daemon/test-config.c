@@ -527,6 +527,14 @@ static void test_file_errors(void) {
                 { "redis-sentinel", "localhost:26379", "expected IPv4:PORT or [IPv6]:PORT" },
                 { "redis-sentinel", "10.0.0.1", "expected IPv4:PORT" },
                 { "redis-sentinel", "10.0.0.1:26379 10.0.0.2:0", "expected IPv4:PORT" },
+                { "redis-cluster", "10.0.0.1", "expected HOST:PORT or [IPv6]:PORT" },
+                { "redis-cluster", "node-1:0", "expected HOST:PORT" },
+                { "redis-cluster", "node-1:65536", "expected HOST:PORT" },
+                { "redis-cluster", "-node:6379", "expected HOST:PORT" },
+                { "redis-cluster", "[fd00::1:6379", "expected HOST:PORT" },
+                { "redis-cluster", "[not-v6]:6379", "expected HOST:PORT" },
+                { "redis-cluster", "fd00::1:6379", "expected HOST:PORT" },
+                { "redis-cluster", "a:1, b:2 c:x", "expected HOST:PORT" },
                 { "redis-master", "", "expected 1 to 128 letters" },
                 { "redis-master", "my master", "expected 1 to 128 letters" },
                 { "redis-user", "a b", "expected up to 128 letters" },
@@ -572,6 +580,26 @@ static void test_redis_keys(void) {
         ASSERT_OK(load(&c, NULL, nf, "--config", path, "--redis-sentinel=", "--redis-sentinel=10.9.9.9:1", NULL));
         ASSERT_INT_EQ(strv_length(c->redis_sentinels), 1);
         c = config_free(c);
+
+        /* A cluster's seeds: names too, several per value, a list in the file. */
+        write_file("cluster.conf",
+                   "[multichat]\n"
+                   "redis-cluster = node-1.example:7000, 10.0.0.2:7001\n"
+                   "redis-cluster = [fd00::3]:7002 node-1.example:7000\n");
+        free(path);
+        path = path_in_tmp("cluster.conf");
+        ASSERT_OK(load(&c, NULL, nf, "--config", path, NULL));
+        ASSERT_INT_EQ(strv_length(c->redis_cluster), 3);
+        ASSERT_STREQ(c->redis_cluster[0], "node-1.example:7000");
+        ASSERT_STREQ(c->redis_cluster[2], "[fd00::3]:7002");
+        c = config_free(c);
+        ASSERT_OK(load(&c, NULL, nf, "--config", path, "--redis-cluster=", "--redis-cluster=127.0.0.1:7000", NULL));
+        ASSERT_INT_EQ(strv_length(c->redis_cluster), 1);
+        c = config_free(c);
+        assert_load_fails("redis-cluster and redis-sentinel exclude each other", nf, "--redis-cluster=h:1",
+                          "--redis-sentinel=10.0.0.1:1");
+        assert_load_fails("redis-cluster and redis exclude each other", nf, "--redis-cluster=h:1",
+                          "--redis=unix:/run/redis/redis.sock");
 
         assert_load_fails("redis-sentinel and redis-master must be set together", nf, "--redis-master=m", NULL);
         assert_load_fails("redis-sentinel and redis-master must be set together", nf, "--redis-sentinel=10.0.0.1:1", NULL);

@@ -20,6 +20,7 @@ typedef struct RedisSdEvent {
         uint32_t events;                /* EPOLLIN/EPOLLOUT hiredis asked for */
         bool dispatching;               /* inside on_redis_io() */
         bool dead;                      /* hiredis ran cleanup while we were dispatching */
+        RedisSdEventReader reader;      /* reads the connected socket instead of hiredis */
 } RedisSdEvent;
 
 static int on_redis_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -29,9 +30,17 @@ static int on_redis_io(sd_event_source *s, int fd, uint32_t revents, void *userd
          * either handler, e.g. when a reply callback frees it or the peer
          * hung up. Then `a` must outlive this frame: cleanup only marks it. */
         a->dispatching = true;
-        /* HUP/ERR go to the read side: it notices EOF and failed connects. */
-        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
-                redisAsyncHandleRead(a->ac);
+        /* HUP/ERR go to the read side: it notices EOF and failed connects.
+         * hiredis' write side finishes a connect without reading anything,
+         * so an own reader never has replies taken from under it. */
+        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                if (!a->reader)
+                        redisAsyncHandleRead(a->ac);
+                else if (a->ac->c.flags & REDIS_CONNECTED)
+                        a->reader(a->ac);
+                else
+                        redisAsyncHandleWrite(a->ac);
+        }
         if (!a->dead && (revents & EPOLLOUT))
                 redisAsyncHandleWrite(a->ac);
         a->dispatching = false;
@@ -116,5 +125,14 @@ int redis_sdevent_attach(redisAsyncContext *ac, sd_event *e) {
         ac->ev.delWrite = redis_sdevent_del_write;
         ac->ev.cleanup = redis_sdevent_cleanup;
         ac->ev.data = TAKE_PTR(a);
+        return 0;
+}
+
+int redis_sdevent_set_reader(redisAsyncContext *ac, RedisSdEventReader reader) {
+        RedisSdEvent *a = ac ? ac->ev.data : NULL;
+
+        if (!a || a->ac != ac)
+                return -EINVAL;
+        a->reader = reader;
         return 0;
 }

@@ -13,3 +13,13 @@
  * the context is freed from inside one of its own callbacks.
  * Returns 0, -EINVAL (ac failed or already attached) or -ENOMEM. */
 int redis_sdevent_attach(redisAsyncContext *ac, sd_event *e);
+
+/* Makes the adapter call reader(ac) instead of redisAsyncHandleRead() once
+ * the connection is up: the owner reads the socket (redisBufferRead()) and
+ * takes the replies itself (redisGetReplyFromReader()), and sends with
+ * redisAppendFormattedCommand() and ac->ev.addWrite(). For a connection on
+ * which Redis pushes what hiredis' pub/sub bookkeeping does not know
+ * (sharded pub/sub in hiredis 0.14): hiredis then only connects and
+ * writes. reader may free the context. -EINVAL when ac has no adapter. */
+typedef void (*RedisSdEventReader)(redisAsyncContext *ac);
+int redis_sdevent_set_reader(redisAsyncContext *ac, RedisSdEventReader reader);

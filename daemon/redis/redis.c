@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The daemon's Redis client: a command and a subscriber connection on sd-event, reconnect, pub/sub, scripts. */
+/* The daemon's Redis client: a command and a subscriber connection on sd-event (one pair per master of a cluster), reconnect, pub/sub, scripts. */
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,6 +28,7 @@
 
 #include "basic/list.h"
 #include "basic/macro.h"
+#include "redis/cluster-map.h"
 #include "redis/redis-sdevent.h"
 #include "redis/redis.h"
 #include "redis/sentinel.h"
@@ -38,13 +39,31 @@
 #define SUBSCRIBE_BATCH 512                     /* channels per SUBSCRIBE when resubscribing */
 #define USEC_INFINITY UINT64_MAX
 
-/* The subscriber connection's probe: re-SUBSCRIBing a channel is the one
- * command whose answer hiredis 0.14 routes correctly in subscribed mode (a
- * PING there is mismatched with the pattern callbacks). Nobody publishes
- * to it. Redis answers it after everything it queued for us before, which
- * makes it a barrier as well as a liveness check. */
+/* The subscriber connection's probe: re-SUBSCRIBing a channel nobody
+ * publishes to is answered alike by every Redis in subscribed mode (a PING
+ * there answers "pong" in an array, outside it "+PONG"). Redis answers it
+ * after everything it queued for us before, which makes it a barrier as
+ * well as a liveness check. */
 #define PROBE_CHANNEL "__multichat:redis-probe__"
 
+/* What a subscription is: they are kept apart as Redis keeps them. */
+typedef enum SubKind {
+        SUB_CHANNEL,
+        SUB_PATTERN,
+        SUB_SHARD,              /* sharded pub/sub: a channel of a slot */
+        _SUB_KIND_MAX,
+} SubKind;
+
+static const char *const sub_verb[_SUB_KIND_MAX][2] = {
+        [SUB_CHANNEL] = { "SUBSCRIBE", "UNSUBSCRIBE" },
+        [SUB_PATTERN] = { "PSUBSCRIBE", "PUNSUBSCRIBE" },
+        [SUB_SHARD] = { "SSUBSCRIBE", "SUNSUBSCRIBE" },
+};
+
+typedef struct Cluster Cluster;
+typedef struct ClusterBarrier ClusterBarrier;
+typedef struct ClusterNode ClusterNode;
+typedef struct ClusterRequest ClusterRequest;
 typedef struct Probe Probe;
 typedef struct RedisConn RedisConn;
 typedef struct Request Request;
@@ -113,6 +132,7 @@ struct RedisConn {
         uint64_t backoff;
         uint64_t last_ping;
         uint64_t last_read;             /* when a reply last arrived, 0 if none yet */
+        bool auth_pending;              /* subscriber: the next reply answers AUTH */
         Probe *probes, *probes_tail;    /* subscriber: unanswered probes */
         Request *head, *tail;           /* command connection: awaiting replies */
         Resolve *resolve;
@@ -122,7 +142,8 @@ struct RedisConn {
 struct Subscription {
         Subscription *next;             /* hash chain */
         unsigned n_ref;
-        bool pattern;
+        SubKind kind;
+        ClusterNode *home;              /* cluster: the master it is subscribed on */
         size_t len;
         char name[];
 };
@@ -148,6 +169,9 @@ struct Redis {
 
         RedisConn cmd, sub;
 
+        Cluster *cluster;               /* cluster mode: no connections of its own, see Cluster */
+        Redis *parent;                  /* a cluster's connection to one node */
+
         Subscription **buckets;
         size_t n_buckets, n_subscriptions;
 
@@ -161,6 +185,67 @@ struct Redis {
         uint64_t rng;
         char last_error[160];
 };
+
+/* One master of a cluster: a Redis of its own (command and subscriber
+ * connection, reconnect, scripts), whose parent is the cluster's Redis. */
+struct ClusterNode {
+        Redis *parent;
+        Redis *redis;
+        ClusterAddress address;
+};
+
+/* A command sent through a cluster: kept until answered, to be sent again
+ * where MOVED and ASK point or after TRYAGAIN. Its handler runs once. */
+struct ClusterRequest {
+        LIST_FIELDS(ClusterRequest, requests);
+        Redis *redis;                   /* the cluster's */
+        RedisReplyHandler cb;
+        void *userdata;
+        sds command;
+        const RedisScript *script;
+        int slot;                       /* -1: any master */
+        unsigned redirects;             /* MOVED and ASK followed: a bound against loops */
+        uint64_t deadline;              /* waiting for a master ends here */
+        uint64_t retry_at;              /* waiting for the timer when not USEC_INFINITY */
+};
+
+struct ClusterBarrier {
+        Redis *redis;
+        unsigned n_pending;
+        bool failed;
+        RedisBarrierHandler cb;
+        void *userdata;
+};
+
+#define CLUSTER_REDIRECTS_MAX 16
+#define CLUSTER_DOWN_REFRESH_USEC (500 * 1000ULL)      /* the map, while not connected */
+
+struct Cluster {
+        ClusterAddress *seeds;
+        size_t n_seeds, next_seed;
+        ClusterNode **nodes;            /* the masters of the last map */
+        size_t n_nodes;
+        ClusterNode *slot_node[CLUSTER_SLOTS];
+        ClusterNode **retired;          /* masters no more, until their commands are answered */
+        size_t n_retired;
+        ClusterNode *discovery;         /* asked for the map while no master is known or up */
+        uint64_t discovery_deadline;
+        bool refreshing;                /* CLUSTER SHARDS/SLOTS in flight */
+        uint64_t refresh_at;
+        ClusterRequest *head, *tail;
+        sd_event_source *timer;         /* refresh, discovery timeout, retries */
+};
+
+static int cluster_new(Redis *r, char *const *seeds);
+static void cluster_start(Redis *r);
+static void cluster_shut_down(Redis *r);
+static void cluster_destroy(Redis *r);
+static int cluster_send(Redis *r, RedisReplyHandler cb, void *userdata, const char *cmd, size_t len,
+                        const RedisScript *script, int slot);
+static unsigned cluster_cancel(Redis *r, const void *userdata);
+static int cluster_barrier(Redis *r, RedisBarrierHandler cb, void *userdata);
+static void cluster_subscription_place(Redis *r, Subscription *s, bool subscribe);
+static int command_slot(const char *cmd, size_t len);
 
 static void conn_connect(RedisConn *c);
 static void on_request_reply(redisAsyncContext *ac, void *reply, void *privdata);
@@ -236,6 +321,35 @@ void redis_script_init(RedisScript *s, const char *source) {
         s->source = source;
         s->size = strlen(source);
         sha1_hex(source, s->size, s->sha1);
+}
+
+/* ---- cluster hash slots (the Redis Cluster specification) ---- */
+
+static uint16_t crc16_xmodem(const char *p, size_t len) {
+        uint16_t crc = 0;
+
+        for (size_t i = 0; i < len; i++) {
+                crc ^= (uint16_t) ((uint8_t) p[i] << 8);
+                for (unsigned b = 0; b < 8; b++)
+                        crc = crc & 0x8000 ? (uint16_t) ((crc << 1) ^ 0x1021) : (uint16_t) (crc << 1);
+        }
+        return crc;
+}
+
+int redis_key_slot(const char *key, size_t len) {
+        const char *open, *close;
+
+        if (!key && len > 0)
+                return -EINVAL;
+        /* Redis hashes the whole key when '{' has no '}' after it or "{}"
+         * is empty; only the first '{' counts. */
+        open = len > 0 ? memchr(key, '{', len) : NULL;
+        if (open) {
+                close = memchr(open + 1, '}', len - (size_t) (open + 1 - key));
+                if (close && close > open + 1)
+                        return crc16_xmodem(open + 1, (size_t) (close - open - 1)) & (REDIS_CLUSTER_SLOTS - 1);
+        }
+        return crc16_xmodem(key, len) & (REDIS_CLUSTER_SLOTS - 1);
 }
 
 /* ---- small helpers ---- */
@@ -471,6 +585,7 @@ static void conn_detach(RedisConn *c, bool free_context) {
         conn_cancel_resolve(c);
         c->state = CONN_DOWN;
         c->last_read = 0;
+        c->auth_pending = false;
         c->timer_at = USEC_INFINITY;
         if (!r->shut_down)
                 conn_schedule_reconnect(c);
@@ -656,24 +771,42 @@ static void on_probe_reply(RedisConn *c, const redisAsyncContext *ac) {
                 p->cb(r, !r->shut_down && c->ac == ac, p->userdata);
 }
 
-static void on_subscriber_reply(redisAsyncContext *ac, void *reply_, void *privdata) {
-        _cleanup_(redis_unrefp) Redis *r = NULL;
-        redisReply *reply = reply_;
-        RedisConn *c = ac->data;
+static void cluster_refresh_soon(Redis *r);
+static Subscription **subscription_find(Redis *r, const char *name, size_t len, SubKind kind);
+
+static bool reply_is_sunsubscribe_of_ours(Redis *r, const redisReply *reply) {
+        return reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 && reply_is_string(reply->element[0]) &&
+                strcasecmp(reply->element[0]->str, "sunsubscribe") == 0 && reply_is_string(reply->element[1]) &&
+                *subscription_find(r, reply->element[1]->str, reply->element[1]->len, SUB_SHARD);
+}
+
+static void on_subscriber_reply(RedisConn *c, const redisReply *reply) {
+        Redis *r = c->redis;
         RedisPush msg;
 
-        if (!c)
-                return;
-        r = redis_ref(c->redis);
-
-        if (!reply) {
-                redis_set_error(r, c->name, context_error(ac, "connection lost"));
-                conn_detach(c, false);
-                return;
-        }
         /* Whatever arrives shows that Redis lives, also while a probe waits
          * behind a backlog of messages that we are slow to read. */
         c->last_read = redis_now(r);
+
+        if (c->auth_pending) {
+                c->auth_pending = false;
+                if (reply->type == REDIS_REPLY_ERROR)
+                        conn_refuse_auth(c, reply);
+                return;
+        }
+        if (reply->type == REDIS_REPLY_ERROR && r->parent && strncmp(reply->str, "MOVED ", 6) == 0) {
+                /* A sharded channel whose slot moved: the cluster asks for
+                 * the map and subscribes it where it lives now. */
+                cluster_refresh_soon(r->parent);
+                return;
+        }
+        if (reply->type == REDIS_REPLY_ERROR) {
+                /* A refused subscription (an ACL, or a Redis before 7 that
+                 * knows no SSUBSCRIBE): reconnecting retries it. */
+                redis_set_error(r, c->name, reply->str);
+                conn_detach(c, true);
+                return;
+        }
 
         switch (redis_subscriber_reply_parse(reply, &msg)) {
         case REDIS_PUSH_MESSAGE:
@@ -681,25 +814,82 @@ static void on_subscriber_reply(redisAsyncContext *ac, void *reply_, void *privd
                         r->on_message(r, msg.channel, msg.data, msg.len, r->userdata);
                 break;
         case REDIS_PUSH_PROBE:
-                on_probe_reply(c, ac);
+                on_probe_reply(c, c->ac);
                 break;
         default:
+                /* Redis drops a sharded subscription whose slot migrated
+                 * away with an "sunsubscribe" we did not ask for. */
+                if (r->parent && reply_is_sunsubscribe_of_ours(r, reply))
+                        cluster_refresh_soon(r->parent);
                 break;
         }
+}
+
+/* The subscriber connection is read here, not by hiredis: hiredis 0.14's
+ * pub/sub bookkeeping drops sharded messages and aborts on pushes it does
+ * not expect (redis_sdevent_set_reader()). Replies come in the order sent,
+ * so what answers what is known without it. */
+static void on_subscriber_readable(redisAsyncContext *ac) {
+        _cleanup_(redis_unrefp) Redis *r = NULL;
+        RedisConn *c = ac->data;
+
+        if (!c)
+                return;
+        r = redis_ref(c->redis);
+
+        if (redisBufferRead(&ac->c) != REDIS_OK) {
+                redis_set_error(r, c->name, context_error(ac, "connection lost"));
+                conn_detach(c, true);
+                return;
+        }
+        /* A handler may drop the connection (or free r): then ac is gone. */
+        while (c->ac == ac) {
+                void *reply = NULL;
+
+                if (redisGetReplyFromReader(&ac->c, &reply) != REDIS_OK) {
+                        redis_set_error(r, c->name, context_error(ac, "protocol error"));
+                        conn_detach(c, true);
+                        return;
+                }
+                if (!reply)
+                        break;
+                on_subscriber_reply(c, reply);
+                freeReplyObject(reply);
+        }
+}
+
+/* Straight into the output buffer: hiredis keeps no callback for it. */
+static int conn_raw_send_argv(RedisConn *c, int argc, const char **argv, const size_t *argvlen) {
+        sds cmd = NULL;
+        long long len;
+        int k;
+
+        if (!c->ac)
+                return -ENOTCONN;
+        len = redisFormatSdsCommandArgv(&cmd, argc, argv, argvlen);
+        if (len < 0)
+                return -ENOMEM;
+        k = redisAppendFormattedCommand(&c->ac->c, cmd, (size_t) len);
+        sdsfree(cmd);
+        if (k != REDIS_OK)
+                return -ENOMEM;
+        if (c->ac->ev.addWrite)
+                c->ac->ev.addWrite(c->ac->ev.data);
+        return 0;
 }
 
 RedisPushKind redis_subscriber_reply_parse(const redisReply *reply, RedisPush *ret) {
         const redisReply *kind, *channel, *data;
 
-        /* hiredis 0.14 may call a channel's callback again for a reply it
-         * could not match: trust the reply, not which callback got it. */
+        /* Pushes and answers share the connection: the reply says which. */
         if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
                 return REDIS_PUSH_OTHER;
         kind = reply->element[0];
         if (!reply_is_string(kind))
                 return REDIS_PUSH_OTHER;
 
-        if (strcasecmp(kind->str, "message") == 0 || strcasecmp(kind->str, "pmessage") == 0) {
+        if (strcasecmp(kind->str, "message") == 0 || strcasecmp(kind->str, "pmessage") == 0 ||
+            strcasecmp(kind->str, "smessage") == 0) {
                 bool p = kind->str[0] == 'p' || kind->str[0] == 'P';
 
                 if (reply->elements < (p ? 4u : 3u))
@@ -748,31 +938,38 @@ static int conn_subscribe_all(RedisConn *c) {
         Redis *r = c->redis;
         _cleanup_(freep) const char **argv = NULL;
         _cleanup_(freep) size_t *argvlen = NULL;
+        int k;
 
         argv = calloc(SUBSCRIBE_BATCH + 1, sizeof(*argv));
         argvlen = calloc(SUBSCRIBE_BATCH + 1, sizeof(*argvlen));
         if (!argv || !argvlen)
                 return -ENOMEM;
 
-        for (int pattern = 0; pattern <= 1; pattern++) {
-                int n = 1;
+        for (SubKind kind = 0; kind < _SUB_KIND_MAX; kind++) {
+                /* One channel per SSUBSCRIBE: a cluster refuses channels of
+                 * several slots in one. */
+                int batch = kind == SUB_SHARD ? 1 : SUBSCRIBE_BATCH, n = 1;
 
-                argv[0] = pattern ? "PSUBSCRIBE" : "SUBSCRIBE";
+                argv[0] = sub_verb[kind][0];
                 argvlen[0] = strlen(argv[0]);
                 for (size_t b = 0; b < r->n_buckets; b++)
                         for (Subscription *s = r->buckets[b]; s; s = s->next) {
-                                if (s->pattern != pattern)
+                                if (s->kind != kind)
                                         continue;
                                 argv[n] = s->name;
                                 argvlen[n++] = s->len;
-                                if (n <= SUBSCRIBE_BATCH)
+                                if (n <= batch)
                                         continue;
-                                if (redisAsyncCommandArgv(c->ac, on_subscriber_reply, NULL, n, argv, argvlen) != REDIS_OK)
-                                        return -ENOTCONN;
+                                k = conn_raw_send_argv(c, n, argv, argvlen);
+                                if (k < 0)
+                                        return k;
                                 n = 1;
                         }
-                if (n > 1 && redisAsyncCommandArgv(c->ac, on_subscriber_reply, NULL, n, argv, argvlen) != REDIS_OK)
-                        return -ENOTCONN;
+                if (n > 1) {
+                        k = conn_raw_send_argv(c, n, argv, argvlen);
+                        if (k < 0)
+                                return k;
+                }
         }
         return 0;
 }
@@ -780,15 +977,17 @@ static int conn_subscribe_all(RedisConn *c) {
 static int conn_send_probe(RedisConn *c, RedisBarrierHandler cb, void *userdata) {
         uint64_t now = redis_now(c->redis);
         Probe *p;
+        int k;
 
         if (!c->ac)
                 return -ENOTCONN;
         p = calloc(1, sizeof(*p));
         if (!p)
                 return -ENOMEM;
-        if (redisAsyncCommand(c->ac, on_subscriber_reply, NULL, "SUBSCRIBE %s", PROBE_CHANNEL) != REDIS_OK) {
+        k = conn_raw_send_argv(c, 2, (const char *[]) { "SUBSCRIBE", PROBE_CHANNEL }, NULL);
+        if (k < 0) {
                 free(p);
-                return -ENOTCONN;
+                return k;
         }
         *p = (Probe) { .deadline = now + c->redis->command_timeout, .cb = cb, .userdata = userdata };
         if (c->probes_tail)
@@ -802,21 +1001,8 @@ static int conn_send_probe(RedisConn *c, RedisBarrierHandler cb, void *userdata)
         return 0;
 }
 
-static void on_subscriber_auth(redisAsyncContext *ac, void *reply_, void *privdata) {
-        _cleanup_(redis_unrefp) Redis *r = NULL;
-        const redisReply *reply = reply_;
-        RedisConn *c = ac->data;
-
-        /* A lost connection shows in the subscription callbacks. */
-        if (!c || !reply || reply->type != REDIS_REPLY_ERROR)
-                return;
-        r = redis_ref(c->redis);
-        conn_refuse_auth(c, reply);
-}
-
-/* AUTH goes first, before anything Redis would refuse without it. On the
- * subscriber connection its answer still comes through the ordinary reply
- * queue: hiredis answers pending commands before pub/sub replies. */
+/* AUTH goes first, before anything Redis would refuse without it; on the
+ * subscriber connection its answer is the first reply. */
 static int conn_send_auth(RedisConn *c) {
         Redis *r = c->redis;
         int k;
@@ -827,10 +1013,12 @@ static int conn_send_auth(RedisConn *c) {
                 return r->user ? conn_send_internal(c, REQUEST_AUTH, "AUTH %s %s", r->user, r->password)
                                : conn_send_internal(c, REQUEST_AUTH, "AUTH %s", r->password);
         if (r->user)
-                k = redisAsyncCommand(c->ac, on_subscriber_auth, NULL, "AUTH %s %s", r->user, r->password);
+                k = conn_raw_send_argv(c, 3, (const char *[]) { "AUTH", r->user, r->password }, NULL);
         else
-                k = redisAsyncCommand(c->ac, on_subscriber_auth, NULL, "AUTH %s", r->password);
-        return k == REDIS_OK ? 0 : -ENOTCONN;
+                k = conn_raw_send_argv(c, 2, (const char *[]) { "AUTH", r->password }, NULL);
+        if (k >= 0)
+                c->auth_pending = true;
+        return k;
 }
 
 /* Queues what makes a fresh connection usable; hiredis sends it as soon as
@@ -850,8 +1038,9 @@ static int conn_setup(RedisConn *c) {
                 return conn_send_probe(c, NULL, NULL);
         }
 
+        /* A cluster node is used as its slot map says: a replica answers MOVED. */
         k = conn_send_auth(c);
-        if (k >= 0)
+        if (k >= 0 && !r->parent)
                 k = conn_send_internal(c, REQUEST_ROLE, "ROLE");
         if (k < 0)
                 return k;
@@ -887,6 +1076,15 @@ static void conn_connect_to(RedisConn *c, const char *host) {
                 redisAsyncFree(ac);
                 conn_detach(c, false);
                 return;
+        }
+        if (c->subscriber) {
+                k = redis_sdevent_set_reader(ac, on_subscriber_readable);
+                if (k < 0) {
+                        redis_set_error(r, c->name, strerror(-k));
+                        redisAsyncFree(ac);
+                        conn_detach(c, false);
+                        return;
+                }
         }
         ac->data = c;
         (void) redisAsyncSetConnectCallback(ac, on_connect);
@@ -1025,6 +1223,8 @@ static void conn_connect(RedisConn *c) {
 /* ---- sentinels ---- */
 
 static void redis_update_address(Redis *r) {
+        if (r->cluster)
+                return;         /* named after its first seed */
         if (r->path)
                 snprintf(r->address, sizeof r->address, "unix:%s", r->path);
         else if (r->host)
@@ -1322,7 +1522,7 @@ int redis_new_with_options(Redis **ret, sd_event *e, const RedisOptions *o,
         Redis *r;
         int k;
 
-        if (!ret || !e || !o || !o->url == !o->sentinels || (o->sentinels && !o->master_name))
+        if (!ret || !e || !o || !!o->url + !!o->sentinels + !!o->cluster != 1 || (o->sentinels && !o->master_name))
                 return -EINVAL;
         if (o->sentinel_user && !o->sentinel_password)
                 return -EINVAL;
@@ -1344,7 +1544,9 @@ int redis_new_with_options(Redis **ret, sd_event *e, const RedisOptions *o,
         if (getrandom(&r->rng, sizeof(r->rng), GRND_NONBLOCK) != sizeof(r->rng) || r->rng == 0)
                 r->rng = (uintptr_t) r ^ redis_now(r) ^ 0x9E3779B97F4A7C15ULL;
 
-        if (!url)
+        if (o->cluster)
+                k = cluster_new(r, o->cluster);
+        else if (!url)
                 k = sentinel_new(&r->sentinel, e, o->sentinels, o->master_name, o->sentinel_user,
                                  o->sentinel_password, on_sentinel_master, on_sentinel_switch, r);
         else if (strncmp(url, "unix:", 5) == 0)
@@ -1382,6 +1584,7 @@ static void redis_destroy(Redis *r) {
                         free(s);
                 }
         free(r->buckets);
+        cluster_destroy(r);
         r->cmd.timer = sd_event_source_disable_unref(r->cmd.timer);
         r->sub.timer = sd_event_source_disable_unref(r->sub.timer);
         free(r->host);
@@ -1400,6 +1603,11 @@ Redis *redis_free(Redis *r) {
 
         r->shut_down = true;
         r->connected = false;
+        if (r->cluster) {
+                cluster_shut_down(r);
+                redis_unref(r);
+                return NULL;
+        }
         r->sentinel = sentinel_free(r->sentinel);
         r->cmd.timer = sd_event_source_disable_unref(r->cmd.timer);
         r->sub.timer = sd_event_source_disable_unref(r->sub.timer);
@@ -1417,6 +1625,10 @@ int redis_start(Redis *r) {
         if (r->started)
                 return 0;
         r->started = true;
+        if (r->cluster) {
+                cluster_start(r);
+                return 0;
+        }
         conn_connect(&r->cmd);
         conn_connect(&r->sub);
         return 0;
@@ -1428,6 +1640,8 @@ int redis_set_timeouts(Redis *r, uint64_t command_timeout_usec, uint64_t ping_in
         /* Applies to commands and pings sent from now on. */
         r->command_timeout = command_timeout_usec;
         r->ping_interval = ping_interval_usec;
+        for (size_t i = 0; r->cluster && i < r->cluster->n_nodes; i++)
+                (void) redis_set_timeouts(r->cluster->nodes[i]->redis, command_timeout_usec, ping_interval_usec);
         return 0;
 }
 
@@ -1493,8 +1707,10 @@ static bool command_is_allowed(const char *cmd, size_t len) {
         return true;
 }
 
+/* keep: the command as an sds that the request takes for a NOSCRIPT
+ * fallback; slot: a script's. */
 static int redis_send_user(Redis *r, RedisReplyHandler cb, void *userdata,
-                           const char *cmd, size_t len, const RedisScript *script, sds keep) {
+                           const char *cmd, size_t len, const RedisScript *script, sds keep, int slot) {
         Request *req;
         int k;
 
@@ -1502,6 +1718,10 @@ static int redis_send_user(Redis *r, RedisReplyHandler cb, void *userdata,
                 return -EINVAL;
         if (!r->connected)
                 return -ENOTCONN;
+        if (r->cluster) {
+                /* It copies the command: keep stays the caller's. */
+                return cluster_send(r, cb, userdata, cmd, len, script, script ? slot : command_slot(cmd, len));
+        }
 
         req = calloc(1, sizeof(*req));
         if (!req)
@@ -1533,7 +1753,7 @@ int redis_command_argv(Redis *r, RedisReplyHandler cb, void *userdata,
         len = redisFormatSdsCommandArgv(&cmd, argc, argv, argvlen);
         if (len < 0)
                 return -ENOMEM;
-        k = redis_send_user(r, cb, userdata, cmd, (size_t) len, NULL, NULL);
+        k = redis_send_user(r, cb, userdata, cmd, (size_t) len, NULL, NULL, -1);
         sdsfree(cmd);
         return k;
 }
@@ -1555,9 +1775,30 @@ int redis_command(Redis *r, RedisReplyHandler cb, void *userdata, const char *fo
                 return -EINVAL;
         if (len < 0)
                 return -ENOMEM;
-        k = redis_send_user(r, cb, userdata, cmd, (size_t) len, NULL, NULL);
+        k = redis_send_user(r, cb, userdata, cmd, (size_t) len, NULL, NULL, -1);
         redisFreeCommand(cmd);
         return k;
+}
+
+/* The one slot of a script's keys, -1 without keys. Checked in every mode,
+ * so that a layout that would fail on a cluster fails on one Redis too. */
+static int keys_slot(int nkeys, const char **keys, const size_t *keylen, int *ret_slot) {
+        int slot = -1;
+
+        for (int i = 0; i < nkeys; i++) {
+                int k;
+
+                if (!keys[i])
+                        return -EINVAL;
+                k = redis_key_slot(keys[i], keylen ? keylen[i] : strlen(keys[i]));
+                if (k < 0)
+                        return k;
+                if (slot >= 0 && k != slot)
+                        return -EXDEV;
+                slot = k;
+        }
+        *ret_slot = slot;
+        return 0;
 }
 
 int redis_eval(Redis *r, const RedisScript *s, RedisReplyHandler cb, void *userdata,
@@ -1566,12 +1807,15 @@ int redis_eval(Redis *r, const RedisScript *s, RedisReplyHandler cb, void *userd
         _cleanup_(freep) size_t *vlen = NULL;
         char nkeys_str[12];
         sds cmd = NULL;
-        int n, k;
+        int n, k, slot;
         long long len;
 
         if (!r || !s || !s->source || nkeys < 0 || nargs < 0 || nkeys > INT_MAX / 2 - 3 ||
             nargs > INT_MAX / 2 - 3 || (nkeys + nargs > 0 && !argv))
                 return -EINVAL;
+        k = keys_slot(nkeys, argv, argvlen, &slot);
+        if (k < 0)
+                return k;
         if (!r->connected)
                 return -ENOTCONN;
 
@@ -1594,8 +1838,8 @@ int redis_eval(Redis *r, const RedisScript *s, RedisReplyHandler cb, void *userd
         if (len < 0)
                 return -ENOMEM;
         /* The request keeps the command for a NOSCRIPT fallback. */
-        k = redis_send_user(r, cb, userdata, cmd, (size_t) len, s, cmd);
-        if (k < 0)
+        k = redis_send_user(r, cb, userdata, cmd, (size_t) len, s, cmd, slot);
+        if (k < 0 || r->cluster)
                 sdsfree(cmd);
         return k;
 }
@@ -1603,6 +1847,8 @@ int redis_eval(Redis *r, const RedisScript *s, RedisReplyHandler cb, void *userd
 int redis_subscriber_barrier(Redis *r, RedisBarrierHandler cb, void *userdata) {
         if (!r || !cb || r->shut_down)
                 return -EINVAL;
+        if (r->cluster)
+                return cluster_barrier(r, cb, userdata);
         /* While connecting the probe queues behind the setup's SUBSCRIBEs. */
         if (r->sub.state != CONN_SETUP && r->sub.state != CONN_UP)
                 return -ENOTCONN;
@@ -1614,6 +1860,8 @@ unsigned redis_cancel(Redis *r, const void *userdata) {
 
         if (!r)
                 return 0;
+        if (r->cluster)
+                return cluster_cancel(r, userdata);
         LIST_FOREACH(requests, req, r->cmd.head)
                 if (req->kind == REQUEST_USER && req->userdata == userdata && req->cb) {
                         req->cb = NULL;
@@ -1624,19 +1872,19 @@ unsigned redis_cancel(Redis *r, const void *userdata) {
 
 /* ---- subscriptions ---- */
 
-static size_t subscription_hash(const char *name, size_t len, bool pattern) {
-        uint64_t h = pattern ? 0x9E3779B97F4A7C15ULL : 0xcbf29ce484222325ULL;   /* FNV-1a */
+static size_t subscription_hash(const char *name, size_t len, SubKind kind) {
+        uint64_t h = 0xcbf29ce484222325ULL + kind;      /* FNV-1a */
 
         for (size_t i = 0; i < len; i++)
                 h = (h ^ (uint8_t) name[i]) * 0x100000001b3ULL;
         return (size_t) (h ^ (h >> 32));
 }
 
-static Subscription **subscription_find(Redis *r, const char *name, size_t len, bool pattern) {
-        Subscription **s = &r->buckets[subscription_hash(name, len, pattern) & (r->n_buckets - 1)];
+static Subscription **subscription_find(Redis *r, const char *name, size_t len, SubKind kind) {
+        Subscription **s = &r->buckets[subscription_hash(name, len, kind) & (r->n_buckets - 1)];
 
         for (; *s; s = &(*s)->next)
-                if ((*s)->pattern == pattern && (*s)->len == len && memcmp((*s)->name, name, len) == 0)
+                if ((*s)->kind == kind && (*s)->len == len && memcmp((*s)->name, name, len) == 0)
                         break;
         return s;
 }
@@ -1649,7 +1897,7 @@ static void subscriptions_grow(Redis *r) {
                 return;         /* longer chains, still correct */
         for (size_t i = 0; i < r->n_buckets; i++)
                 for (Subscription *s = r->buckets[i], *next; s; s = next) {
-                        size_t h = subscription_hash(s->name, s->len, s->pattern) & (n - 1);
+                        size_t h = subscription_hash(s->name, s->len, s->kind) & (n - 1);
                         next = s->next;
                         s->next = b[h];
                         b[h] = s;
@@ -1664,12 +1912,12 @@ static void subscription_send(Redis *r, const char *verb, const Subscription *s)
         size_t argvlen[2] = { strlen(verb), s->len };
 
         /* While down (or still connecting) conn_setup() sends them all. If
-         * hiredis refuses, the context is dying and the reconnect will. */
+         * this fails, the context is dying and the reconnect will. */
         if (r->sub.ac)
-                (void) redisAsyncCommandArgv(r->sub.ac, on_subscriber_reply, NULL, 2, argv, argvlen);
+                (void) conn_raw_send_argv(&r->sub, 2, argv, argvlen);
 }
 
-static int redis_subscribe_full(Redis *r, const char *name, bool pattern) {
+static int redis_subscribe_full(Redis *r, const char *name, SubKind kind) {
         Subscription **p, *s;
         size_t len;
 
@@ -1679,7 +1927,7 @@ static int redis_subscribe_full(Redis *r, const char *name, bool pattern) {
         if (len == 0 || len > REDIS_CHANNEL_MAX || streq(name, PROBE_CHANNEL))
                 return -EINVAL;
 
-        p = subscription_find(r, name, len, pattern);
+        p = subscription_find(r, name, len, kind);
         if (*p) {
                 if ((*p)->n_ref == UINT_MAX)
                         return -EOVERFLOW;
@@ -1692,24 +1940,27 @@ static int redis_subscribe_full(Redis *r, const char *name, bool pattern) {
         s = malloc(sizeof(*s) + len + 1);
         if (!s)
                 return -ENOMEM;
-        *s = (Subscription) { .n_ref = 1, .pattern = pattern, .len = len };
+        *s = (Subscription) { .n_ref = 1, .kind = kind, .len = len };
         memcpy(s->name, name, len + 1);
         *p = s;
         r->n_subscriptions++;
-        subscription_send(r, pattern ? "PSUBSCRIBE" : "SUBSCRIBE", s);
+        if (r->cluster)
+                cluster_subscription_place(r, s, true);
+        else
+                subscription_send(r, sub_verb[kind][0], s);
 
         if (r->n_subscriptions > r->n_buckets)
                 subscriptions_grow(r);
         return 0;
 }
 
-static int redis_unsubscribe_full(Redis *r, const char *name, bool pattern) {
+static int redis_unsubscribe_full(Redis *r, const char *name, SubKind kind) {
         Subscription **p, *s;
 
         if (!r || !name || r->shut_down)
                 return -EINVAL;
 
-        p = subscription_find(r, name, strlen(name), pattern);
+        p = subscription_find(r, name, strlen(name), kind);
         s = *p;
         if (!s)
                 return -ENOENT;
@@ -1718,23 +1969,764 @@ static int redis_unsubscribe_full(Redis *r, const char *name, bool pattern) {
 
         *p = s->next;
         r->n_subscriptions--;
-        subscription_send(r, pattern ? "PUNSUBSCRIBE" : "UNSUBSCRIBE", s);
+        if (r->cluster)
+                cluster_subscription_place(r, s, false);
+        else
+                subscription_send(r, sub_verb[kind][1], s);
         free(s);
         return 0;
 }
 
 int redis_subscribe(Redis *r, const char *channel) {
-        return redis_subscribe_full(r, channel, false);
+        return redis_subscribe_full(r, channel, SUB_CHANNEL);
 }
 
 int redis_unsubscribe(Redis *r, const char *channel) {
-        return redis_unsubscribe_full(r, channel, false);
+        return redis_unsubscribe_full(r, channel, SUB_CHANNEL);
 }
 
 int redis_psubscribe(Redis *r, const char *pattern) {
-        return redis_subscribe_full(r, pattern, true);
+        return redis_subscribe_full(r, pattern, SUB_PATTERN);
 }
 
 int redis_punsubscribe(Redis *r, const char *pattern) {
-        return redis_unsubscribe_full(r, pattern, true);
+        return redis_unsubscribe_full(r, pattern, SUB_PATTERN);
+}
+
+int redis_ssubscribe(Redis *r, const char *channel) {
+        return redis_subscribe_full(r, channel, SUB_SHARD);
+}
+
+int redis_sunsubscribe(Redis *r, const char *channel) {
+        return redis_unsubscribe_full(r, channel, SUB_SHARD);
+}
+
+/* ---- cluster: routing ---- */
+
+/* The first max arguments of a formatted command; how many there are. */
+static int command_args(const char *cmd, size_t len, const char **arg, size_t *arglen, int max) {
+        const char *p = cmd, *end = cmd + len;
+        unsigned long argc = 0;
+        int n = 0;
+
+        if (len < 1 || *p != '*')
+                return 0;
+        for (p++; p < end && *p >= '0' && *p <= '9' && argc < INT_MAX; p++)
+                argc = argc * 10 + (unsigned long) (*p - '0');
+        for (p += 2; n < max && (unsigned long) n < argc && p < end && *p == '$'; n++) {
+                unsigned long l = 0;
+
+                for (p++; p < end && *p >= '0' && *p <= '9' && l < len; p++)
+                        l = l * 10 + (unsigned long) (*p - '0');
+                p += 2;
+                if (p > end || (size_t) (end - p) < l)
+                        break;
+                arg[n] = p;
+                arglen[n] = l;
+                p += l + 2;
+        }
+        return n;
+}
+
+static bool arg_is(const char *a, size_t n, const char *name) {
+        return strlen(name) == n && strncasecmp(a, name, n) == 0;
+}
+
+/* Where a command goes: the slot of its key, or -1 for any master. The
+ * key is the first argument but for the commands here, which name none
+ * (or, for scripts, name their keys after the count). */
+static int command_slot(const char *cmd, size_t len) {
+        static const char *const keyless[] = {
+                "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DBSIZE", "ECHO", "FLUSHALL", "FLUSHDB",
+                "FUNCTION", "INFO", "KEYS", "LASTSAVE", "LATENCY", "MEMORY", "PING", "PUBLISH",
+                "RANDOMKEY", "ROLE", "SCAN", "SCRIPT", "SLOWLOG", "TIME", "WAIT",
+        };
+        static const char *const scripts[] = {
+                "EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO",
+        };
+        const char *arg[4];
+        size_t arglen[4];
+        int n = command_args(cmd, len, arg, arglen, 4);
+
+        if (n < 2)
+                return -1;
+        for (size_t i = 0; i < ELEMENTSOF(keyless); i++)
+                if (arg_is(arg[0], arglen[0], keyless[i]))
+                        return -1;
+        for (size_t i = 0; i < ELEMENTSOF(scripts); i++)
+                if (arg_is(arg[0], arglen[0], scripts[i]))
+                        return n >= 4 && !(arglen[2] == 1 && arg[2][0] == '0') ?
+                                redis_key_slot(arg[3], arglen[3]) : -1;
+        return redis_key_slot(arg[1], arglen[1]);
+}
+
+static ClusterNode *cluster_find(Cluster *cl, const ClusterAddress *a) {
+        for (size_t i = 0; i < cl->n_nodes; i++)
+                if (cl->nodes[i]->address.port == a->port && streq(cl->nodes[i]->address.host, a->host))
+                        return cl->nodes[i];
+        return NULL;
+}
+
+/* A master for keyless commands: the first that is up. */
+static ClusterNode *cluster_any(Cluster *cl) {
+        for (size_t i = 0; i < cl->n_nodes; i++)
+                if (redis_is_connected(cl->nodes[i]->redis))
+                        return cl->nodes[i];
+        return NULL;
+}
+
+static void cluster_arm(Redis *r) {
+        Cluster *cl = r->cluster;
+        uint64_t at = cl->refresh_at;
+
+        if (!cl->timer || r->shut_down)
+                return;
+        if (cl->discovery)
+                at = MIN(at, cl->discovery_deadline);
+        LIST_FOREACH(requests, q, cl->head)
+                at = MIN(at, q->retry_at);
+        if (at == USEC_INFINITY) {
+                (void) sd_event_source_set_enabled(cl->timer, SD_EVENT_OFF);
+                return;
+        }
+        (void) sd_event_source_set_time(cl->timer, at);
+        (void) sd_event_source_set_enabled(cl->timer, SD_EVENT_ONESHOT);
+}
+
+static void cluster_refresh_soon(Redis *r) {
+        Cluster *cl = r->cluster;
+
+        if (!cl || r->shut_down)
+                return;
+        cl->refresh_at = MIN(cl->refresh_at, redis_now(r));
+        cluster_arm(r);
+}
+
+static void cluster_finish(Redis *r, ClusterRequest *q, const redisReply *reply) {
+        RedisReplyHandler cb = q->cb;
+        void *userdata = q->userdata;
+
+        LIST_REMOVE_TAIL(requests, r->cluster->head, r->cluster->tail, q);
+        sdsfree(q->command);
+        free(q);
+        if (cb)
+                cb(r, reply, userdata);
+}
+
+static void cluster_wait(Redis *r, ClusterRequest *q) {
+        q->retry_at = redis_now(r) + REDIS_CLUSTER_RETRY_USEC;
+        cluster_arm(r);
+}
+
+static void on_cluster_reply(Redis *node, const redisReply *reply, void *userdata);
+static void cluster_sweep_retired(Redis *r);
+
+static int cluster_node_send(ClusterNode *n, ClusterRequest *q, bool asking) {
+        sds keep = NULL;
+        int k;
+
+        if (!n || !redis_is_connected(n->redis))
+                return -ENOTCONN;
+        /* ASKING lets the next command on this connection into a slot the
+         * node is importing. */
+        if (asking) {
+                k = redis_send_user(n->redis, NULL, NULL, "*1\r\n$6\r\nASKING\r\n", 16, NULL, NULL, -1);
+                if (k < 0)
+                        return k;
+        }
+        if (q->script) {
+                keep = sdsdup(q->command);
+                if (!keep)
+                        return -ENOMEM;
+        }
+        k = redis_send_user(n->redis, on_cluster_reply, q, q->command, sdslen(q->command), q->script, keep, q->slot);
+        if (k < 0) {
+                sdsfree(keep);
+                return k;
+        }
+        return 0;
+}
+
+static void cluster_dispatch(Redis *r, ClusterRequest *q) {
+        Cluster *cl = r->cluster;
+        ClusterNode *n = q->slot >= 0 ? cl->slot_node[q->slot] : cluster_any(cl);
+
+        q->retry_at = USEC_INFINITY;
+        if (cluster_node_send(n, q, false) >= 0)
+                return;
+        if (redis_now(r) >= q->deadline) {
+                cluster_finish(r, q, NULL);
+                return;
+        }
+        cluster_wait(r, q);
+}
+
+/* MOVED: the slot has a new master for good; ASK: for this command only. */
+static void cluster_follow(Redis *r, ClusterRequest *q, const ClusterRedirect *d) {
+        Cluster *cl = r->cluster;
+        ClusterNode *n = cluster_find(cl, &d->to);
+
+        if (!d->ask) {
+                if (n)
+                        cl->slot_node[d->slot] = n;
+                cluster_refresh_soon(r);
+        }
+        if (cluster_node_send(n, q, d->ask) < 0)
+                cluster_wait(r, q);
+}
+
+static void on_cluster_reply(Redis *node, const redisReply *reply, void *userdata) {
+        ClusterRequest *q = userdata;
+        _cleanup_(redis_unrefp) Redis *r = redis_ref(q->redis);
+        ClusterRedirect d;
+
+        if (!reply) {
+                /* Lost with the node's connection: as on one Redis, the
+                 * command may or may not have run. */
+                cluster_refresh_soon(r);
+                cluster_finish(r, q, NULL);
+                return;
+        }
+        /* Redirections are bounded in number, waits for the cluster in time:
+         * past either bound the caller gets Redis' last answer. */
+        if (reply->type == REDIS_REPLY_ERROR && !r->shut_down) {
+                if (q->redirects < CLUSTER_REDIRECTS_MAX &&
+                    cluster_redirect_parse(reply->str, reply->len, node->host ?: "", &d) >= 0) {
+                        q->redirects++;
+                        cluster_follow(r, q, &d);
+                        return;
+                }
+                if ((strncmp(reply->str, "TRYAGAIN", 8) == 0 || strncmp(reply->str, "CLUSTERDOWN", 11) == 0) &&
+                    redis_now(r) + REDIS_CLUSTER_RETRY_USEC < q->deadline) {
+                        cluster_refresh_soon(r);
+                        cluster_wait(r, q);
+                        return;
+                }
+        }
+        cluster_finish(r, q, reply);
+        if (!r->shut_down && r->cluster->n_retired > 0)
+                cluster_sweep_retired(r);
+}
+
+static int cluster_send(Redis *r, RedisReplyHandler cb, void *userdata, const char *cmd, size_t len,
+                        const RedisScript *script, int slot) {
+        Cluster *cl = r->cluster;
+        const char *arg[1];
+        size_t arglen[1];
+        ClusterRequest *q;
+
+        /* Scripts loaded ahead, with nobody waiting: on every master. */
+        if (!cb && command_args(cmd, len, arg, arglen, 1) == 1 && arg_is(arg[0], arglen[0], "SCRIPT")) {
+                for (size_t i = 0; i < cl->n_nodes; i++)
+                        (void) redis_send_user(cl->nodes[i]->redis, NULL, NULL, cmd, len, NULL, NULL, -1);
+                return 0;
+        }
+
+        q = calloc(1, sizeof(*q));
+        if (!q)
+                return -ENOMEM;
+        q->command = sdsnewlen(cmd, len);
+        if (!q->command) {
+                free(q);
+                return -ENOMEM;
+        }
+        q->redis = r;
+        q->cb = cb;
+        q->userdata = userdata;
+        q->script = script;
+        q->slot = slot;
+        q->deadline = redis_now(r) + r->command_timeout;
+        LIST_APPEND_TAIL(requests, cl->head, cl->tail, q);
+        /* Never the handler from here: a send that fails waits for a retry. */
+        q->retry_at = USEC_INFINITY;
+        if (cluster_node_send(slot >= 0 ? cl->slot_node[slot] : cluster_any(cl), q, false) < 0)
+                cluster_wait(r, q);
+        return 0;
+}
+
+static unsigned cluster_cancel(Redis *r, const void *userdata) {
+        unsigned n = 0;
+
+        LIST_FOREACH(requests, q, r->cluster->head)
+                if (q->userdata == userdata && q->cb) {
+                        q->cb = NULL;
+                        n++;
+                }
+        return n;
+}
+
+/* ---- cluster: nodes, map and state ---- */
+
+static void on_node_state(Redis *node, bool connected, void *userdata);
+static void on_node_message(Redis *node, const char *channel, const char *data, size_t len, void *userdata);
+
+static ClusterNode *cluster_node_free(ClusterNode *n) {
+        if (!n)
+                return NULL;
+        /* Handlers of its pending commands run now, with NULL. */
+        n->redis = redis_free(n->redis);
+        free(n);
+        return NULL;
+}
+
+static int cluster_node_new(Redis *r, const ClusterAddress *a, ClusterNode **ret) {
+        char url[CLUSTER_HOST_MAX + 32];
+        ClusterNode *n;
+        int k;
+
+        if ((size_t) snprintf(url, sizeof url, strchr(a->host, ':') ? "redis://[%s]:%d" : "redis://%s:%d",
+                              a->host, a->port) >= sizeof url)
+                return -EINVAL;
+        n = calloc(1, sizeof(*n));
+        if (!n)
+                return -ENOMEM;
+        n->parent = r;
+        n->address = *a;
+        k = redis_new_with_options(&n->redis, r->event,
+                                   &(const RedisOptions) { .url = url, .user = r->user, .password = r->password },
+                                   on_node_state, on_node_message, n);
+        if (k >= 0) {
+                n->redis->parent = r;
+                (void) redis_set_timeouts(n->redis, r->command_timeout, r->ping_interval);
+                k = redis_start(n->redis);
+        }
+        if (k < 0) {
+                cluster_node_free(n);
+                return k;
+        }
+        *ret = n;
+        return 0;
+}
+
+static void cluster_update_state(Redis *r) {
+        Cluster *cl = r->cluster;
+        bool up = !r->shut_down && cl->n_nodes > 0;
+
+        for (size_t s = 0; up && s < CLUSTER_SLOTS; s++)
+                up = cl->slot_node[s];
+        for (size_t i = 0; up && i < cl->n_nodes; i++)
+                up = redis_is_connected(cl->nodes[i]->redis);
+        if (up == r->connected)
+                return;
+        r->connected = up;
+        if (up) {
+                r->was_connected = true;
+                r->problem = REDIS_PROBLEM_NONE;
+        } else
+                cluster_refresh_soon(r);
+        if (r->on_state && !r->shut_down)
+                r->on_state(r, up, r->userdata);
+}
+
+static void cluster_subscription_place(Redis *r, Subscription *s, bool subscribe) {
+        Cluster *cl = r->cluster;
+        ClusterNode *want = NULL;
+
+        if (subscribe && s->kind == SUB_SHARD)
+                want = cl->slot_node[redis_key_slot(s->name, s->len)];
+        else if (subscribe && cl->n_nodes > 0)
+                want = cl->nodes[0];    /* PUBLISH reaches every node: one is enough */
+        if (want == s->home)
+                return;
+        if (s->home)
+                (void) redis_unsubscribe_full(s->home->redis, s->name, s->kind);
+        s->home = want;
+        if (want)
+                (void) redis_subscribe_full(want->redis, s->name, s->kind);
+}
+
+static void cluster_place_subscriptions(Redis *r) {
+        for (size_t b = 0; b < r->n_buckets; b++)
+                for (Subscription *s = r->buckets[b]; s; s = s->next)
+                        cluster_subscription_place(r, s, true);
+}
+
+static bool cluster_node_is(const ClusterNode *n, const ClusterAddress *a) {
+        return n && n->address.port == a->port && streq(n->address.host, a->host);
+}
+
+/* The node for address a: a master already known, the discovery node, or new. */
+static int cluster_node_for(Redis *r, const ClusterAddress *a, ClusterNode **ret, bool *ret_new) {
+        Cluster *cl = r->cluster;
+        ClusterNode *n = cluster_find(cl, a);
+
+        if (!n && cluster_node_is(cl->discovery, a))
+                n = cl->discovery;
+        *ret_new = !n;
+        if (n) {
+                *ret = n;
+                return 0;
+        }
+        return cluster_node_new(r, a, ret);
+}
+
+/* A node that left the map (a master failed over to its replica, or
+ * removed) keeps its connection until what was sent there is answered:
+ * those answers are MOVED, and followed, rather than lost. */
+static void cluster_retire(Redis *r, ClusterNode *n) {
+        Cluster *cl = r->cluster;
+        ClusterNode **a;
+
+        if (!n->redis->cmd.head || !redis_is_connected(n->redis) ||
+            !(a = reallocarray(cl->retired, cl->n_retired + 1, sizeof(*a)))) {
+                cluster_node_free(n);
+                return;
+        }
+        cl->retired = a;
+        cl->retired[cl->n_retired++] = n;
+}
+
+static void cluster_sweep_retired(Redis *r) {
+        Cluster *cl = r->cluster;
+
+        for (size_t i = 0; i < cl->n_retired && !r->shut_down; )
+                if (!cl->retired[i]->redis->cmd.head || !redis_is_connected(cl->retired[i]->redis)) {
+                        ClusterNode *n = cl->retired[i];
+
+                        cl->retired[i] = cl->retired[--cl->n_retired];
+                        cluster_node_free(n);
+                } else
+                        i++;
+}
+
+static void cluster_apply(Redis *r, const ClusterMap *map) {
+        Cluster *cl = r->cluster;
+        _cleanup_free_ ClusterNode **nodes = NULL;
+        _cleanup_free_ bool *created = NULL;
+        ClusterNode **old = cl->nodes;
+        size_t n_old = cl->n_nodes;
+
+        nodes = calloc(MAX(map->n_nodes, 1u), sizeof(*nodes));
+        created = calloc(MAX(map->n_nodes, 1u), sizeof(*created));
+        if (!nodes || !created)
+                return;
+        for (size_t i = 0; i < map->n_nodes; i++)
+                if (cluster_node_for(r, &map->node[i], &nodes[i], &created[i]) < 0) {
+                        /* The old map stays; the next refresh tries again. */
+                        for (size_t j = 0; j < i; j++)
+                                if (created[j])
+                                        cluster_node_free(nodes[j]);
+                        return;
+                }
+
+        /* What the new map keeps is no longer the old list's to free. */
+        for (size_t i = 0; i < map->n_nodes; i++) {
+                for (size_t j = 0; j < n_old; j++)
+                        if (old[j] == nodes[i])
+                                old[j] = NULL;
+                if (cl->discovery == nodes[i])
+                        cl->discovery = NULL;
+        }
+        cl->nodes = TAKE_PTR(nodes);
+        cl->n_nodes = map->n_nodes;
+        for (size_t s = 0; s < CLUSTER_SLOTS; s++)
+                cl->slot_node[s] = map->slot_node[s] >= 0 ? cl->nodes[map->slot_node[s]] : NULL;
+
+        /* Masters no more (failed over, removed): their subscriptions move. */
+        for (size_t i = 0; i < n_old; i++)
+                for (size_t b = 0; old[i] && b < r->n_buckets; b++)
+                        for (Subscription *s = r->buckets[b]; s; s = s->next)
+                                if (s->home == old[i])
+                                        s->home = NULL;
+        cluster_place_subscriptions(r);
+        cl->discovery = cluster_node_free(cl->discovery);
+        for (size_t i = 0; i < n_old && !r->shut_down; i++)
+                if (old[i])
+                        cluster_retire(r, TAKE_PTR(old[i]));
+        free(old);
+        if (!r->shut_down)
+                cluster_update_state(r);
+}
+
+static void cluster_refresh(Redis *r);
+
+static void cluster_map_done(Redis *r, const ClusterMap *map) {
+        Cluster *cl = r->cluster;
+
+        cl->refreshing = false;
+        if (r->shut_down)
+                return;
+        if (map && cluster_map_is_complete(map))
+                cluster_apply(r, map);
+        else if (map && cl->n_nodes == 0 && map->n_nodes > 0)
+                cluster_apply(r, map);  /* what there is, while the rest is being fixed */
+        if (r->shut_down)
+                return;
+        cl->refresh_at = redis_now(r) + (r->connected ? REDIS_CLUSTER_REFRESH_USEC : CLUSTER_DOWN_REFRESH_USEC);
+        cluster_arm(r);
+}
+
+static void on_cluster_slots(Redis *node, const redisReply *reply, void *userdata) {
+        ClusterNode *n = userdata;
+        _cleanup_(redis_unrefp) Redis *r = redis_ref(n->parent);
+        _cleanup_free_ ClusterMap *map = NULL;
+
+        if (reply && reply->type != REDIS_REPLY_ERROR) {
+                map = malloc(sizeof(*map));
+                if (map && cluster_map_from_slots(map, reply, n->address.host) < 0)
+                        map = mfree(map);
+        }
+        cluster_map_done(r, map);
+}
+
+static void on_cluster_shards(Redis *node, const redisReply *reply, void *userdata) {
+        ClusterNode *n = userdata;
+        _cleanup_(redis_unrefp) Redis *r = redis_ref(n->parent);
+        _cleanup_free_ ClusterMap *map = NULL;
+
+        /* Before Redis 7: CLUSTER SLOTS. */
+        if (reply && reply->type == REDIS_REPLY_ERROR && !r->shut_down &&
+            redis_command(node, on_cluster_slots, n, "CLUSTER SLOTS") >= 0)
+                return;
+        if (reply && reply->type != REDIS_REPLY_ERROR) {
+                map = malloc(sizeof(*map));
+                if (map && cluster_map_from_shards(map, reply, n->address.host) < 0)
+                        map = mfree(map);
+        }
+        cluster_map_done(r, map);
+}
+
+/* Asks the next seed or last known master, on a node connection of its
+ * own, while none of the masters can be asked. */
+static void cluster_discover(Redis *r) {
+        Cluster *cl = r->cluster;
+        size_t total = cl->n_seeds + cl->n_nodes, i = cl->next_seed++ % total;
+        ClusterAddress a = i < cl->n_seeds ? cl->seeds[i] : cl->nodes[i - cl->n_seeds]->address;
+        int k;
+
+        cl->discovery = cluster_node_free(cl->discovery);
+        if (r->shut_down)
+                return;
+        cl->discovery_deadline = redis_now(r) + MAX(r->command_timeout, 1000000ULL);
+        k = cluster_node_new(r, &a, &cl->discovery);
+        if (k < 0)
+                snprintf(r->last_error, sizeof r->last_error, "cluster seed %.64s:%d: %.64s", a.host, a.port, strerror(-k));
+        cluster_arm(r);
+}
+
+static void cluster_refresh(Redis *r) {
+        Cluster *cl = r->cluster;
+        ClusterNode *ask;
+
+        if (cl->refreshing || r->shut_down)
+                return;
+        cl->refresh_at = USEC_INFINITY;
+        ask = cluster_any(cl);
+        if (!ask && cl->discovery && redis_is_connected(cl->discovery->redis))
+                ask = cl->discovery;
+        if (!ask) {
+                if (!cl->discovery)
+                        cluster_discover(r);
+                cluster_arm(r);
+                return;
+        }
+        if (redis_command(ask->redis, on_cluster_shards, ask, "CLUSTER SHARDS") >= 0)
+                cl->refreshing = true;
+        else
+                cl->refresh_at = redis_now(r) + CLUSTER_DOWN_REFRESH_USEC;
+        cluster_arm(r);
+}
+
+static void on_node_state(Redis *node, bool connected, void *userdata) {
+        ClusterNode *n = userdata;
+        _cleanup_(redis_unrefp) Redis *r = redis_ref(n->parent);
+        Cluster *cl = r->cluster;
+
+        if (!connected) {
+                snprintf(r->last_error, sizeof r->last_error, "cluster node %.60s:%d: %.70s",
+                         n->address.host, n->address.port, redis_last_error(node));
+                redis_set_problem(r, redis_problem(node));
+        }
+        if (r->shut_down)
+                return;
+        if (n == cl->discovery) {
+                if (connected)
+                        cluster_refresh(r);
+                return;
+        }
+        cluster_update_state(r);
+        if (!connected)
+                cluster_refresh_soon(r);
+}
+
+static void on_node_message(Redis *node, const char *channel, const char *data, size_t len, void *userdata) {
+        ClusterNode *n = userdata;
+        Redis *r = n->parent;
+
+        if (r->on_message && !r->shut_down)
+                r->on_message(r, channel, data, len, r->userdata);
+}
+
+static int on_cluster_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        _cleanup_(redis_unrefp) Redis *r = redis_ref(userdata);
+        Cluster *cl = r->cluster;
+        uint64_t now = redis_now(r);
+        ClusterRequest *q;
+
+        if (cl->discovery && now >= cl->discovery_deadline && !cl->refreshing)
+                cluster_discover(r);
+        if (!r->shut_down && now >= cl->refresh_at)
+                cluster_refresh(r);
+        if (!r->shut_down)
+                cluster_sweep_retired(r);
+        /* One at a time: a handler may send, cancel or free everything. */
+        while (!r->shut_down) {
+                for (q = cl->head; q && q->retry_at > now; q = q->requests_next)
+                        ;
+                if (!q)
+                        break;
+                cluster_dispatch(r, q);
+        }
+        if (!r->shut_down)
+                cluster_arm(r);
+        return 0;
+}
+
+/* "HOST:PORT" or "[IPv6]:PORT", the port required. */
+static int cluster_parse_seed(const char *s, ClusterAddress *ret) {
+        const char *colon = strrchr(s, ':'), *host = s;
+        unsigned port;
+        size_t hn;
+        char buf[INET6_ADDRSTRLEN + 1];
+        unsigned char addr[sizeof(struct in6_addr)];
+
+        if (!colon || parse_uint(colon + 1, strlen(colon + 1), 65535, &port) < 0 || port == 0)
+                return -EINVAL;
+        hn = (size_t) (colon - s);
+        if (*s == '[') {
+                if (hn < 3 || colon[-1] != ']' || hn - 2 >= sizeof buf)
+                        return -EINVAL;
+                host = s + 1;
+                hn -= 2;
+                memcpy(buf, host, hn);
+                buf[hn] = '\0';
+                if (inet_pton(AF_INET6, buf, addr) != 1)
+                        return -EINVAL;
+        } else if (!host_name_is_valid(s, hn))
+                return -EINVAL;
+        if (hn >= sizeof ret->host)
+                return -EINVAL;
+        memcpy(ret->host, host, hn);
+        ret->host[hn] = '\0';
+        ret->port = (int) port;
+        return 0;
+}
+
+bool redis_cluster_address_is_valid(const char *s) {
+        ClusterAddress a;
+
+        return s && cluster_parse_seed(s, &a) >= 0;
+}
+
+static int cluster_new(Redis *r, char *const *seeds) {
+        Cluster *cl;
+        size_t n = 0;
+        int k;
+
+        while (seeds[n])
+                if (++n > REDIS_CLUSTER_SEEDS_MAX)
+                        return -EINVAL;
+        if (n == 0)
+                return -EINVAL;
+        cl = r->cluster = calloc(1, sizeof(*cl));
+        if (!cl)
+                return -ENOMEM;
+        cl->refresh_at = USEC_INFINITY;
+        cl->seeds = calloc(n, sizeof(*cl->seeds));
+        if (!cl->seeds)
+                return -ENOMEM;
+        for (; cl->n_seeds < n; cl->n_seeds++) {
+                k = cluster_parse_seed(seeds[cl->n_seeds], &cl->seeds[cl->n_seeds]);
+                if (k < 0)
+                        return k;
+        }
+        snprintf(r->address, sizeof r->address, "cluster %s", seeds[0]);
+        k = sd_event_add_time(r->event, &cl->timer, CLOCK_MONOTONIC, USEC_INFINITY,
+                              REDIS_TIMER_ACCURACY_USEC, on_cluster_timer, r);
+        if (k < 0)
+                return k;
+        (void) sd_event_source_set_enabled(cl->timer, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(cl->timer, "redis-cluster-timer");
+        return 0;
+}
+
+static void cluster_start(Redis *r) {
+        cluster_discover(r);
+}
+
+static void cluster_shut_down(Redis *r) {
+        Cluster *cl = r->cluster;
+
+        cl->timer = sd_event_source_disable_unref(cl->timer);
+        cl->discovery = cluster_node_free(cl->discovery);
+        /* Each node's pending commands end with NULL, then those waiting here. */
+        for (size_t i = 0; i < cl->n_nodes; i++)
+                cl->nodes[i] = cluster_node_free(cl->nodes[i]);
+        cl->n_nodes = 0;
+        for (size_t i = 0; i < cl->n_retired; i++)
+                cl->retired[i] = cluster_node_free(cl->retired[i]);
+        cl->n_retired = 0;
+        for (size_t s = 0; s < CLUSTER_SLOTS; s++)
+                cl->slot_node[s] = NULL;
+        while (cl->head)
+                cluster_finish(r, cl->head, NULL);
+}
+
+static void cluster_destroy(Redis *r) {
+        Cluster *cl = r->cluster;
+
+        if (!cl)
+                return;
+        cl->timer = sd_event_source_disable_unref(cl->timer);
+        for (size_t i = 0; i < cl->n_nodes; i++)
+                cluster_node_free(cl->nodes[i]);
+        free(cl->nodes);
+        free(cl->retired);
+        free(cl->seeds);
+        free(cl);
+        r->cluster = NULL;
+}
+
+/* ---- cluster: barrier ---- */
+
+static void on_cluster_barrier_part(Redis *node, bool ok, void *userdata) {
+        ClusterBarrier *b = userdata;
+        RedisBarrierHandler cb = b->cb;
+        Redis *r = b->redis;
+        void *ud = b->userdata;
+        bool all_ok;
+
+        b->failed = b->failed || !ok;
+        if (--b->n_pending > 0)
+                return;
+        all_ok = !b->failed && !r->shut_down;
+        free(b);
+        cb(r, all_ok, ud);
+}
+
+static int cluster_barrier(Redis *r, RedisBarrierHandler cb, void *userdata) {
+        Cluster *cl = r->cluster;
+        ClusterBarrier *b;
+        unsigned sent = 0;
+
+        if (!r->connected)
+                return -ENOTCONN;
+        b = calloc(1, sizeof(*b));
+        if (!b)
+                return -ENOMEM;
+        *b = (ClusterBarrier) { .redis = r, .cb = cb, .userdata = userdata, .n_pending = 1 };
+        for (size_t i = 0; i < cl->n_nodes; i++) {
+                if (redis_subscriber_barrier(cl->nodes[i]->redis, on_cluster_barrier_part, b) >= 0) {
+                        b->n_pending++;
+                        sent++;
+                } else
+                        b->failed = true;
+        }
+        if (sent == 0) {
+                free(b);
+                return -ENOTCONN;
+        }
+        /* The guard taken above: complete once every node answered. */
+        b->n_pending--;
+        return 0;
 }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The daemon's Redis client: a command and a subscriber connection on sd-event, reconnect, pub/sub, scripts. */
+/* The daemon's Redis client: a command and a subscriber connection on sd-event (one pair per master of a cluster), reconnect, pub/sub, scripts. */
 #pragma once
 
 #include <stdbool.h>
@@ -21,8 +21,9 @@ typedef struct Redis Redis;
  * call any function of this API, redis_free() included. */
 typedef void (*RedisStateHandler)(Redis *r, bool connected, void *userdata);
 
-/* A message on a channel subscribed with redis_subscribe() or matching a
- * pattern of redis_psubscribe() (then `channel` is the actual channel).
+/* A message on a channel subscribed with redis_subscribe() or
+ * redis_ssubscribe(), or matching a pattern of redis_psubscribe() (then
+ * `channel` is the actual channel).
  * `data` is binary (len bytes); both are only valid during the call.
  * Channels are global in Redis, whatever the database in the URL. */
 typedef void (*RedisMessageHandler)(Redis *r, const char *channel, const char *data, size_t len, void *userdata);
@@ -45,6 +46,13 @@ typedef struct RedisScript {
 
 void redis_script_init(RedisScript *s, const char *source);
 
+/* The Redis Cluster hash slot of a key (0..16383): CRC16-XMODEM of the key,
+ * or of its hash tag, modulo 16384. The hash tag is what lies between the
+ * first '{' and the first '}' after it, when that is not empty; keys with
+ * the same tag share a slot, which is how a script's keys stay on one node. */
+#define REDIS_CLUSTER_SLOTS 16384
+int redis_key_slot(const char *key, size_t len);
+
 /* A connection is dead when it owes an answer and nothing at all arrived
  * on it for this long: replies and messages that keep arriving (a backlog
  * we are slow to read) count as signs of life, as do bytes waiting unread. */
@@ -52,6 +60,9 @@ void redis_script_init(RedisScript *s, const char *source);
 #define REDIS_PING_INTERVAL_USEC     (10 * 1000000ULL)  /* probe connections on which nothing arrived */
 #define REDIS_BACKOFF_MIN_USEC       (100 * 1000ULL)
 #define REDIS_BACKOFF_MAX_USEC       (3200 * 1000ULL)
+#define REDIS_CLUSTER_REFRESH_USEC   (10 * 1000000ULL)  /* the slot map, while connected */
+#define REDIS_CLUSTER_RETRY_USEC     (100 * 1000ULL)    /* TRYAGAIN, CLUSTERDOWN, no master yet */
+#define REDIS_CLUSTER_SEEDS_MAX      64
 #define REDIS_CHANNEL_MAX            1024               /* bytes in a channel name or pattern */
 #define REDIS_SUBSCRIPTIONS_MAX      65536              /* distinct channels + patterns */
 
@@ -76,8 +87,9 @@ typedef enum RedisEvent {
 typedef void (*RedisEventHandler)(Redis *r, RedisEvent event, void *userdata);
 
 typedef struct RedisOptions {
-        const char *url;                /* see redis_new(); NULL with sentinels */
+        const char *url;                /* see redis_new(); NULL with sentinels or a cluster */
         char *const *sentinels;         /* "IPv4:PORT" / "[IPv6]:PORT", NULL-terminated; needs master_name */
+        char *const *cluster;           /* seed nodes of a Redis Cluster, "HOST:PORT" / "[IPv6]:PORT", NULL-terminated */
         const char *master_name;
         const char *user;               /* Redis 6 ACL user; NULL: AUTH with the password alone */
         const char *password;           /* NULL: no AUTH */
@@ -94,15 +106,37 @@ typedef struct RedisOptions {
 int redis_new(Redis **ret, sd_event *e, const char *url,
               RedisStateHandler on_state, RedisMessageHandler on_message, void *userdata);
 
-/* The same with sentinels and credentials. Every connection sends AUTH
- * first; the command connection then asks ROLE and refuses a replica. With
+/* The same with sentinels, a cluster and credentials. Every connection
+ * sends AUTH first; the command connection then asks ROLE and refuses a
+ * replica (not on a cluster, where a replica answers MOVED). With
  * sentinels the master is asked for, checked with ROLE, followed on
  * +switch-master, and asked for again on READONLY, on a lost connection and
  * when ROLE says replica; the database is 0. Strings are copied (passwords
- * are wiped on free). Returns -EINVAL for a malformed URL or sentinel
- * address, or for both or neither of url and sentinels. */
+ * are wiped on free).
+ *
+ * With a cluster the slot map is asked of the seed nodes (CLUSTER SHARDS,
+ * CLUSTER SLOTS before Redis 7), and each master gets a command and a
+ * subscriber connection of its own. Commands go to the master of their
+ * slot: a script's by its keys (none: any master), other commands by
+ * their first argument, except those that name no key (PING, TIME, INFO,
+ * PUBLISH, SCRIPT, ...: any master; SCRIPT without a handler: every
+ * master). MOVED and ASK are followed (up to 16 times), TRYAGAIN,
+ * CLUSTERDOWN and a slot without a reachable master retried every
+ * REDIS_CLUSTER_RETRY_USEC until the command timeout. The map is asked
+ * again after a MOVED, a lost node, and every REDIS_CLUSTER_REFRESH_USEC
+ * (every 0.5 s while not connected). Classic subscriptions live on one
+ * master (PUBLISH reaches every node), sharded ones on their slot's master
+ * and follow it. Connected means: every slot has a master and every master
+ * is connected. The database is 0.
+ *
+ * Returns -EINVAL for a malformed URL or address, or for not exactly one
+ * of url, sentinels and cluster. */
 int redis_new_with_options(Redis **ret, sd_event *e, const RedisOptions *o,
                            RedisStateHandler on_state, RedisMessageHandler on_message, void *userdata);
+
+/* A cluster seed as RedisOptions.cluster takes it: HOST:PORT (a name or
+ * IPv4) or [IPv6]:PORT, the port required. */
+bool redis_cluster_address_is_valid(const char *s);
 
 /* Closes both connections. Every reply handler still pending is called
  * with NULL before this returns (handlers run exactly once, see
@@ -148,7 +182,9 @@ int redis_command(Redis *r, RedisReplyHandler cb, void *userdata, const char *fo
 
 /* EVALSHA s->sha1 nkeys keys... args...; argv holds nkeys keys followed by
  * nargs arguments (argvlen may be NULL for C strings). On NOSCRIPT the same
- * call is resent transparently as EVAL (after commands sent in between). */
+ * call is resent transparently as EVAL (after commands sent in between).
+ * -EXDEV, checked first and in every mode, when the keys do not all hash
+ * to one slot (redis_key_slot()): such a script cannot run on a cluster. */
 int redis_eval(Redis *r, const RedisScript *s, RedisReplyHandler cb, void *userdata,
                int nkeys, int nargs, const char **argv, const size_t *argvlen);
 
@@ -167,20 +203,31 @@ int redis_unsubscribe(Redis *r, const char *channel);
 int redis_psubscribe(Redis *r, const char *pattern);
 int redis_punsubscribe(Redis *r, const char *pattern);
 
+/* The same for sharded pub/sub (SSUBSCRIBE, Redis 7 and later): messages
+ * sent with SPUBLISH, which on a cluster reach only the nodes of the
+ * channel's slot. A sharded channel and a classic one of the same name are
+ * different channels, counted apart. A Redis that refuses SSUBSCRIBE
+ * (before 7) fails the subscriber connection, like any refused
+ * subscription, and the reconnect tries again. */
+int redis_ssubscribe(Redis *r, const char *channel);
+int redis_sunsubscribe(Redis *r, const char *channel);
+
 /* Sends a probe on the subscriber connection and calls cb exactly once:
  * ok = true when Redis has answered it, which it does after everything it
- * queued for us before; so every (P)SUBSCRIBE made before the call is in
+ * queued for us before; so every (P|S)SUBSCRIBE made before the call is in
  * effect and every message published before its answer was handed to the
  * RedisMessageHandler. ok = false when the subscriber connection dropped
  * first (on_state() reports it; a resubscribe follows) or redis_free() ran.
  * Fails without calling cb: -ENOTCONN while the subscriber connection is
- * down (while it is being set up, the barrier waits for that), -ENOMEM. */
+ * down (while it is being set up, the barrier waits for that), -ENOMEM.
+ * On a cluster: a probe on every master's subscriber connection, ok when
+ * all answered; -ENOTCONN while not connected. */
 int redis_subscriber_barrier(Redis *r, RedisBarrierHandler cb, void *userdata);
 
 /* What a reply on the subscriber connection is: a message on a channel we
  * subscribed to (channel and data point into the reply), the answer to our
- * own probe, or anything else (subscription confirmations; replies hiredis
- * 0.14 hands to the wrong callback), which is ignored. Pure: exposed for
+ * own probe, or anything else (subscription confirmations, a sharded
+ * channel's "sunsubscribe" when its slot moved), which is ignored. Pure: exposed for
  * the tests and the fuzzer. */
 typedef enum RedisPushKind {
         REDIS_PUSH_OTHER,

@@ -53,6 +53,8 @@ typedef struct Ctx {
         unsigned replies;
         int reply_type;
         char reply_str[128];
+        unsigned n_messages, n_barriers;
+        char channel[64];
 } Ctx;
 
 static void on_state(Redis *r, bool connected, void *userdata) {
@@ -75,6 +77,27 @@ static void on_event(Redis *r, RedisEvent event, void *userdata) {
         c->n_problems++;
         c->last_problem = redis_problem(r);
         ASSERT_TRUE(c->last_problem != REDIS_PROBLEM_NONE);
+}
+
+static void on_message(Redis *r, const char *channel, const char *data, size_t len, void *userdata) {
+        Ctx *c = userdata;
+
+        c->n_messages++;
+        snprintf(c->channel, sizeof c->channel, "%s", channel);
+}
+
+static void on_barrier(Redis *r, bool ok, void *userdata) {
+        Ctx *c = userdata;
+
+        c->n_barriers += ok;
+}
+
+static bool got_message(const Ctx *c) {
+        return c->n_messages > 0;
+}
+
+static bool barrier_passed(const Ctx *c) {
+        return c->n_barriers > 0;
 }
 
 static void on_reply(Redis *r, const redisReply *reply, void *userdata) {
@@ -119,7 +142,7 @@ static bool replied(const Ctx *c) {
 static void ctx_open(Ctx *c, sd_event *e, RedisOptions *o) {
         *c = (Ctx) { .event = e };
         o->on_event = on_event;
-        ASSERT_OK(redis_new_with_options(&c->redis, e, o, on_state, NULL, c));
+        ASSERT_OK(redis_new_with_options(&c->redis, e, o, on_state, on_message, c));
         ASSERT_OK(redis_set_timeouts(c->redis, 2 * SEC, 1 * SEC));
         ASSERT_OK(redis_start(c->redis));
 }
@@ -359,6 +382,7 @@ static void test_failover(sd_event *e, const char *how) {
         cluster_start(&cl, NULL);
         ctx_open(&c, e, &(RedisOptions) { .sentinels = cl.addresses, .master_name = "mc" });
         ASSERT_OK(redis_subscribe(c.redis, "mc:ch"));
+        ASSERT_OK(redis_ssubscribe(c.redis, "mc:{r1}:ch"));
         ASSERT_TRUE(run_until(&c, is_up, 5 * SEC));
         snprintf(want, sizeof want, "127.0.0.1:%d", cl.data[0].port);
         ASSERT_STREQ(redis_master_address(c.redis), want);
@@ -377,6 +401,14 @@ static void test_failover(sd_event *e, const char *how) {
         snprintf(want, sizeof want, "127.0.0.1:%d", cl.data[1].port);
         ASSERT_STREQ(redis_master_address(c.redis), want);
         ASSERT_INT_EQ(set_key(&c, "after"), REDIS_REPLY_STATUS);
+        /* The sharded subscription followed the master too. */
+        c.n_barriers = 0;
+        ASSERT_OK(redis_subscriber_barrier(c.redis, on_barrier, &c));
+        ASSERT_TRUE(run_until(&c, barrier_passed, 5 * SEC));
+        c.n_messages = 0;
+        ASSERT_INT_EQ(test_redis_integer(&cl.data[1], "SPUBLISH mc:{r1}:ch x"), 1);
+        ASSERT_TRUE(run_until(&c, got_message, 5 * SEC));
+        ASSERT_STREQ(c.channel, "mc:{r1}:ch");
         fprintf(stderr, "failover by %s: writable again on the new master %.2f s after the start\n",
                 how, (double) (t1 - t0) / SEC);
         /* down-after 1 s, then the election: well within 10 s. */

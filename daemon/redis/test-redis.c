@@ -524,6 +524,52 @@ static void test_eval(TestRedis *srv, sd_event *e) {
         c.redis = redis_free(c.redis);
 }
 
+/* Keys in two slots are refused before anything is sent, on one Redis as
+ * on a cluster; keys that share a hash tag run. */
+static void test_eval_slots(TestRedis *srv, sd_event *e) {
+        RedisScript s;
+        const char *same[] = { "mc:{r1}:a", "mc:{r1}:b", "x" };
+        const char *cross[] = { "mc:{r1}:a", "mc:{r2}:a" };
+        const size_t crosslen[] = { 9, 9 };
+        const char *binary[] = { "{a}\0", "{a\0}" };
+        const size_t binarylen[] = { 4, 4 };
+        char url[192];
+        Reply a = {};
+        Ctx c;
+
+        redis_script_init(&s, "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('SET', KEYS[2], ARGV[1])");
+        snprintf(url, sizeof(url), "unix:%s", srv->sock);
+        ctx_open(&c, e, url);
+
+        ASSERT_OK(redis_eval(c.redis, &s, on_reply, &a, 2, 1, same, NULL));
+        ASSERT_TRUE(run_until_fn(e, reply_done, &a, 5 * SEC));
+        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        ASSERT_INT_EQ(test_redis_integer(srv, "EXISTS mc:{r1}:a mc:{r1}:b"), 2);
+
+        /* Without keys there is no slot to disagree on. */
+        a = (Reply) {};
+        ASSERT_OK(redis_eval(c.redis, &s, on_reply, &a, 0, 2, same, NULL));
+        ASSERT_TRUE(run_until_fn(e, reply_done, &a, 5 * SEC));
+        ASSERT_INT_EQ(a.type, REDIS_REPLY_ERROR);       /* the script wants keys */
+
+        ASSERT_ERROR(redis_eval(c.redis, &s, on_reply, &a, 2, 0, cross, NULL), EXDEV);
+        ASSERT_ERROR(redis_eval(c.redis, &s, on_reply, &a, 2, 0, cross, crosslen), EXDEV);
+        /* The lengths count: "{a\0}" has the tag "a\0", not "a". */
+        ASSERT_ERROR(redis_eval(c.redis, &s, on_reply, &a, 2, 0, binary, binarylen), EXDEV);
+        ASSERT_ERROR(redis_eval(c.redis, &s, on_reply, &a, 2, 0, (const char *[]) { "k", NULL }, NULL), EINVAL);
+        ASSERT_INT_EQ(test_redis_integer(srv, "EXISTS mc:{r2}:a"), 0);
+        run_for(e, 100000);
+        ASSERT_INT_EQ(a.calls, 1);
+
+        /* Also while disconnected: the layout is wrong whatever the state. */
+        c.redis = redis_free(c.redis);
+        ASSERT_OK(redis_new(&c.redis, e, url, on_state, on_message, &c));
+        ASSERT_ERROR(redis_eval(c.redis, &s, on_reply, &a, 2, 0, cross, NULL), EXDEV);
+        ASSERT_ERROR(redis_eval(c.redis, &s, on_reply, &a, 2, 1, same, NULL), ENOTCONN);
+        c.redis = redis_free(c.redis);
+        ASSERT_INT_EQ(a.calls, 1);
+}
+
 #define N_PENDING 1001
 
 typedef struct Pending {
@@ -1044,6 +1090,109 @@ static void test_barrier(TestRedis *srv, sd_event *e) {
         ASSERT_INT_EQ(b2.calls, 1);
 }
 
+static bool got_messages_2(const void *p) {
+        return ((const Ctx *) p)->n_messages >= 2;
+}
+
+static void barrier_sync(Ctx *c) {
+        Barrier b = { .ctx = c };
+
+        ASSERT_OK(redis_subscriber_barrier(c->redis, on_barrier, &b));
+        ASSERT_TRUE(run_until_fn(c->event, barrier_done, &b, 5 * SEC));
+        ASSERT_INT_EQ(b.n_ok, 1);
+}
+
+/* Sharded pub/sub on one Redis: SPUBLISH reaches SSUBSCRIBE, the barrier
+ * covers it, and it survives a restart of Redis. */
+static void test_sharded_pubsub(TestRedis *srv, sd_event *e) {
+        char url[192], longname[REDIS_CHANNEL_MAX + 2];
+        Ctx c = { .event = e };
+
+        snprintf(url, sizeof(url), "unix:%s", srv->sock);
+        ASSERT_OK(redis_new(&c.redis, e, url, on_state, on_message, &c));
+        /* Before the start: sent with the setup. */
+        ASSERT_OK(redis_ssubscribe(c.redis, "mc:{r1}:ch"));
+        ASSERT_OK(redis_start(c.redis));
+        ASSERT_TRUE(run_until_fn(e, is_up, &c, 5 * SEC));
+        ASSERT_OK(redis_ssubscribe(c.redis, "mc:{r1}:ch"));
+        ASSERT_OK(redis_subscribe(c.redis, "classic"));
+        barrier_sync(&c);
+
+        ASSERT_INT_EQ(test_redis_integer(srv, "SPUBLISH mc:{r1}:ch %b", "hi\0there", (size_t) 8), 1);
+        ASSERT_TRUE(run_until_fn(e, got_message, &c, 5 * SEC));
+        ASSERT_STREQ(c.channel, "mc:{r1}:ch");
+        ASSERT_INT_EQ(c.len, 8);
+        ASSERT_TRUE(memcmp(c.data, "hi\0there", 8) == 0);
+
+        /* A sharded channel is not the classic channel of the same name. */
+        ASSERT_INT_EQ(test_redis_integer(srv, "PUBLISH mc:{r1}:ch x"), 0);
+        ASSERT_INT_EQ(test_redis_integer(srv, "SPUBLISH classic x"), 0);
+        ASSERT_ERROR(redis_unsubscribe(c.redis, "mc:{r1}:ch"), ENOENT);
+        ASSERT_ERROR(redis_sunsubscribe(c.redis, "classic"), ENOENT);
+
+        /* Classic and sharded messages arrive on the one connection, in order. */
+        c.n_messages = 0;
+        ASSERT_INT_EQ(test_redis_integer(srv, "PUBLISH classic 1"), 1);
+        ASSERT_INT_EQ(test_redis_integer(srv, "SPUBLISH mc:{r1}:ch 2"), 1);
+        ASSERT_TRUE(run_until_fn(e, got_messages_2, &c, 5 * SEC));
+        ASSERT_STREQ(c.channel, "mc:{r1}:ch");
+        ASSERT_INT_EQ(c.n_messages, 2);
+
+        /* Counted: the first unsubscribe keeps it, the second ends it. */
+        ASSERT_OK(redis_sunsubscribe(c.redis, "mc:{r1}:ch"));
+        barrier_sync(&c);
+        ASSERT_INT_EQ(test_redis_integer(srv, "SPUBLISH mc:{r1}:ch x"), 1);
+        ASSERT_OK(redis_sunsubscribe(c.redis, "mc:{r1}:ch"));
+        barrier_sync(&c);
+        ASSERT_INT_EQ(test_redis_integer(srv, "SPUBLISH mc:{r1}:ch x"), 0);
+        ASSERT_ERROR(redis_sunsubscribe(c.redis, "mc:{r1}:ch"), ENOENT);
+
+        /* Bad names. */
+        memset(longname, 'x', sizeof longname - 1);
+        longname[sizeof longname - 1] = '\0';
+        ASSERT_ERROR(redis_ssubscribe(c.redis, ""), EINVAL);
+        ASSERT_ERROR(redis_ssubscribe(c.redis, NULL), EINVAL);
+        ASSERT_ERROR(redis_ssubscribe(c.redis, longname), EINVAL);
+        ASSERT_ERROR(redis_sunsubscribe(c.redis, NULL), EINVAL);
+
+        /* Resubscribed after Redis restarted. */
+        ASSERT_OK(redis_ssubscribe(c.redis, "mc:{r2}:ch"));
+        barrier_sync(&c);
+        test_redis_kill(srv);
+        ASSERT_TRUE(run_until_fn(e, is_down, &c, 5 * SEC));
+        ASSERT_OK(test_redis_start(srv));
+        ASSERT_TRUE(run_until_fn(e, is_up, &c, 10 * SEC));
+        barrier_sync(&c);
+        c.n_messages = 0;
+        ASSERT_INT_EQ(test_redis_integer(srv, "SPUBLISH mc:{r2}:ch back"), 1);
+        ASSERT_INT_EQ(test_redis_integer(srv, "PUBLISH classic back"), 1);
+        ASSERT_TRUE(run_until_fn(e, got_messages_2, &c, 5 * SEC));
+
+        c.redis = redis_free(c.redis);
+}
+
+/* A subscriber connection whose subscription Redis refuses (here an ACL
+ * without the channel; a Redis before 7 refuses SSUBSCRIBE alike) never
+ * counts as up, and says why. */
+static void test_subscription_refused(TestRedis *srv, sd_event *e) {
+        RedisOptions o = { .user = "nochan", .password = "pw" };
+        char url[192];
+        Ctx c = { .event = e };
+
+        /* Only the probe's channel is allowed: what is refused is the SSUBSCRIBE. */
+        freeReplyObject(test_redis_command(srv, "ACL SETUSER nochan on >pw ~* +@all resetchannels &__multichat:redis-probe__"));
+        snprintf(url, sizeof(url), "unix:%s", srv->sock);
+        o.url = url;
+        ASSERT_OK(redis_new_with_options(&c.redis, e, &o, on_state, on_message, &c));
+        ASSERT_OK(redis_ssubscribe(c.redis, "mc:{r1}:ch"));
+        ASSERT_OK(redis_start(c.redis));
+        run_for(e, 500000);
+        ASSERT_INT_EQ(c.n_up, 0);
+        ASSERT_TRUE(strstr(redis_last_error(c.redis), "NOPERM"));
+        c.redis = redis_free(c.redis);
+        freeReplyObject(test_redis_command(srv, "ACL DELUSER nochan"));
+}
+
 static void test_tcp(sd_event *e) {
         TestRedis tcp = {};
         char url[320], host[256];
@@ -1114,10 +1263,13 @@ int main(void) {
         test_pipeline(&srv, e);
         test_pubsub(&srv, e);
         test_eval(&srv, e);
+        test_eval_slots(&srv, e);
         test_free_pending(&srv, e);
         test_kill_restart(&srv, e);
         test_slow_subscriber(&srv, e);
         test_barrier(&srv, e);
+        test_sharded_pubsub(&srv, e);
+        test_subscription_refused(&srv, e);
         test_backlog_is_life(&srv, e);
         test_slow_replies(&srv, e);
         test_refused_at_start(e);

@@ -593,13 +593,15 @@ class Daemon:
         return f"http://127.0.0.1:{self.port}"
 
     def argv(self):
-        a = [str(DAEMON), f"--config={self.config}" if self.config else "--no-config",
-             f"--redis=unix:{self.stack.redis.path}",
-             f"--bus={self.bus.address}",
-             "--pam-service=multichat",
-             "--staff-group=multichat-staff",
-             "--admin-group=multichat-admin",
-             "--min-uid=1000"]
+        # A daemon on a cluster has no redis= (the two exclude each other).
+        on_cluster = any(str(x).startswith("--redis-cluster=") for x in self.args)
+        a = [str(DAEMON), f"--config={self.config}" if self.config else "--no-config"]
+        a += [] if on_cluster else [f"--redis=unix:{self.stack.redis.path}"]
+        a += [f"--bus={self.bus.address}",
+              "--pam-service=multichat",
+              "--staff-group=multichat-staff",
+              "--admin-group=multichat-admin",
+              "--min-uid=1000"]
         if self.with_web_root:
             a.append(f"--web-root={WEB_ROOT}")
         if self.mode == "listen":
