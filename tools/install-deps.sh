@@ -13,7 +13,7 @@
 #            busctl (systemd), pam_unix
 #   test     the unit and integration suites: redis-server, pam_wrapper,
 #            nss_wrapper, dbus-daemon, systemd-socket-activate, python3, node,
-#            nginx, openssl, prometheus, polkitd (and on Debian 13
+#            nginx, openssl, prometheus, polkitd, git (and on Debian 13
 #            valkey-server)
 #   browser  the browser suite: Chromium and npm, then `npm ci` for
 #            tests/browser
@@ -62,6 +62,8 @@ packages_of() {
                 # Real peers of the tests: a proxy in front, TLS probes, a
                 # scraper, polkit deciding D-Bus calls.
                 echo nginx openssl prometheus polkitd
+                # test_upgrade builds the previous release from the history.
+                echo git
                 # Debian 13's Valkey: the integration suite runs against it too.
                 [[ $(codename) == bookworm ]] || echo valkey-server
                 # The page's unit test runs under node. One from elsewhere

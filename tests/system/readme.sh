@@ -82,6 +82,8 @@ in_root() {
 in_root dpkg --purge redis-server >/dev/null
 (cd "$REPO" && git ls-files -z --cached --others --exclude-standard |
         tar --null --no-recursion -T - -cf - 2>/dev/null) | tar -xf - -C "$root/root" --one-top-level=multichat
+# With the history, as a clone has it (test_upgrade builds the previous release from it).
+[[ -d $REPO/.git ]] && cp -a "$REPO/.git" "$root/root/multichat/.git"
 echo "# $RELEASE root at $root, sources in /root/multichat"
 
 quickstart() {
