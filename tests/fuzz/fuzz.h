@@ -23,16 +23,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
                 }                                                                       \
         } while (0)
 
-/* hiredis 0.14 allocates an aggregate's element array as its header
- * declares it, with no limit: a header of a million elements only measures
- * hiredis's allocator, so RESP targets skip inputs that declare one over
- * 4096 (what the daemon reads is far smaller). */
+/* hiredis allocates an aggregate's element array as its header declares
+ * it (0.14 with no limit, 1.2 up to 2^32 - 1): a header of a million
+ * elements only measures hiredis's allocator, so RESP targets skip inputs
+ * that declare one over 4096 (what the daemon reads is far smaller). The
+ * aggregates are RESP2's array and, in hiredis 1.2, RESP3's set, map,
+ * push and attribute. */
 static inline bool fuzz_resp_too_large(const uint8_t *data, size_t size) {
         for (size_t i = 0; i < size; i++) {
                 unsigned long long n = 0;
                 size_t k = i + 1;
 
-                if (data[i] != '*')
+                if (data[i] != '*' && data[i] != '~' && data[i] != '%' && data[i] != '>' && data[i] != '|')
                         continue;
                 while (k < size && data[k] >= '0' && data[k] <= '9' && n <= 4096)
                         n = n * 10 + (data[k++] - '0');
