@@ -313,10 +313,12 @@ static int parse_redis(const ConfigOption *o, const char *value, void *field, ch
 
 #define ALPHANUMERICAL "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
-/* Several addresses in one value too, separated by spaces or commas. */
-static int parse_sentinels(const ConfigOption *o, const char *value, void *field, char *reason) {
+/* A list of addresses: several in one value too, separated by spaces or
+ * commas; an empty value empties the list. */
+static int parse_address_list(const char *value, char ***l, char *reason, bool (*valid)(const char *a),
+                              const char *expected, unsigned max, const char *what) {
         _cleanup_(freep) char *copy = strdup(value);
-        char ***l = field, *state = NULL;
+        char *state = NULL;
         int r;
 
         if (!copy)
@@ -326,12 +328,12 @@ static int parse_sentinels(const ConfigOption *o, const char *value, void *field
                 return 0;
         }
         for (char *a = strtok_r(copy, " \t,", &state); a; a = strtok_r(NULL, " \t,", &state)) {
-                if (!sentinel_address_is_valid(a))
-                        return reasonf(reason, "expected IPv4:PORT or [IPv6]:PORT (a numeric address)");
+                if (!valid(a))
+                        return reasonf(reason, "expected %s", expected);
                 if (strv_contains(*l, a))
                         continue;
-                if (strv_length(*l) >= SENTINELS_MAX)
-                        return reasonf(reason, "at most %d sentinels", SENTINELS_MAX);
+                if (strv_length(*l) >= max)
+                        return reasonf(reason, "at most %u %s", max, what);
                 r = strv_extend(l, a);
                 if (r < 0)
                         return r;
@@ -339,30 +341,15 @@ static int parse_sentinels(const ConfigOption *o, const char *value, void *field
         return 0;
 }
 
-/* Seed nodes: several in one value too, separated by spaces or commas. */
-static int parse_cluster(const ConfigOption *o, const char *value, void *field, char *reason) {
-        _cleanup_(freep) char *copy = strdup(value);
-        char ***l = field, *state = NULL;
-        int r;
+static int parse_sentinels(const ConfigOption *o, const char *value, void *field, char *reason) {
+        return parse_address_list(value, field, reason, sentinel_address_is_valid,
+                                  "IPv4:PORT or [IPv6]:PORT (a numeric address)", SENTINELS_MAX, "sentinels");
+}
 
-        if (!copy)
-                return -ENOMEM;
-        if (!*value) {
-                *l = strv_free(*l);
-                return 0;
-        }
-        for (char *a = strtok_r(copy, " \t,", &state); a; a = strtok_r(NULL, " \t,", &state)) {
-                if (!redis_cluster_address_is_valid(a))
-                        return reasonf(reason, "expected HOST:PORT or [IPv6]:PORT");
-                if (strv_contains(*l, a))
-                        continue;
-                if (strv_length(*l) >= REDIS_CLUSTER_SEEDS_MAX)
-                        return reasonf(reason, "at most %d cluster seed nodes", REDIS_CLUSTER_SEEDS_MAX);
-                r = strv_extend(l, a);
-                if (r < 0)
-                        return r;
-        }
-        return 0;
+/* Seed nodes of a Redis Cluster. */
+static int parse_cluster(const ConfigOption *o, const char *value, void *field, char *reason) {
+        return parse_address_list(value, field, reason, redis_cluster_address_is_valid,
+                                  "HOST:PORT or [IPv6]:PORT", REDIS_CLUSTER_SEEDS_MAX, "cluster seed nodes");
 }
 
 static int parse_master_name(const ConfigOption *o, const char *value, void *field, char *reason) {
