@@ -97,13 +97,15 @@ RoomRegistry *room_registry_free(RoomRegistry *reg) {
         return mfree(reg);
 }
 
-/* Index of the room with this id, or where it would be inserted. */
-static size_t room_registry_bisect(RoomRegistry *reg, const char *id, bool *ret_found) {
-        size_t lo = 0, hi = reg->n_slots;
+/* Index of the element of the sorted array base[n] that compares equal to
+ * key, or where it would be inserted; *ret_found tells which. */
+static size_t bisect(const void *base, size_t n, size_t size, const char *key,
+                     int (*compare)(const void *element, const char *key), bool *ret_found) {
+        size_t lo = 0, hi = n;
 
         while (lo < hi) {
                 size_t mid = lo + (hi - lo) / 2;
-                int c = room_id_compare(reg->slots[mid].room->id, id);
+                int c = compare((const char *) base + mid * size, key);
 
                 if (c == 0) {
                         *ret_found = true;
@@ -116,6 +118,15 @@ static size_t room_registry_bisect(RoomRegistry *reg, const char *id, bool *ret_
         }
         *ret_found = false;
         return lo;
+}
+
+static int slot_compare(const void *element, const char *id) {
+        return room_id_compare(((const RoomSlot *) element)->room->id, id);
+}
+
+/* Index of the room with this id, or where it would be inserted. */
+static size_t room_registry_bisect(RoomRegistry *reg, const char *id, bool *ret_found) {
+        return bisect(reg->slots, reg->n_slots, sizeof *reg->slots, id, slot_compare, ret_found);
 }
 
 Room *room_registry_find(RoomRegistry *reg, const char *id) {
@@ -269,28 +280,16 @@ void membership_drop_held(Membership *mb) {
         mb->n_held = 0;
 }
 
+static int username_compare(const void *element, const char *username) {
+        return strcmp(*(char *const *) element, username);
+}
+
 /* The first index whose username is not below `username`; *ret_found
  * tells whether it is that username. Usernames are kept sorted so that a
  * presence event costs O(log n) in a room of thousands, and a page of
  * members is a contiguous slice. */
 static size_t room_find_user(const Room *room, const char *username, bool *ret_found) {
-        size_t lo = 0, hi = room->n_usernames;
-
-        while (lo < hi) {
-                size_t mid = lo + (hi - lo) / 2;
-                int c = strcmp(room->usernames[mid], username);
-
-                if (c == 0) {
-                        *ret_found = true;
-                        return mid;
-                }
-                if (c < 0)
-                        lo = mid + 1;
-                else
-                        hi = mid;
-        }
-        *ret_found = false;
-        return lo;
+        return bisect(room->usernames, room->n_usernames, sizeof *room->usernames, username, username_compare, ret_found);
 }
 
 static int room_presence_reserve(Room *room) {
