@@ -256,6 +256,7 @@ export class ChatView {
       leave: () => this.leave(id),
       typing: () => this.command('typing', id),
       history: (before) => this.command('history', id, before !== null ? { before, limit: HISTORY_PAGE } : { limit: HISTORY_PAGE }),
+      members: (after) => this.command('members', id, after !== null ? { after } : {}),
       seen: () => this.seen(id),
       back: () => this.showList(id),
       toggleNotify: () => this.toggleNotify(id),
@@ -444,6 +445,8 @@ export class ChatView {
     if (ev.unread !== undefined) return this.onUnread(ev);
     if (ev.history !== undefined) return this.views.get(str(ev.room))?.applyHistory(ev);
     if (ev.deleted !== undefined) return this.onDeleted(ev);
+    if (ev.members !== undefined) return this.views.get(str(ev.room))?.addMembersPage(ev);
+    if (ev.member_count !== undefined) return this.views.get(str(ev.room))?.setMemberCount(ev.member_count);
     if (ev.typing !== undefined) {
       if (str(ev.typing) === this.username) return;
       return this.views.get(str(ev.room))?.showTyping(ev.typing);
@@ -571,6 +574,7 @@ export class ChatView {
       this.renderSidebar();
     }
     if (ctx && ctx.command === 'history') this.views.get(ctx.room)?.applyHistory({ history: [], complete: true });
+    if (ctx && ctx.command === 'members') this.views.get(ctx.room)?.addMembersPage({});
     if (ctx && ctx.command === 'send') {
       const item = this.settle(ev.ref);
       const view = this.views.get(ctx.room);

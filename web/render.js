@@ -271,6 +271,8 @@ export class RoomView {
     this.scrollQueued = false;
     this.pinned = true;
     this.resizer = null;
+    this.memberTotal = null;
+    this.membersPending = false;
     this.build();
     this.setTitle(title);
     this.setStaffOnly(staffOnly);
@@ -288,7 +290,9 @@ export class RoomView {
     this.leaveBtn = h(doc, 'button', { type: 'button', class: 'room-leave', text: 'Leave', onclick: () => this.hooks.leave() });
     this.membersSummary = h(doc, 'summary', { text: 'Members' });
     this.membersEl = h(doc, 'ul', { class: 'member-list' });
-    this.membersBox = h(doc, 'details', { class: 'members' }, this.membersSummary, this.membersEl);
+    this.membersMoreBtn = h(doc, 'button', { type: 'button', class: 'members-more', text: 'Show more', hidden: true,
+      onclick: () => this.moreMembers() });
+    this.membersBox = h(doc, 'details', { class: 'members' }, this.membersSummary, this.membersEl, this.membersMoreBtn);
     this.historyEl = h(doc, 'p', { class: 'history-status', text: '' });
     this.messagesEl = h(doc, 'ol', { class: 'messages' });
     this.outboxEl = h(doc, 'ol', { class: 'outbox', hidden: true });
@@ -398,10 +402,34 @@ export class RoomView {
     this.notifyBtn.title = this.notifyAll ? 'Desktop notifications for every message (on)' : 'Desktop notifications for mentions only; press for every message';
   }
 
-  setMembers(list) {
+  // The join's first page of members; total: everyone present (a large
+  // room's list is a page, more on request), undefined from a server that
+  // always sends the whole list.
+  setMembers(list, total) {
     this.membersEl.replaceChildren();
-    if (!Array.isArray(list)) return;
-    for (const u of [...new Set(list.map(str))].sort()) this.addMember(u);
+    this.memberTotal = null;
+    if (Array.isArray(list)) for (const u of [...new Set(list.map(str))].sort()) this.addMember(u);
+    this.setMemberCount(total);
+  }
+
+  // A large room's count, which comes instead of entered/left notices.
+  setMemberCount(total) {
+    this.memberTotal = Number.isSafeInteger(total) && total >= 0 ? total : null;
+    this.updateMemberCount();
+  }
+
+  // The reply to "members": the next page, after the last name shown.
+  addMembersPage(ev) {
+    this.membersPending = false;
+    if (Array.isArray(ev.members)) for (const u of ev.members) this.addMember(u, false);
+    if (ev.more === false && this.memberTotal !== null) this.memberTotal = this.membersEl.children.length;
+    this.updateMemberCount();
+  }
+
+  moreMembers() {
+    if (this.membersPending) return;
+    const last = this.membersEl.lastElementChild;
+    this.membersPending = this.hooks.members(last ? last.textContent : null) !== false;
   }
 
   memberEl(u) {
@@ -409,25 +437,32 @@ export class RoomView {
     return null;
   }
 
-  addMember(u) {
+  // arrived: someone entered (counted), not a page being filled in.
+  addMember(u, arrived = true) {
     u = str(u);
     if (u === '' || this.memberEl(u)) return;
     const li = h(this.doc, 'li', { class: 'member', text: u });
     const next = [...this.membersEl.children].find((c) => c.textContent > u);
     this.membersEl.insertBefore(li, next || null);
+    if (arrived && this.memberTotal !== null) this.memberTotal++;
     this.updateMemberCount();
   }
 
   removeMember(u) {
-    this.memberEl(str(u))?.remove();
+    const li = this.memberEl(str(u));
+    if (li && this.memberTotal !== null) this.memberTotal--;
+    li?.remove();
     this.updateMemberCount();
   }
 
   updateMemberCount() {
-    const n = this.membersEl.children.length;
+    const shown = this.membersEl.children.length;
+    const n = Math.max(this.memberTotal ?? shown, shown);
     const text = `${n} ${n === 1 ? 'member' : 'members'}`;
     this.membersSummary.textContent = text;
     this.membersSummary.setAttribute('aria-label', `${text} in ${this.title}`);
+    this.membersMoreBtn.hidden = shown >= n;
+    this.membersMoreBtn.textContent = `Show more (${n - shown})`;
   }
 
   get lastId() {
@@ -445,7 +480,7 @@ export class RoomView {
   applyJoin(ev, counts = null) {
     if (ev.title !== undefined) this.setTitle(ev.title);
     if (ev.staff_only !== undefined) this.setStaffOnly(ev.staff_only);
-    if (ev.members !== undefined) this.setMembers(ev.members);
+    if (ev.members !== undefined) this.setMembers(ev.members, ev.member_count);
     const hadAny = this.lastId !== null;
     const rejoin = this.joined;
     this.joined = true;

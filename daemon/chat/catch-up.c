@@ -165,12 +165,13 @@ bool catch_up_member_has(const RoomCatchUp *cu, const Membership *mb, const char
  * lost nothing. */
 static void catch_up_tell_gap(Room *room, RoomCatchUp *cu, const char *first) {
         _cleanup_(frame_unrefp) Frame *f = NULL;
+        MemberPage page = room_presence_page(room, NULL);
         size_t n = 0;
 
         if (cu->told)
                 return;
         cu->told = true;
-        if (frame_new_take(&f, protocol_format_joined(room->id, room->title, room->staff_only, room->usernames,
+        if (frame_new_take(&f, protocol_format_joined(room->id, room->title, room->staff_only, &page,
                                                       NULL, 0, NULL)) < 0)
                 return;
         for (size_t i = 0; i < room->n_members; i++) {

@@ -26,6 +26,8 @@
 
 /* Messages after a join's "since". */
 #define CHAT_SINCE_MAX 1000
+/* How often a large room's members hear its member count, at most. */
+#define CHAT_MEMBER_COUNT_INTERVAL_USEC (1000 * 1000ULL)
 
 struct Chat {
         sd_event *event;
@@ -46,6 +48,7 @@ struct Chat {
         char epoch[STORE_EPOCH_MAX + 1];          /* the data's lineage, "" before the first connect */
         uint64_t data_lost_usec;                  /* CLOCK_REALTIME, when Redis was found without it; 0 never */
         Migrate *migrate;             /* to key layout 2, checked on every connect */
+        sd_event_source *count_timer; /* member counts of large rooms, see on_presence_event() */
         bool ready;                   /* connected and the room list loaded */
 };
 
@@ -267,7 +270,8 @@ static void room_fan_out_json(Chat *chat, Room *room, char *json, const char *sk
 
 /* Presence notices go to members whose join has finished (the join reply's
  * member list covers the rest) and never to the user they are about: the
- * original example does not tell a joiner that it entered. */
+ * original example does not tell a joiner that it entered. user NULL: to
+ * everyone. */
 static void room_fan_out_presence(Chat *chat, Room *room, char *json, const char *user) {
         _cleanup_(frame_unrefp) Frame *f = NULL;
 
@@ -276,7 +280,7 @@ static void room_fan_out_presence(Chat *chat, Room *room, char *json, const char
         for (size_t i = 0; i < room->n_members; i++) {
                 Membership *mb = room->members[i];
 
-                if (!mb->pending && !streq(mb->member->username, user))
+                if (!mb->pending && !streq_ptr(mb->member->username, user))
                         chat->hooks->send(mb->member->conn, f);
         }
 }
@@ -416,6 +420,7 @@ static void on_join_reply(Redis *r, const redisReply *reply, void *userdata) {
         ChatMember *m = req->member;
         StoreJoinReply j;
         const char *last_id = NULL;
+        MemberPage page;
         Membership *mb;
         json_t *history;
         int e, complete;
@@ -434,18 +439,18 @@ static void on_join_reply(Redis *r, const redisReply *reply, void *userdata) {
                 goto out;
         }
 
-        room_presence_from_reply(mb->room, j.presence);
         history = history_to_json(&j.history, req->room, m, false, &last_id);
         (void) room_presence_set(mb->room, m->username, j.connections);
+        page = room_presence_page(mb->room, NULL);
         complete = req->has_since ? (int) (j.complete && !mb->held_overflow) : -1;
         if (j.has_read_state)
                 member_send_json(m, protocol_format_joined_v2(
-                        req->room, mb->room->title, mb->room->staff_only, mb->room->usernames, history, complete,
+                        req->room, mb->room->title, mb->room->staff_only, &page, history, complete,
                         &(ReadState) { j.read_state.read, j.read_state.unread, j.read_state.mentions },
                         chat_request_ref(req)));
         else
                 member_send_json(m, protocol_format_joined(
-                        req->room, mb->room->title, mb->room->staff_only, mb->room->usernames, history, complete,
+                        req->room, mb->room->title, mb->room->staff_only, &page, history, complete,
                         chat_request_ref(req)));
         membership_settle(mb, last_id);
         catch_up_joined(mb->room, mb, j.tip);
@@ -471,9 +476,12 @@ static ProtocolError member_join(ChatMember *m, Room *room, const char *since, c
         if (mb) {
                 /* Joined already: the presence stays as it is; answer as a
                  * join would, so a client that lost track gets its state. */
-                if (!mb->pending)
+                if (!mb->pending) {
+                        MemberPage page = room_presence_page(room, NULL);
+
                         member_send_json(m, protocol_format_joined(room->id, room->title, room->staff_only,
-                                                                   room->usernames, NULL, -1, ref));
+                                                                   &page, NULL, -1, ref));
+                }
                 return PROTOCOL_OK;
         }
         if (m->n_memberships >= CHAT_MEMBER_ROOMS_MAX)
@@ -653,6 +661,20 @@ static void chat_history(ChatMember *m, const Command *cmd) {
                 chat_request_free(req);
                 send_error(m, PROTOCOL_ERROR_UNAVAILABLE, command_ref(cmd));
         }
+}
+
+/* Answered from this daemon's copy of the room's presence, which the
+ * presence events keep: no Redis round trip, and a page costs the same in
+ * any room. */
+static void chat_members(ChatMember *m, const Command *cmd) {
+        Membership *mb;
+        MemberPage page;
+
+        if (!member_in_room(m, cmd))
+                return;
+        mb = member_find_membership(m, cmd->room);
+        page = room_presence_page(mb->room, cmd->has_after ? cmd->after : NULL);
+        member_send_json(m, protocol_format_members(cmd->room, &page, command_ref(cmd)));
 }
 
 static int publish_on(Chat *chat, const char *room, char *payload) {
@@ -848,6 +870,8 @@ void chat_member_command(ChatMember *m, const Command *cmd) {
                 return chat_hello(m, cmd);
         case COMMAND_READ:
                 return chat_read(m, cmd);
+        case COMMAND_MEMBERS:
+                return chat_members(m, cmd);
         default:
                 return send_error(m, PROTOCOL_ERROR_BAD_REQUEST, command_ref(cmd));
         }
@@ -1383,19 +1407,61 @@ static void on_room_event(Chat *chat, Room *room, const Event *ev) {
         }
 }
 
+static int on_count_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Chat *chat = userdata;
+        _cleanup_free_ Room **rooms = NULL;
+        size_t n = 0;
+
+        rooms = room_registry_sorted(chat->rooms, &n);
+        for (size_t i = 0; rooms && i < n; i++) {
+                Room *room = rooms[i];
+
+                if (!room->count_changed)
+                        continue;
+                room->count_changed = false;
+                room_fan_out_presence(chat, room, protocol_format_member_count(room->id, room->n_usernames), NULL);
+        }
+        return 0;
+}
+
+static void room_count_changed(Chat *chat, Room *room) {
+        int r;
+
+        room->count_changed = true;
+        if (chat->count_timer && sd_event_source_get_enabled(chat->count_timer, NULL) > 0)
+                return;
+        r = chat->count_timer ?
+                sd_event_source_set_time_relative(chat->count_timer, CHAT_MEMBER_COUNT_INTERVAL_USEC) :
+                sd_event_add_time_relative(chat->event, &chat->count_timer, CLOCK_MONOTONIC,
+                                           CHAT_MEMBER_COUNT_INTERVAL_USEC, 0, on_count_timer, chat);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(chat->count_timer, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_debug_errno(r, "Could not schedule member counts: %m");
+}
+
 /* Redis decides who entered or left (the first connection in, the last
- * one out, over every daemon); the count here only feeds member lists. */
+ * one out, over every daemon). In a room with more present than a page
+ * of members, a notice per user would cost each member one frame per
+ * arrival: a room of 10,000 coming back after a restart would send 10^8
+ * of them. There the members hear the count instead, once a second at
+ * most, and page the list when they want it. */
 static void on_presence_event(Chat *chat, const Event *ev) {
         Room *room = room_registry_find(chat->rooms, ev->room);
+        size_t before;
 
         if (!room)
                 return;
+        before = room->n_usernames;
         if (room_presence_set(room, ev->user, (unsigned) MIN(ev->count, (int64_t) UINT32_MAX)) < 0)
                 return;
         if (ev->change == 0)
                 return;
-        room_fan_out_presence(chat, room, protocol_format_presence(ev->change > 0 ? MSG_TYPE_ENTER : MSG_TYPE_LEAVE,
-                                                                   room->id, ev->user), ev->user);
+        if (MAX(before, room->n_usernames) > PROTOCOL_MEMBERS_PAGE)
+                room_count_changed(chat, room);
+        else
+                room_fan_out_presence(chat, room, protocol_format_presence(ev->change > 0 ? MSG_TYPE_ENTER : MSG_TYPE_LEAVE,
+                                                                           room->id, ev->user), ev->user);
         chat->hooks->room_changed(chat->userdata, room->id, CHAT_ROOM_MEMBERS);
 }
 
@@ -1663,6 +1729,7 @@ Chat *chat_free(Chat *chat) {
         chat->rooms = room_registry_free(chat->rooms);
         chat->rooms_frame = frame_unref(chat->rooms_frame);
         chat->migrate = migrate_free(chat->migrate);
+        chat->count_timer = sd_event_source_disable_unref(chat->count_timer);
         sd_event_unref(chat->event);
         return mfree(chat);
 }

@@ -97,13 +97,15 @@ RoomRegistry *room_registry_free(RoomRegistry *reg) {
         return mfree(reg);
 }
 
-/* Index of the room with this id, or where it would be inserted. */
-static size_t room_registry_bisect(RoomRegistry *reg, const char *id, bool *ret_found) {
-        size_t lo = 0, hi = reg->n_slots;
+/* Index of the element of the sorted array base[n] that compares equal to
+ * key, or where it would be inserted; *ret_found tells which. */
+static size_t bisect(const void *base, size_t n, size_t size, const char *key,
+                     int (*compare)(const void *element, const char *key), bool *ret_found) {
+        size_t lo = 0, hi = n;
 
         while (lo < hi) {
                 size_t mid = lo + (hi - lo) / 2;
-                int c = room_id_compare(reg->slots[mid].room->id, id);
+                int c = compare((const char *) base + mid * size, key);
 
                 if (c == 0) {
                         *ret_found = true;
@@ -116,6 +118,15 @@ static size_t room_registry_bisect(RoomRegistry *reg, const char *id, bool *ret_
         }
         *ret_found = false;
         return lo;
+}
+
+static int slot_compare(const void *element, const char *id) {
+        return room_id_compare(((const RoomSlot *) element)->room->id, id);
+}
+
+/* Index of the room with this id, or where it would be inserted. */
+static size_t room_registry_bisect(RoomRegistry *reg, const char *id, bool *ret_found) {
+        return bisect(reg->slots, reg->n_slots, sizeof *reg->slots, id, slot_compare, ret_found);
 }
 
 Room *room_registry_find(RoomRegistry *reg, const char *id) {
@@ -269,37 +280,57 @@ void membership_drop_held(Membership *mb) {
         mb->n_held = 0;
 }
 
-static ssize_t room_find_user(Room *room, const char *username) {
-        for (size_t i = 0; i < room->n_usernames; i++)
-                if (streq(room->usernames[i], username))
-                        return (ssize_t) i;
-        return -1;
+static int username_compare(const void *element, const char *username) {
+        return strcmp(*(char *const *) element, username);
+}
+
+/* The first index whose username is not below `username`; *ret_found
+ * tells whether it is that username. Usernames are kept sorted so that a
+ * presence event costs O(log n) in a room of thousands, and a page of
+ * members is a contiguous slice. */
+static size_t room_find_user(const Room *room, const char *username, bool *ret_found) {
+        return bisect(room->usernames, room->n_usernames, sizeof *room->usernames, username, username_compare, ret_found);
+}
+
+static int room_presence_reserve(Room *room) {
+        size_t want = room->n_usernames + 1;
+
+        if (want <= room->n_usernames_allocated)
+                return 0;
+        want = MAX(want * 2, (size_t) 8);
+        char **u = realloc(room->usernames, (want + 1) * sizeof *u);
+        if (!u)
+                return -ENOMEM;
+        room->usernames = u;
+        unsigned *c = realloc(room->username_counts, want * sizeof *c);
+        if (!c)
+                return -ENOMEM;
+        room->username_counts = c;
+        room->n_usernames_allocated = want;
+        return 0;
 }
 
 int room_presence_set(Room *room, const char *username, unsigned count) {
-        ssize_t i = room_find_user(room, username);
+        bool found;
+        size_t i = room_find_user(room, username, &found);
         unsigned previous;
+        char *copy;
 
-        if (i < 0) {
-                char **u;
-                unsigned *c;
-
+        if (!found) {
                 if (count == 0)
                         return 0;
-                u = realloc(room->usernames, (room->n_usernames + 2) * sizeof *u);
-                if (!u)
+                if (room_presence_reserve(room) < 0)
                         return -ENOMEM;
-                room->usernames = u;
-                c = realloc(room->username_counts, (room->n_usernames + 1) * sizeof *c);
-                if (!c)
+                copy = strdup(username);
+                if (!copy)
                         return -ENOMEM;
-                room->username_counts = c;
-                u[room->n_usernames] = strdup(username);
-                if (!u[room->n_usernames])
-                        return -ENOMEM;
-                c[room->n_usernames] = count;
+                memmove(room->usernames + i + 1, room->usernames + i, (room->n_usernames - i) * sizeof *room->usernames);
+                memmove(room->username_counts + i + 1, room->username_counts + i,
+                        (room->n_usernames - i) * sizeof *room->username_counts);
+                room->usernames[i] = copy;
+                room->username_counts[i] = count;
                 room->n_usernames++;
-                u[room->n_usernames] = NULL;
+                room->usernames[room->n_usernames] = NULL;
                 return 0;
         }
 
@@ -307,8 +338,9 @@ int room_presence_set(Room *room, const char *username, unsigned count) {
         if (count == 0) {
                 free(room->usernames[i]);
                 room->n_usernames--;
-                room->usernames[i] = room->usernames[room->n_usernames];
-                room->username_counts[i] = room->username_counts[room->n_usernames];
+                memmove(room->usernames + i, room->usernames + i + 1, (room->n_usernames - i) * sizeof *room->usernames);
+                memmove(room->username_counts + i, room->username_counts + i + 1,
+                        (room->n_usernames - i) * sizeof *room->username_counts);
                 room->usernames[room->n_usernames] = NULL;
         } else
                 room->username_counts[i] = count;
@@ -323,6 +355,24 @@ void room_presence_clear(Room *room) {
                 room->usernames[0] = NULL;
 }
 
+MemberPage room_presence_page(const Room *room, const char *after) {
+        bool found = false;
+        size_t i = 0, n;
+
+        if (after)
+                i = room_find_user(room, after, &found) + found;
+        n = MIN(room->n_usernames - i, (size_t) PROTOCOL_MEMBERS_PAGE);
+        return (MemberPage) {
+                .names = n > 0 ? room->usernames + i : NULL,
+                .n = n,
+                .total = room->n_usernames,
+                .more = i + n < room->n_usernames,
+        };
+}
+
 bool room_has_user(Room *room, const char *username) {
-        return room_find_user(room, username) >= 0;
+        bool found;
+
+        (void) room_find_user(room, username, &found);
+        return found;
 }

@@ -42,12 +42,14 @@ struct Room {
         size_t n_members;
         size_t n_allocated;
 
-        /* Usernames present across every daemon (NULL-terminated, or NULL
-         * when none was ever present), with their connection counts, kept
-         * from Redis presence events. */
+        /* Usernames present across every daemon, sorted by strcmp()
+         * (NULL-terminated, or NULL when none was ever present), with their
+         * connection counts, kept from Redis presence events. */
         char **usernames;
         unsigned *username_counts;
         size_t n_usernames;
+        size_t n_usernames_allocated;
+        bool count_changed;           /* a member count update is due (a large room) */
 
         bool subscribed;
         /* The replay of the room's stream after a (re)subscribe, NULL
@@ -82,6 +84,9 @@ void room_remove_member(Membership *mb);
 int room_presence_set(Room *room, const char *username, unsigned count);
 void room_presence_clear(Room *room);
 bool room_has_user(Room *room, const char *username);
+/* The first PROTOCOL_MEMBERS_PAGE present usernames after `after` (NULL:
+ * from the first), in strcmp() order. Valid until presence changes. */
+MemberPage room_presence_page(const Room *room, const char *after);
 
 /* Appends a frame to a pending membership's hold; false when full. */
 bool membership_hold(Membership *mb, Frame *f, const char *id);

@@ -613,6 +613,89 @@ static void test_two_daemons(void) {
         test_settle(both);
 }
 
+/* A join shows a first page and the count, "members" pages on, from the
+ * presence every daemon keeps: users who joined on B are paged on A. */
+static void test_members(void) {
+        const unsigned n = PROTOCOL_MEMBERS_PAGE + 20;
+        _cleanup_free_ TestConn *many = calloc(n, sizeof *many);
+        TestConn zed, outsider;
+        char name[32], cmd[160];
+        Change c = {};
+        json_t *j, *names;
+
+        ASSERT_NOT_NULL(many);
+        ASSERT_OK(chat_create_room(A.chat, "Big", false, on_change, &c));
+        wait_change(&c);
+        ASSERT_OK(c.r);
+        TEST_RUN_UNTIL(event, chat_find_room(B.chat, c.id));
+        for (unsigned i = 0; i < n; i++) {
+                snprintf(name, sizeof name, "m%03u", n - 1 - i);
+                test_conn_open(&many[i], &B, name, name, false);
+                join(&many[i], c.id, NULL);
+        }
+        test_settle(both);
+        TEST_RUN_UNTIL(event, chat_find_room(A.chat, c.id)->n_usernames == n);
+
+        test_conn_open(&zed, &A, "zed", "s-zed", false);
+        join(&zed, c.id, &j);
+        names = json_object_get(j, "members");
+        ASSERT_INT_EQ(json_array_size(names), PROTOCOL_MEMBERS_PAGE);
+        ASSERT_INT_EQ(json_integer_value(json_object_get(j, "member_count")), n + 1);
+        ASSERT_STREQ(json_string_value(json_array_get(names, 0)), "m000");
+        ASSERT_STREQ(json_string_value(json_array_get(names, PROTOCOL_MEMBERS_PAGE - 1)), "m099");
+
+        snprintf(cmd, sizeof cmd, "{\"command\": \"members\", \"room\": \"%s\", \"after\": \"m099\", \"ref\": \"p2\"}", c.id);
+        test_conn_command(&zed, cmd);
+        j = test_conn_take(&zed, "ref", "p2");
+        ASSERT_STREQ(test_json_str(j, "room"), c.id);
+        ASSERT_FALSE(test_json_true(j, "more"));
+        names = json_object_get(j, "members");
+        ASSERT_INT_EQ(json_array_size(names), 21);
+        ASSERT_STREQ(json_string_value(json_array_get(names, 0)), "m100");
+        ASSERT_STREQ(json_string_value(json_array_get(names, 20)), "zed");
+
+        snprintf(cmd, sizeof cmd, "{\"command\": \"members\", \"room\": \"%s\", \"ref\": \"p1\"}", c.id);
+        test_conn_command(&zed, cmd);
+        j = test_conn_take(&zed, "ref", "p1");
+        ASSERT_TRUE(test_json_true(j, "more"));
+        ASSERT_INT_EQ(json_array_size(json_object_get(j, "members")), PROTOCOL_MEMBERS_PAGE);
+
+        /* Someone leaves on B: gone from A's pages too. The room is larger
+         * than a page: no "left" notice, a count instead. */
+        test_conn_free(&many[n - 1]);          /* m000 */
+        ASSERT_STREQ(test_json_str(test_conn_take(&zed, "member_count", "120"), "room"), c.id);
+        ASSERT_NULL(test_conn_find(&zed, "msg_type", NULL));
+        test_conn_command(&zed, cmd);
+        j = test_conn_take(&zed, "ref", "p1");
+        ASSERT_STREQ(json_string_value(json_array_get(json_object_get(j, "members"), 0)), "m001");
+
+        /* A burst of changes is one count, the latest. */
+        test_conn_free(&many[n - 2]);
+        test_conn_free(&many[n - 3]);
+        test_conn_free(&many[n - 4]);
+        ASSERT_NOT_NULL(test_conn_take(&zed, "member_count", "117"));
+        ASSERT_NULL(test_conn_find(&zed, "member_count", NULL));
+
+        /* Only a member of the room may page it. */
+        test_conn_open(&outsider, &A, "olga", "s-olga", false);
+        (void) take_rooms(&outsider);
+        snprintf(cmd, sizeof cmd, "{\"command\": \"members\", \"room\": \"%s\", \"ref\": \"o1\"}", c.id);
+        test_conn_command(&outsider, cmd);
+        expect_error(&outsider, "ROOM_ACCESS_DENIED", "o1");
+        test_conn_command(&outsider, "{\"command\": \"members\", \"room\": \"999\", \"ref\": \"o2\"}");
+        expect_error(&outsider, "ROOM_INVALID", "o2");
+
+        for (unsigned i = 0; i < n - 4; i++)
+                test_conn_free(&many[i]);
+        test_conn_free(&zed);
+        test_conn_free(&outsider);
+        c.done = false;
+        ASSERT_OK(chat_delete_room(A.chat, c.id, on_change, &c));
+        wait_change(&c);
+        ASSERT_OK(c.r);
+        test_settle(both);
+}
+
 /* Losing Redis makes the chat not ready; it comes back by itself. */
 static void test_redis_restart(void) {
         test_redis_kill(&server);
@@ -640,6 +723,7 @@ int main(void) {
         ASSERT_INT_EQ(B.n_added, 1);
         test_events();
         test_two_daemons();
+        test_members();
         test_redis_restart();
 
         test_daemon_stop(&B);

@@ -386,6 +386,71 @@ static void test_presence(void) {
         /* The registry frees rooms with presence left in them (ASan: no leak). */
 }
 
+/* Pages of PROTOCOL_MEMBERS_PAGE names in strcmp() order, each after the
+ * cursor, whatever order the names came in or the cursor names. */
+static void test_presence_pages(void) {
+        _cleanup_(registry_freep) RoomRegistry *reg = NULL;
+        const unsigned n = 2 * PROTOCOL_MEMBERS_PAGE + 37;
+        char name[32], after[32] = "";
+        unsigned seen = 0, pages = 0;
+        MemberPage page;
+        Room *room;
+
+        ASSERT_OK(room_registry_new(&reg));
+        ASSERT_OK(room_registry_put(reg, "1", "Lobby", false, &room));
+
+        page = room_presence_page(room, NULL);
+        ASSERT_INT_EQ(page.n, 0);
+        ASSERT_INT_EQ(page.total, 0);
+        ASSERT_FALSE(page.more);
+        ASSERT_NULL(page.names);
+
+        /* Inserted in a scrambled order (7 is coprime with n). */
+        for (unsigned i = 0; i < n; i++) {
+                snprintf(name, sizeof name, "u%05u", (i * 7) % n);
+                ASSERT_INT_EQ(room_presence_set(room, name, 1), 0);
+        }
+        for (size_t i = 1; i < room->n_usernames; i++)
+                ASSERT_TRUE(strcmp(room->usernames[i - 1], room->usernames[i]) < 0);
+        ASSERT_NULL(room->usernames[room->n_usernames]);
+
+        do {
+                page = room_presence_page(room, after[0] ? after : NULL);
+                ASSERT_INT_EQ(page.total, n);
+                ASSERT_TRUE(page.n <= PROTOCOL_MEMBERS_PAGE);
+                for (size_t i = 0; i < page.n; i++) {
+                        snprintf(name, sizeof name, "u%05u", seen++);
+                        ASSERT_STREQ(page.names[i], name);
+                }
+                if (page.n > 0)
+                        snprintf(after, sizeof after, "%s", page.names[page.n - 1]);
+                ASSERT_TRUE(++pages <= 3);
+        } while (page.more);
+        ASSERT_INT_EQ(seen, n);
+        ASSERT_INT_EQ(pages, 3);
+
+        /* A cursor that names nobody present starts at the next name. */
+        page = room_presence_page(room, "u00099x");
+        ASSERT_STREQ(page.names[0], "u00100");
+        page = room_presence_page(room, "");
+        ASSERT_STREQ(page.names[0], "u00000");
+        page = room_presence_page(room, "zzz");
+        ASSERT_INT_EQ(page.n, 0);
+        ASSERT_FALSE(page.more);
+        page = room_presence_page(room, "u00236");
+        ASSERT_INT_EQ(page.n, 0);
+        page = room_presence_page(room, "u00235");
+        ASSERT_INT_EQ(page.n, 1);
+        ASSERT_STREQ(page.names[0], "u00236");
+        ASSERT_FALSE(page.more);
+
+        /* Removing from the middle keeps the order. */
+        ASSERT_INT_EQ(room_presence_set(room, "u00100", 0), 1);
+        page = room_presence_page(room, "u00099");
+        ASSERT_STREQ(page.names[0], "u00101");
+        ASSERT_INT_EQ(page.total, n - 1);
+}
+
 /* Redis stream id parts go up to UINT64_MAX: the largest values compare
  * as numbers too, not as a refused (zero) part. */
 static void test_id_compare_u64_max(void) {
@@ -398,6 +463,7 @@ int main(void) {
         test_id_compare();
         test_registry();
         test_registry_many();
+        test_presence_pages();
         test_sync();
         test_members();
         test_hold();

@@ -134,12 +134,11 @@ static RedisScript script_join = { .source =
         "redis.call('PUBLISH', 'mc:events', cjson.encode({'p', room, user, count, change}))\n"
         "local tip = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)\n"
         "if #tip > 0 then tip = tip[1][1] else tip = '0-0' end\n"
-        "local users = redis.call('HGETALL', KEYS[5])\n"
         "if marker then\n"
         "  local c, m = unread(log, KEYS[4], user, marker)\n"
-        "  return {count, users, hist, complete, edits(KEYS[3], hist), tip, marker, c, m}\n"
+        "  return {count, hist, complete, edits(KEYS[3], hist), tip, marker, c, m}\n"
         "end\n"
-        "return {count, users, hist, complete, edits(KEYS[3], hist), tip}\n"
+        "return {count, hist, complete, edits(KEYS[3], hist), tip}\n"
 };
 
 /* KEYS: the user's rooms, their order. ARGV: room, user, the most rooms a
@@ -1295,25 +1294,26 @@ int store_parse_unread_reply(const redisReply *reply, StoreReadState *ret) {
         return read_state_from(reply, 0, ret);
 }
 
-/* [count, [user, n, ...], [entries], complete, [edited texts], newest id]
- * and, for a version 2 join, [marker, unread, mentions] after it. */
+/* [count, [entries], complete, [edited texts], newest id] and, for a
+ * version 2 join, [marker, unread, mentions] after it. No member list: a
+ * join costs the same in a room of ten or of ten thousand, and the daemon
+ * knows who is present from the presence events. */
 int store_parse_join_reply(const redisReply *reply, StoreJoinReply *ret) {
         const redisReply *count, *complete, *tip;
         StoreJoinReply j = {};
         int r;
 
-        r = reply_shape(reply, 6);
-        if (r == -EBADMSG && reply->type == REDIS_REPLY_ARRAY && reply->elements == 9) {
-                r = read_state_from(reply, 6, &j.read_state);
+        r = reply_shape(reply, 5);
+        if (r == -EBADMSG && reply->type == REDIS_REPLY_ARRAY && reply->elements == 8) {
+                r = read_state_from(reply, 5, &j.read_state);
                 j.has_read_state = r >= 0;
         }
         if (r < 0)
                 return r;
         count = reply_element(reply, 0, REDIS_REPLY_INTEGER);
-        j.presence = reply_element(reply, 1, REDIS_REPLY_ARRAY);
-        complete = reply_element(reply, 3, REDIS_REPLY_INTEGER);
-        tip = reply_element(reply, 5, REDIS_REPLY_STRING);
-        if (!count || !j.presence || !complete || store_entries_from(reply, 2, 4, &j.history) < 0)
+        complete = reply_element(reply, 2, REDIS_REPLY_INTEGER);
+        tip = reply_element(reply, 4, REDIS_REPLY_STRING);
+        if (!count || !complete || store_entries_from(reply, 1, 3, &j.history) < 0)
                 return -EBADMSG;
         j.connections = (unsigned) CLAMP(count->integer, 1LL, (long long) UINT32_MAX);
         j.complete = complete->integer != 0;

@@ -190,7 +190,6 @@ int store_parse_unread_reply(const redisReply *reply, StoreReadState *ret);
 /* The join script's reply. Pointers refer into it. */
 typedef struct StoreJoinReply {
         unsigned connections;           /* the user's connections in the room, over every daemon */
-        const redisReply *presence;     /* [user, count, ...]: read with store_presence_get() */
         StoreEntries history;           /* oldest first */
         bool complete;                  /* nothing between since and the history was trimmed */
         const char *tip;                /* the stream's newest id then, "0-0" when empty */
@@ -234,8 +233,7 @@ int store_parse_epoch_reply(const redisReply *reply, StoreEpochReply *ret);
 int store_parse_history_reply(const redisReply *reply, StoreHistoryReply *ret);
 int store_parse_since_reply(const redisReply *reply, StoreSinceReply *ret);
 
-/* The i-th user of a presence list [user, count, ...] (store_load_presence,
- * the join reply): 0, or -EBADMSG for a malformed pair (skip it); -ENOENT
+/* The i-th user of a presence list [user, count, ...] (store_load_presence): 0, or -EBADMSG for a malformed pair (skip it); -ENOENT
  * past the end. */
 int store_presence_get(const redisReply *presence, size_t i, const char **ret_user, unsigned *ret_count);
 

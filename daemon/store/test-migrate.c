@@ -183,7 +183,7 @@ static void on_session(int r, const SessionData *d, void *userdata) {
 /* Everything write_old() wrote, found through the store as layout 2. */
 static void check_new(const TestRedis *s, Client *c, const OldData *d) {
         _cleanup_(freeReplyObjectp) redisReply *rooms = NULL, *hist = NULL, *mine = NULL, *unread = NULL,
-                *ref = NULL, *join = NULL, *created = NULL;
+                *ref = NULL, *join = NULL, *presence = NULL, *created = NULL;
         StoreHistoryReply h;
         StoreReadState rs;
         StoreJoinReply j;
@@ -242,8 +242,13 @@ static void check_new(const TestRedis *s, Client *c, const OldData *d) {
         join = wait_reply(&p);
         ASSERT_OK(store_parse_join_reply(join, &j));
         ASSERT_INT_EQ(j.connections, 1);
-        ASSERT_INT_EQ(j.presence->elements, 2);
         ASSERT_STREQ(j.tip, d->mention);
+        p = (Pending) {};
+        ASSERT_OK(store_load_presence(c->redis, "1", on_reply, &p));
+        presence = wait_reply(&p);
+        ASSERT_INT_EQ(presence->type, REDIS_REPLY_ARRAY);
+        ASSERT_INT_EQ(presence->elements, 2);
+        ASSERT_STREQ(presence->element[0]->str, "bob");
 
         /* Room ids go on from where they were. */
         p = (Pending) {};

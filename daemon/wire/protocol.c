@@ -47,6 +47,7 @@ enum {
         FIELD_ROOM = 1 << 5,    /* required */
         FIELD_VERSION = 1 << 6, /* required */
         FIELD_ROOMS_SINCE = 1 << 7, /* optional: hello's object of room -> message id */
+        FIELD_AFTER = 1 << 8,   /* optional: members' page cursor, a name */
 };
 
 static const struct {
@@ -62,6 +63,7 @@ static const struct {
         [COMMAND_TYPING] = { "typing", FIELD_ROOM },
         [COMMAND_HELLO] = { "hello", FIELD_VERSION | FIELD_ROOMS_SINCE },
         [COMMAND_READ] = { "read", FIELD_ROOM | FIELD_ID },
+        [COMMAND_MEMBERS] = { "members", FIELD_ROOM | FIELD_AFTER },
 };
 
 const char *command_type_to_string(CommandType t) {
@@ -308,6 +310,23 @@ static ProtocolError parse_command_type(const json_t *v, CommandType *ret) {
         return PROTOCOL_ERROR_BAD_REQUEST;
 }
 
+/* Any name-sized string: a cursor in strcmp() order, not necessarily a
+ * user who is present. */
+static ProtocolError parse_after(const json_t *v, Command *c) {
+        size_t n;
+
+        if (!v || json_is_null(v))
+                return PROTOCOL_OK;
+        if (!json_is_string(v))
+                return PROTOCOL_ERROR_BAD_REQUEST;
+        n = json_string_length(v);
+        if (n == 0 || n > USERNAME_MAX || memchr(json_string_value(v), 0, n))
+                return PROTOCOL_ERROR_BAD_REQUEST;
+        memcpy(c->after, json_string_value(v), n + 1);
+        c->has_after = true;
+        return PROTOCOL_OK;
+}
+
 static ProtocolError parse_fields(const json_t *o, size_t max_message_bytes, Command *c) {
         unsigned fields;
         ProtocolError e;
@@ -350,6 +369,11 @@ static ProtocolError parse_fields(const json_t *o, size_t max_message_bytes, Com
         }
         if (fields & FIELD_LIMIT) {
                 e = parse_limit(json_object_get(o, "limit"), &c->limit);
+                if (e != PROTOCOL_OK)
+                        return e;
+        }
+        if (fields & FIELD_AFTER) {
+                e = parse_after(json_object_get(o, "after"), c);
                 if (e != PROTOCOL_OK)
                         return e;
         }
@@ -638,6 +662,25 @@ static int put_string_array(json_t *o, const char *key, char *const *strv) {
         return put_new(o, key, TAKE_PTR(a));
 }
 
+/* page NULL: nobody. */
+static int put_member_page(json_t *o, const MemberPage *page) {
+        _cleanup_(json_decrefp) json_t *a = json_array();
+        int r;
+
+        if (!a)
+                return -ENOMEM;
+        for (size_t i = 0; page && i < page->n; i++) {
+                size_t n = strlen(page->names[i]);
+
+                if (!utf8_is_valid(page->names[i], n))
+                        return -EINVAL;
+                r = json_array_append_new(a, json_stringn_nocheck(page->names[i], n));
+                if (r < 0)
+                        return -ENOMEM;
+        }
+        return put_new(o, "members", TAKE_PTR(a));
+}
+
 /* history: stolen; NULL means empty. */
 static int put_history(json_t *o, json_t *history) {
         if (!history)
@@ -832,7 +875,7 @@ static char *format_joined(
                 const char *room,
                 const char *title,
                 bool staff_only,
-                char *const *members,
+                const MemberPage *members,
                 json_t *history,
                 int complete,
                 const ReadState *rs,
@@ -852,7 +895,9 @@ static char *format_joined(
         if (r >= 0)
                 r = put_bool(o, "staff_only", staff_only);
         if (r >= 0)
-                r = put_string_array(o, "members", members);
+                r = put_member_page(o, members);
+        if (r >= 0)
+                r = put_integer(o, "member_count", members ? (json_int_t) members->total : 0);
         if (r >= 0)
                 r = put_history(o, TAKE_PTR(history));
         else
@@ -870,7 +915,7 @@ char *protocol_format_joined(
                 const char *room,
                 const char *title,
                 bool staff_only,
-                char *const *members,
+                const MemberPage *members,
                 json_t *history,
                 int complete,
                 const char *ref) {
@@ -881,7 +926,7 @@ char *protocol_format_joined_v2(
                 const char *room,
                 const char *title,
                 bool staff_only,
-                char *const *members,
+                const MemberPage *members,
                 json_t *history,
                 int complete,
                 const ReadState *rs,
@@ -892,6 +937,34 @@ char *protocol_format_joined_v2(
                 return NULL;
         }
         return format_joined(room, title, staff_only, members, history, complete, rs, ref);
+}
+
+char *protocol_format_member_count(const char *room, size_t count) {
+        _cleanup_(json_decrefp) json_t *o = new_object();
+        int r;
+
+        if (!o)
+                return NULL;
+        r = put_integer(o, "member_count", (json_int_t) count);
+        if (r >= 0)
+                r = put_string(o, "room", room);
+        return finish(o, r);
+}
+
+char *protocol_format_members(const char *room, const MemberPage *members, const char *ref) {
+        _cleanup_(json_decrefp) json_t *o = new_object();
+        int r;
+
+        if (!o)
+                return NULL;
+        r = put_member_page(o, members);
+        if (r >= 0)
+                r = put_string(o, "room", room);
+        if (r >= 0)
+                r = put_bool(o, "more", members && members->more);
+        if (r >= 0)
+                r = put_string_opt(o, "ref", ref);
+        return finish(o, r);
 }
 
 char *protocol_format_hello(unsigned version, const char *username, char *const *rooms, const char *ref) {

@@ -31,6 +31,7 @@ typedef enum CommandType {
         COMMAND_TYPING,
         COMMAND_HELLO,
         COMMAND_READ,
+        COMMAND_MEMBERS,
         _COMMAND_TYPE_MAX,
 } CommandType;
 
@@ -95,6 +96,8 @@ typedef struct Command {
         char before[MESSAGE_ID_MAX + 1]; /* history */
         bool has_before;
         unsigned limit;                  /* history: 1..HISTORY_LIMIT_MAX, default HISTORY_LIMIT_DEFAULT */
+        char after[USERNAME_MAX + 1];    /* members: a page starts after this name (strcmp order) */
+        bool has_after;
         char *message;                   /* send/edit: owned, valid UTF-8, no NUL, not blank */
         char ref[REF_MAX + 1];
         bool has_ref;
@@ -186,9 +189,21 @@ char *protocol_format_notice(MessageType type, const char *room, const char *tex
 /* {"msg_type": 4|5, "room": "1", "username": "bob"}: someone entered or left. */
 char *protocol_format_presence(MessageType type, const char *room, const char *username);
 
+/* Names a join or a members request shows at once: a page, so that what a
+ * join costs does not grow with the room. */
+#define PROTOCOL_MEMBERS_PAGE 100u
+
+/* A page of the users present in a room, in strcmp() order. */
+typedef struct MemberPage {
+        char *const *names;     /* n of them; may be NULL when n is 0 */
+        size_t n;
+        size_t total;           /* present in the room, this page included */
+        bool more;              /* names follow this page */
+} MemberPage;
+
 /* {"join": "1", "title": "Lobby", "staff_only": false, "members": ["alice"],
- *  "history": [...], "complete": true, "ref": "x"}
- * members: NULL-terminated, may be NULL (empty). history: a JSON array of
+ *  "member_count": 1, "history": [...], "complete": true, "ref": "x"}
+ * members: the first page (NULL: nobody). history: a JSON array of
  * protocol_message_to_json() objects, oldest first; the reference is stolen
  * even on failure; NULL means empty. complete: -1 leaves it out (no "since"
  * was given), 0/1 → false/true. */
@@ -196,10 +211,18 @@ char *protocol_format_joined(
                 const char *room,
                 const char *title,
                 bool staff_only,
-                char *const *members,
+                const MemberPage *members,
                 json_t *history,
                 int complete,
                 const char *ref);
+
+/* {"member_count": 1234, "room": "1"}: how many are present now, in a
+ * room too large for entered/left notices. */
+char *protocol_format_member_count(const char *room, size_t count);
+
+/* {"members": ["bob", "carol"], "room": "1", "more": false, "ref": "x"}:
+ * the reply to "members". */
+char *protocol_format_members(const char *room, const MemberPage *members, const char *ref);
 
 /* A user's read position in a room (version 2). read NULL is JSON null:
  * no marker yet. unread and mentions are capped at 999 by the caller. */
@@ -214,7 +237,7 @@ char *protocol_format_joined_v2(
                 const char *room,
                 const char *title,
                 bool staff_only,
-                char *const *members,
+                const MemberPage *members,
                 json_t *history,
                 int complete,
                 const ReadState *rs,

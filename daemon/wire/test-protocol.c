@@ -452,7 +452,8 @@ static void test_format_message(void) {
 static void test_format_events(void) {
         static const ChatMessage h1 = { .room = "1", .id = "1-0", .username = "alice", .message = "hi", .ts = 1 };
         static const ChatMessage h2 = { .room = "1", .id = "2-0", .username = "bob", .message = "yo", .ts = 2, .edited = true };
-        char *members[] = { (char *) "alice", (char *) "b\xc3\xb6" "b", NULL };
+        char *names[] = { (char *) "alice", (char *) "b\xc3\xb6" "b", NULL };
+        MemberPage members = { .names = names, .n = 2, .total = 130, .more = true };
         json_t *history;
 
         assert_dump(protocol_format_notice(MSG_TYPE_ALERT, "3", "Server restarts in 5\xe2\x80\x89min"),
@@ -475,22 +476,38 @@ static void test_format_events(void) {
         history = json_array();
         ASSERT_OK(json_array_append_new(history, protocol_message_to_json(&h1, false)));
         ASSERT_OK(json_array_append_new(history, protocol_message_to_json(&h2, true)));
-        assert_dump(protocol_format_joined("1", "Lobby", false, members, history, 1, "x"),
+        assert_dump(protocol_format_joined("1", "Lobby", false, &members, history, 1, "x"),
                     "{\"join\": \"1\", \"title\": \"Lobby\", \"staff_only\": false, \"members\": [\"alice\", \"b\\u00f6b\"], "
+                    "\"member_count\": 130, "
                     "\"history\": [{\"msg_type\": 0, \"room\": \"1\", \"username\": \"alice\", \"message\": \"hi\", \"id\": \"1-0\", \"ts\": 1}, "
                     "{\"msg_type\": 0, \"room\": \"1\", \"username\": \"bob\", \"message\": \"yo\", \"id\": \"2-0\", \"ts\": 2, \"edited\": true, \"own\": true}], "
                     "\"complete\": true, \"ref\": \"x\"}");
         assert_dump(protocol_format_joined("7", "", true, NULL, NULL, -1, NULL),
-                    "{\"join\": \"7\", \"title\": \"\", \"staff_only\": true, \"members\": [], \"history\": []}");
+                    "{\"join\": \"7\", \"title\": \"\", \"staff_only\": true, \"members\": [], \"member_count\": 0, \"history\": []}");
         assert_dump(protocol_format_joined("7", "T", false, NULL, json_array(), 0, NULL),
-                    "{\"join\": \"7\", \"title\": \"T\", \"staff_only\": false, \"members\": [], \"history\": [], \"complete\": false}");
+                    "{\"join\": \"7\", \"title\": \"T\", \"staff_only\": false, \"members\": [], \"member_count\": 0, \"history\": [], \"complete\": false}");
         /* history is stolen on failure too (ASan would report a leak) */
         ASSERT_NULL(protocol_format_joined("7", "T", false, NULL, json_object(), 0, NULL));
         ASSERT_INT_EQ(errno, EINVAL);
         ASSERT_NULL(protocol_format_joined(NULL, "T", false, NULL, json_array(), 0, NULL));
-        char *bad_members[] = { (char *) "ok", (char *) "\xc3", NULL };
-        ASSERT_NULL(protocol_format_joined("7", "T", false, bad_members, json_array(), 0, NULL));
+        char *bad_names[] = { (char *) "ok", (char *) "\xc3", NULL };
+        MemberPage bad_members = { .names = bad_names, .n = 2, .total = 2 };
+        ASSERT_NULL(protocol_format_joined("7", "T", false, &bad_members, json_array(), 0, NULL));
         ASSERT_INT_EQ(errno, EINVAL);
+
+        /* A page is what n says, not up to a NULL: rooms hand out slices. */
+        members.n = 1;
+        members.more = false;
+        assert_dump(protocol_format_members("1", &members, "m1"),
+                    "{\"members\": [\"alice\"], \"room\": \"1\", \"more\": false, \"ref\": \"m1\"}");
+        members.more = true;
+        assert_dump(protocol_format_members("1", &members, NULL),
+                    "{\"members\": [\"alice\"], \"room\": \"1\", \"more\": true}");
+        assert_dump(protocol_format_members("1", NULL, NULL), "{\"members\": [], \"room\": \"1\", \"more\": false}");
+        ASSERT_NULL(protocol_format_members("1", &bad_members, NULL));
+        assert_dump(protocol_format_member_count("12", 10000), "{\"member_count\": 10000, \"room\": \"12\"}");
+        ASSERT_NULL(protocol_format_member_count(NULL, 1));
+        ASSERT_NULL(protocol_format_members(NULL, &members, NULL));
 
         assert_dump(protocol_format_left("1", LEAVE_REASON_NONE, NULL), "{\"leave\": \"1\"}");
         assert_dump(protocol_format_left("1", LEAVE_REASON_KICKED, "r1"), "{\"leave\": \"1\", \"reason\": \"kicked\", \"ref\": \"r1\"}");
@@ -767,6 +784,38 @@ static void test_parse_read(void) {
         ASSERT_INT_EQ(parse("{\"command\": \"read\", \"room\": \"01\", \"id\": \"1-0\"}", &c), PROTOCOL_ERROR_ROOM_INVALID);
 }
 
+static void test_parse_members(void) {
+        char longest[USERNAME_MAX + 96];
+        Command c;
+
+        ASSERT_INT_EQ(parse("{\"command\": \"members\", \"room\": \"3\", \"ref\": \"m\"}", &c), PROTOCOL_OK);
+        ASSERT_INT_EQ(c.type, COMMAND_MEMBERS);
+        ASSERT_STREQ(c.room, "3");
+        ASSERT_FALSE(c.has_after);
+        command_done(&c);
+        ASSERT_INT_EQ(parse("{\"command\": \"members\", \"room\": \"3\", \"after\": null}", &c), PROTOCOL_OK);
+        ASSERT_FALSE(c.has_after);
+        command_done(&c);
+        /* A cursor, not a name that must exist: any bounded string. */
+        ASSERT_INT_EQ(parse("{\"command\": \"members\", \"room\": \"3\", \"after\": \"b\u00f6b \u263a\"}", &c), PROTOCOL_OK);
+        ASSERT_TRUE(c.has_after);
+        ASSERT_STREQ(c.after, "b\xc3\xb6" "b \xe2\x98\xba");
+        command_done(&c);
+
+        snprintf(longest, sizeof longest, "{\"command\": \"members\", \"room\": \"3\", \"after\": \"%0*d\"}", USERNAME_MAX, 7);
+        ASSERT_INT_EQ(parse(longest, &c), PROTOCOL_OK);
+        ASSERT_INT_EQ(strlen(c.after), USERNAME_MAX);
+        command_done(&c);
+        snprintf(longest, sizeof longest, "{\"command\": \"members\", \"room\": \"3\", \"after\": \"%0*d\"}", USERNAME_MAX + 1, 7);
+        ASSERT_INT_EQ(parse(longest, &c), PROTOCOL_ERROR_BAD_REQUEST);
+        ASSERT_INT_EQ(parse("{\"command\": \"members\", \"room\": \"3\", \"after\": \"\"}", &c), PROTOCOL_ERROR_BAD_REQUEST);
+        ASSERT_INT_EQ(parse("{\"command\": \"members\", \"room\": \"3\", \"after\": \"a\\u0000b\"}", &c), PROTOCOL_ERROR_BAD_REQUEST);
+        ASSERT_INT_EQ(parse("{\"command\": \"members\", \"room\": \"3\", \"after\": 5}", &c), PROTOCOL_ERROR_BAD_REQUEST);
+        ASSERT_INT_EQ(parse("{\"command\": \"members\", \"room\": \"3\", \"after\": [\"a\"]}", &c), PROTOCOL_ERROR_BAD_REQUEST);
+        ASSERT_INT_EQ(parse("{\"command\": \"members\"}", &c), PROTOCOL_ERROR_BAD_REQUEST);
+        ASSERT_INT_EQ(parse("{\"command\": \"members\", \"room\": \"01\"}", &c), PROTOCOL_ERROR_ROOM_INVALID);
+}
+
 static void assert_mentions(const char *text, const char *joined) {
         char buf[MENTIONS_JOINED_MAX + 1];
         Mentions m;
@@ -833,7 +882,8 @@ static void test_mentions(void) {
 
 static void test_format_v2(void) {
         char *rooms[] = { (char *) "1", (char *) "3", NULL };
-        char *members[] = { (char *) "alice", NULL };
+        char *names[] = { (char *) "alice", NULL };
+        MemberPage members = { .names = names, .n = 1, .total = 1 };
         Mentions m;
         ChatMessage msg = {
                 .room = "1", .id = "1700000000000-0", .username = "alice", .message = "@bob look",
@@ -866,13 +916,13 @@ static void test_format_v2(void) {
                     "{\"msg_type\": 0, \"room\": \"1\", \"username\": \"alice\", \"message\": \"@bob look\", "
                     "\"id\": \"1700000000000-0\", \"ts\": 1700000000000, \"mentions\": []}");
 
-        assert_dump(protocol_format_joined_v2("1", "Lobby", false, members, NULL, 1,
+        assert_dump(protocol_format_joined_v2("1", "Lobby", false, &members, NULL, 1,
                                               &(ReadState) { "1700000000000-0", 3, 1 }, "r1"),
-                    "{\"join\": \"1\", \"title\": \"Lobby\", \"staff_only\": false, \"members\": [\"alice\"], "
+                    "{\"join\": \"1\", \"title\": \"Lobby\", \"staff_only\": false, \"members\": [\"alice\"], \"member_count\": 1, "
                     "\"history\": [], \"complete\": true, \"read\": \"1700000000000-0\", \"unread\": 3, "
                     "\"mentions\": 1, \"ref\": \"r1\"}");
         assert_dump(protocol_format_joined_v2("1", "Lobby", true, NULL, NULL, -1, &(ReadState) { NULL, 0, 0 }, NULL),
-                    "{\"join\": \"1\", \"title\": \"Lobby\", \"staff_only\": true, \"members\": [], "
+                    "{\"join\": \"1\", \"title\": \"Lobby\", \"staff_only\": true, \"members\": [], \"member_count\": 0, "
                     "\"history\": [], \"read\": null, \"unread\": 0, \"mentions\": 0}");
         errno = 0;
         ASSERT_NULL(protocol_format_joined_v2("1", "Lobby", true, NULL, json_array(), -1, NULL, NULL));
@@ -896,6 +946,7 @@ int main(void) {
         test_escape_all_code_points();
         test_parse_hello();
         test_parse_read();
+        test_parse_members();
         test_mentions();
         test_format_v2();
         return EXIT_SUCCESS;

@@ -162,6 +162,46 @@ test('notices with markup stay text and carry their kind', () => {
   assert.equal(renderNotice(t.doc, { msg_type: 9, message: XSS }).querySelector('img'), null);
 });
 
+test('a large room shows a page of members and its count, and pages on request', () => {
+  const t = newChat();
+  const first = Array.from({ length: 100 }, (_, i) => `u${String(i).padStart(3, '0')}`);
+  const view = joined(t, { members: first, member_count: 150 });
+  const names = () => [...view.membersEl.children].map((li) => li.textContent);
+  assert.equal(names().length, 100);
+  assert.equal(view.membersSummary.textContent, '150 members');
+  assert.equal(view.membersMoreBtn.hidden, false);
+  assert.equal(view.membersMoreBtn.textContent, 'Show more (50)');
+
+  view.membersMoreBtn.click();
+  view.membersMoreBtn.click();            // one request at a time
+  const asked = t.sent.filter((c) => c.command === 'members');
+  assert.equal(asked.length, 1);
+  assert.equal(asked[0].room, '1');
+  assert.equal(asked[0].after, 'u099');
+
+  const rest = Array.from({ length: 50 }, (_, i) => `u${100 + i}`);
+  t.chat.handleEvent({ members: rest, room: '1', more: false, ref: asked[0].ref });
+  assert.equal(names().length, 150);
+  assert.equal(view.membersSummary.textContent, '150 members');
+  assert.equal(view.membersMoreBtn.hidden, true);
+
+  // A large room's count comes instead of entered/left notices.
+  t.chat.handleEvent({ member_count: 4321, room: '1' });
+  assert.equal(view.membersSummary.textContent, '4321 members');
+  assert.equal(view.membersMoreBtn.hidden, false);
+  t.chat.handleEvent({ member_count: -1, room: '1' });
+  assert.equal(view.membersSummary.textContent, '150 members', 'a nonsense count falls back to the list');
+  t.chat.handleEvent({ member_count: 7, room: '99' });
+
+  // A small room: the list is everyone; notices keep it and the count.
+  const small = joined(t, { id: '2', members: ['alice', 'bob'], member_count: 2 });
+  small.addEvent({ msg_type: 4, room: '2', username: 'carol' });
+  assert.equal(small.membersSummary.textContent, '3 members');
+  small.addEvent({ msg_type: 5, room: '2', username: 'alice' });
+  assert.equal(small.membersSummary.textContent, '2 members');
+  assert.equal(small.membersMoreBtn.hidden, true);
+});
+
 test('error codes with markup stay text and never use alert()', () => {
   const t = newChat();
   t.doc.defaultView.alert = () => assert.fail('alert() called');

@@ -40,6 +40,14 @@ static void check_command(const Command *c, size_t max_message_bytes) {
                 FUZZ_CHECK(!c->message);
         if (c->type == COMMAND_HISTORY)
                 FUZZ_CHECK(c->limit >= 1 && c->limit <= HISTORY_LIMIT_MAX);
+        if (c->has_after) {
+                size_t n = strlen(c->after);
+
+                FUZZ_CHECK(c->type == COMMAND_MEMBERS);
+                FUZZ_CHECK(n >= 1 && n <= USERNAME_MAX);
+                FUZZ_CHECK(utf8_is_valid(c->after, n));
+        } else
+                FUZZ_CHECK(c->after[0] == '\0');
 }
 
 /* An accepted message goes out to every member: its event must serialize
