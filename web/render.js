@@ -292,7 +292,8 @@ export class RoomView {
     this.membersEl = h(doc, 'ul', { class: 'member-list' });
     this.membersMoreBtn = h(doc, 'button', { type: 'button', class: 'members-more', text: 'Show more', hidden: true,
       onclick: () => this.moreMembers() });
-    this.membersBox = h(doc, 'details', { class: 'members' }, this.membersSummary, this.membersEl, this.membersMoreBtn);
+    this.membersBox = h(doc, 'details', { class: 'members' }, this.membersSummary,
+      h(doc, 'div', { class: 'member-panel' }, this.membersEl, this.membersMoreBtn));
     this.historyEl = h(doc, 'p', { class: 'history-status', text: '' });
     this.messagesEl = h(doc, 'ol', { class: 'messages' });
     this.outboxEl = h(doc, 'ol', { class: 'outbox', hidden: true });
