@@ -120,12 +120,12 @@ static void room_subscription_update(Chat *chat, Room *room) {
         if (store_room_channel(room->id, channel, sizeof channel) < 0)
                 return;
         if (room->n_members > 0 && !room->subscribed) {
-                if (redis_subscribe(chat->redis, channel) >= 0) {
+                if (redis_ssubscribe(chat->redis, channel) >= 0) {
                         room->subscribed = true;
                         catch_up_begin(room, chat->redis, &chat_catch_up_ops, chat, false);
                 }
         } else if (room->n_members == 0 && room->subscribed) {
-                (void) redis_unsubscribe(chat->redis, channel);
+                (void) redis_sunsubscribe(chat->redis, channel);
                 room->subscribed = false;
                 room->last_id[0] = 0;
                 catch_up_end(room);
@@ -657,15 +657,12 @@ static void chat_history(ChatMember *m, const Command *cmd) {
 
 static int publish_on(Chat *chat, const char *room, char *payload) {
         _cleanup_free_ char *p = payload;
-        char channel[64];
 
         if (!p)
                 return -ENOMEM;
         if (!room || !room[0])
                 return store_publish(chat->redis, STORE_EVENTS_CHANNEL, p, strlen(p), NULL, NULL);
-        if (store_room_channel(room, channel, sizeof channel) < 0)
-                return -EINVAL;
-        return store_publish(chat->redis, channel, p, strlen(p), NULL, NULL);
+        return store_publish_room(chat->redis, room, p, strlen(p), NULL, NULL);
 }
 
 static void chat_typing(ChatMember *m, const Command *cmd) {
