@@ -1352,6 +1352,25 @@ void chat_on_redis_disconnected(Chat *chat) {
                         catch_up_begin(rooms[i], chat->redis, &chat_catch_up_ops, chat, true);
 }
 
+void chat_on_redis_shard(Chat *chat, const char *channel, bool subscribed) {
+        char id[ROOM_ID_MAX + 1];
+        Room *room;
+
+        if (store_channel_room(channel, id, sizeof id) < 0)
+                return;
+        room = room_registry_find(chat->rooms, id);
+        if (!room || !room->subscribed)
+                return;
+        /* What a reconnect does, for this one room: hold live events from
+         * the drop on, replay the stream once the new subscription is in
+         * effect. */
+        if (!subscribed) {
+                if (room->last_id[0])
+                        catch_up_begin(room, chat->redis, &chat_catch_up_ops, chat, true);
+        } else
+                catch_up_resume(room, chat->redis, &chat_catch_up_ops, chat);
+}
+
 static void on_room_event(Chat *chat, Room *room, const Event *ev) {
         if (ev->kind == EVENT_MESSAGE)
                 chat->messages_received++;
