@@ -336,6 +336,12 @@ static void on_redis_message(Redis *r, const char *channel, const char *data, si
         chat_on_redis_message(m->chat, channel, data, len);
 }
 
+static void on_redis_shard(Redis *r, const char *channel, bool subscribed, void *userdata) {
+        Manager *m = userdata;
+
+        chat_on_redis_shard(m->chat, channel, subscribed);
+}
+
 static void on_accept(int fd, const char *peer, void *userdata) {
         Manager *m = userdata;
         int r;
@@ -556,6 +562,7 @@ static int manager_setup_redis(Manager *m, const Config *c) {
                         .sentinel_user = c->redis_sentinel_user,
                         .sentinel_password = sentinel_password,
                         .on_event = on_redis_event,
+                        .on_shard = on_redis_shard,
                 }, on_redis_state, on_redis_message, m);
         if (r < 0)
                 return log_error_errno(r, "Invalid Redis settings (redis=%s): %m", c->redis);

@@ -123,12 +123,12 @@ static void room_subscription_update(Chat *chat, Room *room) {
         if (store_room_channel(room->id, channel, sizeof channel) < 0)
                 return;
         if (room->n_members > 0 && !room->subscribed) {
-                if (redis_subscribe(chat->redis, channel) >= 0) {
+                if (redis_ssubscribe(chat->redis, channel) >= 0) {
                         room->subscribed = true;
                         catch_up_begin(room, chat->redis, &chat_catch_up_ops, chat, false);
                 }
         } else if (room->n_members == 0 && room->subscribed) {
-                (void) redis_unsubscribe(chat->redis, channel);
+                (void) redis_sunsubscribe(chat->redis, channel);
                 room->subscribed = false;
                 room->last_id[0] = 0;
                 catch_up_end(room);
@@ -679,15 +679,12 @@ static void chat_members(ChatMember *m, const Command *cmd) {
 
 static int publish_on(Chat *chat, const char *room, char *payload) {
         _cleanup_free_ char *p = payload;
-        char channel[64];
 
         if (!p)
                 return -ENOMEM;
         if (!room || !room[0])
                 return store_publish(chat->redis, STORE_EVENTS_CHANNEL, p, strlen(p), NULL, NULL);
-        if (store_room_channel(room, channel, sizeof channel) < 0)
-                return -EINVAL;
-        return store_publish(chat->redis, channel, p, strlen(p), NULL, NULL);
+        return store_publish_room(chat->redis, room, p, strlen(p), NULL, NULL);
 }
 
 static void chat_typing(ChatMember *m, const Command *cmd) {
@@ -1377,6 +1374,25 @@ void chat_on_redis_disconnected(Chat *chat) {
         for (size_t i = 0; rooms && i < n; i++)
                 if (rooms[i]->subscribed && rooms[i]->last_id[0])
                         catch_up_begin(rooms[i], chat->redis, &chat_catch_up_ops, chat, true);
+}
+
+void chat_on_redis_shard(Chat *chat, const char *channel, bool subscribed) {
+        char id[ROOM_ID_MAX + 1];
+        Room *room;
+
+        if (store_channel_room(channel, id, sizeof id) < 0)
+                return;
+        room = room_registry_find(chat->rooms, id);
+        if (!room || !room->subscribed)
+                return;
+        /* What a reconnect does, for this one room: hold live events from
+         * the drop on, replay the stream once the new subscription is in
+         * effect. */
+        if (!subscribed) {
+                if (room->last_id[0])
+                        catch_up_begin(room, chat->redis, &chat_catch_up_ops, chat, true);
+        } else
+                catch_up_resume(room, chat->redis, &chat_catch_up_ops, chat);
 }
 
 static void on_room_event(Chat *chat, Room *room, const Event *ev) {

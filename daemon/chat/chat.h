@@ -100,6 +100,10 @@ size_t chat_member_rooms(const ChatMember *member, const char **ret, size_t max)
 void chat_on_redis_connected(Chat *chat);
 void chat_on_redis_disconnected(Chat *chat);
 void chat_on_redis_message(Chat *chat, const char *channel, const char *data, size_t len);
+/* A room's sharded subscription was dropped by Redis (subscribed = false:
+ * its live events wait from now on) or is in effect again (true: the room
+ * replays what it missed from its stream, as after a reconnect). */
+void chat_on_redis_shard(Chat *chat, const char *channel, bool subscribed);
 
 /* {"rooms": [...]} ordered by title, as pushed and as GET /api/rooms. */
 char *chat_rooms_json(Chat *chat);

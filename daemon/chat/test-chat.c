@@ -27,6 +27,12 @@ static void redis_do(const char *cmd, const char *arg1, const char *arg2) {
         freeReplyObject(test_redis_command(&server, cmd, arg1, arg2));
 }
 
+/* A forged event on room 1's channel, sharded as the daemons subscribe
+ * it: daemon A (frank's) must have received it. */
+static void room_spublish(const char *json) {
+        ASSERT_TRUE(test_redis_integer(&server, "SPUBLISH mc:{r1}:ch %s", json) >= 1);
+}
+
 /* The next room list that differs from the one before (see
  * drop_repeated_rooms()), waiting for it. */
 static json_t *find_new_rooms(TestConn *c) {
@@ -534,10 +540,10 @@ static void test_events(void) {
         /* Malformed events on the channels are ignored. */
         redis_do("PUBLISH mc:events %s", "[\"kick\",\"frank\",\"01\"]", NULL);
         redis_do("PUBLISH mc:events %s", "[\"logout\"]", NULL);
-        redis_do("PUBLISH mc:{r1}:ch %s", "[\"m\",\"x\",\"eve\",\"forged\"]", NULL);
-        redis_do("PUBLISH mc:{r1}:ch %s", "{\"m\":1}", NULL);
+        room_spublish("[\"m\",\"x\",\"eve\",\"forged\"]");
+        room_spublish("{\"m\":1}");
         /* An event of the wrong channel too. */
-        redis_do("PUBLISH mc:{r1}:ch %s", "[\"kick\",\"frank\",\"\"]", NULL);
+        room_spublish("[\"kick\",\"frank\",\"\"]");
         test_settle(both);
         ASSERT_INT_EQ(frank.close_code, 0);
         ASSERT_CONN_DONE(&frank);
@@ -696,6 +702,70 @@ static void test_members(void) {
         test_settle(both);
 }
 
+DEFINE_CLEANUP_FUNC(redisReply *, freeReplyObject);
+
+static size_t frame_index(const TestConn *c, const char *text) {
+        for (size_t i = 0; i < c->n_frames; i++) {
+                const char *m = test_json_str(c->frames[i], "message");
+
+                if (m && streq(m, text))
+                        return i;
+        }
+        ASSERT_TRUE(!"no such message");
+        return 0;
+}
+
+/* A room's sharded subscription that Redis dropped (a slot moved): live
+ * events wait from the drop on, and once it is back the room replays its
+ * stream, so what was published in between arrives, once and in order. */
+static void test_shard_dropped(void) {
+        _cleanup_(freeReplyObjectp) redisReply *missed = NULL, *live = NULL;
+        char id[MESSAGE_ID_MAX + 1], event_json[256];
+        TestConn a;
+
+        test_conn_open(&a, &A, "ivy", "s-ivy", false);
+        (void) take_rooms(&a);
+        join(&a, "1", NULL);
+        send_msg(&a, "1", "before the drop", "d1", id);
+        (void) test_conn_take(&a, "message", "before the drop");
+        test_settle(only_a);
+
+        /* Not a room's channel, or a room without members here: nothing. */
+        chat_on_redis_shard(A.chat, "mc:events", false);
+        chat_on_redis_shard(A.chat, "mc:{r99}:ch", false);
+        chat_on_redis_shard(A.chat, "mc:{r1}", false);
+        room_spublish("[\"t\",\"zed\"]");
+        ASSERT_NOT_NULL(test_conn_take(&a, "typing", "zed"));
+
+        chat_on_redis_shard(A.chat, "mc:{r1}:ch", false);
+        /* Published while the subscription was away: only in the stream. */
+        missed = test_redis_command(&server, "XADD mc:{r1}:log * u %s m %s", "zed", "while away");
+        ASSERT_INT_EQ(missed->type, REDIS_REPLY_STRING);
+        /* Published once it was back, before the client knew: held. */
+        live = test_redis_command(&server, "XADD mc:{r1}:log * u %s m %s", "zed", "after the return");
+        ASSERT_INT_EQ(live->type, REDIS_REPLY_STRING);
+        snprintf(event_json, sizeof event_json, "[\"m\",\"%s\",\"zed\",\"after the return\"]", live->str);
+        room_spublish(event_json);
+        test_settle(only_a);
+        ASSERT_NULL(test_conn_find(&a, "message", "after the return"));
+        ASSERT_CONN_DONE(&a);
+
+        chat_on_redis_shard(A.chat, "mc:{r1}:ch", true);
+        ASSERT_STREQ(test_json_str(test_conn_take(&a, "message", "while away"), "id"), missed->str);
+        ASSERT_STREQ(test_json_str(test_conn_take(&a, "message", "after the return"), "id"), live->str);
+        ASSERT_TRUE(frame_index(&a, "while away") < frame_index(&a, "after the return"));
+        test_settle(only_a);
+        ASSERT_CONN_DONE(&a);
+
+        /* Live again. */
+        send_msg(&a, "1", "live again", "d2", id);
+        ASSERT_STREQ(test_json_str(test_conn_take(&a, "message", "live again"), "id"), id);
+        test_settle(only_a);
+        ASSERT_CONN_DONE(&a);
+        test_conn_free(&a);
+        test_settle(only_a);
+}
+
 /* Losing Redis makes the chat not ready; it comes back by itself. */
 static void test_redis_restart(void) {
         test_redis_kill(&server);
@@ -719,6 +789,7 @@ int main(void) {
         test_ready();
         test_basics();
         test_admin();
+        test_shard_dropped();
         test_daemon_start(&B, event, &server);
         ASSERT_INT_EQ(B.n_added, 1);
         test_events();

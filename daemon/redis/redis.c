@@ -144,6 +144,8 @@ struct Subscription {
         unsigned n_ref;
         SubKind kind;
         ClusterNode *home;              /* cluster: the master it is subscribed on */
+        bool dropped;                   /* cluster, sharded: Redis dropped it; on_shard(false) was told */
+        unsigned generation;            /* cluster, sharded: counts drops, so a stale barrier tells nothing */
         size_t len;
         char name[];
 };
@@ -166,6 +168,7 @@ struct Redis {
         bool was_connected;
         RedisProblem problem;
         RedisEventHandler on_event;
+        RedisShardHandler on_shard;
 
         RedisConn cmd, sub;
 
@@ -772,6 +775,8 @@ static void on_probe_reply(RedisConn *c, const redisAsyncContext *ac) {
 }
 
 static void cluster_refresh_soon(Redis *r);
+static void cluster_shard_lost(Redis *r, Redis *node, const char *name, size_t len, int slot);
+static int parse_uint(const char *s, size_t n, unsigned max, unsigned *ret);
 static Subscription **subscription_find(Redis *r, const char *name, size_t len, SubKind kind);
 
 static bool reply_is_sunsubscribe_of_ours(Redis *r, const redisReply *reply) {
@@ -795,8 +800,14 @@ static void on_subscriber_reply(RedisConn *c, const redisReply *reply) {
                 return;
         }
         if (reply->type == REDIS_REPLY_ERROR && r->parent && strncmp(reply->str, "MOVED ", 6) == 0) {
-                /* A sharded channel whose slot moved: the cluster asks for
-                 * the map and subscribes it where it lives now. */
+                unsigned slot;
+                const char *end = strchr(reply->str + 6, ' ');
+
+                /* An SSUBSCRIBE sent where the slot no longer is: the
+                 * cluster asks for the map and subscribes it where it
+                 * lives now. */
+                if (end && parse_uint(reply->str + 6, (size_t) (end - reply->str - 6), CLUSTER_SLOTS - 1, &slot) >= 0)
+                        cluster_shard_lost(r->parent, r, NULL, 0, (int) slot);
                 cluster_refresh_soon(r->parent);
                 return;
         }
@@ -819,8 +830,10 @@ static void on_subscriber_reply(RedisConn *c, const redisReply *reply) {
         default:
                 /* Redis drops a sharded subscription whose slot migrated
                  * away with an "sunsubscribe" we did not ask for. */
-                if (r->parent && reply_is_sunsubscribe_of_ours(r, reply))
+                if (r->parent && reply_is_sunsubscribe_of_ours(r, reply)) {
+                        cluster_shard_lost(r->parent, r, reply->element[1]->str, reply->element[1]->len, -1);
                         cluster_refresh_soon(r->parent);
+                }
                 break;
         }
 }
@@ -1536,6 +1549,7 @@ int redis_new_with_options(Redis **ret, sd_event *e, const RedisOptions *o,
         r->on_state = on_state;
         r->on_message = on_message;
         r->on_event = o->on_event;
+        r->on_shard = o->on_shard;
         r->userdata = userdata;
         r->command_timeout = REDIS_COMMAND_TIMEOUT_USEC;
         r->ping_interval = REDIS_PING_INTERVAL_USEC;
@@ -2318,6 +2332,89 @@ static void cluster_update_state(Redis *r) {
                 r->on_state(r, up, r->userdata);
 }
 
+/* What a sharded subscription misses until it is back: the owner hears
+ * of it now, and again once it is in effect (cluster_shard_confirm()). */
+static void cluster_shard_drop(Redis *r, Subscription *s) {
+        if (s->kind != SUB_SHARD || s->dropped)
+                return;
+        s->dropped = true;
+        s->generation++;
+        if (r->on_shard && !r->shut_down)
+                r->on_shard(r, s->name, false, r->userdata);
+}
+
+/* A sharded subscription on node that Redis dropped: the channel name (an
+ * unasked "sunsubscribe"), or every one of a slot (MOVED for SSUBSCRIBE). */
+static void cluster_shard_lost(Redis *r, Redis *node, const char *name, size_t len, int slot) {
+        Subscription *s;
+
+        if (!r->cluster || r->shut_down)
+                return;
+        if (name) {
+                s = *subscription_find(r, name, len, SUB_SHARD);
+                if (s && s->home && s->home->redis == node)
+                        cluster_shard_drop(r, s);
+                return;
+        }
+        for (size_t b = 0; b < r->n_buckets; b++)
+                for (s = r->buckets[b]; s; s = s->next)
+                        if (s->kind == SUB_SHARD && s->home && s->home->redis == node &&
+                            redis_key_slot(s->name, s->len) == slot)
+                                cluster_shard_drop(r, s);
+}
+
+typedef struct ShardConfirm {
+        Redis *redis;                   /* the cluster's */
+        unsigned generation;
+        size_t len;
+        char name[];
+} ShardConfirm;
+
+static void on_shard_confirmed(Redis *node, bool ok, void *userdata) {
+        _cleanup_free_ ShardConfirm *c = userdata;
+        Redis *r = c->redis;
+        Subscription *s;
+
+        if (r->shut_down)
+                return;
+        s = *subscription_find(r, c->name, c->len, SUB_SHARD);
+        if (!s || s->dropped || s->generation != c->generation || !s->home || s->home->redis != node)
+                return;
+        if (!ok) {
+                /* The node's connection dropped: once it is back and has
+                 * subscribed everything again, the channel is confirmed. */
+                s->dropped = true;
+                return;
+        }
+        if (r->on_shard)
+                r->on_shard(r, c->name, true, r->userdata);
+}
+
+/* Once the SSUBSCRIBE just sent to s->home is answered, so in effect.
+ * While the node is not connected, its coming up confirms it
+ * (cluster_shard_confirm_node()). */
+static void cluster_shard_confirm(Redis *r, Subscription *s) {
+        ShardConfirm *c;
+
+        c = malloc(sizeof(*c) + s->len + 1);
+        if (!c)
+                return;
+        *c = (ShardConfirm) { .redis = r, .generation = s->generation, .len = s->len };
+        memcpy(c->name, s->name, s->len + 1);
+        if (redis_subscriber_barrier(s->home->redis, on_shard_confirmed, c) < 0) {
+                free(c);
+                return;
+        }
+        s->dropped = false;
+}
+
+static void cluster_shard_confirm_node(Redis *r, ClusterNode *n) {
+        for (size_t b = 0; b < r->n_buckets && !r->shut_down; b++)
+                for (Subscription *s = r->buckets[b]; s; s = s->next)
+                        if (s->kind == SUB_SHARD && s->dropped && s->home == n)
+                                cluster_shard_confirm(r, s);
+}
+
 static void cluster_subscription_place(Redis *r, Subscription *s, bool subscribe) {
         Cluster *cl = r->cluster;
         ClusterNode *want = NULL;
@@ -2326,13 +2423,30 @@ static void cluster_subscription_place(Redis *r, Subscription *s, bool subscribe
                 want = cl->slot_node[redis_key_slot(s->name, s->len)];
         else if (subscribe && cl->n_nodes > 0)
                 want = cl->nodes[0];    /* PUBLISH reaches every node: one is enough */
+        if (want && want == s->home && s->dropped) {
+                /* Dropped where the map still places it (the map moved
+                 * back, or is behind): SSUBSCRIBE there again. An
+                 * SUNSUBSCRIBE first would be answered by a "sunsubscribe"
+                 * that looks like another drop. */
+                Subscription *n = *subscription_find(want->redis, s->name, s->len, SUB_SHARD);
+
+                if (n)
+                        subscription_send(want->redis, sub_verb[SUB_SHARD][0], n);
+                cluster_shard_confirm(r, s);
+                return;
+        }
         if (want == s->home)
                 return;
+        if (subscribe && s->home)
+                cluster_shard_drop(r, s);
         if (s->home)
                 (void) redis_unsubscribe_full(s->home->redis, s->name, s->kind);
         s->home = want;
-        if (want)
+        if (want) {
                 (void) redis_subscribe_full(want->redis, s->name, s->kind);
+                if (s->dropped)
+                        cluster_shard_confirm(r, s);
+        }
 }
 
 static void cluster_place_subscriptions(Redis *r) {
@@ -2426,8 +2540,10 @@ static void cluster_apply(Redis *r, const ClusterMap *map) {
         for (size_t i = 0; i < n_old; i++)
                 for (size_t b = 0; old[i] && b < r->n_buckets; b++)
                         for (Subscription *s = r->buckets[b]; s; s = s->next)
-                                if (s->home == old[i])
+                                if (s->home == old[i]) {
+                                        cluster_shard_drop(r, s);
                                         s->home = NULL;
+                                }
         cluster_place_subscriptions(r);
         cl->discovery = cluster_node_free(cl->discovery);
         for (size_t i = 0; i < n_old && !r->shut_down; i++)
@@ -2544,6 +2660,8 @@ static void on_node_state(Redis *node, bool connected, void *userdata) {
                         cluster_refresh(r);
                 return;
         }
+        if (connected)
+                cluster_shard_confirm_node(r, n);
         cluster_update_state(r);
         if (!connected)
                 cluster_refresh_soon(r);

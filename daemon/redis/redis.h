@@ -86,6 +86,20 @@ typedef enum RedisEvent {
  * API, redis_free() included. */
 typedef void (*RedisEventHandler)(Redis *r, RedisEvent event, void *userdata);
 
+/* A cluster's sharded subscription (redis_ssubscribe()) that Redis
+ * dropped (its slot migrated, its master failed over: subscribed = false),
+ * and, later, the same channel subscribed again at its slot's master and in
+ * effect there (true: after a barrier on that master, so every message
+ * published from then on arrives). What was published in between does not
+ * arrive. A drop may be reported again before the channel is back; when
+ * the new master's connection is down or drops meanwhile, on_state()
+ * reports the loss and the return follows once that master is connected
+ * again. A channel unsubscribed meanwhile may still be reported back.
+ * Never called outside a cluster.
+ * With subscribed = false the handler must not subscribe, unsubscribe or
+ * free r (it may be called while the subscriptions are being moved). */
+typedef void (*RedisShardHandler)(Redis *r, const char *channel, bool subscribed, void *userdata);
+
 typedef struct RedisOptions {
         const char *url;                /* see redis_new(); NULL with sentinels or a cluster */
         char *const *sentinels;         /* "IPv4:PORT" / "[IPv6]:PORT", NULL-terminated; needs master_name */
@@ -96,6 +110,7 @@ typedef struct RedisOptions {
         const char *sentinel_user;
         const char *sentinel_password;
         RedisEventHandler on_event;
+        RedisShardHandler on_shard;
 } RedisOptions;
 
 /* url: "redis://HOST[:PORT][/DB]" (HOST: IPv4, [IPv6], "localhost" or a
@@ -126,7 +141,7 @@ int redis_new(Redis **ret, sd_event *e, const char *url,
  * again after a MOVED, a lost node, and every REDIS_CLUSTER_REFRESH_USEC
  * (every 0.5 s while not connected). Classic subscriptions live on one
  * master (PUBLISH reaches every node), sharded ones on their slot's master
- * and follow it. Connected means: every slot has a master and every master
+ * and follow it (RedisOptions.on_shard tells of the gap). Connected means: every slot has a master and every master
  * is connected. The database is 0.
  *
  * Returns -EINVAL for a malformed URL or address, or for not exactly one

@@ -243,7 +243,7 @@ static RedisScript script_send = { .source =
         "else\n"
         "  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', keep, '*', 'u', user, 'm', text)\n"
         "end\n"
-        "redis.call('PUBLISH', channel, cjson.encode({'m', id, user, text}))\n"
+        "redis.call('SPUBLISH', channel, cjson.encode({'m', id, user, text}))\n"
         "if seen then redis.call('SET', seen, id, 'EX', ttl) end\n"
         "return id\n"
 };
@@ -265,11 +265,11 @@ static RedisScript script_edit = { .source =
         "  redis.call('XDEL', KEYS[2], id)\n"
         "  redis.call('HDEL', KEYS[3], id)\n"
         "  redis.call('HDEL', KEYS[4], id)\n"
-        "  redis.call('PUBLISH', channel, cjson.encode({'d', id}))\n"
+        "  redis.call('SPUBLISH', channel, cjson.encode({'d', id}))\n"
         "else\n"
         "  redis.call('HSET', KEYS[3], id, text)\n"
         "  if names then redis.call('HSET', KEYS[4], id, names) end\n"
-        "  redis.call('PUBLISH', channel, cjson.encode({'e', id, user, text}))\n"
+        "  redis.call('SPUBLISH', channel, cjson.encode({'e', id, user, text}))\n"
         "end\n"
         "return redis.status_reply('OK')\n"
 };
@@ -944,6 +944,17 @@ int store_publish(Redis *r, const char *channel, const char *payload, size_t len
         return redis_command_argv(r, cb, userdata, 3,
                                   (const char *[]) { "PUBLISH", channel, payload },
                                   (const size_t[]) { 7, strlen(channel), len });
+}
+
+int store_publish_room(Redis *r, const char *room, const char *payload, size_t len,
+                       RedisReplyHandler cb, void *userdata) {
+        char channel[64];
+
+        if (store_room_channel(room, channel, sizeof channel) < 0)
+                return -EINVAL;
+        return redis_command_argv(r, cb, userdata, 3,
+                                  (const char *[]) { "SPUBLISH", channel, payload },
+                                  (const size_t[]) { 8, strlen(channel), len });
 }
 
 /* ---- the data's lineage ---- */

@@ -149,9 +149,16 @@ int store_history(Redis *r, const char *room, const char *before, unsigned limit
 int store_since(Redis *r, const char *room, const char *after, unsigned limit,
                 RedisReplyHandler cb, void *userdata);
 
-/* Publishes a JSON array (serialized by the caller) on a channel. */
+/* Publishes a JSON array (serialized by the caller) on a channel with a
+ * classic PUBLISH, which reaches every daemon (on a cluster, every node):
+ * for STORE_EVENTS_CHANNEL. */
 int store_publish(Redis *r, const char *channel, const char *payload, size_t len,
                   RedisReplyHandler cb, void *userdata);
+/* The same on a room's channel with SPUBLISH, as the room's scripts do: on
+ * a cluster it stays on the room's shard and reaches only the daemons
+ * subscribed there (redis_ssubscribe()). -EINVAL for a malformed room id. */
+int store_publish_room(Redis *r, const char *room, const char *payload, size_t len,
+                       RedisReplyHandler cb, void *userdata);
 
 int store_heartbeat(Redis *r, const char *daemon_id);
 /* error: 0, or the first failure; reaped: how many daemons were forgotten. */

@@ -175,7 +175,7 @@ static void subscribe_room(Test *t, const char *room) {
         bool done = false;
 
         ASSERT_OK(store_room_channel(room, channel, sizeof channel));
-        ASSERT_OK(redis_subscribe(t->sub, channel));
+        ASSERT_OK(redis_ssubscribe(t->sub, channel));
         ASSERT_OK(redis_subscriber_barrier(t->sub, on_barrier, &done));
         run_until(t, &done);
 }

@@ -122,6 +122,9 @@ static redisReply *mk_arr(size_t n, ...) {
 
 /* ---- the clients under test: one for commands, one subscriber ---- */
 
+/* Room ids the tests reach: rooms are numbered from 1 after each reset. */
+#define TEST_ROOMS_MAX 64
+
 typedef struct Msg {
         char *channel;
         char *data;
@@ -201,7 +204,15 @@ static void connect_all(Test *t) {
         ASSERT_OK(redis_new(&t->cmd, t->event, url, on_state, NULL, t));
         ASSERT_OK(redis_new(&t->sub, t->event, url, on_state, on_message, t));
         ASSERT_OK(redis_subscribe(t->sub, STORE_EVENTS_CHANNEL));
-        ASSERT_OK(redis_psubscribe(t->sub, STORE_ROOM_KEY_PREFIX "*}:ch"));
+        /* Room channels are sharded: no pattern matches them, so each of
+         * the rooms the tests create is subscribed by name. */
+        for (unsigned i = 1; i <= TEST_ROOMS_MAX; i++) {
+                char room[16], channel[64];
+
+                snprintf(room, sizeof room, "%u", i);
+                ASSERT_OK(store_room_channel(room, channel, sizeof channel));
+                ASSERT_OK(redis_ssubscribe(t->sub, channel));
+        }
         ASSERT_OK(redis_start(t->cmd));
         ASSERT_OK(redis_start(t->sub));
         while (!(t->cmd_up && t->sub_up) && now_usec() < end)
@@ -1649,12 +1660,15 @@ static void test_publish(Test *t) {
         ASSERT_TRUE(memcmp(m->data, payload, m->len) == 0);
 
         p = (Pending) {};
-        ASSERT_OK(store_publish(t->cmd, "mc:{r5}:ch", "[\"t\", \"bob\"]", 12, on_reply, &p));
+        ASSERT_OK(store_publish_room(t->cmd, "5", "[\"t\", \"bob\"]", 12, on_reply, &p));
         r = wait_reply(t, &p);
         assert_int(r, 1);
         freeReplyObject(r);
         expect_msg(t, "mc:{r5}:ch", "[\"t\", \"bob\"]");
         assert_quiet(t);
+
+        ASSERT_ERROR(store_publish_room(t->cmd, "", "[]", 2, on_reply, &p), EINVAL);
+        ASSERT_ERROR(store_publish_room(t->cmd, "123456789012345678901", "[]", 2, on_reply, &p), EINVAL);
 }
 
 /* Message ids the protocol accepts (1..20 digits each part) that Redis

@@ -24,7 +24,7 @@ local room, user, n, keep, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 for i = 1, n do
   local text = prefix .. i
   local id = redis.call('XADD', 'mc:{r' .. room .. '}:log', 'MAXLEN', '~', keep, '*', 'u', user, 'm', text)
-  redis.call('PUBLISH', 'mc:{r' .. room .. '}:ch', cjson.encode({'m', id, user, text}))
+  redis.call('SPUBLISH', 'mc:{r' .. room .. '}:ch', cjson.encode({'m', id, user, text}))
 end
 return n
 """
