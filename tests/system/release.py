@@ -86,7 +86,8 @@ if ! ls /old-deb/multichat_*.deb >/dev/null 2>&1; then
         mkdir -p /tmp/old-out
         if /old-src/packaging/build-deb.sh --nocheck --no-lintian --out /tmp/old-out >/out/old-deb.log 2>&1; then
                 for f in /tmp/old-out/multichat_*.deb; do
-                        cp "$f" "/old-deb/.$(basename "$f")" && mv "/old-deb/.$(basename "$f")" /old-deb/
+                        name=$(basename "$f")
+                        cp "$f" "/old-deb/.$name" && mv "/old-deb/.$name" "/old-deb/$name" || status=1
                 done
         else
                 tail -n 40 /out/old-deb.log
