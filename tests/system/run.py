@@ -1250,9 +1250,19 @@ def upgrade_scenario(c, ck, old_deb_path, deb, timer):
 
     c.sh("sh", "-c", "echo '# local edit' >> /etc/multichat/multichat.conf")
     pid = c.prop("multichat.service", "MainPID")
-    r = c.sh("apt-get", "install", "-y", "-q", "--no-install-recommends", new_in)
-    ck.fatal(r.returncode == 0, f"upgrade: apt-get install ./multichat.deb ({old_version} -> {new_version})",
-             tail(r.stdout))
+    installed = {}
+
+    def upgrade():
+        installed["r"] = c.sh("apt-get", "install", "-y", "-q", "--no-install-recommends", new_in)
+
+    # While a client of the old daemon sits in Lobby and new connections
+    # keep coming: the sockets stay open through the upgrade and the
+    # migration, and that client's cookie gets it back in.
+    under_load(c, ck, {"Lobby": lobby}, f"upgrade {old_version} -> {new_version}", upgrade)
+    r = installed.get("r")
+    ck.fatal(r is not None and r.returncode == 0,
+             f"upgrade: apt-get install ./multichat.deb ({old_version} -> {new_version})",
+             tail(r.stdout) if r is not None else "not run")
     ck.eq(c.out("dpkg-query", "-W", "-f", "${Version}", "multichat"), new_version,
           "upgrade: dpkg has the new version")
     state = c.wait_state("multichat.service", "active", 10)
