@@ -181,9 +181,10 @@ if [ "${MULTICHAT_NO_SYSTEM:-0}" != 1 ] && [ "${MULTICHAT_NO_OTHER_RELEASE:-0}" 
         done
         [ "$rc" = 0 ] && [ ! -f "$out/redis/meson-logs/testlog.json" ] && failed=$((failed + 1))
         deb=$(ls "$out"/deb/multichat_*.deb 2>/dev/null | head -n 1)
+        old_deb=$(ls "$out"/old-deb/multichat_*.deb 2>/dev/null | head -n 1)
         if [ -n "$deb" ]; then
-                note "system test: $OTHER booted with $deb"
-                MULTICHAT_SYSTEM_RELEASE=$OTHER MULTICHAT_DEB=$deb tests/system/run.py
+                note "system test: $OTHER booted with $deb, the upgrade from ${old_deb:-(no previous package)}"
+                MULTICHAT_SYSTEM_RELEASE=$OTHER MULTICHAT_DEB=$deb MULTICHAT_OLD_DEB=$old_deb tests/system/run.py
                 case $? in
                 0) passed=$((passed + 1)) ;;
                 77) skipped=$((skipped + 1)) ;;

@@ -13,6 +13,15 @@ the result) and exits 0 unless its arguments were wrong:
   join USER PASSWORD ROOM        login, WebSocket, join ROOM: the first reply
   say USER PASSWORD ROOM TEXT    login, join ROOM, send TEXT: the message as
                                  it came back to its author
+  write USER PASSWORD ROOM N REF
+                                 login, join ROOM, send N messages one after
+                                 the other ("USER 0", ...), with the refs
+                                 REF0, REF1, ... (a ref sent again is
+                                 answered, not stored again): the session's
+                                 cookies and the ids acknowledged, in order
+  read COOKIES ROOM              with those cookies (JSON) and no login:
+                                 GET /api/session, then the WebSocket's
+                                 join reply for ROOM (with its history)
   burst N                        N simultaneous connections, one GET each
   load USER PASSWORD ROOM        a logged-in WebSocket client in ROOM, then
                                  many short HTTP connections until a line
@@ -113,6 +122,48 @@ def cmd_say(user, password, room, text):
                                (o.get("message") == text or "error" in o),
                                timeout=5.0, what="the message back")
             out({"login": res, "join": joined, "message": obj})
+    except (OSError, WSClosed, WSRefused, TimeoutError, ValueError) as e:
+        out({"error": describe(e)})
+
+
+def cmd_write(user, password, room, n, ref_prefix):
+    try:
+        res, jar = do_login(user, password)
+        if res.get("status") != 303:
+            out({"login": res})
+            return
+        ids = []
+        with WS.connect(BASE, cookies=jar) as ws:
+            joined = join_room(ws, room)
+            if str(joined.get("join")) != room:
+                out({"login": res, "join": joined})
+                return
+            for i in range(n):
+                ref = f"{ref_prefix}{i}"
+                ws.send_json({"command": "send", "room": room, "message": f"{user} {i}", "ref": ref})
+                obj, _ = ws.expect(lambda o: isinstance(o, dict) and o.get("ref") == ref,
+                                   timeout=5.0, what=f"the answer to {ref}")
+                if obj.get("ok") is not True or not obj.get("id"):
+                    out({"cookies": jar, "ids": ids, "error": obj})
+                    return
+                ids.append(obj["id"])
+        out({"cookies": jar, "ids": ids})
+    except (OSError, WSClosed, WSRefused, TimeoutError, ValueError) as e:
+        out({"error": describe(e)})
+
+
+def cmd_read(cookies, room):
+    try:
+        jar = json.loads(cookies)
+        r = http(BASE, "GET", "/api/session", cookies=jar)
+        res = {"session_status": r.status,
+               "session": r.json() if r.status == 200 else r.text[:200]}
+        if r.status != 200:
+            out(res)
+            return
+        with WS.connect(BASE, cookies=jar) as ws:
+            res["join"] = join_room(ws, room)
+        out(res)
     except (OSError, WSClosed, WSRefused, TimeoutError, ValueError) as e:
         out({"error": describe(e)})
 
@@ -225,6 +276,10 @@ def main(argv):
         cmd_join(argv[1], argv[2], argv[3])
     elif len(argv) == 5 and argv[0] == "say":
         cmd_say(*argv[1:])
+    elif len(argv) == 6 and argv[0] == "write":
+        cmd_write(argv[1], argv[2], argv[3], int(argv[4]), argv[5])
+    elif len(argv) == 3 and argv[0] == "read":
+        cmd_read(argv[1], argv[2])
     elif len(argv) == 4 and argv[0] == "load":
         try:
             load(argv[1], argv[2], argv[3])

@@ -19,13 +19,18 @@ at /out, it runs:
     (OUTDIR/redis/meson-logs/testlog.json);
   - the integration suite again against valkey-server, where the release
     has it (MULTICHAT_REDIS_SERVER=valkey-server; OUTDIR/valkey/...);
-  - packaging/build-deb.sh (with lintian) into OUTDIR/deb.
+  - packaging/build-deb.sh (with lintian) into OUTDIR/deb;
+  - the package of the previous release (run.OLD_COMMIT, the sources from
+    `git archive`, built by that tree's own build-deb.sh) into
+    OUTDIR/old-deb, built once and cached in
+    $MULTICHAT_SYSTEM_CACHE/old-deb-COMMIT-RELEASE/ (about a minute).
 
 Each run starts from the cached layers in a private overlay; nothing of it
 stays but OUTDIR. The system test then boots the same release with the
 package built here: MULTICHAT_SYSTEM_RELEASE=RELEASE
-MULTICHAT_DEB=OUTDIR/deb/multichat_*.deb tests/system/run.py (run-all.sh
-does both). Exit status: 0 when it ran (the test logs say what passed),
+MULTICHAT_DEB=OUTDIR/deb/multichat_*.deb
+MULTICHAT_OLD_DEB=OUTDIR/old-deb/multichat_*.deb tests/system/run.py
+(run-all.sh does both). Exit status: 0 when it ran (the test logs say what passed),
 1 when something could not run, 77 when not root.
 """
 
@@ -76,6 +81,22 @@ fi
 step "the Debian package"
 mkdir -p /out/deb
 packaging/build-deb.sh --nocheck --out /out/deb || status=1
+step "the package of the previous release, for the upgrade test (once; cached)"
+if ! ls /old-deb/multichat_*.deb >/dev/null 2>&1; then
+        mkdir -p /tmp/old-out
+        if /old-src/packaging/build-deb.sh --nocheck --no-lintian --out /tmp/old-out >/out/old-deb.log 2>&1; then
+                for f in /tmp/old-out/multichat_*.deb; do
+                        name=$(basename "$f")
+                        cp "$f" "/old-deb/.$name" && mv "/old-deb/.$name" "/old-deb/$name" || status=1
+                done
+        else
+                tail -n 40 /out/old-deb.log
+                echo "the package of the previous release did not build" >&2
+                status=1
+        fi
+fi
+mkdir -p /out/old-deb
+cp /old-deb/multichat_*.deb /out/old-deb/ 2>/dev/null || status=1
 step "done"
 exit $status
 """
@@ -117,6 +138,14 @@ def ensure_build_layer(base, timer):
     return layer
 
 
+def old_package_dirs():
+    """(the sources of run.OLD_COMMIT; the directory that caches its
+    package for this release)."""
+    deb = system.CACHE / f"old-deb-{system.OLD_COMMIT}-{system.SUITE}"
+    deb.mkdir(parents=True, exist_ok=True)
+    return system.old_sources(), deb
+
+
 def main():
     timer = system.Timer()
     if os.geteuid() != 0:
@@ -145,12 +174,14 @@ def main():
                     str(root)], check=True)
         Path("/run/systemd").mkdir(exist_ok=True)
         system.run(["mount", "-t", "tmpfs", "tmpfs", "/run/systemd"], check=True)
+        old_src, old_deb = old_package_dirs()
         timer.mark(f"{system.SUITE} root ready")
         # Not booted: the command runs under nspawn's stub init, with only a
         # loopback network of its own (the tests use ephemeral ports).
         argv = ["systemd-nspawn", "-q", "-D", str(root), f"--machine=mc-build-{os.getpid()}",
                 "--register=no", "--keep-unit", "--private-network", "--as-pid2",
                 "--console=pipe", f"--bind-ro={system.SRC}:/src", f"--bind={OUT}:/out",
+                f"--bind-ro={old_src}:/old-src", f"--bind={old_deb}:/old-deb",
                 *[f"--setenv={k}={v}" for k, v in system.CONTAINER_ENV.items()],
                 "/bin/bash", "-c", INNER]
         system.log("# " + " ".join(shlex.quote(a) for a in argv[:-1]) + " INNER")

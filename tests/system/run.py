@@ -20,6 +20,11 @@ container's network namespace (tests/system/client.py).
     with packaging/build-deb.sh when missing or older than the sources;
     MULTICHAT_DEB=path tests that file as it is (a package built on the
     release under test: one built on Debian 13 cannot install on 12);
+  - then the upgrade, in a second container from the same layers: the
+    package of the previous release (OLD_COMMIT, 0.1.0: the first key
+    layout in Redis; $MULTICHAT_OLD_DEB, else built here once from git and
+    cached, see old_deb()) is installed and used (rooms, sessions,
+    messages), the new one installed over it, and all of it found again;
   - every check prints "ok   what" or "FAIL what -- detail"; exit 0 when all
     passed, 1 when one failed, 77 (skip) when not root or when debootstrap,
     systemd-nspawn or the network they need cannot work here. With
@@ -30,6 +35,9 @@ missing (and the Build-Depends, through build-deb.sh --install-deps).
 MULTICHAT_KEEP_TMP=1 keeps the run directory (overlay upper dir, logs).
 Measured here: ~20 s with a warm cache, ~25 s more when the .deb is
 rebuilt, ~55 s more for the first debootstrap (about 100 s cold in all).
+Since the upgrade test: 81 s in all with a warm cache and the .deb built,
+of which the upgrade 27 s (45-55 s on a loaded machine); building the
+package of 0.1.0 takes ~60 s, once.
 """
 
 import ctypes
@@ -295,6 +303,82 @@ def locate_deb(timer, dest):
     return dest
 
 
+# The last release with the first key layout in Redis (0.1.0): the
+# upgrade from it migrates the data.
+OLD_COMMIT = "b303d1c"
+
+
+def old_deb(timer, dest):
+    """Copies the package of OLD_COMMIT for this release to `dest`:
+    $MULTICHAT_OLD_DEB (release.py builds it in the other release's root),
+    else built here from the tree of OLD_COMMIT (old_sources()) by its own
+    packaging/build-deb.sh, once, and cached in
+    CACHE/old-deb-OLD_COMMIT-SUITE/. A package built on one release does
+    not install on the other (library sonames), so only the host's release
+    is built here."""
+    if os.environ.get("MULTICHAT_OLD_DEB"):
+        deb = Path(os.environ["MULTICHAT_OLD_DEB"]).resolve()
+        if not deb.is_file():
+            raise Fatal(f"MULTICHAT_OLD_DEB={deb} does not exist")
+        shutil.copyfile(deb, dest)
+        return dest
+    if SUITE != host_release():
+        raise Fatal(f"no package of {OLD_COMMIT} for {SUITE}: set MULTICHAT_OLD_DEB "
+                    f"(tests/system/release.py builds one in {SUITE})")
+    root = CACHE / f"old-deb-{OLD_COMMIT}-{SUITE}"
+    with flocked(CACHE / f"old-deb-{OLD_COMMIT}-{SUITE}.lock"):
+        debs = sorted(root.glob("multichat_*.deb"))
+        if not debs:
+            build_old_deb(root, timer)
+            debs = sorted(root.glob("multichat_*.deb"))
+            if not debs:
+                raise Fatal(f"building the package of {OLD_COMMIT} left no .deb in {root}")
+        shutil.copyfile(debs[-1], dest)
+    return dest
+
+
+def old_sources():
+    """The tree of OLD_COMMIT (`git archive`), extracted once into the cache."""
+    src = CACHE / f"old-src-{OLD_COMMIT}"
+    with flocked(CACHE / f"old-src-{OLD_COMMIT}.lock"):
+        if (src / "meson.build").exists():
+            return src
+        if run(["git", "-C", str(SRC), "cat-file", "-e", OLD_COMMIT + "^{commit}"]).returncode != 0:
+            raise Fatal(f"commit {OLD_COMMIT} is not in {SRC}: the upgrade test needs the git history")
+        tmp = CACHE / f".tmp-old-src-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        archive = subprocess.Popen(["git", "-C", str(SRC), "archive", OLD_COMMIT], stdout=subprocess.PIPE)
+        r = run(["tar", "-x", "-C", str(tmp)], stdin=archive.stdout)
+        archive.stdout.close()
+        if archive.wait() != 0 or r.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise Fatal(f"git archive {OLD_COMMIT} | tar -x failed: {r.stdout}")
+        shutil.rmtree(src, ignore_errors=True)
+        tmp.rename(src)
+        return src
+
+
+def build_old_deb(root, timer):
+    src = old_sources()
+    out = root / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    argv = [str(src / "packaging/build-deb.sh"), "--nocheck", "--no-lintian", "--out", str(out)]
+    if run(["dpkg-checkbuilddeps", "-B", str(src / "packaging/debian/control")]).returncode != 0:
+        argv.append("--install-deps")
+    log(f"# building the package of {OLD_COMMIT} in {root} (once; cached)")
+    r = run(argv, cwd=src, timeout=1200, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    if r.returncode != 0:
+        log(tail(r.stdout, 40))
+        raise Fatal(f"the package of {OLD_COMMIT} did not build ({r.returncode})")
+    for deb in out.glob("multichat_*.deb"):
+        shutil.copyfile(deb, root / f".{deb.name}")
+        (root / f".{deb.name}").rename(root / deb.name)
+    shutil.rmtree(out, ignore_errors=True)
+    timer.mark(f"building the package of {OLD_COMMIT}")
+
+
 def deb_field(deb, field):
     r = run(["dpkg-deb", "-f", str(deb), field])
     return r.stdout.strip() if r.returncode == 0 else ""
@@ -421,19 +505,19 @@ def prepare_rootfs(deb, timer):
 # --- the container ------------------------------------------------------------
 
 class Container:
-    def __init__(self, lowers, rundir):
+    def __init__(self, lowers, rundir, name="test"):
         self.lowers = lowers
         self.dir = rundir
         self.root = rundir / "merged"
         self.upper = rundir / "upper"
-        self.name = f"mc-test-{os.getpid()}"
+        self.name = f"mc-{name}-{os.getpid()}"
         self.proc = None
         self.pid1 = None
         self.console = rundir / "console.log"
 
     def boot(self):
         for d in ("upper", "work", "merged"):
-            (self.dir / d).mkdir()
+            (self.dir / d).mkdir(parents=True)
         lower = ":".join(str(p) for p in self.lowers)
         run(["mount", "-t", "overlay", "overlay", "-o",
              f"lowerdir={lower},upperdir={self.upper},workdir={self.dir / 'work'}",
@@ -1091,6 +1175,140 @@ def scenario(c, ck, deb, timer):
     log("# exposure: " + ", ".join(f"{u} {s}" for u, s in exposures.items()))
 
 
+MIGRATED = "Migrated Redis's data to key layout 2"
+
+
+def redis_get(c, key):
+    return c.out("redis-cli", "--raw", "GET", key)
+
+
+def daemon_version(c):
+    r = c.busctl("get-property", *MANAGER, "Version")
+    m = re.match(r's "([^"]*)"', r.stdout.strip())
+    return m.group(1) if m else r.stdout.strip()
+
+
+def history_of(read):
+    """[(id, text)] of a `read` result's join reply."""
+    return [(h.get("id"), h.get("message")) for h in ((read.get("join") or {}).get("history") or [])]
+
+
+def check_read(ck, read, user, room, want, when):
+    """want: the [(id, text)] the room's history must be, in order."""
+    ck(read.get("session_status") == 200 and (read.get("session") or {}).get("username") == user,
+       f"{when}: {user}'s session cookie from before the upgrade is logged in (GET /api/session)",
+       {k: read.get(k) for k in ("session_status", "session", "error")})
+    got = history_of(read)
+    ids = [i for i, _ in got]
+    ck(got == want and len(set(ids)) == len(ids),
+       f"{when}: room {room}'s history over that cookie's WebSocket has the {len(want)} messages "
+       f"written before, in order, each once, with the same ids",
+       {"missing": [m for m in want if m not in got], "extra": [m for m in got if m not in want],
+        "reply": read.get("join") or read.get("error")})
+
+
+def upgrade_scenario(c, ck, old_deb_path, deb, timer):
+    """The previous release's package (the first key layout in Redis) is
+    installed and used: rooms over D-Bus, sessions through pam_unix,
+    messages over the WebSocket; then the current package is installed
+    over it while the daemon runs. Everything must be found again through
+    the same interfaces, the old session cookies included."""
+    old_in, new_in = "/root/multichat-old.deb", "/root/multichat.deb"
+    shutil.copy(old_deb_path, c.root / old_in.lstrip("/"))
+    shutil.copy(deb, c.root / new_in.lstrip("/"))
+    old_version, new_version = deb_field(old_deb_path, "Version"), deb_field(deb, "Version")
+    r = c.sh("apt-get", "install", "-y", "-q", "--no-install-recommends", old_in)
+    ck.fatal(r.returncode == 0, f"upgrade: apt-get install of the previous package ({old_version})",
+             tail(r.stdout))
+    log(f"# after installing {old_version}: dbus.socket {c.state('dbus.socket')}, "
+        f"dbus.service {c.state('dbus.service')}")
+    ck.eq(c.client("get", "/login").get("status"), 200,
+          "upgrade: the previous release answers its first connection (socket activation)")
+    add_accounts(c, ck)
+    lobby, out = create_room(c, "Lobby")
+    ck.fatal(lobby is not None, "upgrade: the previous release creates a room (busctl CreateRoom)", out)
+    staff, out = create_room(c, "Staff", staff_only=True)
+    ck.fatal(staff is not None, "upgrade: ... and a staff-only room", out)
+    ck.eq(daemon_version(c), old_version, "upgrade: the running daemon is the previous release (Version)")
+    written = {}
+    for user, room, n in (("alice", lobby, 10), ("bob", lobby, 10), ("alice", staff, 5)):
+        w = c.client("write", user, PASSWORDS[user], room, n, "old")
+        ck.fatal(len(w.get("ids") or []) == n and w.get("cookies"),
+                 f"upgrade: {user} logs in (pam_unix) and writes {n} messages to room {room}", w)
+        written[(user, room)] = w
+    lobby_want = ([(i, f"alice {n}") for n, i in enumerate(written[("alice", lobby)]["ids"])]
+                  + [(i, f"bob {n}") for n, i in enumerate(written[("bob", lobby)]["ids"])])
+    staff_want = [(i, f"alice {n}") for n, i in enumerate(written[("alice", staff)]["ids"])]
+    alice = json.dumps(written[("alice", lobby)]["cookies"])
+    bob = json.dumps(written[("bob", lobby)]["cookies"])
+    check_read(ck, c.client("read", alice, lobby), "alice", lobby, lobby_want, "before the upgrade")
+    keys = c.out("redis-cli", "--raw", "KEYS", "mc:*").split()
+    ck("mc:rooms" in keys and redis_get(c, "mc:schema") == "",
+       "upgrade: Redis holds the first key layout (mc:rooms, no mc:schema)", keys)
+    rooms_before = c.busctl("call", *MANAGER, "ListRooms").stdout.strip()
+    timer.mark(f"upgrade: {old_version} installed and used")
+
+    c.sh("sh", "-c", "echo '# local edit' >> /etc/multichat/multichat.conf")
+    pid = c.prop("multichat.service", "MainPID")
+    installed = {}
+
+    def upgrade():
+        installed["r"] = c.sh("apt-get", "install", "-y", "-q", "--no-install-recommends", new_in)
+
+    # While a client of the old daemon sits in Lobby and new connections
+    # keep coming: the sockets stay open through the upgrade and the
+    # migration, and that client's cookie gets it back in.
+    under_load(c, ck, {"Lobby": lobby}, f"upgrade {old_version} -> {new_version}", upgrade)
+    r = installed.get("r")
+    ck.fatal(r is not None and r.returncode == 0,
+             f"upgrade: apt-get install ./multichat.deb ({old_version} -> {new_version})",
+             tail(r.stdout) if r is not None else "not run")
+    ck.eq(c.out("dpkg-query", "-W", "-f", "${Version}", "multichat"), new_version,
+          "upgrade: dpkg has the new version")
+    state = c.wait_state("multichat.service", "active", 10)
+    after = c.prop("multichat.service", "MainPID")
+    ck(state == "active" and after not in (pid, "0", ""),
+       f"upgrade: the running daemon was restarted (PID {pid} -> {after})", state)
+    ck.eq(daemon_version(c), new_version, "upgrade: the running daemon is the new release (Version)")
+    ck.eq(redis_get(c, "mc:schema"), "2", "upgrade: the packaged Redis is at key layout 2 (mc:schema)")
+    left = [k for k in c.out("redis-cli", "--raw", "KEYS", "mc:*").split()
+            if k.startswith(("mc:room:", "mc:user:")) or k in ("mc:rooms", "mc:rooms:seq", "mc:epoch")]
+    ck.eq(left, [], "upgrade: no key of the first layout is left")
+    ck(c.sh("grep", "-q", "^# local edit", "/etc/multichat/multichat.conf").returncode == 0,
+       "upgrade: the local edit of the conffile /etc/multichat/multichat.conf is kept")
+    rooms_after = c.busctl("call", *MANAGER, "ListRooms").stdout.strip()
+    ck(rooms_after == rooms_before and lobby in rooms_after and staff in rooms_after,
+       "upgrade: ListRooms answers the same rooms with the same ids", f"{rooms_before!r} -> {rooms_after!r}")
+    check_read(ck, c.client("read", alice, lobby), "alice", lobby, lobby_want, "after the upgrade")
+    check_read(ck, c.client("read", alice, staff), "alice", staff, staff_want, "after the upgrade")
+    check_read(ck, c.client("read", bob, lobby), "bob", lobby, lobby_want, "after the upgrade")
+    # The refs of sends came along: a client resending after the upgrade
+    # what it sent before gets the first answer, and nothing is stored twice.
+    w = c.client("write", "bob", PASSWORDS["bob"], lobby, 1, "old")
+    ck.eq(w.get("ids"), written[("bob", lobby)]["ids"][:1],
+          "upgrade: bob's first send again with its ref is answered with the id it got before")
+    w = c.client("write", "bob", PASSWORDS["bob"], lobby, 1, "new")
+    read = c.client("read", alice, lobby)
+    got = history_of(read)
+    ck(len(w.get("ids") or []) == 1 and got == lobby_want + [(w["ids"][0], "bob 0")],
+       "upgrade: the resend is not in the history twice; a new message follows the old ones",
+       {"written": w, "history_tail": got[-3:], "reply": read.get("join") if not got else None})
+    timer.mark(f"upgrade: {new_version} installed over it")
+
+    # Once: a restart and a socket activation find layout 2 and move nothing.
+    c.sh("systemctl", "reset-failed", "multichat.service")
+    r = c.sh("systemctl", "stop", "multichat.service")
+    ck.eq(c.state("multichat.socket"), "active", "upgrade: multichat.socket is still active")
+    ck.eq(c.out("systemctl", "is-enabled", "multichat.socket"), "enabled", "upgrade: ... and enabled")
+    ck.eq(c.client("get", "/login").get("status"), 200,
+          "upgrade: after systemctl stop, a connection starts the new daemon (socket activation)")
+    ck.eq(c.wait_state("multichat.service", "active", 10), "active", "upgrade: ... and it is active")
+    check_read(ck, c.client("read", alice, staff), "alice", staff, staff_want, "after a socket activation")
+    migrated = [ln for ln in c.journal("-u", "multichat", "-o", "cat").splitlines() if MIGRATED in ln]
+    ck(len(migrated) == 1, "upgrade: the journal says the data was migrated, once", migrated)
+    check_journal_health(c, ck)
+
+
 def dump_logs(c):
     if c.pid1 is None:
         return
@@ -1149,6 +1367,12 @@ def main():
         lock = open(rundir / "lock", "w")
         fcntl.flock(lock, fcntl.LOCK_EX)
         deb = locate_deb(timer, rundir / "multichat.deb")
+        # Without it the rest still runs; the upgrade test counts as failed.
+        try:
+            previous = old_deb(timer, rundir / "multichat-old.deb")
+        except Fatal as e:
+            previous = None
+            ck(False, f"the package of the previous release ({OLD_COMMIT}) for the upgrade test", str(e))
         private_mount_namespace()
         lowers = prepare_rootfs(deb, timer)
         timer.mark("package and rootfs ready")
@@ -1160,6 +1384,17 @@ def main():
         finally:
             if ck.failures:
                 dump_logs(container)
+        container.poweroff()
+        if previous is not None:
+            failed = len(ck.failures)
+            container = Container(lowers, rundir / "upgrade", "upgrade")
+            container.boot()
+            timer.mark(f"boot for the upgrade ({container.name})")
+            try:
+                upgrade_scenario(container, ck, previous, deb, timer)
+            finally:
+                if len(ck.failures) > failed:
+                    dump_logs(container)
     except Skip as e:
         signal.alarm(0)
         if REQUIRED:
@@ -1190,7 +1425,8 @@ def main():
         if container is not None:
             container.poweroff()
         if rundir is not None:
-            run(["umount", "-l", str(rundir / "merged")])
+            for sub in ("merged", "upgrade/merged"):
+                run(["umount", "-l", str(rundir / sub)])
             if KEEP:
                 log(f"# kept {rundir}")
             else:
