@@ -47,6 +47,7 @@ def per_member(deliveries, members):
 
 
 DELIVERY_STEPS = [10e3, 25e3, 50e3, 100e3, 200e3, 400e3, 800e3]
+CLUSTER_STEPS = [10e3, 25e3, 50e3, 100e3, 200e3, 400e3]
 
 # The standard set: sized to finish in about 10 minutes on 2 cores with 3
 # runs. Every chat scenario has a step at exactly 100k deliveries/s (the
@@ -88,6 +89,20 @@ STANDARD = [
     {"name": "failover", "kind": "failover", "rate": 200, "seconds": 15, "kill_at": 3.0, "runs": 3},
     {"name": "overload", "kind": "chat", "rooms": 200, "members": 10, "senders": 10,
      "rates": [60000], "fixed": True, "step_seconds": 8, "users": 100, "runs": 2},
+    # Redis time of one more join into a room where N distinct users are
+    # present (each its own account and connection, held by mc-loadgen),
+    # from Redis's own INFO commandstats around `probes` joins made one
+    # at a time by the harness's client.
+    {"name": "join-cost", "kind": "joincost", "sizes": [10, 1000, 10000], "probes": 20},
+    # The same chat load (200 rooms × 20 members over 3 daemons, 4
+    # senders a room) on a Redis Cluster of one master and of three (no
+    # replicas: only the masters' CPU is compared), rising like fan-out.
+    # Redis CPU per message on each shard shows whether shards add
+    # capacity: a message's PUBLISH reaches every node of a cluster.
+    {"name": "cluster-1", "kind": "cluster", "masters": 1, "daemons": 3, "rooms": 200, "members": 20,
+     "senders": 4, "rates": per_member(CLUSTER_STEPS, 20), "users": 100, "step_seconds": 3},
+    {"name": "cluster-3", "kind": "cluster", "masters": 3, "daemons": 3, "rooms": 200, "members": 20,
+     "senders": 4, "rates": per_member(CLUSTER_STEPS, 20), "users": 100, "step_seconds": 3},
 ]
 
 # Descriptors a daemon or a generator process needs besides its
@@ -103,6 +118,9 @@ QUICK = {
     "many-rooms": {"rooms": 200, "rates": per_member([10e3, 25e3, 50e3, 100e3], 10)},
     "login-storm": {"step_seconds": 2.5},
     "reconnect": {"step_seconds": 2},
+    "join-cost": {"sizes": [10, 1000], "probes": 10},
+    "cluster-1": {"rooms": 60, "rates": per_member([10e3, 50e3], 20)},
+    "cluster-3": {"rooms": 60, "rates": per_member([10e3, 50e3], 20)},
 }
 
 DAEMON_ARGS = [
@@ -127,6 +145,8 @@ TARGETS = {
     "login_right_p99_ms": 100.0,
     "login_wrong_adds_p99_ms": 5.0,
     "cold_start_ms": 50.0,
+    "join_ms_10000": 0.1,
+    "join_ratio_10000": 2.0,
 }
 
 # A delivery later than this, with nobody told, counts as silent overload.
@@ -161,6 +181,9 @@ class BenchStack:
         self.n_daemons = daemons
         self.extra_args = list(extra_args)
         self.daemons = []
+        # (role, pid) of the Redis servers the daemons use; a cluster's
+        # nodes replace the stack's own Redis here.
+        self.redis_pids = None
 
     def __enter__(self):
         try:
@@ -192,7 +215,7 @@ class BenchStack:
 
     def pids(self):
         out = [("daemon", d.proc.pid) for d in self.daemons]
-        out.append(("redis", self.stack.redis.proc.pid))
+        out += self.redis_pids or [("redis", self.stack.redis.proc.pid)]
         for d in self.daemons:
             for child in children(d.proc.pid):
                 out.append(("auth", child))
@@ -288,6 +311,54 @@ def run_chat(sc, lg, build_dir, workers):
         if sc.get("fixed"):
             args.append("--fixed")
         return loadgen(lg, args, timeout=600)
+
+
+def sched_us(pid):
+    """CPU time a process ran, all threads, from the scheduler (ns precise)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except OSError:
+            pass
+    return total / 1000
+
+
+def run_cluster(sc, lg, build_dir, workers):
+    """run_chat's load on a Redis Cluster of sc["masters"] masters, each
+    master sampled as its own role (shard0, shard1, ...)."""
+    users = sc.get("users", 100)
+    with BenchStack(build_dir, users, daemons=0) as bs:
+        import cluster
+        cl = cluster.Cluster(bs.stack.dir, masters=sc["masters"], replicas=0)
+        try:
+            cl.start()
+        finally:
+            bs.stack.more_redis.extend(cl.nodes)
+        args = DAEMON_ARGS + [f"--redis-cluster={a}" for a in cl.addresses]
+        for i in range(sc["daemons"]):
+            bs.daemons.append(bs.stack.start_daemon(args=args, own_bus=i > 0))
+        bs.redis_pids = [(f"shard{i}", n.proc.pid) for i, n in enumerate(cl.nodes)]
+        rooms = create_rooms(lg, bs.daemons[0].bus.address, sc["rooms"], bs.stack.dir)
+        per_shard = [0] * len(cl.nodes)
+        for room in rooms.read_text().split():
+            per_shard[cl.master_of(cluster.key_slot(f"mc:{{r{room}}}:room"))] += 1
+        # What each node costs with the daemons connected and nobody
+        # talking (cluster bus, cron, the daemons' heartbeats), to take
+        # off each step's CPU: what is left is the messages' cost.
+        t0, idle0 = time.monotonic(), [sched_us(n.proc.pid) for n in cl.nodes]
+        time.sleep(3)
+        idle = [(sched_us(n.proc.pid) - a) / (time.monotonic() - t0) for n, a in zip(cl.nodes, idle0)]
+        before = [commandstats(n) for n in cl.nodes]
+        res = loadgen(lg, common_args(bs, sc, workers) + [
+            "--scenario=chat", f"--users={users}", f"--rooms-file={rooms}",
+            f"--members={sc['members']}", f"--senders={sc['senders']}",
+            "--rates=" + ",".join(f"{r:g}" for r in sc["rates"]),
+            f"--step-seconds={sc.get('step_seconds', 1.5)}", f"--label={sc['name']}"], timeout=600)
+        res["rooms_per_shard"] = per_shard
+        res["idle_us_per_s"] = {f"shard{i}": v for i, v in enumerate(idle)}
+        res["commandstats"] = [commandstats_delta(b, commandstats(n)) for b, n in zip(before, cl.nodes)]
+        return res
 
 
 def fd_limit():
@@ -512,8 +583,104 @@ def run_failover(sc, lg, build_dir, workers):
                 "max_delay_ms": max(delays) if delays else None}
 
 
+def commandstats(redis):
+    """INFO commandstats of one redis-server: {command: (calls, usec)}."""
+    out = {}
+    for line in redis.command("INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, fields = line[len("cmdstat_"):].partition(":")
+            f = dict(kv.split("=", 1) for kv in fields.split(","))
+            out[name] = (int(f["calls"]), int(f["usec"]))
+    return out
+
+
+def commandstats_delta(a, b):
+    return {k: (b[k][0] - a.get(k, (0, 0))[0], b[k][1] - a.get(k, (0, 0))[1])
+            for k in b if b[k][0] != a.get(k, (0, 0))[0]}
+
+
+def hold_members(lg, bs, sc, room_file, n, workers):
+    """mc-loadgen holding n members of the room in room_file, users
+    u00000... one connection each, sending nothing; returns the
+    running generator (its own process group) once Redis counts all n
+    present."""
+    args = common_args(bs, sc, workers) + [
+        "--scenario=chat", f"--users={n}", f"--rooms-file={room_file}", f"--members={n}",
+        "--senders=0", "--rates=0", "--step-seconds=3600", "--fixed", f"--label={sc['name']}"]
+    log("# " + " ".join(str(a) for a in [Path(lg).name] + args))
+    return subprocess.Popen([lg] + args, stdout=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop_group(p):
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGTERM)
+    try:
+        p.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(5)
+
+
+def run_joincost(sc, lg, build_dir, workers):
+    """For each size N: a room with N users present (mc-loadgen), then
+    `probes` more users connect and, once every one of them is connected,
+    join one after another; Redis's INFO commandstats before and after
+    those joins gives the Redis time per join."""
+    sizes, probes = sc["sizes"], sc["probes"]
+    users = max(sizes) + probes * len(sizes)
+    with BenchStack(build_dir, users) as bs:
+        h, redis, d = bs.harness, bs.stack.redis, bs.daemons[0]
+        out = {"scenario": "joincost", "sizes": []}
+        for k, n in enumerate(sizes):
+            room = create_rooms(lg, d.bus.address, 1, bs.stack.dir).read_text().split()[0]
+            room_file = Path(bs.stack.dir) / f"room-{n}.txt"
+            room_file.write_text(room + "\n")
+            users_key = f"mc:{{r{room}}}:users"
+            t0 = time.monotonic()
+            gen = hold_members(lg, bs, sc, room_file, n, workers)
+            try:
+                h.wait_until(lambda: redis.command("HLEN", users_key) >= n or gen.poll() is not None,
+                             600, interval=0.5, what=f"{n} present")
+                if gen.poll() is not None:
+                    raise RuntimeError(f"mc-loadgen exited ({gen.returncode}) before {n} were present")
+                t_fill = time.monotonic() - t0
+                base = max(sizes) + k * probes
+                clients = [d.ws(jar=d.login("u%05d" % (base + j), "pw")) for j in range(probes)]
+                for c in clients:
+                    c.drain(0.1)
+                before = commandstats(redis)
+                t1 = time.monotonic()
+                for c in clients:
+                    reply, _ = h.join(c, room, timeout=30)
+                    if "error" in reply:
+                        raise RuntimeError(f"probe join refused: {reply}")
+                wall_ms = (time.monotonic() - t1) * 1000 / probes
+                delta = commandstats_delta(before, commandstats(redis))
+                present = redis.command("HLEN", users_key)
+                for c in clients:
+                    c.close()
+            finally:
+                stop_group(gen)
+            h.wait_until(lambda: redis.command("HLEN", users_key) == 0, 120, interval=0.2,
+                         what="the room empty again")
+            scripts = [delta.get(c, (0, 0)) for c in ("evalsha", "eval")]
+            calls, usec = sum(x[0] for x in scripts), sum(x[1] for x in scripts)
+            all_usec = sum(u for _, u in delta.values())
+            row = {"present": n, "present_at_end": present, "joins": probes, "fill_s": t_fill,
+                   "script_calls": calls, "script_usec": usec,
+                   "script_us_per_join": usec / probes, "script_us_per_call": usec / calls if calls else None,
+                   "redis_us_per_join": all_usec / probes, "wall_ms_per_join": wall_ms,
+                   "commands": {c: {"calls": v[0], "usec": v[1]} for c, v in sorted(delta.items())}}
+            log(f"# join-cost: {n} present: {row['script_us_per_join']:.1f} us of scripts per join "
+                f"({calls} calls), {row['redis_us_per_join']:.1f} us of all commands, "
+                f"{wall_ms:.1f} ms wall; filled in {t_fill:.1f} s")
+            out["sizes"].append(row)
+        return out
+
+
 RUNNERS = {"chat": run_chat, "idle": run_idle, "login": run_login, "reconnect": run_reconnect,
-           "coldstart": run_coldstart, "failover": run_failover}
+           "coldstart": run_coldstart, "failover": run_failover, "joincost": run_joincost,
+           "cluster": run_cluster}
 
 
 # --- medians ------------------------------------------------------------------
@@ -748,9 +915,56 @@ def summarize_failover(sc, runs):
                             acked=sum(r["acked"] for r in runs), told=sum(r["told"] for r in runs))}
 
 
+def summarize_joincost(sc, runs):
+    """Per size, medians over the runs of the Redis time per join."""
+    rows = []
+    for k, n in enumerate(sc["sizes"]):
+        got = [r["sizes"][k] for r in runs if len(r["sizes"]) > k]
+        if not got:
+            continue
+        rows.append({"present": n, "runs": len(got), "joins": sum(g["joins"] for g in got),
+                     "script_calls_per_join": median([g["script_calls"] / g["joins"] for g in got]),
+                     **{key: median([g[key] for g in got if g[key] is not None])
+                        for key in ("script_us_per_join", "redis_us_per_join", "wall_ms_per_join", "fill_s")},
+                     "script_us_per_join_runs": [g["script_us_per_join"] for g in got]})
+    first = rows[0]["script_us_per_join"] if rows else None
+    for r in rows:
+        r["ratio_to_smallest"] = r["script_us_per_join"] / first if first else None
+    return {"runs": runs, "sizes": rows, "summary": {"sizes": rows}}
+
+
+def summarize_cluster(sc, runs):
+    """summarize_chat's figures, and per step each shard's CPU per message
+    sent (run time from schedstat, less what the shard used idle in as
+    long: see run_cluster)."""
+    out = summarize_chat(sc, runs)
+    # Not a one-daemon figure: keep it out of the one-core target.
+    out["summary"].pop("one_core_deliveries_per_s")
+    shards = sorted({k for r in runs for st in r["steps"] for k in st["cpu_us"] if k.startswith("shard")},
+                    key=lambda k: int(k[5:]))
+    for i, st in enumerate(out["steps"]):
+        got = [r["steps"][i] for r in runs if i < len(r["steps"])]
+        st["msgs_per_s"] = median([g["sent"] / g["seconds"] for g in got])
+        runs_got = [(r, r["steps"][i]) for r in runs if i < len(r["steps"])]
+
+        def used(r, g, k):
+            return g["cpu_us_sched"][k] - r["idle_us_per_s"][k] * g["measured_s"]
+        st["shard_us_per_msg"] = {k: median([used(r, g, k) / g["sent"] for r, g in runs_got if g["sent"]])
+                                  for k in shards}
+        st["shard_load"] = {k: median([g["cpu_load"][k] for g in got]) for k in shards}
+        st["redis_us_per_msg"] = median([sum(used(r, g, k) for k in shards) / g["sent"]
+                                         for r, g in runs_got if g["sent"]])
+        st["redis_cores"] = median([sum(g["cpu_load"][k] for k in shards) for g in got])
+    out["summary"]["masters"] = sc["masters"]
+    out["summary"]["rooms_per_shard"] = runs[0].get("rooms_per_shard")
+    out["summary"]["idle_us_per_s"] = {k: median([r["idle_us_per_s"][k] for r in runs]) for k in shards}
+    return out
+
+
 SUMMARIZERS = {"chat": summarize_chat, "idle": summarize_idle, "login": summarize_login,
                "reconnect": summarize_reconnect, "coldstart": summarize_coldstart,
-               "failover": summarize_failover}
+               "failover": summarize_failover, "joincost": summarize_joincost,
+               "cluster": summarize_cluster}
 
 
 # --- Markdown -----------------------------------------------------------------
@@ -861,12 +1075,61 @@ def targets_table(res):
         row("100 wrong logins in flight add < 5 ms to others' p99", f"{fmt(v, 2)} ms "
             f"({fmt(s['login-storm']['bg_p99_baseline_ms'], 2)} → {fmt(s['login-storm']['bg_p99_wrong_ms'], 2)})",
             v < TARGETS["login_wrong_adds_p99_ms"])
+    if "join-cost" in s:
+        sizes = s["join-cost"]["sizes"]
+        big = next((r for r in sizes if r["present"] == 10000), None)
+        small = sizes[0] if sizes else None
+        if big:
+            v = big["script_us_per_join"]
+            row("≤ 0.1 ms of Redis time per join with 10,000 present (INFO commandstats)", f"{fmt(v / 1000, 3)} ms",
+                v <= TARGETS["join_ms_10000"] * 1000, f"{v / 100:.0f}× the target" if v > 100 else "")
+        if big and small and small is not big:
+            v = big["ratio_to_smallest"]
+            row(f"join with 10,000 present ≤ 2× the cost with {fmt(small['present'])}",
+                f"{fmt(v, 1)}× ({fmt(small['script_us_per_join'], 1)} → {fmt(big['script_us_per_join'], 0)} µs)",
+                v <= TARGETS["join_ratio_10000"])
     if "cold-start" in s:
         v = s["cold-start"]["first_response_ms"]
         row("socket-activated cold start: first HTTP response < 50 ms",
             f"{fmt(v, 1)} ms (max {fmt(s['cold-start']['first_response_max_ms'], 1)})",
             v < TARGETS["cold_start_ms"])
     return ["| target | measured (median) | | note |", "|---|---|---|---|"] + rows
+
+
+def joincost_table(r):
+    return ["Redis time of one more join (`EVALSHA` of the join script, Redis's own INFO commandstats: "
+            "Δusec over the probe joins ÷ joins), medians over the runs; `all commands` adds what else "
+            "Redis ran meanwhile (scripts' inner commands are counted in the script's time too, so this "
+            "double-counts them: an upper bound).", "",
+            "| present | joins measured | scripts per join | Redis µs per join (script) | × the smallest room | "
+            "all commands µs per join | wall ms per join | runs, µs | filled in s |",
+            "|---|---|---|---|---|---|---|---|---|"] + [
+        f"| {fmt(x['present'])} | {x['joins']} | {fmt(x['script_calls_per_join'], 1)} | "
+        f"**{fmt(x['script_us_per_join'], 1)}** | {fmt(x['ratio_to_smallest'], 1)} | {fmt(x['redis_us_per_join'], 1)} | "
+        f"{fmt(x['wall_ms_per_join'], 2)} | {', '.join(fmt(v, 0) for v in x['script_us_per_join_runs'])} | "
+        f"{fmt(x['fill_s'], 1)} |" for x in r["sizes"]]
+
+
+def cluster_table(r):
+    sm = r["summary"]
+    shards = list(r["steps"][0]["shard_us_per_msg"]) if r["steps"] else []
+    return [f"Redis Cluster of {sm['masters']} master(s), no replicas; rooms per shard {sm['rooms_per_shard']}. "
+            f"Most kept up with (no loss, ≥ 90 % delivered): **{fmt(sm['max_kept_up_deliveries_per_s'], 0)} "
+            f"deliveries/s**; within p99 ≤ {fmt(sm['stop_p99_ms'], 0)} ms: {fmt(sm['max_ok_deliveries_per_s'], 0)}/s; "
+            f"stopped by: {', '.join(str(x) for x in sm['stop_reasons'])}. Redis CPU per message sent, "
+            f"each shard's own (run time from /proc/PID/task/*/schedstat, less what the shard used idle "
+            f"with the daemons connected: " + ", ".join(f"{k} {fmt(v, 0)} µs/s" for k, v in sm["idle_us_per_s"].items()) +
+            "). Medians over the runs.", "",
+            "| offered deliv/s | delivered/s | msgs/s | p99 ms | lost | Redis µs/msg, all shards | " +
+            " | ".join(f"{k} µs/msg" for k in shards) + " | Redis cores busy | " +
+            " | ".join(f"{k} cores" for k in shards) + " | daemon µs/deliv | others CPU | runs ok |",
+            "|" + "---|" * (10 + 2 * len(shards))] + [
+        f"| {fmt(st['offered_deliveries_per_s'], 0)} | {fmt(st['deliveries_per_s'], 0)} | {fmt(st['msgs_per_s'], 0)} | "
+        f"{fmt(st['p99_ms'], 2)} | {fmt(st['lost'], 0)} | **{fmt(st['redis_us_per_msg'], 2)}** | " +
+        " | ".join(fmt(st['shard_us_per_msg'][k], 2) for k in shards) + f" | {fmt(st['redis_cores'], 2)} | " +
+        " | ".join(fmt(st['shard_load'][k], 2) for k in shards) +
+        f" | {fmt(st['daemon_us_per_delivery'], 2)} | {fmt(st['others_load'], 2)} | {st['ok_runs']}/{st['runs']} |"
+        for st in r["steps"]]
 
 
 def markdown(meta, res):
@@ -957,6 +1220,10 @@ def markdown(meta, res):
                     f"**lost {sm['lost']}, doubled {sm['doubled']}** of {fmt(sm['acked'])} acknowledged; "
                     f"{fmt(sm['told'])} sends answered UNAVAILABLE or OUTCOME_UNKNOWN (the sender was told). "
                     f"Medians of {len(r['runs'])} run(s)."]
+        elif kind == "joincost":
+            out += joincost_table(r)
+        elif kind == "cluster":
+            out += cluster_table(r)
         elif kind == "coldstart":
             sm = r["summary"]
             out += [f"First response ({sm['status_line']}) {fmt(sm['first_response_ms'], 1)} ms median, "
@@ -1155,6 +1422,8 @@ def main():
     log(f"# wrote {outdir / (stem + '.json')}, {outdir / (stem + '.md')}" +
         "".join(f", {p}" for p in pngs) + f" in {meta['seconds']:.0f}s")
     print("\n".join(targets_table(results)))
+    if "join-cost" in results:
+        print("\n" + "\n".join(joincost_table(results["join-cost"])))
 
 
 if __name__ == "__main__":
