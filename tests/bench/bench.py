@@ -99,6 +99,15 @@ STANDARD = [
     # replicas: only the masters' CPU is compared), rising like fan-out.
     # Redis CPU per message on each shard shows whether shards add
     # capacity: a message's PUBLISH reaches every node of a cluster.
+    # The reconnect storm: members in large rooms (one connection each,
+    # every member of a room its own account), on as many daemons as the
+    # fd limit needs; those daemons are stopped, `away` messages per room
+    # are sent meanwhile through one more daemon that stays up, and the
+    # daemons are started again on the same ports. Time from the restart
+    # until every member has reconnected (cookie), joined again with
+    # `since` and got every message sent while away. Long: one run.
+    {"name": "storm", "kind": "storm", "rooms": 10, "members": 10000, "away": 20, "runs": 1,
+     "timeout": 1800},
     {"name": "cluster-1", "kind": "cluster", "masters": 1, "daemons": 3, "rooms": 200, "members": 20,
      "senders": 4, "rates": per_member(CLUSTER_STEPS, 20), "users": 100, "step_seconds": 3},
     {"name": "cluster-3", "kind": "cluster", "masters": 3, "daemons": 3, "rooms": 200, "members": 20,
@@ -119,6 +128,7 @@ QUICK = {
     "login-storm": {"step_seconds": 2.5},
     "reconnect": {"step_seconds": 2},
     "join-cost": {"sizes": [10, 1000], "probes": 10},
+    "storm": {"rooms": 2, "members": 500, "timeout": 300},
     "cluster-1": {"rooms": 60, "rates": per_member([10e3, 50e3], 20)},
     "cluster-3": {"rooms": 60, "rates": per_member([10e3, 50e3], 20)},
 }
@@ -147,6 +157,7 @@ TARGETS = {
     "cold_start_ms": 50.0,
     "join_ms_10000": 0.1,
     "join_ratio_10000": 2.0,
+    "storm_s": 30.0,
 }
 
 # A delivery later than this, with nobody told, counts as silent overload.
@@ -359,6 +370,114 @@ def run_cluster(sc, lg, build_dir, workers):
         res["idle_us_per_s"] = {f"shard{i}": v for i, v in enumerate(idle)}
         res["commandstats"] = [commandstats_delta(b, commandstats(n)) for b, n in zip(before, cl.nodes)]
         return res
+
+
+def run_storm(sc, lg, build_dir, workers):
+    """See the storm entry of STANDARD. The generator's times and the
+    driver's are both CLOCK_MONOTONIC."""
+    n_rooms, members, away = sc["rooms"], sc["members"], sc["away"]
+    n = n_rooms * members
+    daemons, workers = idle_plan({"connections": n, "daemons": "auto"}, workers)
+    preflight(n, daemons)
+    # Accounts 0..members-1 are the members (each room has them all), the
+    # last one the sender's; the last daemon is the sender's and stays up.
+    with BenchStack(build_dir, members + 1, daemons=daemons + 1) as bs:
+        h, redis = bs.harness, bs.stack.redis
+        held, sender_d = bs.daemons[:-1], bs.daemons[-1]
+        rooms = create_rooms(lg, sender_d.bus.address, n_rooms, bs.stack.dir)
+        room_ids = rooms.read_text().split()
+        args = [f"--workers={workers}", "--scenario=storm", f"--users={members}", f"--rooms-file={rooms}",
+                f"--members={members}", f"--away={away}", f"--storm-timeout={sc['timeout']}",
+                f"--label={sc['name']}", f"--pid=redis:{redis.proc.pid}"]
+        args += [f"--target=127.0.0.1:{d.port}" for d in held]
+        log("# " + " ".join(str(a) for a in [Path(lg).name] + args))
+        gen = subprocess.Popen([lg] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+        ready = threading.Event()
+
+        def relay():
+            for line in gen.stderr:
+                log(line.rstrip())
+                if "storm: ready" in line:
+                    ready.set()
+        threading.Thread(target=relay, daemon=True).start()
+        try:
+            t0 = time.monotonic()
+            h.wait_until(lambda: ready.is_set() or gen.poll() is not None, sc["timeout"], interval=0.5,
+                         what="the members in their rooms")
+            if not ready.is_set():
+                raise RuntimeError(f"mc-loadgen exited ({gen.returncode}) before the members were in")
+            t_fill = time.monotonic() - t0
+            sender = sender_d.ws(jar=sender_d.login("u%05d" % members, "pw"))
+            for room in room_ids:
+                if "error" in h.join(sender, room, timeout=120)[0]:
+                    raise RuntimeError(f"the sender could not join room {room}")
+            # One message before, so that every member has an id for `since`.
+            sent = send_all(h, sender, room_ids, ["before"], "b")
+            time.sleep(2)
+
+            t_stop = time.monotonic()
+            for d in held:
+                d.proc.send_signal(signal.SIGTERM)
+            problems = [p for p in (d.cleanup() for d in held) if p]
+            t_stopped = time.monotonic()
+            sent += send_all(h, sender, room_ids, [f"away {i}" for i in range(away)], "a")
+            stats0, redis0 = commandstats(redis), sched_us(redis.proc.pid)
+            t_restart = time.monotonic()
+            for d in held:
+                d.start(keep_port=True)
+            for d in held:
+                d.wait_ready(60)
+            t_ready = time.monotonic()
+            out, _ = gen.communicate(timeout=sc["timeout"] + 120)
+            if gen.returncode != 0:
+                raise RuntimeError(f"mc-loadgen exited with {gen.returncode}")
+            res = json.loads(out)
+            redis_us = sched_us(redis.proc.pid) - redis0
+            stats = commandstats_delta(stats0, commandstats(redis))
+            daemon_us = [sched_us(d.proc.pid) for d in held]
+        finally:
+            stop_group(gen)
+
+        def since_restart(ns):
+            return ns / 1e9 - t_restart if ns else None
+        res.update({
+            "fill_s": t_fill, "stop_s": t_stopped - t_stop, "stop_problems": problems,
+            "sent_acknowledged": sent, "daemons": len(held), "workers": workers,
+            "ready_s": t_ready - t_restart,
+            "all_back_s": since_restart(res["t_all_back_ns"]),
+            "all_caught_up_s": since_restart(res["t_all_caught_up_ns"]),
+            "first_drop_s": since_restart(res["t_first_drop_ns"]),
+            "restart_to_end_s": res["t_end_ns"] / 1e9 - t_restart,
+            "daemon_cpu_s": sum(daemon_us) / 1e6, "daemon_cpu_s_each": [u / 1e6 for u in daemon_us],
+            "redis_cpu_s": redis_us / 1e6,
+            "commands": {c: {"calls": v[0], "usec": v[1]} for c, v in sorted(delta_items(stats))},
+        })
+        log(f"# storm: {res['rejoined']} of {n} back {fmt(res['all_back_s'], 1)} s after the restart "
+            f"(daemons ready after {res['ready_s']:.1f} s), caught up {res['caught_up']}, "
+            f"replayed {res['replayed']} of {n * away}; daemon CPU {res['daemon_cpu_s']:.1f} s, "
+            f"Redis CPU {res['redis_cpu_s']:.1f} s")
+        return res
+
+
+def delta_items(stats):
+    return sorted(stats.items(), key=lambda kv: -kv[1][1])
+
+
+def send_all(h, ws, rooms, texts, tag):
+    """Sends each text to each room, one at a time, each acknowledged;
+    returns how many. tag keeps the refs of one call apart from another's."""
+    n = 0
+    for room in rooms:
+        for t in texts:
+            ref = f"{tag}{n}"
+            ws.send_json({"command": "send", "room": room, "message": t, "ref": ref})
+            reply = ws.expect(lambda o: o.get("ref") == ref and "msg_type" not in o, 30,
+                              what=f"the answer to send {ref}")
+            if reply[0].get("error"):
+                raise RuntimeError(f"send refused: {reply[0]}")
+            n += 1
+    return n
 
 
 def fd_limit():
@@ -680,7 +799,7 @@ def run_joincost(sc, lg, build_dir, workers):
 
 RUNNERS = {"chat": run_chat, "idle": run_idle, "login": run_login, "reconnect": run_reconnect,
            "coldstart": run_coldstart, "failover": run_failover, "joincost": run_joincost,
-           "cluster": run_cluster}
+           "cluster": run_cluster, "storm": run_storm}
 
 
 # --- medians ------------------------------------------------------------------
@@ -961,10 +1080,21 @@ def summarize_cluster(sc, runs):
     return out
 
 
+def summarize_storm(sc, runs):
+    keys = ("fill_s", "ready_s", "first_drop_s", "all_back_s", "all_caught_up_s", "restart_to_end_s",
+            "daemon_cpu_s", "redis_cpu_s", "dropped", "rejoined", "caught_up", "replayed", "attempts", "retries")
+    sm = {k: median([r[k] for r in runs if r.get(k) is not None]) for k in keys}
+    sm["members"] = sc["rooms"] * sc["members"]
+    sm["expected_replayed"] = sm["members"] * sc["away"]
+    sm["rejoin_p50_s"] = median([r["rejoin_latency_us"]["p50"] / 1e6 for r in runs])
+    sm["rejoin_p99_s"] = median([r["rejoin_latency_us"]["p99"] / 1e6 for r in runs])
+    return {"runs": runs, "summary": sm}
+
+
 SUMMARIZERS = {"chat": summarize_chat, "idle": summarize_idle, "login": summarize_login,
                "reconnect": summarize_reconnect, "coldstart": summarize_coldstart,
                "failover": summarize_failover, "joincost": summarize_joincost,
-               "cluster": summarize_cluster}
+               "cluster": summarize_cluster, "storm": summarize_storm}
 
 
 # --- Markdown -----------------------------------------------------------------
@@ -1088,6 +1218,15 @@ def targets_table(res):
             row(f"join with 10,000 present ≤ 2× the cost with {fmt(small['present'])}",
                 f"{fmt(v, 1)}× ({fmt(small['script_us_per_join'], 1)} → {fmt(big['script_us_per_join'], 0)} µs)",
                 v <= TARGETS["join_ratio_10000"])
+    if "storm" in s:
+        x = s["storm"]
+        v = x["all_caught_up_s"]
+        row("reconnect storm: 100,000 clients in large rooms back, with what they missed, within 30 s",
+            f"{fmt(x['caught_up'])} of {fmt(x['members'])} back with every missed message after "
+            f"{fmt(v, 1)} s" if v is not None else
+            f"{fmt(x['caught_up'])} of {fmt(x['members'])} back with every missed message when it gave up",
+            None if x["members"] < 100000 else v is not None and v <= TARGETS["storm_s"],
+            f"all back (joined) after {fmt(x['all_back_s'], 1)} s")
     if "cold-start" in s:
         v = s["cold-start"]["first_response_ms"]
         row("socket-activated cold start: first HTTP response < 50 ms",
@@ -1108,6 +1247,33 @@ def joincost_table(r):
         f"**{fmt(x['script_us_per_join'], 1)}** | {fmt(x['ratio_to_smallest'], 1)} | {fmt(x['redis_us_per_join'], 1)} | "
         f"{fmt(x['wall_ms_per_join'], 2)} | {', '.join(fmt(v, 0) for v in x['script_us_per_join_runs'])} | "
         f"{fmt(x['fill_s'], 1)} |" for x in r["sizes"]]
+
+
+def storm_table(r):
+    sm = r["summary"]
+    first = r["runs"][0]
+    top = sorted(first["commands"].items(), key=lambda kv: -kv[1]["usec"])[:8]
+    n = sm["members"]
+    return [f"{fmt(n)} members ({first['params']['rooms']} rooms × {fmt(first['params']['members'])}, each member "
+            f"of a room its own account) on {first['daemons']} daemon(s) (one Redis), generator in "
+            f"{first['workers']} processes; filled in {fmt(sm['fill_s'], 0)} s. The daemons stopped (SIGTERM), "
+            f"{first['away']} messages sent to each room meanwhile through a daemon that stayed up, the daemons "
+            f"started again on the same ports (ready {fmt(sm['ready_s'], 1)} s after the restart). Members "
+            "reconnect like the page (0.5 s doubling to 10 s, jitter 50–100 %), with their cookie, and join "
+            "again with `since`.", "",
+            "| members | back | with every missed message | missed messages replayed | all back, s after restart | "
+            "all caught up, s | rejoin p50 / p99 s (from the drop) | attempts | retries | daemon CPU s | "
+            "Redis CPU s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+            f"| {fmt(n)} | {fmt(sm['rejoined'])} | {fmt(sm['caught_up'])} | {fmt(sm['replayed'])} of "
+            f"{fmt(sm['expected_replayed'])} | **{fmt(sm['all_back_s'], 1)}** | {fmt(sm['all_caught_up_s'], 1)} | "
+            f"{fmt(sm['rejoin_p50_s'], 1)} / {fmt(sm['rejoin_p99_s'], 1)} | {fmt(sm['attempts'])} | "
+            f"{fmt(sm['retries'])} | {fmt(sm['daemon_cpu_s'], 1)} | {fmt(sm['redis_cpu_s'], 1)} |", "",
+            "Redis time by command from the restart to the end (INFO commandstats, first run; script "
+            "inner commands also count in their script's):", "",
+            "| command | calls | usec | µs per call | µs per member |", "|---|---|---|---|---|"] + [
+        f"| {c} | {fmt(v['calls'])} | {fmt(v['usec'])} | {fmt(v['usec'] / v['calls'], 1)} | "
+        f"{fmt(v['usec'] / n, 1)} |" for c, v in top]
 
 
 def cluster_table(r):
@@ -1224,6 +1390,8 @@ def markdown(meta, res):
             out += joincost_table(r)
         elif kind == "cluster":
             out += cluster_table(r)
+        elif kind == "storm":
+            out += storm_table(r)
         elif kind == "coldstart":
             sm = r["summary"]
             out += [f"First response ({sm['status_line']}) {fmt(sm['first_response_ms'], 1)} ms median, "
