@@ -92,8 +92,10 @@ STANDARD = [
     # Redis time of one more join into a room where N distinct users are
     # present (each its own account and connection, held by mc-loadgen),
     # from Redis's own INFO commandstats around `probes` joins made one
-    # at a time by the harness's client.
-    {"name": "join-cost", "kind": "joincost", "sizes": [10, 1000, 10000], "probes": 20},
+    # at a time by the harness's client, `rounds` times. One run: filling
+    # a room of 10,000 takes ~15 min at b303d1c..073a438.
+    {"name": "join-cost", "kind": "joincost", "sizes": [10, 1000, 10000], "probes": 20, "rounds": 3,
+     "runs": 1},
     # The same chat load (200 rooms × 20 members over 3 daemons, 4
     # senders a room) on a Redis Cluster of one master and of three (no
     # replicas: only the masters' CPU is compared), rising like fan-out.
@@ -127,7 +129,7 @@ QUICK = {
     "many-rooms": {"rooms": 200, "rates": per_member([10e3, 25e3, 50e3, 100e3], 10)},
     "login-storm": {"step_seconds": 2.5},
     "reconnect": {"step_seconds": 2},
-    "join-cost": {"sizes": [10, 1000], "probes": 10},
+    "join-cost": {"sizes": [10, 1000], "probes": 10, "rounds": 2},
     "storm": {"rooms": 2, "members": 500, "timeout": 300},
     "cluster-1": {"rooms": 60, "rates": per_member([10e3, 50e3], 20)},
     "cluster-3": {"rooms": 60, "rates": per_member([10e3, 50e3], 20)},
@@ -742,11 +744,13 @@ def stop_group(p):
 
 def run_joincost(sc, lg, build_dir, workers):
     """For each size N: a room with N users present (mc-loadgen), then
-    `probes` more users connect and, once every one of them is connected,
-    join one after another; Redis's INFO commandstats before and after
-    those joins gives the Redis time per join."""
-    sizes, probes = sc["sizes"], sc["probes"]
-    users = max(sizes) + probes * len(sizes)
+    `rounds` times: `probes` more users connect and, once every one of
+    them is connected, join one after another, then leave; Redis's INFO
+    commandstats before and after those joins gives the Redis time per
+    join. Filling a room of 10,000 takes many minutes (each join before
+    costs more), so one fill serves every round."""
+    sizes, probes, rounds = sc["sizes"], sc["probes"], sc["rounds"]
+    users = max(sizes) + probes * rounds * len(sizes)
     with BenchStack(build_dir, users) as bs:
         h, redis, d = bs.harness, bs.stack.redis, bs.daemons[0]
         out = {"scenario": "joincost", "sizes": []}
@@ -759,42 +763,50 @@ def run_joincost(sc, lg, build_dir, workers):
             gen = hold_members(lg, bs, sc, room_file, n, workers)
             try:
                 h.wait_until(lambda: redis.command("HLEN", users_key) >= n or gen.poll() is not None,
-                             600, interval=0.5, what=f"{n} present")
+                             3600, interval=0.5, what=f"{n} present")
                 if gen.poll() is not None:
                     raise RuntimeError(f"mc-loadgen exited ({gen.returncode}) before {n} were present")
                 t_fill = time.monotonic() - t0
-                base = max(sizes) + k * probes
-                clients = [d.ws(jar=d.login("u%05d" % (base + j), "pw")) for j in range(probes)]
-                for c in clients:
-                    c.drain(0.1)
-                before = commandstats(redis)
-                t1 = time.monotonic()
-                for c in clients:
-                    reply, _ = h.join(c, room, timeout=30)
-                    if "error" in reply:
-                        raise RuntimeError(f"probe join refused: {reply}")
-                wall_ms = (time.monotonic() - t1) * 1000 / probes
-                delta = commandstats_delta(before, commandstats(redis))
-                present = redis.command("HLEN", users_key)
-                for c in clients:
-                    c.close()
+                got = []
+                for r in range(rounds):
+                    base = max(sizes) + (k * rounds + r) * probes
+                    got.append(probe_joins(h, redis, d, room, users_key, n,
+                                           ["u%05d" % (base + j) for j in range(probes)]))
             finally:
                 stop_group(gen)
-            h.wait_until(lambda: redis.command("HLEN", users_key) == 0, 120, interval=0.2,
+            h.wait_until(lambda: redis.command("HLEN", users_key) == 0, 600, interval=0.2,
                          what="the room empty again")
-            scripts = [delta.get(c, (0, 0)) for c in ("evalsha", "eval")]
-            calls, usec = sum(x[0] for x in scripts), sum(x[1] for x in scripts)
-            all_usec = sum(u for _, u in delta.values())
-            row = {"present": n, "present_at_end": present, "joins": probes, "fill_s": t_fill,
-                   "script_calls": calls, "script_usec": usec,
-                   "script_us_per_join": usec / probes, "script_us_per_call": usec / calls if calls else None,
-                   "redis_us_per_join": all_usec / probes, "wall_ms_per_join": wall_ms,
-                   "commands": {c: {"calls": v[0], "usec": v[1]} for c, v in sorted(delta.items())}}
-            log(f"# join-cost: {n} present: {row['script_us_per_join']:.1f} us of scripts per join "
-                f"({calls} calls), {row['redis_us_per_join']:.1f} us of all commands, "
-                f"{wall_ms:.1f} ms wall; filled in {t_fill:.1f} s")
-            out["sizes"].append(row)
+            out["sizes"].append({"present": n, "fill_s": t_fill, "rounds": got})
         return out
+
+
+def probe_joins(h, redis, d, room, users_key, n, names):
+    """names connect, then join room one at a time, then leave: the Redis
+    time of those joins, by command."""
+    clients = [d.ws(jar=d.login(u, "pw")) for u in names]
+    for c in clients:
+        c.drain(0.1)
+    before = commandstats(redis)
+    t1 = time.monotonic()
+    for c in clients:
+        reply, _ = h.join(c, room, timeout=60)
+        if "error" in reply:
+            raise RuntimeError(f"probe join refused: {reply}")
+    wall_ms = (time.monotonic() - t1) * 1000 / len(names)
+    delta = commandstats_delta(before, commandstats(redis))
+    present = redis.command("HLEN", users_key)
+    for c in clients:
+        c.close()
+    h.wait_until(lambda: redis.command("HLEN", users_key) <= n, 120, interval=0.1, what="the probes gone")
+    scripts = [delta.get(c, (0, 0)) for c in ("evalsha", "eval")]
+    calls, usec = sum(x[0] for x in scripts), sum(x[1] for x in scripts)
+    row = {"present_at_end": present, "joins": len(names), "script_calls": calls, "script_usec": usec,
+           "script_us_per_join": usec / len(names), "script_us_per_call": usec / calls if calls else None,
+           "redis_us_per_join": sum(u for _, u in delta.values()) / len(names), "wall_ms_per_join": wall_ms,
+           "commands": {c: {"calls": v[0], "usec": v[1]} for c, v in sorted(delta.items())}}
+    log(f"# join-cost: {n} present: {row['script_us_per_join']:.1f} us of scripts per join "
+        f"({calls} calls), {row['redis_us_per_join']:.1f} us of all commands, {wall_ms:.1f} ms wall")
+    return row
 
 
 RUNNERS = {"chat": run_chat, "idle": run_idle, "login": run_login, "reconnect": run_reconnect,
@@ -1035,22 +1047,22 @@ def summarize_failover(sc, runs):
 
 
 def summarize_joincost(sc, runs):
-    """Per size, medians over the runs of the Redis time per join."""
+    """Per size, medians over every probe round of every run."""
     rows = []
     for k, n in enumerate(sc["sizes"]):
-        got = [r["sizes"][k] for r in runs if len(r["sizes"]) > k]
+        got = [g for r in runs if len(r["sizes"]) > k for g in r["sizes"][k]["rounds"]]
         if not got:
             continue
-        rows.append({"present": n, "runs": len(got), "joins": sum(g["joins"] for g in got),
+        rows.append({"present": n, "rounds": len(got), "joins": sum(g["joins"] for g in got),
                      "script_calls_per_join": median([g["script_calls"] / g["joins"] for g in got]),
                      **{key: median([g[key] for g in got if g[key] is not None])
-                        for key in ("script_us_per_join", "redis_us_per_join", "wall_ms_per_join", "fill_s")},
-                     "script_us_per_join_runs": [g["script_us_per_join"] for g in got]})
+                        for key in ("script_us_per_join", "redis_us_per_join", "wall_ms_per_join")},
+                     "fill_s": median([r["sizes"][k]["fill_s"] for r in runs if len(r["sizes"]) > k]),
+                     "script_us_per_join_rounds": [g["script_us_per_join"] for g in got]})
     first = rows[0]["script_us_per_join"] if rows else None
     for r in rows:
         r["ratio_to_smallest"] = r["script_us_per_join"] / first if first else None
     return {"runs": runs, "sizes": rows, "summary": {"sizes": rows}}
-
 
 def summarize_cluster(sc, runs):
     """summarize_chat's figures, and per step each shard's CPU per message
@@ -1237,15 +1249,16 @@ def targets_table(res):
 
 def joincost_table(r):
     return ["Redis time of one more join (`EVALSHA` of the join script, Redis's own INFO commandstats: "
-            "Δusec over the probe joins ÷ joins), medians over the runs; `all commands` adds what else "
+            "Δusec over the probe joins ÷ joins); `all commands` adds what else "
             "Redis ran meanwhile (scripts' inner commands are counted in the script's time too, so this "
-            "double-counts them: an upper bound).", "",
+            "double-counts them: an upper bound). Medians over the probe rounds (one room filled per size, "
+            "a round = that many more users joining one at a time, then leaving).", "",
             "| present | joins measured | scripts per join | Redis µs per join (script) | × the smallest room | "
-            "all commands µs per join | wall ms per join | runs, µs | filled in s |",
+            "all commands µs per join | wall ms per join | rounds, µs | filled in s |",
             "|---|---|---|---|---|---|---|---|---|"] + [
         f"| {fmt(x['present'])} | {x['joins']} | {fmt(x['script_calls_per_join'], 1)} | "
         f"**{fmt(x['script_us_per_join'], 1)}** | {fmt(x['ratio_to_smallest'], 1)} | {fmt(x['redis_us_per_join'], 1)} | "
-        f"{fmt(x['wall_ms_per_join'], 2)} | {', '.join(fmt(v, 0) for v in x['script_us_per_join_runs'])} | "
+        f"{fmt(x['wall_ms_per_join'], 2)} | {', '.join(fmt(v, 0) for v in x['script_us_per_join_rounds'])} | "
         f"{fmt(x['fill_s'], 1)} |" for x in r["sizes"]]
 
 
