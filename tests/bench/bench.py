@@ -372,7 +372,8 @@ def run_cluster(sc, lg, build_dir, workers):
             "--scenario=chat", f"--users={users}", f"--rooms-file={rooms}",
             f"--members={sc['members']}", f"--senders={sc['senders']}",
             "--rates=" + ",".join(f"{r:g}" for r in sc["rates"]),
-            f"--step-seconds={sc.get('step_seconds', 1.5)}", f"--label={sc['name']}"], timeout=600)
+            f"--step-seconds={sc.get('step_seconds', 1.5)}", f"--label={sc['name']}",
+            f"--stop-p99-ms={sc.get('stop_p99_ms', 50)}"], timeout=900)
         res["rooms_per_shard"] = per_shard
         res["idle_us_per_s"] = {f"shard{i}": v for i, v in enumerate(idle)}
         res["commandstats"] = [commandstats_delta(b, commandstats(n)) for b, n in zip(before, cl.nodes)]
