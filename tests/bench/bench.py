@@ -416,12 +416,12 @@ def run_storm(sc, lg, build_dir, workers):
             if not ready.is_set():
                 raise RuntimeError(f"mc-loadgen exited ({gen.returncode}) before the members were in")
             t_fill = time.monotonic() - t0
-            sender = sender_d.ws(jar=sender_d.login("u%05d" % members, "pw"))
-            for room in room_ids:
-                if "error" in h.join(sender, room, timeout=120)[0]:
-                    raise RuntimeError(f"the sender could not join room {room}")
+            # The sender connects only to send: it would not read the
+            # presence of thousands leaving and coming back, and the
+            # daemon would close it (1013) for reading too slowly.
+            jar = sender_d.login("u%05d" % members, "pw")
             # One message before, so that every member has an id for `since`.
-            sent = send_all(h, sender, room_ids, ["before"], "b")
+            sent = send_all(h, sender_d.ws(jar=jar), room_ids, ["before"], "b")
             time.sleep(2)
 
             t_stop = time.monotonic()
@@ -429,7 +429,7 @@ def run_storm(sc, lg, build_dir, workers):
                 d.proc.send_signal(signal.SIGTERM)
             problems = [p for p in (d.cleanup() for d in held) if p]
             t_stopped = time.monotonic()
-            sent += send_all(h, sender, room_ids, [f"away {i}" for i in range(away)], "a")
+            sent += send_all(h, sender_d.ws(jar=jar), room_ids, [f"away {i}" for i in range(away)], "a")
             stats0, redis0 = commandstats(redis), sched_us(redis.proc.pid)
             t_restart = time.monotonic()
             for d in held:
@@ -473,10 +473,13 @@ def delta_items(stats):
 
 
 def send_all(h, ws, rooms, texts, tag):
-    """Sends each text to each room, one at a time, each acknowledged;
-    returns how many. tag keeps the refs of one call apart from another's."""
+    """ws joins the rooms and sends each text to each, one at a time, each
+    acknowledged, then closes; returns how many. tag keeps the refs of one
+    call apart from another's."""
     n = 0
     for room in rooms:
+        if "error" in h.join(ws, room, timeout=120)[0]:
+            raise RuntimeError(f"the sender could not join room {room}")
         for t in texts:
             ref = f"{tag}{n}"
             ws.send_json({"command": "send", "room": room, "message": t, "ref": ref})
@@ -485,6 +488,7 @@ def send_all(h, ws, rooms, texts, tag):
             if reply[0].get("error"):
                 raise RuntimeError(f"send refused: {reply[0]}")
             n += 1
+    ws.close()
     return n
 
 
