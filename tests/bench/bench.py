@@ -796,13 +796,14 @@ def probe_joins(h, redis, d, room, users_key, n, names):
     clients = [d.ws(jar=d.login(u, "pw")) for u in names]
     for c in clients:
         c.drain(0.1)
-    before = commandstats(redis)
+    before, cpu0 = commandstats(redis), sched_us(redis.proc.pid)
     t1 = time.monotonic()
     for c in clients:
         reply, _ = h.join(c, room, timeout=60)
         if "error" in reply:
             raise RuntimeError(f"probe join refused: {reply}")
     wall_ms = (time.monotonic() - t1) * 1000 / len(names)
+    cpu_us = sched_us(redis.proc.pid) - cpu0
     delta = commandstats_delta(before, commandstats(redis))
     present = redis.command("HLEN", users_key)
     for c in clients:
@@ -813,6 +814,11 @@ def probe_joins(h, redis, d, room, users_key, n, names):
     row = {"present_at_end": present, "joins": len(names), "script_calls": calls, "script_usec": usec,
            "script_us_per_join": usec / len(names), "script_us_per_call": usec / calls if calls else None,
            "redis_us_per_join": sum(u for _, u in delta.values()) / len(names), "wall_ms_per_join": wall_ms,
+           # commandstats' usec is wall time inside the command: on a busy
+           # machine it includes time Redis was preempted. The process's
+           # run time over the same joins (and whatever else it did) is the
+           # cross-check.
+           "redis_cpu_us_per_join": cpu_us / len(names),
            "commands": {c: {"calls": v[0], "usec": v[1]} for c, v in sorted(delta.items())}}
     log(f"# join-cost: {n} present: {row['script_us_per_join']:.1f} us of scripts per join "
         f"({calls} calls), {row['redis_us_per_join']:.1f} us of all commands, {wall_ms:.1f} ms wall")
@@ -1065,8 +1071,9 @@ def summarize_joincost(sc, runs):
             continue
         rows.append({"present": n, "rounds": len(got), "joins": sum(g["joins"] for g in got),
                      "script_calls_per_join": median([g["script_calls"] / g["joins"] for g in got]),
-                     **{key: median([g[key] for g in got if g[key] is not None])
-                        for key in ("script_us_per_join", "redis_us_per_join", "wall_ms_per_join")},
+                     **{key: median([g[key] for g in got if g.get(key) is not None])
+                        for key in ("script_us_per_join", "redis_us_per_join", "wall_ms_per_join",
+                                    "redis_cpu_us_per_join")},
                      "fill_s": median([r["sizes"][k]["fill_s"] for r in runs if len(r["sizes"]) > k]),
                      "script_us_per_join_rounds": [g["script_us_per_join"] for g in got]})
     first = rows[0]["script_us_per_join"] if rows else None
@@ -1261,13 +1268,17 @@ def joincost_table(r):
     return ["Redis time of one more join (`EVALSHA` of the join script, Redis's own INFO commandstats: "
             "Δusec over the probe joins ÷ joins); `all commands` adds what else "
             "Redis ran meanwhile (scripts' inner commands are counted in the script's time too, so this "
-            "double-counts them: an upper bound). Medians over the probe rounds (one room filled per size, "
-            "a round = that many more users joining one at a time, then leaving).", "",
+            "double-counts them: an upper bound). commandstats' usec is wall time inside a command, so on a "
+            "busy machine it includes time Redis was preempted; `Redis process CPU` is redis-server's run "
+            "time (schedstat) over the same joins, anything else it did meanwhile included. Medians over the "
+            "probe rounds (one room filled per size, a round = that many more users joining one at a time, "
+            "then leaving).", "",
             "| present | joins measured | scripts per join | Redis µs per join (script) | × the smallest room | "
-            "all commands µs per join | wall ms per join | rounds, µs | filled in s |",
-            "|---|---|---|---|---|---|---|---|---|"] + [
+            "all commands µs per join | Redis process CPU µs per join | wall ms per join | rounds, µs | filled in s |",
+            "|---|---|---|---|---|---|---|---|---|---|"] + [
         f"| {fmt(x['present'])} | {x['joins']} | {fmt(x['script_calls_per_join'], 1)} | "
         f"**{fmt(x['script_us_per_join'], 1)}** | {fmt(x['ratio_to_smallest'], 1)} | {fmt(x['redis_us_per_join'], 1)} | "
+        f"{fmt(x.get('redis_cpu_us_per_join'), 1)} | "
         f"{fmt(x['wall_ms_per_join'], 2)} | {', '.join(fmt(v, 0) for v in x['script_us_per_join_rounds'])} | "
         f"{fmt(x['fill_s'], 1)} |" for x in r["sizes"]]
 
