@@ -76,6 +76,7 @@ static double arg_bg_rate = 200;
 static double arg_stagger = 2.0;        /* the daemon's fail delay: wrong logins in flight stay even */
 static bool arg_reconnect_join;
 static double arg_storm_timeout = 600;
+static double arg_connect_timeout = 600;
 static const char *arg_bus;
 static const char *arg_check_buses[MAX_TARGETS];        /* idle: ask these daemons how many they hold */
 static unsigned arg_n_check_buses;
@@ -629,7 +630,7 @@ static ConnectResult connect_members(Master *m, uint64_t goal) {
         Cmd c = { .op = CMD_CONNECT, .n = goal };
 
         master_broadcast(m, &c);
-        if (!master_wait_acks(m, m->n_workers, 600))
+        if (!master_wait_acks(m, m->n_workers, arg_connect_timeout))
                 die("connecting %" PRIu64 " members timed out (%" PRIu64 " open)", goal, sum_open(m));
         r.after = snapshot(m);
         r.open = sum_open(m);
@@ -1100,6 +1101,7 @@ static void help(void) {
                "  --past-limit=N           chat: steps over the p99 limit before stopping (default 1)\n"
                "  --message-bytes=N        Length of a chat message's text (default 100)\n"
                "  --connect-concurrency=N  Handshakes in flight per worker (default 256)\n"
+               "  --connect-timeout=S      Give up connecting the members after S seconds (default 600)\n"
                "  --bg-rate=R              login: background messages/s (default 200)\n"
                "  --right-slots=N          login: right-password logins in flight (default 8)\n"
                "  --wrong-slots=N          login: wrong-password logins in flight (default 100)\n"
@@ -1201,7 +1203,7 @@ static void parse_argv(int argc, char *argv[]) {
                 ARG_IDLE_STEPS, ARG_RATES, ARG_STEP_SECONDS, ARG_STOP_P99, ARG_FIXED, ARG_MESSAGE_BYTES,
                 ARG_CONNECT_CONCURRENCY, ARG_BG_RATE, ARG_RIGHT_SLOTS, ARG_WRONG_SLOTS, ARG_LOGIN_USER_BASE,
                 ARG_RECONNECT_JOIN, ARG_PID, ARG_LABEL, ARG_BUS, ARG_COUNT, ARG_TITLE, ARG_IDLE_HOLD, ARG_PAST_LIMIT, ARG_CPUS, ARG_STAGGER,
-                ARG_CHECK_BUS, ARG_AWAY, ARG_STORM_TIMEOUT,
+                ARG_CHECK_BUS, ARG_AWAY, ARG_STORM_TIMEOUT, ARG_CONNECT_TIMEOUT,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -1241,6 +1243,7 @@ static void parse_argv(int argc, char *argv[]) {
                 { "title", required_argument, NULL, ARG_TITLE },
                 { "away", required_argument, NULL, ARG_AWAY },
                 { "storm-timeout", required_argument, NULL, ARG_STORM_TIMEOUT },
+                { "connect-timeout", required_argument, NULL, ARG_CONNECT_TIMEOUT },
                 {}
         };
         Params *p = &arg_params;
@@ -1309,6 +1312,7 @@ static void parse_argv(int argc, char *argv[]) {
                 case ARG_FIXED: arg_fixed = true; break;
                 case ARG_AWAY: p->away = parse_uint("--away", optarg, 0, 1000); break;
                 case ARG_STORM_TIMEOUT: arg_storm_timeout = parse_double("--storm-timeout", optarg); break;
+                case ARG_CONNECT_TIMEOUT: arg_connect_timeout = parse_double("--connect-timeout", optarg); break;
                 case ARG_PAST_LIMIT: arg_past_limit = parse_uint("--past-limit", optarg, 0, 100); break;
                 case ARG_MESSAGE_BYTES: p->message_bytes = parse_uint("--message-bytes", optarg, 24, 4000); break;
                 case ARG_CONNECT_CONCURRENCY:
