@@ -740,7 +740,30 @@ def hold_members(lg, bs, sc, room_file, n, workers):
         "--senders=0", "--rates=0", "--step-seconds=3600", "--fixed", "--connect-timeout=3600",
         f"--label={sc['name']}"]
     log("# " + " ".join(str(a) for a in [Path(lg).name] + args))
-    return subprocess.Popen([lg] + args, stdout=subprocess.DEVNULL, start_new_session=True)
+    gen = subprocess.Popen([lg] + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    gen.members_open = threading.Event()
+
+    def relay():
+        for line in gen.stderr:
+            log(line.rstrip())
+            if "members open" in line:
+                gen.members_open.set()
+    threading.Thread(target=relay, daemon=True).start()
+    return gen
+
+
+def wait_idle(pids, timeout, busy=0.05):
+    """Until none of pids used more than `busy` of a core over a second:
+    a daemon that relays the presence of thousands of joins is still
+    sending long after Redis has them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = [sched_us(p) for p in pids]
+        time.sleep(1)
+        if all(sched_us(p) - b < busy * 1e6 for p, b in zip(pids, before)):
+            return
+    raise TimeoutError(f"the daemons were still busy after {timeout} s")
 
 
 def stop_group(p):
@@ -775,14 +798,17 @@ def run_joincost(sc, lg, build_dir, workers):
             t0 = time.monotonic()
             gen = hold_members(lg, bs, sc, room_file, n, workers)
             try:
-                h.wait_until(lambda: redis.command("HLEN", users_key) >= n or gen.poll() is not None,
+                h.wait_until(lambda: gen.members_open.is_set() or gen.poll() is not None,
                              3600, interval=0.5, what=f"{n} present")
                 if gen.poll() is not None:
                     # The smaller sizes measured so far still count.
                     log(f"!! join-cost: mc-loadgen exited ({gen.returncode}) before {n} were present")
                     out["sizes"].append({"present": n, "failed": "mc-loadgen exited", "rounds": []})
                     break
+                wait_idle([x.proc.pid for x in bs.daemons], 1800)
                 t_fill = time.monotonic() - t0
+                if redis.command("HLEN", users_key) < n:
+                    raise RuntimeError(f"fewer than {n} present in room {room}")
                 got = []
                 for r in range(rounds):
                     base = max(sizes) + (k * rounds + r) * probes
