@@ -72,6 +72,13 @@ typedef struct WorkerShm {
         uint64_t slots_busy;            /* login / reconnect attempts in flight */
         uint64_t setup_logins_failed;
         uint64_t setup_login_retries;   /* right passwords refused once, then tried again */
+        /* storm: members that reconnect after their connection dropped */
+        uint64_t storm_rejoined;        /* back in their room: the join answered */
+        uint64_t storm_caught_up;       /* of those, whose join brought every message sent while away */
+        uint64_t storm_replayed;        /* messages sent while away that the joins brought back */
+        uint64_t storm_attempts;        /* reconnect attempts started */
+        uint64_t storm_retries;         /* attempts that ended before the join answered, tried again */
+        Hist storm_lat;                 /* drop → join answered, per member */
         StepStats steps[MAX_STEPS];
 } WorkerShm;
 

@@ -24,6 +24,8 @@
 #define SETUP_LOGINS_IN_FLIGHT 8        /* per worker; the auth helper runs 32 at once */
 #define WRONG_PASSWORD "wrong-password"
 #define SLOT_RIGHT_SPREAD_NS (100 * 1000000ULL)
+#define REJOIN_SCAN_NS (5 * 1000000ULL)        /* how often members waiting to reconnect are looked at */
+#define LAST_ID_MAX 32                          /* "<ms>-<seq>" */
 
 /* Source addresses: one (source, destination) pair has ~28k ephemeral
  * ports (FACTS.md), and the daemon limits logins per address. connect()
@@ -64,13 +66,17 @@ typedef struct Conn {
         bool epollout;
         bool probing;                   /* a CMD_PROBE ping awaits its pong */
         bool right_retried;             /* setup login: refused once already */
+        bool rejoining;                 /* a member reconnecting after its connection dropped */
+        uint8_t rejoin_attempt;
         uint8_t frag_op;
         uint32_t idx;                   /* member index, slot index or user */
         uint32_t user;
         uint32_t target;
         uint32_t step;                  /* login/reconnect: the step the attempt began in */
         uint64_t t_start;
-        uint64_t t_op;                  /* login: when the POST went out */
+        uint64_t t_op;                  /* login: when the POST went out; rejoin: when to try next */
+        uint64_t t_drop;                /* rejoin: when the connection dropped */
+        char last_id[LAST_ID_MAX];      /* rejoin: the last message id seen in the room ("" none) */
         uint8_t *in;                    /* bytes of an incomplete frame or HTTP answer */
         uint32_t in_len;
         uint8_t *out;                   /* bytes the socket did not take yet */
@@ -114,6 +120,10 @@ typedef struct Worker {
         uint64_t step_sent;
         unsigned slots_in_flight;
         uint64_t reconnects;
+
+        Conn **rejoin_q;                /* members waiting to reconnect (rejoin) */
+        size_t n_rejoin_q;
+        uint64_t rejoin_scan_at;
 
         uint8_t *scratch;
         bool quit;
@@ -288,8 +298,11 @@ static int send_post_login(Worker *w, Conn *c) {
 }
 
 static int send_join(Worker *w, Conn *c, const char *room) {
-        char cmd[128];
-        int n = snprintf(cmd, sizeof(cmd), "{\"command\": \"join\", \"room\": \"%s\"}", room);
+        char cmd[192];
+        int n = c->rejoining && c->last_id[0] ?
+                snprintf(cmd, sizeof(cmd), "{\"command\": \"join\", \"room\": \"%s\", \"since\": \"%s\"}", room,
+                         c->last_id) :
+                snprintf(cmd, sizeof(cmd), "{\"command\": \"join\", \"room\": \"%s\"}", room);
 
         c->state = ST_JOINING;
         return ws_send(w, c, WS_OP_TEXT, cmd, (size_t) n);
@@ -320,6 +333,96 @@ static void member_ready(Worker *w, Conn *c) {
         member_pump(w);
 }
 
+/* The page's reconnect delay (web/render.js backoffDelay): 0.5 s doubling
+ * up to 10 s, times a jitter in [50 %, 100 %]. */
+static uint64_t rejoin_delay_ns(Worker *w, unsigned attempt) {
+        uint64_t base = 500 * 1000000ULL << (attempt < 5 ? attempt : 5);
+
+        if (base > 10 * 1000000000ULL)
+                base = 10 * 1000000000ULL;
+        return base / 2 + (uint64_t) ((double) (base / 2) * (rnd32(w) / 4294967296.0));
+}
+
+/* A member's connection dropped (dropped = it was in its room), or an
+ * attempt to come back failed: it tries again after the page's delay. */
+static void rejoin_later(Worker *w, Conn *c, bool dropped, int close_slot) {
+        uint64_t now = now_ns();
+
+        if (dropped) {
+                cur_stats(w)->closes[close_slot]++;
+                __atomic_add_fetch(&w->shm->conns_lost, 1, __ATOMIC_RELAXED);
+                c->rejoining = true;
+                c->rejoin_attempt = 0;
+                c->t_drop = now;
+        } else {
+                w->connecting--;
+                __atomic_add_fetch(&w->shm->storm_retries, 1, __ATOMIC_RELAXED);
+        }
+        c->t_op = now + rejoin_delay_ns(w, c->rejoin_attempt);
+        if (c->rejoin_attempt < UINT8_MAX)
+                c->rejoin_attempt++;
+        w->rejoin_q[w->n_rejoin_q++] = c;
+}
+
+static void rejoin_pump(Worker *w) {
+        uint64_t now = now_ns();
+        size_t kept = 0;
+
+        if (w->n_rejoin_q == 0 || now < w->rejoin_scan_at)
+                return;
+        w->rejoin_scan_at = now + REJOIN_SCAN_NS;
+        for (size_t i = 0; i < w->n_rejoin_q; i++) {
+                Conn *c = w->rejoin_q[i];
+                if (c->t_op > now || w->connecting >= w->p->connect_concurrency) {
+                        w->rejoin_q[kept++] = c;
+                        continue;
+                }
+                w->connecting++;
+                __atomic_add_fetch(&w->shm->storm_attempts, 1, __ATOMIC_RELAXED);
+                if (conn_connect(w, c, SRC_MEMBERS + c->idx / MEMBERS_PER_SRC) < 0) {
+                        w->connecting--;
+                        c->t_op = now + rejoin_delay_ns(w, c->rejoin_attempt);
+                        w->rejoin_q[kept++] = c;
+                }
+        }
+        w->n_rejoin_q = kept;
+}
+
+/* The join after a reconnect answered: the member is back. */
+static void rejoin_done(Worker *w, Conn *c, const uint8_t *p, size_t n, uint64_t t_recv) {
+        static const char marker[] = "\"message\": \"away ";
+        const uint8_t *q = p, *end = p + n;
+        uint64_t got = 0;
+
+        while ((q = memmem(q, (size_t) (end - q), marker, sizeof(marker) - 1))) {
+                got++;
+                q += sizeof(marker) - 1;
+        }
+        c->state = ST_READY;
+        c->rejoining = false;
+        w->connecting--;
+        hist_add(&w->shm->storm_lat, (t_recv - c->t_drop) / 1000);
+        __atomic_add_fetch(&w->shm->storm_replayed, got, __ATOMIC_RELAXED);
+        if (got >= w->p->away)
+                __atomic_add_fetch(&w->shm->storm_caught_up, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&w->shm->storm_rejoined, 1, __ATOMIC_RELAXED);
+}
+
+/* Remembers the id of a message a member received, for `since`. */
+static void note_last_id(Conn *c, const uint8_t *p, size_t n) {
+        static const char key[] = "\"id\": \"";
+        const uint8_t *q = memmem(p, n, key, sizeof(key) - 1), *end = p + n, *e;
+
+        if (!q)
+                return;
+        q += sizeof(key) - 1;
+        e = memchr(q, '"', (size_t) (end - q));
+        if (!e || e == q || (size_t) (e - q) >= LAST_ID_MAX)
+                return;
+        memcpy(c->last_id, q, (size_t) (e - q));
+        c->last_id[e - q] = 0;
+}
+
 /* A connection ended, by the server, the network or a protocol error.
  * Every path that drops a connection comes here once. */
 static void conn_end(Worker *w, Conn *c, int close_slot) {
@@ -331,6 +434,10 @@ static void conn_end(Worker *w, Conn *c, int close_slot) {
         conn_release(c);
         switch (kind) {
         case CK_MEMBER:
+                if (w->p->rejoin && (state == ST_READY || c->rejoining)) {
+                        rejoin_later(w, c, state == ST_READY, close_slot);
+                        break;
+                }
                 if (state == ST_READY) {
                         s->closes[close_slot]++;
                         __atomic_add_fetch(&w->shm->conns_lost, 1, __ATOMIC_RELAXED);
@@ -597,6 +704,11 @@ static void step_tick(Worker *w) {
 static int next_timeout_ms(Worker *w, struct timespec *ts) {
         uint64_t now = now_ns(), at;
 
+        if (w->n_rejoin_q > 0) {
+                ts->tv_sec = 0;
+                ts->tv_nsec = (long) REJOIN_SCAN_NS;
+                return 0;
+        }
         if (!w->step_active)
                 return -1;
         if (now < w->cmd.t0_ns)
@@ -675,6 +787,8 @@ static int error_code(const uint8_t *p, size_t n) {
 /* One complete text message. Returns 0, or -1 when c is gone. */
 static int on_text(Worker *w, Conn *c, const uint8_t *p, size_t n, uint64_t t_recv) {
         if (c->state == ST_READY && has_prefix(p, n, "{\"msg_type\": 0,")) {
+                if (w->p->rejoin)
+                        note_last_id(c, p, n);
                 on_chat_message(w, p, n, t_recv);
                 return 0;
         }
@@ -722,7 +836,10 @@ static int on_text(Worker *w, Conn *c, const uint8_t *p, size_t n, uint64_t t_re
                         break;
                 if (c->kind == CK_RECONNECT)
                         goto reconnect_done;
-                member_ready(w, c);
+                if (c->rejoining)
+                        rejoin_done(w, c, p, n, t_recv);
+                else
+                        member_ready(w, c);
                 return 0;
         default:
                 break;
@@ -1066,9 +1183,10 @@ int worker_run(const Params *p, unsigned id, int cmd_fd, int ack_fd, WorkerShm *
         w.n_members_cap = p->n_members / p->n_workers + 1;
         w.members = calloc(w.n_members_cap, sizeof(Conn));
         w.senders = calloc(w.n_members_cap, sizeof(Conn *));
+        w.rejoin_q = calloc(w.n_members_cap, sizeof(Conn *));
         w.scratch = malloc(SCRATCH_SIZE);
         w.epfd = epoll_create1(EPOLL_CLOEXEC);
-        if (!w.members || !w.senders || !w.scratch || w.epfd < 0)
+        if (!w.members || !w.senders || !w.rejoin_q || !w.scratch || w.epfd < 0)
                 return -ENOMEM;
         for (size_t k = 0; k < w.n_members_cap; k++)
                 w.members[k].fd = -1;
@@ -1089,6 +1207,7 @@ int worker_run(const Params *p, unsigned id, int cmd_fd, int ack_fd, WorkerShm *
                                 conn_on_event(&w, evs[i].data.ptr, evs[i].events);
                 }
                 step_tick(&w);
+                rejoin_pump(&w);
         }
         return 0;
 }

@@ -36,6 +36,13 @@ typedef struct Params {
         unsigned connect_concurrency;           /* handshakes in flight per worker */
 
         unsigned login_user_base;               /* storm slot j logs in as user login_user_base + j */
+
+        /* A member whose connection drops reconnects with its cookie as the
+         * page does (web/render.js backoffDelay), joins its room again with
+         * `since` the last message id it saw, and counts the messages whose
+         * text begins with "away " that the join brings back. */
+        bool rejoin;
+        unsigned away;                          /* such messages per room: a member has them all */
 } Params;
 
 enum {

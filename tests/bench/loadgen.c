@@ -36,6 +36,7 @@ typedef enum Scenario {
         SCEN_CHAT,
         SCEN_LOGIN,
         SCEN_RECONNECT,
+        SCEN_STORM,
         SCEN_CREATE_ROOMS,
 } Scenario;
 
@@ -44,6 +45,7 @@ static const char *const scenario_names[] = {
         [SCEN_CHAT] = "chat",
         [SCEN_LOGIN] = "login",
         [SCEN_RECONNECT] = "reconnect",
+        [SCEN_STORM] = "storm",
         [SCEN_CREATE_ROOMS] = "create-rooms",
 };
 
@@ -73,6 +75,8 @@ static unsigned arg_wrong_slots = 100;
 static double arg_bg_rate = 200;
 static double arg_stagger = 2.0;        /* the daemon's fail delay: wrong logins in flight stay even */
 static bool arg_reconnect_join;
+static double arg_storm_timeout = 600;
+static double arg_connect_timeout = 600;
 static const char *arg_bus;
 static const char *arg_check_buses[MAX_TARGETS];        /* idle: ask these daemons how many they hold */
 static unsigned arg_n_check_buses;
@@ -626,7 +630,7 @@ static ConnectResult connect_members(Master *m, uint64_t goal) {
         Cmd c = { .op = CMD_CONNECT, .n = goal };
 
         master_broadcast(m, &c);
-        if (!master_wait_acks(m, m->n_workers, 600))
+        if (!master_wait_acks(m, m->n_workers, arg_connect_timeout))
                 die("connecting %" PRIu64 " members timed out (%" PRIu64 " open)", goal, sum_open(m));
         r.after = snapshot(m);
         r.open = sum_open(m);
@@ -695,6 +699,83 @@ static int scenario_chat(Master *m) {
         }
         printf("]}\n");
         free(runs);
+        return 0;
+}
+
+/* Members join their rooms and stay; whoever runs the stack restarts the
+ * daemons (after "storm: ready" on stderr), and the members come back as
+ * the page does (Params.rejoin). Ends when every member is back, or
+ * storm-timeout seconds after the first drop. Times are CLOCK_MONOTONIC ns, the driver's clock too. */
+static int scenario_storm(Master *m) {
+        uint64_t n = m->p->n_members, t_first = 0, t_all_dropped = 0, t_all_back = 0, t_all_caught = 0;
+        uint64_t t_start, t_sample = 0;
+        Snapshot before = {}, after;
+        ConnectResult cr;
+        Hist lat = {};
+        bool first_point = true;
+
+        setup_logins(m);
+        cr = connect_members(m, n);
+        note("%" PRIu64 " members open, %" PRIu64 " failed, %.2fs", cr.open, cr.failed, cr.seconds);
+        if (cr.open < n)
+                die("only %" PRIu64 " of %" PRIu64 " members could connect", cr.open, n);
+        note("storm: ready");
+        fflush(stderr);
+
+        printf("{\"scenario\": \"storm\", \"label\": \"%s\", ", arg_label);
+        json_params();
+        printf(", \"away\": %u, ", m->p->away);
+        json_connect("setup", m, &cr);
+        printf(", \"series\": [");
+        t_start = now_ns();
+        for (;;) {
+                uint64_t now = now_ns();
+                uint64_t lost = sum_shm(m, offsetof(WorkerShm, conns_lost));
+                uint64_t back = sum_shm(m, offsetof(WorkerShm, storm_rejoined));
+                uint64_t caught = sum_shm(m, offsetof(WorkerShm, storm_caught_up));
+
+                if (!t_first && lost > 0) {
+                        t_first = now;
+                        before = snapshot(m);
+                }
+                if (!t_all_dropped && lost >= n)
+                        t_all_dropped = now;
+                if (!t_all_back && back >= n)
+                        t_all_back = now;
+                if (!t_all_caught && caught >= n)
+                        t_all_caught = now;
+                if (t_first && now >= t_sample) {
+                        printf("%s[%" PRIu64 ", %" PRIu64 ", %" PRIu64 ", %" PRIu64 "]", first_point ? "" : ", ",
+                               now, lost, back, caught);
+                        first_point = false;
+                        t_sample = now + 250 * 1000000ULL;
+                }
+                /* A member's replay is counted with its join: once all are
+                 * back, caught-up is final. */
+                if (t_all_back)
+                        break;
+                if ((double) (now - (t_first ? t_first : t_start)) / 1e9 > arg_storm_timeout)
+                        break;
+                sleep_s(0.01);
+        }
+        after = snapshot(m);
+        for (unsigned i = 0; i < m->n_workers; i++)
+                hist_merge(&lat, &m->shm[i].storm_lat);
+        printf("], \"t_first_drop_ns\": %" PRIu64 ", \"t_all_dropped_ns\": %" PRIu64 ", \"t_all_back_ns\": %" PRIu64
+               ", \"t_all_caught_up_ns\": %" PRIu64 ", \"t_end_ns\": %" PRIu64 ", ",
+               t_first, t_all_dropped, t_all_back, t_all_caught, after.t);
+        printf("\"dropped\": %" PRIu64 ", \"rejoined\": %" PRIu64 ", \"caught_up\": %" PRIu64
+               ", \"replayed\": %" PRIu64 ", \"attempts\": %" PRIu64 ", \"retries\": %" PRIu64 ", ",
+               sum_shm(m, offsetof(WorkerShm, conns_lost)), sum_shm(m, offsetof(WorkerShm, storm_rejoined)),
+               sum_shm(m, offsetof(WorkerShm, storm_caught_up)), sum_shm(m, offsetof(WorkerShm, storm_replayed)),
+               sum_shm(m, offsetof(WorkerShm, storm_attempts)), sum_shm(m, offsetof(WorkerShm, storm_retries)));
+        json_hist("rejoin_latency_us", &lat);
+        printf(", ");
+        if (t_first)
+                json_procs(m, &before, &after);
+        else
+                printf("\"cpu_us\": null");
+        printf("}\n");
         return 0;
 }
 
@@ -998,7 +1079,7 @@ static int create_rooms(void) {
 static void help(void) {
         printf("mc-loadgen [OPTIONS...]\n\n"
                "Drives a running multichat stack through one scenario; JSON on stdout, progress on stderr.\n\n"
-               "  --scenario=NAME          idle, chat, login, reconnect, create-rooms\n"
+               "  --scenario=NAME          idle, chat, login, reconnect, storm, create-rooms\n"
                "  --target=ADDR:PORT       A daemon to talk to (repeatable: members alternate)\n"
                "  --workers=N              Worker processes (default 2)\n"
                "  --users=N                Accounts to log in first, numbered from 0 (default 100)\n"
@@ -1020,12 +1101,15 @@ static void help(void) {
                "  --past-limit=N           chat: steps over the p99 limit before stopping (default 1)\n"
                "  --message-bytes=N        Length of a chat message's text (default 100)\n"
                "  --connect-concurrency=N  Handshakes in flight per worker (default 256)\n"
+               "  --connect-timeout=S      Give up connecting the members after S seconds (default 600)\n"
                "  --bg-rate=R              login: background messages/s (default 200)\n"
                "  --right-slots=N          login: right-password logins in flight (default 8)\n"
                "  --wrong-slots=N          login: wrong-password logins in flight (default 100)\n"
                "  --login-user-base=N      login: storm slot j logs in as account N + j\n"
                "  --stagger=S              login: wrong-password slots start spread over S seconds (default 2)\n"
                "  --reconnect-join         reconnect: also join a room before closing\n"
+               "  --away=N                 storm: messages per room sent while the members were away\n"
+               "  --storm-timeout=S        storm: give up S seconds after the first drop (default 600)\n"
                "  --pid=ROLE:PID           Sample this process (ROLE daemon or redis; repeatable)\n"
                "  --label=TEXT             Copied into the JSON\n"
                "  --cpus=N,...             Run the workers on these CPUs only\n"
@@ -1119,7 +1203,7 @@ static void parse_argv(int argc, char *argv[]) {
                 ARG_IDLE_STEPS, ARG_RATES, ARG_STEP_SECONDS, ARG_STOP_P99, ARG_FIXED, ARG_MESSAGE_BYTES,
                 ARG_CONNECT_CONCURRENCY, ARG_BG_RATE, ARG_RIGHT_SLOTS, ARG_WRONG_SLOTS, ARG_LOGIN_USER_BASE,
                 ARG_RECONNECT_JOIN, ARG_PID, ARG_LABEL, ARG_BUS, ARG_COUNT, ARG_TITLE, ARG_IDLE_HOLD, ARG_PAST_LIMIT, ARG_CPUS, ARG_STAGGER,
-                ARG_CHECK_BUS,
+                ARG_CHECK_BUS, ARG_AWAY, ARG_STORM_TIMEOUT, ARG_CONNECT_TIMEOUT,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -1157,6 +1241,9 @@ static void parse_argv(int argc, char *argv[]) {
                 { "check-bus", required_argument, NULL, ARG_CHECK_BUS },
                 { "count", required_argument, NULL, ARG_COUNT },
                 { "title", required_argument, NULL, ARG_TITLE },
+                { "away", required_argument, NULL, ARG_AWAY },
+                { "storm-timeout", required_argument, NULL, ARG_STORM_TIMEOUT },
+                { "connect-timeout", required_argument, NULL, ARG_CONNECT_TIMEOUT },
                 {}
         };
         Params *p = &arg_params;
@@ -1223,6 +1310,9 @@ static void parse_argv(int argc, char *argv[]) {
                 case ARG_STEP_SECONDS: arg_step_seconds = parse_double("--step-seconds", optarg); break;
                 case ARG_STOP_P99: arg_stop_p99_ms = parse_double("--stop-p99-ms", optarg); break;
                 case ARG_FIXED: arg_fixed = true; break;
+                case ARG_AWAY: p->away = parse_uint("--away", optarg, 0, 1000); break;
+                case ARG_STORM_TIMEOUT: arg_storm_timeout = parse_double("--storm-timeout", optarg); break;
+                case ARG_CONNECT_TIMEOUT: arg_connect_timeout = parse_double("--connect-timeout", optarg); break;
                 case ARG_PAST_LIMIT: arg_past_limit = parse_uint("--past-limit", optarg, 0, 100); break;
                 case ARG_MESSAGE_BYTES: p->message_bytes = parse_uint("--message-bytes", optarg, 24, 4000); break;
                 case ARG_CONNECT_CONCURRENCY:
@@ -1287,6 +1377,7 @@ static void parse_argv(int argc, char *argv[]) {
                 break;
         case SCEN_CHAT:
         case SCEN_LOGIN:
+        case SCEN_STORM:
                 if (p->n_rooms == 0)
                         die("--rooms= is needed");
                 p->n_members = p->n_rooms * p->members;
@@ -1300,6 +1391,10 @@ static void parse_argv(int argc, char *argv[]) {
                 }
                 if (arg_scenario == SCEN_CHAT && arg_n_rates == 0)
                         die("--rates= is needed");
+                if (arg_scenario == SCEN_STORM) {
+                        p->rejoin = true;
+                        p->senders = 0;
+                }
                 break;
         case SCEN_RECONNECT:
                 p->n_members = 0;
@@ -1338,6 +1433,7 @@ int main(int argc, char *argv[]) {
         case SCEN_CHAT: r = scenario_chat(&m); break;
         case SCEN_LOGIN: r = scenario_login(&m); break;
         case SCEN_RECONNECT: r = scenario_reconnect(&m); break;
+        case SCEN_STORM: r = scenario_storm(&m); break;
         default: r = -EINVAL; break;
         }
         fflush(stdout);

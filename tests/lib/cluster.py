@@ -3,6 +3,9 @@
 with `redis-cli --cluster create`, on 127.0.0.1 TCP ports (each node's
 port and its cluster bus port, +10000, found free). Every node also has a
 Unix socket, for command(). stop() kills exactly the servers it started.
+Cluster(d, masters=1, replicas=0) makes other shapes (the benchmark's
+one shard against three); redis-cli refuses fewer than three masters, so
+those are joined by hand (CLUSTER ADDSLOTSRANGE, MEET, REPLICATE).
 
     with tempfile.TemporaryDirectory() as d:
         cl = cluster.Cluster(d)
@@ -20,7 +23,6 @@ import time
 
 import harness
 
-NODES = 6
 BUS_OFFSET = 10000
 
 
@@ -60,9 +62,13 @@ def key_slot(key):
 
 
 class Cluster:
-    def __init__(self, dir, node_timeout_ms=2000):
+    def __init__(self, dir, node_timeout_ms=2000, masters=3, replicas=1):
+        if masters < 1 or replicas < 0:
+            raise ValueError("a cluster needs a master, and replicas cannot be negative")
         self.dir = dir
         self.node_timeout_ms = node_timeout_ms
+        self.n_masters = masters
+        self.n_replicas = replicas
         self.nodes = []
 
     @property
@@ -73,7 +79,7 @@ class Cluster:
         if not shutil.which("redis-cli"):
             raise harness.Skip("redis-cli not installed (apt-get install redis-tools)")
         taken = set()
-        for i in range(NODES):
+        for i in range(self.n_masters * (1 + self.n_replicas)):
             port = _free_port_pair(taken)
             taken.update((port, port + BUS_OFFSET))
             node = harness.Redis(self.dir, name=f"node{i}", port=port, args=[
@@ -81,12 +87,37 @@ class Cluster:
                 "--cluster-node-timeout", str(self.node_timeout_ms)])
             self.nodes.append(node)
             node.start()
-        out = subprocess.run(["redis-cli", "--cluster", "create", *self.addresses,
-                              "--cluster-replicas", "1", "--cluster-yes"],
-                             stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
-        if out.returncode != 0:
-            raise RuntimeError(f"redis-cli --cluster create failed: {out.stdout[-2000:]!r} {out.stderr[-2000:]!r}")
+        if self.n_masters >= 3:
+            out = subprocess.run(["redis-cli", "--cluster", "create", *self.addresses,
+                                  "--cluster-replicas", str(self.n_replicas), "--cluster-yes"],
+                                 stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+            if out.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed: {out.stdout[-2000:]!r} {out.stderr[-2000:]!r}")
+        else:
+            self._create_by_hand(timeout)
         self.wait_ready(timeout)
+
+    def _create_by_hand(self, timeout):
+        """What `redis-cli --cluster create` does, for one or two masters:
+        the first n_masters nodes split the slots evenly, each gets a
+        distinct config epoch, all meet the first, the rest replicate."""
+        masters, replicas = self.nodes[:self.n_masters], self.nodes[self.n_masters:]
+        for i, node in enumerate(masters):
+            lo, hi = i * 16384 // len(masters), (i + 1) * 16384 // len(masters) - 1
+            node.command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
+            node.command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+        for node in self.nodes[1:]:
+            node.command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+        harness.wait_until(lambda: all(len(n.command("CLUSTER", "NODES").splitlines()) == len(self.nodes)
+                                       for n in self.nodes), timeout, what="cluster nodes that know each other")
+        ids = [m.command("CLUSTER", "MYID") for m in masters]
+        for i, node in enumerate(replicas):
+            node.command("CLUSTER", "REPLICATE", ids[i % len(masters)])
+
+    def masters(self):
+        """Indexes of the running nodes that serve slots as masters."""
+        return [i for i, n in enumerate(self.nodes)
+                if n.proc and n.proc.poll() is None and n.command("ROLE")[0] == "master"]
 
     def running(self):
         return [n for n in self.nodes if n.proc and n.proc.poll() is None]
@@ -163,7 +194,7 @@ if __name__ == "__main__":
             for key in ("somekey", "foo{hash_tag}", "{}x", "a{b", "mc:{r1}:ch"):
                 assert cl.nodes[0].command("CLUSTER", "KEYSLOT", key) == key_slot(key), key
             m = cl.master_of(0)
-            other = next(i for i in range(NODES) if i != m and cl.nodes[i].command("ROLE")[0] == "master")
+            other = next(i for i in cl.masters() if i != m)
             cl.reshard(m, other, 100)
             assert cl.master_of(99) == other and cl.master_of(100) == m, "reshard"
             m = cl.master_of(key_slot("x"))
@@ -173,6 +204,19 @@ if __name__ == "__main__":
             harness.wait_until(lambda: cl.master_of(key_slot("x")) == r, 30, what="promotion")
             cl.wait_ready()
             print(f"cluster: {cl.addresses}; replica promoted {time.monotonic() - t:.1f} s after the kill")
+        finally:
+            cl.stop()
+    # One master and a replica, joined by hand: every slot served, the
+    # replica in sync, and a write readable from its slot's master.
+    with tempfile.TemporaryDirectory() as d:
+        cl = Cluster(d, masters=1, replicas=1)
+        try:
+            cl.start()
+            assert cl.masters() == [0], cl.masters()
+            assert cl.replica_of(0) == 1, "replica"
+            cl.nodes[0].command("SET", "mc:{r1}:room", "1")
+            assert cl.nodes[cl.master_of(key_slot("mc:{r1}:room"))].command("GET", "mc:{r1}:room") == "1"
+            print(f"one-master cluster: {cl.addresses}")
         finally:
             cl.stop()
     sys.exit(0)

@@ -608,7 +608,11 @@ class Daemon:
             a.append(f"--listen=127.0.0.1:{self.port}")
         return a + self.args
 
-    def start(self):
+    def start(self, keep_port=False):
+        """keep_port: listen where the previous start() did (a restart
+        that clients find at the same address, after cleanup())."""
+        self.notifications = []
+        self.notify_path.unlink(missing_ok=True)
         self.notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify_sock.bind(str(self.notify_path))
         self.notify_sock.settimeout(0.2)
@@ -628,7 +632,8 @@ class Daemon:
 
         out = open(self.logfile, "ab")
         if self.mode == "listen":
-            self.port = _free_port()
+            if not (keep_port and self.port):
+                self.port = _free_port()
             argv = self.argv()
             log(f"# starting {self.name}: {' '.join(argv)}")
             self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
