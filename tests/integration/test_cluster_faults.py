@@ -100,7 +100,7 @@ def test(stack, check):
         cl.wait_ready(20 * SLOW)
         what = f"kill -9 of room {hit}'s master"
     else:
-        target = next(i for i in range(cluster.NODES)
+        target = next(i for i in range(len(cl.nodes))
                       if i != master and cl.nodes[i].command("ROLE")[0] == "master")
         n = room_slot(hit) - lowest_slot(cl, master) + 1
         cl.reshard(master, target, n)
