@@ -817,12 +817,19 @@ typedef struct BackWait {
         unsigned n_back;
 } BackWait;
 
+/* At least n_back reports of the channel back, and the message published
+ * from the latest one arrived. During a failover Redis may drop the
+ * subscription again right after it was confirmed (the demoted master
+ * learns its new role late): that drop is reported too, and only the
+ * report that follows it has to hold. The chat replays the room's stream
+ * on every report of the channel back, so nothing published in between
+ * is lost to it. */
 static bool back_seen(const void *p) {
         const BackWait *w = p;
         char data[32];
 
-        snprintf(data, sizeof data, "back-%u", w->n_back);
-        return w->ctx->n_back >= w->n_back && seen(w->ctx, data);
+        snprintf(data, sizeof data, "back-%u", w->ctx->n_back);
+        return w->ctx->n_back >= w->n_back && w->ctx->n_back == w->ctx->n_dropped && seen(w->ctx, data);
 }
 
 /* The channel's slot migrates, then its master fails over: each time the
