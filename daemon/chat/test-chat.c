@@ -580,6 +580,9 @@ static void test_two_daemons(void) {
         (void) take_rooms(&a);
 
         join(&a, c.id, NULL);
+        /* B hears of gina's presence on its subscriber connection, which
+         * races with the join reply on its command connection. */
+        TEST_RUN_UNTIL(event, room_has_user(chat_find_room(B.chat, c.id), "gina"));
         join(&b, c.id, &j);
         ASSERT_TRUE(members_have(j, "gina"));
         ASSERT_STREQ(test_json_str(test_conn_take(&a, "msg_type", "4"), "username"), "hank");
