@@ -28,6 +28,10 @@
 #define CHAT_SINCE_MAX 1000
 /* How often a large room's members hear its member count, at most. */
 #define CHAT_MEMBER_COUNT_INTERVAL_USEC (1000 * 1000ULL)
+/* A large room's count goes out once a second for every this many present,
+ * at most every CHAT_MEMBER_COUNT_INTERVAL_MAX_USEC. */
+#define CHAT_MEMBER_COUNT_PER_SECOND 1000
+#define CHAT_MEMBER_COUNT_INTERVAL_MAX_USEC (10 * 1000 * 1000ULL)
 
 struct Chat {
         sd_event *event;
@@ -1423,9 +1427,22 @@ static void on_room_event(Chat *chat, Room *room, const Event *ev) {
         }
 }
 
+/* Each update costs every member of the room a frame: once a second in a
+ * room of 1,000 is 1,000 frames a second, and so is once every 10 s in a
+ * room of 10,000. Without the stretch, a room of 10,000 filling up after a
+ * restart would cost more frames in counts than in everything else. */
+static uint64_t member_count_interval(size_t present) {
+        uint64_t usec = (uint64_t) (present / CHAT_MEMBER_COUNT_PER_SECOND) * CHAT_MEMBER_COUNT_INTERVAL_USEC;
+
+        return CLAMP(usec, CHAT_MEMBER_COUNT_INTERVAL_USEC, CHAT_MEMBER_COUNT_INTERVAL_MAX_USEC);
+}
+
+static void chat_schedule_counts(Chat *chat);
+
 static int on_count_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Chat *chat = userdata;
         _cleanup_free_ Room **rooms = NULL;
+        bool pending = false;
         size_t n = 0;
 
         rooms = room_registry_sorted(chat->rooms, &n);
@@ -1434,16 +1451,22 @@ static int on_count_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
                 if (!room->count_changed)
                         continue;
+                if (room->count_not_before > usec) {
+                        pending = true;
+                        continue;
+                }
                 room->count_changed = false;
+                room->count_not_before = usec + member_count_interval(room->n_usernames);
                 room_fan_out_presence(chat, room, protocol_format_member_count(room->id, room->n_usernames), NULL);
         }
+        if (pending)
+                chat_schedule_counts(chat);
         return 0;
 }
 
-static void room_count_changed(Chat *chat, Room *room) {
+static void chat_schedule_counts(Chat *chat) {
         int r;
 
-        room->count_changed = true;
         if (chat->count_timer && sd_event_source_get_enabled(chat->count_timer, NULL) > 0)
                 return;
         r = chat->count_timer ?
@@ -1456,12 +1479,17 @@ static void room_count_changed(Chat *chat, Room *room) {
                 log_debug_errno(r, "Could not schedule member counts: %m");
 }
 
+static void room_count_changed(Chat *chat, Room *room) {
+        room->count_changed = true;
+        chat_schedule_counts(chat);
+}
+
 /* Redis decides who entered or left (the first connection in, the last
  * one out, over every daemon). In a room with more present than a page
  * of members, a notice per user would cost each member one frame per
  * arrival: a room of 10,000 coming back after a restart would send 10^8
  * of them. There the members hear the count instead, once a second at
- * most, and page the list when they want it. */
+ * most (see member_count_interval()), and page the list when they want it. */
 static void on_presence_event(Chat *chat, const Event *ev) {
         Room *room = room_registry_find(chat->rooms, ev->room);
         size_t before;

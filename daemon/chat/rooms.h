@@ -50,6 +50,7 @@ struct Room {
         size_t n_usernames;
         size_t n_usernames_allocated;
         bool count_changed;           /* a member count update is due (a large room) */
+        uint64_t count_not_before;    /* CLOCK_MONOTONIC µs: the next update waits till then */
 
         bool subscribed;
         /* The replay of the room's stream after a (re)subscribe, NULL

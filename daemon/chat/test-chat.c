@@ -718,6 +718,44 @@ static size_t frame_index(const TestConn *c, const char *text) {
         return 0;
 }
 
+/* The larger the room, the rarer its count: 3,000 present get it every
+ * 3 s. Presence events forged on the global channel fill the room. */
+static void test_member_count_interval(void) {
+        TestConn zed;
+        Change c = {};
+        char ev[160];
+        uint64_t end;
+
+        ASSERT_OK(chat_create_room(A.chat, "Huge", false, on_change, &c));
+        wait_change(&c);
+        ASSERT_OK(c.r);
+        test_conn_open(&zed, &A, "zed", "s-zed", false);
+        (void) take_rooms(&zed);
+        join(&zed, c.id, NULL);
+        for (unsigned i = 0; i < 2999; i++) {
+                snprintf(ev, sizeof ev, "[\"p\",\"%s\",\"h%04u\",1,1]", c.id, i);
+                redis_do("PUBLISH mc:events %s", ev, NULL);
+        }
+        for (unsigned i = 1; i < PROTOCOL_MEMBERS_PAGE; i++)
+                ASSERT_NOT_NULL(test_conn_take(&zed, "msg_type", "4"));
+        ASSERT_NOT_NULL(test_conn_take(&zed, "member_count", "3000"));
+
+        snprintf(ev, sizeof ev, "[\"p\",\"%s\",\"h0000\",0,-1]", c.id);
+        redis_do("PUBLISH mc:events %s", ev, NULL);
+        end = test_now() + 1500 * TEST_MSEC;
+        TEST_RUN_UNTIL(event, test_now() >= end);
+        ASSERT_NULL(test_conn_find(&zed, "member_count", NULL));
+        ASSERT_NOT_NULL(test_conn_take(&zed, "member_count", "2999"));
+        ASSERT_NULL(test_conn_find(&zed, "msg_type", NULL));
+
+        test_conn_free(&zed);
+        c.done = false;
+        ASSERT_OK(chat_delete_room(A.chat, c.id, on_change, &c));
+        wait_change(&c);
+        ASSERT_OK(c.r);
+        test_settle(both);
+}
+
 /* A room's sharded subscription that Redis dropped (a slot moved): live
  * events wait from the drop on, and once it is back the room replays its
  * stream, so what was published in between arrives, once and in order. */
@@ -798,6 +836,7 @@ int main(void) {
         test_events();
         test_two_daemons();
         test_members();
+        test_member_count_interval();
         test_redis_restart();
 
         test_daemon_stop(&B);
