@@ -319,32 +319,44 @@ static void room_presence_from_reply(Room *room, const redisReply *presence) {
 
 /* Messages as the member's protocol version shows them: version 2 with
  * the mentions of their current (edited) text. */
-static json_t *history_to_json(const StoreEntries *history, const char *room, const ChatMember *m,
-                               bool newest_first, const char **ret_last_id) {
-        size_t n = store_entries_count(history);
-        json_t *a = json_array();
+/* Stored messages as a member sees them: oldest first, or newest first as
+ * the store gives them to "history". */
+typedef struct HistorySource {
+        const StoreEntries *entries;
+        const char *room;
+        const ChatMember *member;
+        bool newest_first;
+} HistorySource;
 
-        for (size_t k = 0; a && k < n; k++) {
-                size_t i = newest_first ? n - 1 - k : k;
-                Mentions mentions;
-                StoreEntry e;
-                json_t *j;
+static int history_get(const void *userdata, size_t k, ChatMessage *ret, bool *ret_own, Mentions *mentions) {
+        const HistorySource *src = userdata;
+        size_t n = store_entries_count(src->entries);
+        StoreEntry e;
+        int r;
 
-                if (store_entries_get(history, i, &e) < 0)
-                        continue;
-                if (m->version >= 2)
-                        protocol_mentions_parse(e.text, &mentions);
-                j = protocol_message_to_json(&(ChatMessage) {
-                        .room = room, .id = e.id, .username = e.username, .message = e.text,
-                        .ts = message_id_ms(e.id), .edited = e.edited,
-                        .mentions = m->version >= 2 ? &mentions : NULL,
-                }, streq(e.username, m->username));
-                if (j)
-                        json_array_append_new(a, j);
-                if (ret_last_id)
-                        *ret_last_id = e.id;
-        }
-        return a;
+        r = store_entries_get(src->entries, src->newest_first ? n - 1 - k : k, &e);
+        if (r < 0)
+                return r;
+        if (src->member->version >= 2)
+                protocol_mentions_parse(e.text, mentions);
+        *ret = (ChatMessage) {
+                .room = src->room, .id = e.id, .username = e.username, .message = e.text,
+                .ts = message_id_ms(e.id), .edited = e.edited,
+                .mentions = src->member->version >= 2 ? mentions : NULL,
+        };
+        *ret_own = streq(e.username, src->member->username);
+        return 0;
+}
+
+/* The id of the newest message a join's history holds: where the member's
+ * live messages pick up. */
+static const char *history_last_id(const StoreEntries *entries) {
+        StoreEntry e;
+
+        for (size_t i = store_entries_count(entries); i > 0; i--)
+                if (store_entries_get(entries, i - 1, &e) >= 0)
+                        return e.id;
+        return NULL;
 }
 
 static ProtocolError protocol_error_from_store(int r) {
@@ -426,7 +438,7 @@ static void on_join_reply(Redis *r, const redisReply *reply, void *userdata) {
         const char *last_id = NULL;
         MemberPage page;
         Membership *mb;
-        json_t *history;
+        ProtocolHistory history;
         int e, complete;
 
         if (m->closed)
@@ -443,18 +455,22 @@ static void on_join_reply(Redis *r, const redisReply *reply, void *userdata) {
                 goto out;
         }
 
-        history = history_to_json(&j.history, req->room, m, false, &last_id);
+        history = (ProtocolHistory) {
+                .n = store_entries_count(&j.history), .get = history_get,
+                .userdata = &(HistorySource) { .entries = &j.history, .room = req->room, .member = m },
+        };
+        last_id = history_last_id(&j.history);
         (void) room_presence_set(mb->room, m->username, j.connections);
         page = room_presence_page(mb->room, NULL);
         complete = req->has_since ? (int) (j.complete && !mb->held_overflow) : -1;
         if (j.has_read_state)
                 member_send_json(m, protocol_format_joined_v2(
-                        req->room, mb->room->title, mb->room->staff_only, &page, history, complete,
+                        req->room, mb->room->title, mb->room->staff_only, &page, &history, complete,
                         &(ReadState) { j.read_state.read, j.read_state.unread, j.read_state.mentions },
                         chat_request_ref(req)));
         else
                 member_send_json(m, protocol_format_joined(
-                        req->room, mb->room->title, mb->room->staff_only, &page, history, complete,
+                        req->room, mb->room->title, mb->room->staff_only, &page, &history, complete,
                         chat_request_ref(req)));
         membership_settle(mb, last_id);
         catch_up_joined(mb->room, mb, j.tip);
@@ -645,9 +661,11 @@ static void on_history_reply(Redis *r, const redisReply *reply, void *userdata) 
                            chat_request_ref(req));
                 goto out;
         }
-        member_send_json(m, protocol_format_history(req->room,
-                                                    history_to_json(&h.history, req->room, m, true, NULL),
-                                                    h.complete, chat_request_ref(req)));
+        member_send_json(m, protocol_format_history(req->room, &(ProtocolHistory) {
+                        .n = store_entries_count(&h.history), .get = history_get,
+                        .userdata = &(HistorySource) { .entries = &h.history, .room = req->room, .member = m,
+                                                       .newest_first = true },
+                }, h.complete, chat_request_ref(req)));
 out:
         chat_request_free(req);
 }

@@ -177,12 +177,21 @@ typedef struct ChatMessage {
 
 /* {"msg_type": 0, "room": "1", "username": "alice", "message": "hi", "id": "1700000000000-0", "ts": 1700000000000}
  * then "mentions": [...] when m->mentions is set (version 2), then
- * "edited": true when edited, then "own": true when own. id NULL leaves
- * out id, ts and mentions (the v1 shape). NULL with errno set on failure. */
-json_t *protocol_message_to_json(const ChatMessage *m, bool own);
-/* The same without "own": the string always ends in '}' and holds no "own"
- * key, so the frame layer can splice `, "own": true` in before the '}'. */
+ * "edited": true when edited. id NULL leaves out id, ts and mentions (the
+ * v1 shape). NULL with errno set on failure. The string always ends in '}'
+ * and holds no "own" key, so the frame layer can splice `, "own": true` in
+ * before the '}'. */
 char *protocol_format_message(const ChatMessage *m);
+
+/* Messages of a history, oldest first, as the caller keeps them: get()
+ * fills message i (it may point ret->mentions at the mentions given) and
+ * whether it is the receiver's own, which adds "own": true after
+ * everything protocol_format_message() writes; < 0 leaves the message out. */
+typedef struct ProtocolHistory {
+        size_t n;
+        int (*get)(const void *userdata, size_t i, ChatMessage *ret, bool *ret_own, Mentions *mentions);
+        const void *userdata;
+} ProtocolHistory;
 
 /* {"msg_type": 1|2|3, "room": "1", "message": "..."}: administrators' notices. */
 char *protocol_format_notice(MessageType type, const char *room, const char *text);
@@ -203,16 +212,14 @@ typedef struct MemberPage {
 
 /* {"join": "1", "title": "Lobby", "staff_only": false, "members": ["alice"],
  *  "member_count": 1, "history": [...], "complete": true, "ref": "x"}
- * members: the first page (NULL: nobody). history: a JSON array of
- * protocol_message_to_json() objects, oldest first; the reference is stolen
- * even on failure; NULL means empty. complete: -1 leaves it out (no "since"
- * was given), 0/1 → false/true. */
+ * members: the first page (NULL: nobody). history: NULL means empty.
+ * complete: -1 leaves it out (no "since" was given), 0/1 → false/true. */
 char *protocol_format_joined(
                 const char *room,
                 const char *title,
                 bool staff_only,
                 const MemberPage *members,
-                json_t *history,
+                const ProtocolHistory *history,
                 int complete,
                 const char *ref);
 
@@ -238,7 +245,7 @@ char *protocol_format_joined_v2(
                 const char *title,
                 bool staff_only,
                 const MemberPage *members,
-                json_t *history,
+                const ProtocolHistory *history,
                 int complete,
                 const ReadState *rs,
                 const char *ref);
@@ -258,10 +265,10 @@ char *protocol_format_error(ProtocolError e, const char *ref);
 
 /* Reply to the "history" command:
  * {"history": [...], "room": "1", "complete": true, "ref": "x"}
- * history as for protocol_format_joined() (stolen, NULL = empty), oldest
- * first; complete false means older messages exist before the first one
- * given (ask again with "before" set to its id). */
-char *protocol_format_history(const char *room, json_t *history, bool complete, const char *ref);
+ * history as for protocol_format_joined() (NULL = empty), oldest first;
+ * complete false means older messages exist before the first one given
+ * (ask again with "before" set to its id). */
+char *protocol_format_history(const char *room, const ProtocolHistory *history, bool complete, const char *ref);
 
 typedef struct RoomInfo {
         const char *id, *title;

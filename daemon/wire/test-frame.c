@@ -161,17 +161,14 @@ static void test_own(void) {
                         .message = "quote \" brace } backslash \\ \xc3\xa9", .ts = 1700000000000,
                         .edited = true,
                 };
-                json_t *own = protocol_message_to_json(&m, true);
-                _cleanup_free_ char *own_s = NULL;
+                const char *own_s = "{\"msg_type\": 0, \"room\": \"7\", \"username\": \"bob\", "
+                                    "\"message\": \"quote \\\" brace } backslash \\\\ \\u00e9\", "
+                                    "\"id\": \"1700000000000-3\", \"ts\": 1700000000000, \"edited\": true, \"own\": true}";
 
-                ASSERT_NOT_NULL(own);
-                own_s = protocol_json_dumps(own, NULL);
-                ASSERT_NOT_NULL(own_s);
                 ASSERT_OK(frame_new_take(&f, protocol_format_message(&m)));
                 ASSERT_OK(frame_new_own(&o, f));
                 ASSERT_STREQ((char *) frame_payload(o), own_s);
                 ASSERT_INT_EQ(o->len, strlen(own_s));
-                json_decref(own);
                 frame_unref(o);
                 frame_unref(f);
         }
