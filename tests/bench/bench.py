@@ -111,8 +111,10 @@ STANDARD = [
     # daemons are started again on the same ports. Time from the restart
     # until every member has reconnected (cookie), joined again with
     # `since` and got every message sent while away. Long: one run.
+    # One multichat-auth serves all the daemons, as installed, and stays up
+    # while they restart (--storm-auth=spawned: one per daemon, as tests do).
     {"name": "storm", "kind": "storm", "rooms": 10, "members": 10000, "away": 20, "runs": 1,
-     "timeout": 1800, "extra": True},
+     "timeout": 1800, "auth": "shared", "extra": True},
     {"name": "cluster-1", "kind": "cluster", "masters": 1, "daemons": 3, "rooms": 200, "members": 20,
      "senders": 4, "rates": per_member(CLUSTER_STEPS, 20), "users": 100, "step_seconds": 3,
      "stop_p99_ms": 1000, "extra": True},
@@ -184,9 +186,12 @@ TEARDOWN_PROBLEMS = []
 
 
 class BenchStack:
-    """Redis, a private bus per daemon, N daemons, through tests/lib/harness."""
+    """Redis, a private bus per daemon, N daemons, through tests/lib/harness.
+    shared_auth: one multichat-auth for all daemons, socket-activated, as
+    the package runs it (units/multichat-auth.socket); otherwise each
+    daemon spawns its own, as the tests do."""
 
-    def __init__(self, build_dir, users, daemons=1, extra_args=()):
+    def __init__(self, build_dir, users, daemons=1, extra_args=(), shared_auth=False):
         os.environ["MULTICHAT_BUILD_DIR"] = str(build_dir)
         sys.path.insert(0, str(SRC / "tests" / "lib"))
         import harness
@@ -202,9 +207,32 @@ class BenchStack:
         # (role, pid) of the Redis servers the daemons use; a cluster's
         # nodes replace the stack's own Redis here.
         self.redis_pids = None
+        self.shared_auth = shared_auth
+        self.auth = None
+        self.auth_sock = None
+
+    def start_auth(self):
+        """The package's layout: multichat-auth behind its own socket, which
+        outlives the daemons' restarts."""
+        h = self.harness
+        path = self.stack.dir / "auth.sock"
+        self.auth_sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.auth_sock.bind(str(path))
+        self.auth_sock.listen(128)
+        argv = [str(h.AUTH_HELPER), "--pam-service=multichat", "--staff-group=multichat-staff", "--min-uid=1000"]
+        env = dict(self.stack.base_env)
+        env["LISTEN_FDS"] = "1"
+        log_f = open(self.stack.dir / "auth.log", "ab")
+        self.auth = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log_f, stderr=subprocess.STDOUT,
+                                     start_new_session=True, close_fds=False,
+                                     preexec_fn=h.socket_activation_exec(self.auth_sock.fileno(), argv, env))
+        log_f.close()
+        self.extra_args.append(f"--auth-socket={path}")
 
     def __enter__(self):
         try:
+            if self.shared_auth:
+                self.start_auth()
             for i in range(self.n_daemons):
                 self.daemons.append(self.stack.start_daemon(
                     args=DAEMON_ARGS + self.extra_args, own_bus=i > 0))
@@ -223,6 +251,9 @@ class BenchStack:
                 log(f"# {d.name} log, complaints:\n" + "\n".join("  | " + l for l in bad[:30]) +
                     f"\n# {d.name} log, end:\n{d.log_tail(10)}")
         self.stack.close()
+        if self.auth:
+            stop_group(self.auth)
+            self.auth_sock.close()
         # A daemon that did not stop cleanly is a finding, not noise.
         for problem in self.stack.teardown_failures:
             log(f"!! {problem}")
@@ -237,7 +268,16 @@ class BenchStack:
         for d in self.daemons:
             for child in children(d.proc.pid):
                 out.append(("auth", child))
+        if self.auth:
+            out.append(("auth", self.auth.pid))
         return out
+
+    def auth_cpu_us(self):
+        """CPU of the auth helper(s) so far: the shared one, or the ones the
+        running daemons spawned. From /proc/PID/stat, which keeps the time
+        of threads that ended (the helper runs a thread per request)."""
+        pids = [self.auth.pid] if self.auth else [c for d in self.daemons for c in children(d.proc.pid)]
+        return sum(proc_cpu_us(p) for p in pids)
 
     def rss_kb(self, role):
         total = 0
@@ -331,6 +371,15 @@ def run_chat(sc, lg, build_dir, workers):
         return loadgen(lg, args, timeout=600)
 
 
+def proc_cpu_us(pid):
+    """utime + stime of a process, its ended threads included."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return (int(f[11]) + int(f[12])) * 1e6 / os.sysconf("SC_CLK_TCK")
+
+
 def sched_us(pid):
     """CPU time a process ran, all threads, from the scheduler (ns precise)."""
     total = 0
@@ -389,7 +438,7 @@ def run_storm(sc, lg, build_dir, workers):
     preflight(n, daemons)
     # Accounts 0..members-1 are the members (each room has them all), the
     # last one the sender's; the last daemon is the sender's and stays up.
-    with BenchStack(build_dir, members + 1, daemons=daemons + 1) as bs:
+    with BenchStack(build_dir, members + 1, daemons=daemons + 1, shared_auth=sc.get("auth") == "shared") as bs:
         h, redis = bs.harness, bs.stack.redis
         held, sender_d = bs.daemons[:-1], bs.daemons[-1]
         rooms = create_rooms(lg, sender_d.bus.address, n_rooms, bs.stack.dir)
@@ -430,7 +479,7 @@ def run_storm(sc, lg, build_dir, workers):
             problems = [p for p in (d.cleanup() for d in held) if p]
             t_stopped = time.monotonic()
             sent += send_all(h, sender_d.ws(jar=jar), room_ids, [f"away {i}" for i in range(away)], "a")
-            stats0, redis0 = commandstats(redis), sched_us(redis.proc.pid)
+            stats0, redis0, auth0 = commandstats(redis), sched_us(redis.proc.pid), bs.auth_cpu_us()
             t_restart = time.monotonic()
             for d in held:
                 d.start(keep_port=True)
@@ -444,6 +493,8 @@ def run_storm(sc, lg, build_dir, workers):
             redis_us = sched_us(redis.proc.pid) - redis0
             stats = commandstats_delta(stats0, commandstats(redis))
             daemon_us = [sched_us(d.proc.pid) for d in held]
+            # Spawned helpers started with their daemons, after auth0.
+            auth_us = bs.auth_cpu_us() - (auth0 if bs.auth else 0)
         finally:
             stop_group(gen)
 
@@ -458,13 +509,13 @@ def run_storm(sc, lg, build_dir, workers):
             "first_drop_s": since_restart(res["t_first_drop_ns"]),
             "restart_to_end_s": res["t_end_ns"] / 1e9 - t_restart,
             "daemon_cpu_s": sum(daemon_us) / 1e6, "daemon_cpu_s_each": [u / 1e6 for u in daemon_us],
-            "redis_cpu_s": redis_us / 1e6,
+            "redis_cpu_s": redis_us / 1e6, "auth_cpu_s": auth_us / 1e6, "auth": sc.get("auth", "spawned"),
             "commands": {c: {"calls": v[0], "usec": v[1]} for c, v in sorted(delta_items(stats))},
         })
         log(f"# storm: {res['rejoined']} of {n} back {fmt(res['all_back_s'], 1)} s after the restart "
             f"(daemons ready after {res['ready_s']:.1f} s), caught up {res['caught_up']}, "
             f"replayed {res['replayed']} of {n * away}; daemon CPU {res['daemon_cpu_s']:.1f} s, "
-            f"Redis CPU {res['redis_cpu_s']:.1f} s")
+            f"auth helper CPU {res['auth_cpu_s']:.1f} s ({res['auth']}), Redis CPU {res['redis_cpu_s']:.1f} s")
         return res
 
 
@@ -1143,7 +1194,7 @@ def summarize_cluster(sc, runs):
 
 def summarize_storm(sc, runs):
     keys = ("fill_s", "ready_s", "first_drop_s", "all_back_s", "all_caught_up_s", "restart_to_end_s",
-            "daemon_cpu_s", "redis_cpu_s", "dropped", "rejoined", "caught_up", "replayed", "attempts", "retries")
+            "daemon_cpu_s", "auth_cpu_s", "redis_cpu_s", "dropped", "rejoined", "caught_up", "replayed", "attempts", "retries")
     sm = {k: median([r[k] for r in runs if r.get(k) is not None]) for k in keys}
     sm["members"] = sc["rooms"] * sc["members"]
     sm["expected_replayed"] = sm["members"] * sc["away"]
@@ -1326,15 +1377,18 @@ def storm_table(r):
             f"{first['away']} messages sent to each room meanwhile through a daemon that stayed up, the daemons "
             f"started again on the same ports (ready {fmt(sm['ready_s'], 1)} s after the restart). Members "
             "reconnect like the page (0.5 s doubling to 10 s, jitter 50–100 %), with their cookie, and join "
-            "again with `since`.", "",
+            "again with `since`. " + ("One auth helper for all daemons, socket-activated as installed, stayed up."
+                                       if first.get("auth") == "shared" else
+                                       "Each daemon spawned its own auth helper.") + "", "",
             "| members | back | with every missed message | missed messages replayed | all back, s after restart | "
             "all caught up, s | rejoin p50 / p99 s (from the drop) | attempts | retries | daemon CPU s | "
-            "Redis CPU s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "auth helper CPU s | Redis CPU s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
             f"| {fmt(n)} | {fmt(sm['rejoined'])} | {fmt(sm['caught_up'])} | {fmt(sm['replayed'])} of "
             f"{fmt(sm['expected_replayed'])} | **{fmt(sm['all_back_s'], 1)}** | {fmt(sm['all_caught_up_s'], 1)} | "
             f"{fmt(sm['rejoin_p50_s'], 1)} / {fmt(sm['rejoin_p99_s'], 1)} | {fmt(sm['attempts'])} | "
-            f"{fmt(sm['retries'])} | {fmt(sm['daemon_cpu_s'], 1)} | {fmt(sm['redis_cpu_s'], 1)} |", "",
+            f"{fmt(sm['retries'])} | {fmt(sm['daemon_cpu_s'], 1)} | {fmt(sm.get('auth_cpu_s'), 1)} | "
+            f"{fmt(sm['redis_cpu_s'], 1)} |", "",
             "Redis time by command from the restart to the end (INFO commandstats, first run; script "
             "inner commands also count in their script's):", "",
             "| command | calls | usec | µs per call | µs per member |", "|---|---|---|---|---|"] + [
@@ -1577,6 +1631,8 @@ def main():
                     help="connections for idle-200k (default 200000)")
     ap.add_argument("--storm-size", metavar="ROOMSxMEMBERS",
                     help="rooms and members per room for the storm (default 10x10000)")
+    ap.add_argument("--storm-auth", choices=("shared", "spawned"),
+                    help="the storm's auth helper: one for all daemons, as installed (default), or one per daemon")
     ap.add_argument("--pin", action="store_true",
                     help="put the server on the first CPU and the generator on the others")
     a = ap.parse_args()
@@ -1616,6 +1672,10 @@ def main():
         for s in scenarios:
             if s["name"] == "storm":
                 s.update(rooms=rooms, members=members)
+    if a.storm_auth:
+        for s in scenarios:
+            if s["name"] == "storm":
+                s["auth"] = a.storm_auth
 
     for s in scenarios:
         if s["name"] == "idle-200k" and a.idle_200k_connections:
