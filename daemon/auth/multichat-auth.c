@@ -328,6 +328,10 @@ static int user_lookup(Server *s, const LookupKey *key, bool reuse, UserInfo *re
                 r = 0;
         else {
                 r = user_lookup_locked(key->by_uid ? NULL : key->name, key->uid, key->group, &u);
+                if (key->by_uid)
+                        log_debug("Looked up uid %" PRIu32 " in the user database: %i", key->uid, r);
+                else
+                        log_debug("Looked up %s in the user database: %i", key->name, r);
                 /* By name this asks "may this account use the chat"; by
                  * uid it only answers who the caller is, and the D-Bus
                  * side decides. */

@@ -547,6 +547,38 @@ def test_cache_hits_without_workers(binary, pam, workdir):
             h.stop()
 
 
+def walks(h, who):
+    """How often the helper has walked the user database for who (a name,
+    or "uid N"), from its debug log."""
+    return h.output().count(f"Looked up {who} in the user database:")
+
+
+def test_cache_coalescing(binary, pam, workdir):
+    """Twenty lookups of one account arriving at once walk the user
+    database once: the workers that waited for the lock find the first
+    one's answer. A later burst of hits walks it not at all."""
+    h = Helper(binary, pam, workdir)
+    try:
+        expect_ok(ask(h.sock, lookup(1, "alice")), 1001, "alice", staff=True)       # up and serving
+        check(walks(h, "alice") == 1, f"expected one walk for alice:\n{h.output()}")
+        replies = burst(h, [lookup(i, "bob") for i in range(100, 120)] +
+                        [lookup_uid(i, 1001, "multichat-admin") for i in range(120, 140)])
+        check(sorted(r["id"] for r in replies) == list(range(100, 140)), "lost replies")
+        for r in replies:
+            if r["id"] < 120:
+                expect_ok(r, 1002, "bob", staff=False)
+            else:
+                expect_ok(r, 1001, "alice", staff=True, in_group=False)
+        check(walks(h, "bob") == 1 and walks(h, "uid 1001") == 1,
+              f"expected one walk each for bob and uid 1001:\n{h.output()}")
+        burst(h, [lookup(i, "bob") for i in range(200, 300)])
+        check(walks(h, "bob") == 1, f"cached lookups walked the database:\n{h.output()}")
+    except Failure as e:
+        raise Failure(f"{e}\n--- helper log ---\n{h.output()}") from None
+    finally:
+        h.stop()
+
+
 def test_bad_invocations(binary):
     for args in (["--fd=abc"], ["--fd=1"], ["--max-concurrent=0"], ["--max-concurrent=5000"],
                  ["--min-uid=-1"], ["--staff-group=-x"], ["--pam-service=../etc"], ["extra"],
@@ -608,6 +640,7 @@ def main():
             ("cache: no negative answers", lambda: test_cache_negative(binary, pam, workdir)),
             ("cache: logins refresh", lambda: test_cache_login_refreshes(binary, pam, workdir)),
             ("cache: hits without workers", lambda: test_cache_hits_without_workers(binary, pam, workdir)),
+            ("cache: one walk for a burst", lambda: test_cache_coalescing(binary, pam, workdir)),
             ("bad invocations", lambda: test_bad_invocations(binary)),
             ("auth-client", lambda: test_auth_client(os.path.abspath(build), pam)),
         ]
