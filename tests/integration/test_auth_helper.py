@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -364,13 +365,231 @@ def test_systemd_socket_activate(binary, pam, workdir):
             proc.wait()
 
 
+# ---- the lookup cache (each test on its own copy of the account files) ----
+
+def rewrite(path, text):
+    """Replaces an account file the helper reads. nss_wrapper notices a
+    change by the file's mtime in whole seconds: an edit within the second
+    it last read the file would go unseen, so the mtime moves on by 10 s."""
+    old = os.stat(path).st_mtime_ns
+    with open(path, "w") as f:
+        f.write(text)
+    new = old + 10 * 1_000_000_000
+    os.utime(path, ns=(new, new))
+
+
+def set_group_members(pam, group, members):
+    with open(pam.group) as f:
+        lines = f.read().splitlines()
+    out = []
+    for line in lines:
+        name, pw, gid, _ = line.split(":")
+        out.append(f"{name}:{pw}:{gid}:{','.join(members)}" if name == group else line)
+    check(out != lines, f"group {group} not in {pam.group} or unchanged")
+    rewrite(pam.group, "\n".join(out) + "\n")
+
+
+def add_account(pam, name, uid, groups=()):
+    with open(pam.passwd) as f:
+        rewrite(pam.passwd, f.read() + f"{name}:x:{uid}:{uid}:{name}:/home/{name}:/bin/false\n")
+    with open(pam.group) as f:
+        lines = f.read().splitlines()
+    out = []
+    for line in lines:
+        g, pw, gid, members = line.split(":")
+        if g in groups:
+            line = f"{g}:{pw}:{gid}:{','.join([m for m in members.split(',') if m] + [name])}"
+        out.append(line)
+    rewrite(pam.group, "\n".join(out + [f"{name}:x:{uid}:"]) + "\n")
+
+
+def own_pam(pam, workdir, name):
+    """A PamEnv of its own, so what a test edits no other test reads."""
+    d = os.path.join(workdir, name)
+    os.makedirs(d)
+    return pamenv.PamEnv(d, users=USERS, asan=pam.asan)
+
+
+def staff_answers(s, base_id):
+    """Alice and bob by name and by uid (with an extra group too): the staff
+    flags as the helper answers them now."""
+    asks = [lookup(base_id, "alice"), lookup_uid(base_id + 1, 1001),
+            lookup(base_id + 2, "bob"), lookup_uid(base_id + 3, 1002),
+            lookup(base_id + 4, "bob", "multichat-staff"), lookup_uid(base_id + 5, 1001, "multichat-staff")]
+    out = []
+    for i, d in enumerate(asks):
+        r = ask(s, d)
+        check(r["result"] == 0 and r["id"] == base_id + i, f"lookup {i} failed: {r}")
+        out.append((r["staff"], r["in_group"]) if i >= 4 else r["staff"])
+    return out
+
+
+BEFORE = [True, True, False, False, (False, False), (True, True)]     # alice is staff
+AFTER = [False, False, True, True, (True, True), (False, False)]      # bob is, alice not
+
+
+def test_cache_group_change(binary, pam, workdir):
+    """A change of group shows in lookups after the cached answer expires:
+    never within the default 60 s, after ~1 s with --lookup-cache=1, at
+    once with --lookup-cache=0."""
+    for n, (args, fresh_after) in enumerate((([], None), (["--lookup-cache=1"], 1.1), (["--lookup-cache=0"], 0))):
+        env = own_pam(pam, workdir, f"group-change-{n}")
+        h = Helper(binary, env, workdir, args)
+        try:
+            check(staff_answers(h.sock, 100) == BEFORE, f"{args}: wrong answers before the change")
+            set_group_members(env, "multichat-staff", ["bob"])
+            got = staff_answers(h.sock, 200)
+            if fresh_after == 0:
+                check(got == AFTER, f"{args}: the change did not show at once: {got}")
+                continue
+            check(got == BEFORE, f"{args}: a cached answer changed before it expired: {got}")
+            if fresh_after is None:
+                continue
+            time.sleep(fresh_after)
+            got = staff_answers(h.sock, 300)
+            check(got == AFTER, f"{args}: the change did not show after {fresh_after} s: {got}")
+        except Failure as e:
+            raise Failure(f"{e}\n--- helper log ---\n{h.output()}") from None
+        finally:
+            h.stop()
+
+
+def test_cache_negative(binary, pam, workdir):
+    """Unknown accounts and refusals are not remembered: an account added
+    (or a uid raised above --min-uid) is found at the next lookup."""
+    env = own_pam(pam, workdir, "negative")
+    h = Helper(binary, env, workdir)
+    try:
+        s = h.sock
+        expect_refused(ask(s, lookup(1, "carol")), ENOENT, delay=False)
+        expect_refused(ask(s, lookup_uid(2, 1003)), ENOENT, delay=False)
+        expect_refused(ask(s, lookup(3, "sysacct")), EPERM, delay=False)
+        add_account(env, "carol", 1003, groups=("multichat-staff",))
+        expect_ok(ask(s, lookup(4, "carol")), 1003, "carol", staff=True)
+        expect_ok(ask(s, lookup_uid(5, 1003)), 1003, "carol", staff=True)
+        with open(env.passwd) as f:
+            rewrite(env.passwd, f.read().replace("sysacct:x:999:999:", "sysacct:x:1999:999:"))
+        expect_ok(ask(s, lookup(6, "sysacct")), 1999, "sysacct", staff=False)
+    except Failure as e:
+        raise Failure(f"{e}\n--- helper log ---\n{h.output()}") from None
+    finally:
+        h.stop()
+
+
+def test_cache_login_refreshes(binary, pam, workdir):
+    """A login sees the account as it is now, whatever the cache holds, and
+    what it saw replaces the cached answer."""
+    env = own_pam(pam, workdir, "login-refresh")
+    h = Helper(binary, env, workdir)
+    try:
+        s = h.sock
+        expect_ok(ask(s, lookup(1, "alice")), 1001, "alice", staff=True)
+        set_group_members(env, "multichat-staff", [])
+        expect_ok(ask(s, lookup(2, "alice")), 1001, "alice", staff=True)         # cached
+        expect_ok(ask(s, authenticate(3, "alice", "alice-pw")), 1001, "alice", staff=False)
+        expect_ok(ask(s, lookup(4, "alice")), 1001, "alice", staff=False)
+    except Failure as e:
+        raise Failure(f"{e}\n--- helper log ---\n{h.output()}") from None
+    finally:
+        h.stop()
+
+
+def burst(h, datagrams):
+    """Sends all datagrams while the helper is stopped, so it finds them
+    waiting at once, and returns the replies in the order they came."""
+    os.kill(h.proc.pid, signal.SIGSTOP)
+    errors = []
+
+    def send_all():
+        try:
+            for d in datagrams:
+                h.sock.send(d)
+        except OSError as e:
+            errors.append(e)
+
+    sender = threading.Thread(target=send_all)
+    sender.start()
+    time.sleep(0.2)
+    os.kill(h.proc.pid, signal.SIGCONT)
+    replies = [decode_reply(h.sock.recv(4096)) for _ in datagrams]
+    sender.join()
+    check(not errors, f"sending failed: {errors}")
+    return replies
+
+
+def test_cache_hits_without_workers(binary, pam, workdir):
+    """2,000 cached lookups at once with --max-concurrent=1: a hit takes no
+    worker, so every one is answered (no -EBUSY), right, in order. Without
+    the cache the same burst runs into the limit, which shows the test
+    would see a hit that needed a worker."""
+    asks = [lookup(i, "alice") if i % 2 else lookup_uid(i, 1002, "bob") for i in range(1000, 3000)]
+    for args in ([], ["--lookup-cache=0"]):
+        h = Helper(binary, pam, workdir, ["--max-concurrent=1", *args])
+        try:
+            expect_ok(ask(h.sock, lookup(1, "alice")), 1001, "alice", staff=True)
+            expect_ok(ask(h.sock, lookup_uid(2, 1002, "bob")), 1002, "bob", staff=False, in_group=True)
+            replies = burst(h, asks)
+            busy = sum(r["result"] == -EBUSY for r in replies)
+            if args:
+                check(busy > 0, "without the cache, a burst over --max-concurrent=1 got no -EBUSY")
+                continue
+            check(busy == 0, f"{busy} cached lookups got -EBUSY")
+            check([r["id"] for r in replies] == list(range(1000, 3000)), "replies out of order")
+            for r in replies:
+                if r["id"] % 2:
+                    expect_ok(r, 1001, "alice", staff=True)
+                else:
+                    expect_ok(r, 1002, "bob", staff=False, in_group=True)
+            check(h.proc.poll() is None, "helper died")
+        except Failure as e:
+            raise Failure(f"{e}\n--- helper log ---\n{h.output()}") from None
+        finally:
+            h.stop()
+
+
+def walks(h, who):
+    """How often the helper has walked the user database for who (a name,
+    or "uid N"), from its debug log."""
+    return h.output().count(f"Looked up {who} in the user database:")
+
+
+def test_cache_coalescing(binary, pam, workdir):
+    """Twenty lookups of one account arriving at once walk the user
+    database once: the workers that waited for the lock find the first
+    one's answer. A later burst of hits walks it not at all."""
+    h = Helper(binary, pam, workdir)
+    try:
+        expect_ok(ask(h.sock, lookup(1, "alice")), 1001, "alice", staff=True)       # up and serving
+        check(walks(h, "alice") == 1, f"expected one walk for alice:\n{h.output()}")
+        replies = burst(h, [lookup(i, "bob") for i in range(100, 120)] +
+                        [lookup_uid(i, 1001, "multichat-admin") for i in range(120, 140)])
+        check(sorted(r["id"] for r in replies) == list(range(100, 140)), "lost replies")
+        for r in replies:
+            if r["id"] < 120:
+                expect_ok(r, 1002, "bob", staff=False)
+            else:
+                expect_ok(r, 1001, "alice", staff=True, in_group=False)
+        check(walks(h, "bob") == 1 and walks(h, "uid 1001") == 1,
+              f"expected one walk each for bob and uid 1001:\n{h.output()}")
+        burst(h, [lookup(i, "bob") for i in range(200, 300)])
+        check(walks(h, "bob") == 1, f"cached lookups walked the database:\n{h.output()}")
+    except Failure as e:
+        raise Failure(f"{e}\n--- helper log ---\n{h.output()}") from None
+    finally:
+        h.stop()
+
+
 def test_bad_invocations(binary):
     for args in (["--fd=abc"], ["--fd=1"], ["--max-concurrent=0"], ["--max-concurrent=5000"],
                  ["--min-uid=-1"], ["--staff-group=-x"], ["--pam-service=../etc"], ["extra"],
+                 ["--lookup-cache=-1"], ["--lookup-cache=3601"], ["--lookup-cache=x"], ["--lookup-cache="],
+                 ["--lookup-cache=1.5"], ["--lookup-cache=99999999999999999999"],
                  []):                                   # neither --fd nor LISTEN_FDS
         env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
         r = subprocess.run([binary, *args], env=env, capture_output=True, text=True, timeout=10)
         check(r.returncode != 0 and r.stderr, f"{args}: expected an error, got rc {r.returncode}")
+        if args and args[0].startswith("--lookup-cache"):
+            check(f"Invalid {args[0]} (0…3600 seconds)" in r.stderr, f"{args}: unclear error: {r.stderr}")
     # An fd that is not a SOCK_SEQPACKET socket.
     rfd, wfd = os.pipe()
     r = subprocess.run([binary, f"--fd={rfd}"], pass_fds=[rfd], capture_output=True, text=True, timeout=10)
@@ -379,7 +598,7 @@ def test_bad_invocations(binary):
     r = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
     check(r.returncode == 0 and "multichat-auth" in r.stdout, f"--version: {r}")
     r = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=10)
-    check(r.returncode == 0 and "--max-concurrent" in r.stdout, f"--help: {r}")
+    check(r.returncode == 0 and "--max-concurrent" in r.stdout and "--lookup-cache=SEC" in r.stdout, f"--help: {r}")
 
 
 def test_auth_client(build, pam):
@@ -417,6 +636,11 @@ def main():
             ("exit on close", lambda: test_exit_on_close(binary, pam, workdir)),
             ("socket activated", lambda: test_socket_activated(binary, pam, workdir)),
             ("systemd-socket-activate", lambda: test_systemd_socket_activate(binary, pam, workdir)),
+            ("cache: group change", lambda: test_cache_group_change(binary, pam, workdir)),
+            ("cache: no negative answers", lambda: test_cache_negative(binary, pam, workdir)),
+            ("cache: logins refresh", lambda: test_cache_login_refreshes(binary, pam, workdir)),
+            ("cache: hits without workers", lambda: test_cache_hits_without_workers(binary, pam, workdir)),
+            ("cache: one walk for a burst", lambda: test_cache_coalescing(binary, pam, workdir)),
             ("bad invocations", lambda: test_bad_invocations(binary)),
             ("auth-client", lambda: test_auth_client(os.path.abspath(build), pam)),
         ]
