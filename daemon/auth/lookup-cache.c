@@ -12,6 +12,7 @@
 #include <sys/random.h>
 
 #include "auth/lookup-cache.h"
+#include "basic/hash.h"
 #include "basic/list.h"
 #include "basic/macro.h"
 
@@ -105,32 +106,19 @@ int lookup_key_by_uid(LookupKey *ret, uint32_t uid, const char *group) {
         return 0;
 }
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
-        const uint8_t *b = p;
-
-        for (size_t i = 0; i < n; i++)
-                h = (h ^ b[i]) * 1099511628211ULL;
-        return h;
-}
-
 /* FNV-1a over the seed and the key's fields (each string with its NUL, so
- * "ab"+"c" and "a"+"bc" differ), then splitmix64's finalizer. */
+ * "ab"+"c" and "a"+"bc" differ). */
 static uint32_t key_hash(const LookupCache *c, const LookupKey *k) {
         uint8_t by_uid = k->by_uid;
-        uint64_t h = 14695981039346656037ULL ^ c->seed;
+        uint64_t h = HASH_FNV1A_INIT ^ c->seed;
 
-        h = fnv1a(h, &by_uid, 1);
+        h = hash_fnv1a(h, &by_uid, 1);
         if (k->by_uid)
-                h = fnv1a(h, &k->uid, sizeof k->uid);
+                h = hash_fnv1a(h, &k->uid, sizeof k->uid);
         else
-                h = fnv1a(h, k->name, strlen(k->name) + 1);
-        h = fnv1a(h, k->group, strlen(k->group) + 1);
-        h ^= h >> 30;
-        h *= 0xbf58476d1ce4e5b9ULL;
-        h ^= h >> 27;
-        h *= 0x94d049bb133111ebULL;
-        h ^= h >> 31;
-        return (uint32_t) h;
+                h = hash_fnv1a(h, k->name, strlen(k->name) + 1);
+        h = hash_fnv1a(h, k->group, strlen(k->group) + 1);
+        return hash_finish(h);
 }
 
 static bool key_equal(const LookupKey *a, const LookupKey *b) {

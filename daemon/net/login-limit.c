@@ -7,6 +7,7 @@
 #include <sys/random.h>
 
 #include "net/login-limit.h"
+#include "basic/hash.h"
 #include "basic/macro.h"
 
 /* A fixed table: an attacker cycling through addresses or names evicts
@@ -49,18 +50,8 @@ LoginLimiter *login_limiter_free(LoginLimiter *l) {
         return mfree(l);
 }
 
-/* FNV-1a over a secret seed, then mixed (splitmix64's finalizer). */
 static uint32_t hash_key(uint64_t seed, const char *s) {
-        uint64_t h = 14695981039346656037ULL ^ seed;
-
-        for (; *s; s++)
-                h = (h ^ (uint8_t) *s) * 1099511628211ULL;
-        h ^= h >> 30;
-        h *= 0xbf58476d1ce4e5b9ULL;
-        h ^= h >> 27;
-        h *= 0x94d049bb133111ebULL;
-        h ^= h >> 31;
-        return (uint32_t) h;
+        return hash_finish(hash_fnv1a(HASH_FNV1A_INIT ^ seed, s, strlen(s)));
 }
 
 /* Linear probing over a few slots; a full neighbourhood reuses its oldest

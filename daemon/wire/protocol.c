@@ -649,6 +649,15 @@ static void writer_next(Writer *w, const char *key) {
         }
 }
 
+/* An object or array inside w, under key; false (nothing written) once w failed. */
+static bool writer_enter(Writer *w, const char *key, Writer *inner, const char *bracket) {
+        writer_next(w, key);
+        if (w->r < 0)
+                return false;
+        writer_open(inner, w->b, bracket);
+        return true;
+}
+
 static void write_string(Writer *w, const char *key, const char *value) {
         writer_next(w, key);
         if (w->r >= 0)
@@ -686,10 +695,8 @@ static void write_null(Writer *w, const char *key) {
 static void write_member_page(Writer *w, const MemberPage *page) {
         Writer a;
 
-        writer_next(w, "members");
-        if (w->r < 0)
+        if (!writer_enter(w, "members", &a, "["))
                 return;
-        writer_open(&a, w->b, "[");
         for (size_t i = 0; page && i < page->n; i++)
                 write_string(&a, NULL, page->names[i]);
         writer_close(&a, w, "]");
@@ -708,14 +715,13 @@ static void write_read_state(Writer *w, const char *count_key, const ReadState *
 static void write_message(Writer *w, const char *key, const ChatMessage *m, bool own) {
         Writer o;
 
-        writer_next(w, key);
-        if (w->r < 0)
-                return;
         if (!m || m->ts > INT64_MAX) {
-                w->r = -EINVAL;
+                if (w->r >= 0)
+                        w->r = -EINVAL;
                 return;
         }
-        writer_open(&o, w->b, "{");
+        if (!writer_enter(w, key, &o, "{"))
+                return;
         write_integer(&o, "msg_type", MSG_TYPE_MESSAGE);
         write_string(&o, "room", m->room);
         write_string(&o, "username", m->username);
@@ -726,9 +732,7 @@ static void write_message(Writer *w, const char *key, const ChatMessage *m, bool
                 if (m->mentions) {
                         Writer a;
 
-                        writer_next(&o, "mentions");
-                        if (o.r >= 0) {
-                                writer_open(&a, o.b, "[");
+                        if (writer_enter(&o, "mentions", &a, "[")) {
                                 for (unsigned i = 0; i < m->mentions->n; i++)
                                         write_string(&a, NULL, m->mentions->names[i]);
                                 writer_close(&a, &o, "]");
@@ -746,10 +750,8 @@ static void write_message(Writer *w, const char *key, const ChatMessage *m, bool
 static void write_history(Writer *w, const ProtocolHistory *history) {
         Writer a;
 
-        writer_next(w, "history");
-        if (w->r < 0)
+        if (!writer_enter(w, "history", &a, "["))
                 return;
-        writer_open(&a, w->b, "[");
         for (size_t i = 0; history && i < history->n && a.r >= 0; i++) {
                 ChatMessage m;
                 Mentions mentions;
