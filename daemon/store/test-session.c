@@ -16,6 +16,7 @@
 #include "basic/macro.h"
 #include "redis/redis.h"
 #include "store/session.h"
+#include "store/test-store-env.h"
 #include "test/test-redis-server.h"
 #include "test/test.h"
 
@@ -622,18 +623,12 @@ static void test_redis_gone(Test *t) {
 
 int main(void) {
         Test t = {};
-        int r;
 
         test_tokens();
         test_user();
 
-        r = test_redis_init(&server, "redis.sock");
-        if (r == -ENOENT) {
-                fprintf(stderr, "redis-server not found (Debian package redis-server), skipping the store tests\n");
+        if (store_env_server_start(&server) == -ENOENT)
                 return EXIT_TEST_SKIP;
-        }
-        ASSERT_OK(r);
-        ASSERT_OK(test_redis_start(&server));
 
         ASSERT_OK(sd_event_new(&t.event));
         connect_redis(&t);

@@ -17,24 +17,18 @@
 #include <jansson.h>
 
 #include "basic/macro.h"
+#include "basic/time-util.h"
 #include "redis/redis.h"
 #include "store/store.h"
+#include "store/test-store-env.h"
 #include "test/test-redis-server.h"
 #include "test/test.h"
 
-#define MSEC 1000ULL
-#define SEC 1000000ULL
+#define MSEC USEC_PER_MSEC
+#define SEC USEC_PER_SEC
 
 static TestRedis server;
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * SEC + (uint64_t) ts.tv_nsec / 1000;
-}
-
-DEFINE_CLEANUP_FUNC(redisReply *, freeReplyObject);
 DEFINE_CLEANUP_FUNC(redisContext *, redisFree);
 
 /* ---- keys, read over a side channel ---- */
@@ -49,31 +43,6 @@ static void sync_hget(char *buf, size_t size, const char *key, const char *field
                 ASSERT_INT_EQ(reply->type, REDIS_REPLY_STRING);
                 snprintf(buf, size, "%s", reply->str);
         }
-}
-
-/* ---- replies, copied out of the callbacks ---- */
-
-static redisReply *reply_dup(const redisReply *r) {
-        redisReply *c = calloc(1, sizeof *c);
-
-        ASSERT_NOT_NULL(c);
-        c->type = r->type;
-        c->integer = r->integer;
-        if (r->str) {
-                c->str = malloc(r->len + 1);
-                ASSERT_NOT_NULL(c->str);
-                memcpy(c->str, r->str, r->len);
-                c->str[r->len] = 0;
-                c->len = r->len;
-        }
-        if (r->type == REDIS_REPLY_ARRAY) {
-                c->elements = r->elements;
-                c->element = calloc(MAX(r->elements, (size_t) 1), sizeof(redisReply *));
-                ASSERT_NOT_NULL(c->element);
-                for (size_t i = 0; i < r->elements; i++)
-                        c->element[i] = reply_dup(r->element[i]);
-        }
-        return c;
 }
 
 /* Hand-made replies for store_parse_entry(). */
@@ -125,85 +94,8 @@ static redisReply *mk_arr(size_t n, ...) {
 /* Room ids the tests reach: rooms are numbered from 1 after each reset. */
 #define TEST_ROOMS_MAX 64
 
-typedef struct Msg {
-        char *channel;
-        char *data;
-        size_t len;
-} Msg;
-
-typedef struct Test {
-        sd_event *event;
-        Redis *cmd, *sub;
-        bool cmd_up, sub_up;
-        Msg *msgs;
-        size_t n_msgs, n_allocated, consumed;
-} Test;
-
-typedef struct Pending {
-        bool done;
-        redisReply *reply;
-} Pending;
-
-static void on_state(Redis *r, bool connected, void *userdata) {
-        Test *t = userdata;
-
-        if (r == t->cmd)
-                t->cmd_up = connected;
-        else
-                t->sub_up = connected;
-}
-
-static void on_message(Redis *r, const char *channel, const char *data, size_t len, void *userdata) {
-        Test *t = userdata;
-        Msg *m;
-
-        if (t->n_msgs == t->n_allocated) {
-                size_t n = MAX(t->n_allocated * 2, (size_t) 64);
-
-                t->msgs = realloc(t->msgs, n * sizeof *t->msgs);
-                ASSERT_NOT_NULL(t->msgs);
-                t->n_allocated = n;
-        }
-        m = &t->msgs[t->n_msgs++];
-        m->channel = strdup(channel);
-        m->data = malloc(len + 1);
-        ASSERT_TRUE(m->channel && m->data);
-        memcpy(m->data, data, len);
-        m->data[len] = 0;
-        m->len = len;
-}
-
-static void on_reply(Redis *r, const redisReply *reply, void *userdata) {
-        Pending *p = userdata;
-
-        ASSERT_FALSE(p->done);          /* exactly once */
-        p->done = true;
-        p->reply = reply ? reply_dup(reply) : NULL;
-}
-
-static void run_until_done(Test *t, const bool *done, uint64_t timeout) {
-        uint64_t end = now_usec() + timeout;
-
-        while (!*done && now_usec() < end)
-                ASSERT_OK(sd_event_run(t->event, 50 * MSEC));
-        ASSERT_TRUE(*done);
-}
-
-/* The reply of a command sent with on_reply and p; never NULL. */
-static redisReply *wait_reply(Test *t, Pending *p) {
-        run_until_done(t, &p->done, 5 * SEC);
-        ASSERT_NOT_NULL(p->reply);
-        return TAKE_PTR(p->reply);
-}
-
-static void connect_all(Test *t) {
-        _cleanup_free_ char *url = NULL;
-        uint64_t end = now_usec() + 5 * SEC;
-
-        ASSERT_TRUE(asprintf(&url, "unix:%s", server.sock) >= 0);
-        ASSERT_OK(redis_new(&t->cmd, t->event, url, on_state, NULL, t));
-        ASSERT_OK(redis_new(&t->sub, t->event, url, on_state, on_message, t));
-        ASSERT_OK(redis_subscribe(t->sub, STORE_EVENTS_CHANNEL));
+static void connect_all(StoreEnv *t) {
+        store_env_open(t, &server);
         /* Room channels are sharded: no pattern matches them, so each of
          * the rooms the tests create is subscribed by name. */
         for (unsigned i = 1; i <= TEST_ROOMS_MAX; i++) {
@@ -213,26 +105,10 @@ static void connect_all(Test *t) {
                 ASSERT_OK(store_room_channel(room, channel, sizeof channel));
                 ASSERT_OK(redis_ssubscribe(t->sub, channel));
         }
-        ASSERT_OK(redis_start(t->cmd));
-        ASSERT_OK(redis_start(t->sub));
-        while (!(t->cmd_up && t->sub_up) && now_usec() < end)
-                ASSERT_OK(sd_event_run(t->event, 50 * MSEC));
-        ASSERT_TRUE(t->cmd_up && t->sub_up);
+        store_env_start(t);
 }
 
 /* ---- published events ---- */
-
-static const Msg *next_msg(Test *t) {
-        uint64_t end = now_usec() + 3 * SEC;
-
-        while (t->consumed >= t->n_msgs && now_usec() < end)
-                ASSERT_OK(sd_event_run(t->event, 50 * MSEC));
-        if (t->consumed >= t->n_msgs) {
-                fprintf(stderr, "no message arrived\n");
-                ASSERT_TRUE(!"message expected");
-        }
-        return &t->msgs[t->consumed++];
-}
 
 static json_t *parse(const char *data, size_t len) {
         json_error_t err;
@@ -245,7 +121,7 @@ static json_t *parse(const char *data, size_t len) {
         return j;
 }
 
-static bool msg_is(const Msg *m, const char *channel, const char *json) {
+static bool msg_is(const StoreMsg *m, const char *channel, const char *json) {
         _cleanup_(json_decrefp) json_t *a = NULL, *b = NULL;
 
         if (!streq(m->channel, channel))
@@ -256,8 +132,8 @@ static bool msg_is(const Msg *m, const char *channel, const char *json) {
 }
 
 /* The next message is exactly this JSON on this channel. */
-static void expect_msg(Test *t, const char *channel, const char *json) {
-        const Msg *m = next_msg(t);
+static void expect_msg(StoreEnv *t, const char *channel, const char *json) {
+        const StoreMsg *m = store_env_next_msg(t, 3 * SEC);
 
         if (!msg_is(m, channel, json)) {
                 fprintf(stderr, "expected %s %s\n     got %s %.*s\n", channel, json, m->channel,
@@ -266,8 +142,8 @@ static void expect_msg(Test *t, const char *channel, const char *json) {
         }
 }
 
-static void expect_msgf(Test *t, const char *channel, const char *fmt, ...) _printf_(3, 4);
-static void expect_msgf(Test *t, const char *channel, const char *fmt, ...) {
+static void expect_msgf(StoreEnv *t, const char *channel, const char *fmt, ...) _printf_(3, 4);
+static void expect_msgf(StoreEnv *t, const char *channel, const char *fmt, ...) {
         _cleanup_free_ char *json = NULL;
         va_list ap;
 
@@ -278,12 +154,12 @@ static void expect_msgf(Test *t, const char *channel, const char *fmt, ...) {
 }
 
 /* The next n messages are these, in any order (scripts walk hashes). */
-static void expect_msgs_unordered(Test *t, size_t n, const char *channel, const char *const *jsons) {
+static void expect_msgs_unordered(StoreEnv *t, size_t n, const char *channel, const char *const *jsons) {
         bool used[16] = {};
 
         ASSERT_TRUE(n <= ELEMENTSOF(used));
         for (size_t i = 0; i < n; i++) {
-                const Msg *m = next_msg(t);
+                const StoreMsg *m = store_env_next_msg(t, 3 * SEC);
                 bool found = false;
 
                 for (size_t j = 0; j < n && !found; j++)
@@ -299,15 +175,15 @@ static void expect_msgs_unordered(Test *t, size_t n, const char *channel, const 
 /* Publishes a marker and consumes everything up to it: true when nothing
  * else was published meanwhile. A script's publications reach subscribers
  * before anything sent after the script. */
-static bool quiet(Test *t) {
+static bool quiet(StoreEnv *t) {
         static const char marker[] = "[\"marker\"]";
-        Pending p = {};
+        PendingReply p = {};
         bool clean = true;
 
-        ASSERT_OK(store_publish(t->cmd, STORE_EVENTS_CHANNEL, marker, strlen(marker), on_reply, &p));
-        freeReplyObject(wait_reply(t, &p));
+        ASSERT_OK(store_publish(t->cmd, STORE_EVENTS_CHANNEL, marker, strlen(marker), store_env_on_reply, &p));
+        freeReplyObject(store_env_wait_reply(t->event, &p));
         for (;;) {
-                const Msg *m = next_msg(t);
+                const StoreMsg *m = store_env_next_msg(t, 3 * SEC);
 
                 if (streq(m->channel, STORE_EVENTS_CHANNEL) && m->len == strlen(marker) &&
                     memcmp(m->data, marker, m->len) == 0)
@@ -318,14 +194,14 @@ static bool quiet(Test *t) {
 }
 
 /* Consumes whatever was published so far. */
-static void drain(Test *t) {
+static void drain(StoreEnv *t) {
         static const char marker[] = "[\"drain\"]";
-        Pending p = {};
+        PendingReply p = {};
 
-        ASSERT_OK(store_publish(t->cmd, STORE_EVENTS_CHANNEL, marker, strlen(marker), on_reply, &p));
-        freeReplyObject(wait_reply(t, &p));
+        ASSERT_OK(store_publish(t->cmd, STORE_EVENTS_CHANNEL, marker, strlen(marker), store_env_on_reply, &p));
+        freeReplyObject(store_env_wait_reply(t->event, &p));
         for (;;) {
-                const Msg *m = next_msg(t);
+                const StoreMsg *m = store_env_next_msg(t, 3 * SEC);
 
                 if (streq(m->channel, STORE_EVENTS_CHANNEL) && m->len == strlen(marker) &&
                     memcmp(m->data, marker, m->len) == 0)
@@ -333,7 +209,7 @@ static void drain(Test *t) {
         }
 }
 
-static void assert_quiet(Test *t) {
+static void assert_quiet(StoreEnv *t) {
         ASSERT_TRUE(quiet(t));
 }
 
@@ -433,71 +309,71 @@ static void assert_entries(const redisReply *entries, const redisReply *edits, s
 
 /* ---- store calls, synchronously ---- */
 
-static redisReply *do_create(Test *t, const char *title, bool staff_only) {
-        Pending p = {};
-        ASSERT_OK(store_create_room(t->cmd, title, staff_only, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_create(StoreEnv *t, const char *title, bool staff_only) {
+        PendingReply p = {};
+        ASSERT_OK(store_create_room(t->cmd, title, staff_only, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
-static redisReply *do_update(Test *t, const char *room, const char *title, int staff_only) {
-        Pending p = {};
-        ASSERT_OK(store_update_room(t->cmd, room, title, staff_only, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_update(StoreEnv *t, const char *room, const char *title, int staff_only) {
+        PendingReply p = {};
+        ASSERT_OK(store_update_room(t->cmd, room, title, staff_only, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
-static redisReply *do_delete(Test *t, const char *room) {
-        Pending p = {};
-        ASSERT_OK(store_delete_room(t->cmd, room, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_delete(StoreEnv *t, const char *room) {
+        PendingReply p = {};
+        ASSERT_OK(store_delete_room(t->cmd, room, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
-static redisReply *do_load_rooms(Test *t) {
-        Pending p = {};
-        ASSERT_OK(store_load_rooms(t->cmd, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_load_rooms(StoreEnv *t) {
+        PendingReply p = {};
+        ASSERT_OK(store_load_rooms(t->cmd, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
-static redisReply *do_load_presence(Test *t, const char *room) {
-        Pending p = {};
-        ASSERT_OK(store_load_presence(t->cmd, room, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_load_presence(StoreEnv *t, const char *room) {
+        PendingReply p = {};
+        ASSERT_OK(store_load_presence(t->cmd, room, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
-static redisReply *do_join(Test *t, const char *daemon, const char *room, const char *user,
+static redisReply *do_join(StoreEnv *t, const char *daemon, const char *room, const char *user,
                            const char *since, unsigned history) {
-        Pending p = {};
-        ASSERT_OK(store_join(t->cmd, daemon, room, user, since, history, on_reply, &p));
-        return wait_reply(t, &p);
+        PendingReply p = {};
+        ASSERT_OK(store_join(t->cmd, daemon, room, user, since, history, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
-static redisReply *do_leave(Test *t, const char *daemon, const char *room, const char *user) {
-        Pending p = {};
-        ASSERT_OK(store_leave(t->cmd, daemon, room, user, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_leave(StoreEnv *t, const char *daemon, const char *room, const char *user) {
+        PendingReply p = {};
+        ASSERT_OK(store_leave(t->cmd, daemon, room, user, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
-static redisReply *do_send(Test *t, const char *room, const char *user, const char *text, unsigned keep) {
-        Pending p = {};
-        ASSERT_OK(store_send(t->cmd, room, user, text, NULL, keep, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_send(StoreEnv *t, const char *room, const char *user, const char *text, unsigned keep) {
+        PendingReply p = {};
+        ASSERT_OK(store_send(t->cmd, room, user, text, NULL, keep, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
-static redisReply *do_edit(Test *t, const char *room, const char *id, const char *user, const char *text) {
-        Pending p = {};
-        ASSERT_OK(store_edit(t->cmd, room, id, user, text, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_edit(StoreEnv *t, const char *room, const char *id, const char *user, const char *text) {
+        PendingReply p = {};
+        ASSERT_OK(store_edit(t->cmd, room, id, user, text, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
-static redisReply *do_history(Test *t, const char *room, const char *before, unsigned limit) {
-        Pending p = {};
-        ASSERT_OK(store_history(t->cmd, room, before, limit, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_history(StoreEnv *t, const char *room, const char *before, unsigned limit) {
+        PendingReply p = {};
+        ASSERT_OK(store_history(t->cmd, room, before, limit, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
-static redisReply *do_since(Test *t, const char *room, const char *after, unsigned limit) {
-        Pending p = {};
-        ASSERT_OK(store_since(t->cmd, room, after, limit, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_since(StoreEnv *t, const char *room, const char *after, unsigned limit) {
+        PendingReply p = {};
+        ASSERT_OK(store_since(t->cmd, room, after, limit, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
 typedef struct Reaped {
@@ -514,33 +390,33 @@ static void on_reaped(Redis *r, int error, unsigned n, void *userdata) {
 }
 
 /* How many daemons were reaped. */
-static unsigned do_reap(Test *t, const char *daemon) {
+static unsigned do_reap(StoreEnv *t, const char *daemon) {
         Reaped p = {};
 
         ASSERT_OK(store_reap(t->cmd, daemon, on_reaped, &p));
-        run_until_done(t, &p.done, 5 * SEC);
+        store_env_run_until(t->event, &p.done, 5 * SEC);
         ASSERT_OK(p.error);
         return p.n;
 }
 
 /* Waits for everything sent before on the command connection. */
-static void barrier(Test *t) {
-        Pending p = {};
-        ASSERT_OK(redis_command(t->cmd, on_reply, &p, "PING"));
-        freeReplyObject(wait_reply(t, &p));
+static void barrier(StoreEnv *t) {
+        PendingReply p = {};
+        ASSERT_OK(redis_command(t->cmd, store_env_on_reply, &p, "PING"));
+        freeReplyObject(store_env_wait_reply(t->event, &p));
 }
 
 /* Empties Redis (scripts stay cached) and the message queue. */
-static void reset(Test *t) {
-        Pending p = {};
+static void reset(StoreEnv *t) {
+        PendingReply p = {};
 
-        ASSERT_OK(redis_command(t->cmd, on_reply, &p, "FLUSHALL"));
-        freeReplyObject(wait_reply(t, &p));
+        ASSERT_OK(redis_command(t->cmd, store_env_on_reply, &p, "FLUSHALL"));
+        freeReplyObject(store_env_wait_reply(t->event, &p));
         drain(t);
 }
 
 /* Creates a room and consumes its ["rooms"] event. */
-static void create_room(Test *t, const char *title, const char *expect_id) {
+static void create_room(StoreEnv *t, const char *title, const char *expect_id) {
         _cleanup_(freeReplyObjectp) redisReply *r = do_create(t, title, false);
 
         assert_str(r, expect_id);
@@ -548,11 +424,11 @@ static void create_room(Test *t, const char *title, const char *expect_id) {
 }
 
 /* Sends and checks the published ["m", ...]; writes the id. */
-static void send_msg(Test *t, const char *room, const char *user, const char *text, unsigned keep, char id[64]) {
+static void send_msg(StoreEnv *t, const char *room, const char *user, const char *text, unsigned keep, char id[64]) {
         _cleanup_(freeReplyObjectp) redisReply *r = do_send(t, room, user, text, keep);
         _cleanup_(json_decrefp) json_t *expect = NULL, *got = NULL;
         char channel[64];
-        const Msg *m;
+        const StoreMsg *m;
 
         ASSERT_INT_EQ(r->type, REDIS_REPLY_STRING);
         ASSERT_TRUE(is_stream_id(r->str));
@@ -560,7 +436,7 @@ static void send_msg(Test *t, const char *room, const char *user, const char *te
         strcpy(id, r->str);
 
         ASSERT_OK(store_room_channel(room, channel, sizeof channel));
-        m = next_msg(t);
+        m = store_env_next_msg(t, 3 * SEC);
         ASSERT_STREQ(m->channel, channel);
         got = parse(m->data, m->len);
         expect = json_pack("[s s s s]", "m", id, user, text);
@@ -571,16 +447,16 @@ static void send_msg(Test *t, const char *room, const char *user, const char *te
         }
 }
 
-static redisReply *do_send_ref(Test *t, const char *room, const char *user, const char *text, const char *ref) {
-        Pending p = {};
-        ASSERT_OK(store_send(t->cmd, room, user, text, ref, 1000, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_send_ref(StoreEnv *t, const char *room, const char *user, const char *text, const char *ref) {
+        PendingReply p = {};
+        ASSERT_OK(store_send(t->cmd, room, user, text, ref, 1000, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
-static redisReply *do_epoch(Test *t, const char *known, const char *fresh, char **rooms, size_t n) {
-        Pending p = {};
-        ASSERT_OK(store_epoch(t->cmd, known, fresh, rooms, n, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_epoch(StoreEnv *t, const char *known, const char *fresh, char **rooms, size_t n) {
+        PendingReply p = {};
+        ASSERT_OK(store_epoch(t->cmd, known, fresh, rooms, n, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
 /* ---- the tests ---- */
@@ -735,7 +611,7 @@ static void test_parse_entry(void) {
         }
 }
 
-static void test_rooms(Test *t) {
+static void test_rooms(StoreEnv *t) {
         static const char odd_title[] = "a/b \"q\" \\ </script> \xc3\xa9 \xf0\x9f\x98\x80 \t\n";
         redisReply *r;
 
@@ -844,7 +720,7 @@ static void test_rooms(Test *t) {
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"rooms\"]");
 }
 
-static void test_presence(Test *t) {
+static void test_presence(StoreEnv *t) {
         char v[64];
         redisReply *r;
 
@@ -951,7 +827,7 @@ static void test_presence(Test *t) {
 
 /* A send retried with the same ref stores and publishes nothing new and
  * answers the first send's id; the ref is the user's, in that room. */
-static void test_send_ref(Test *t) {
+static void test_send_ref(StoreEnv *t) {
         char id[64];
         redisReply *r;
         size_t before;
@@ -965,7 +841,7 @@ static void test_send_ref(Test *t) {
         ASSERT_TRUE(is_stream_id(r->str));
         strcpy(id, r->str);
         freeReplyObject(r);
-        ASSERT_NOT_NULL(next_msg(t));
+        ASSERT_NOT_NULL(store_env_next_msg(t, 3 * SEC));
         before = t->n_msgs;
 
         r = do_send_ref(t, "1", "alice", "once", "r-1");
@@ -987,15 +863,15 @@ static void test_send_ref(Test *t) {
         freeReplyObject(r);
         ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:{r1}:log"), 3);
         /* Nothing was published for the retry: bob's message comes next. */
-        ASSERT_NOT_NULL(strstr(next_msg(t)->data, "\"bob\""));
-        ASSERT_STREQ(next_msg(t)->channel, "mc:{r2}:ch");
-        ASSERT_NOT_NULL(strstr(next_msg(t)->data, "again"));
+        ASSERT_NOT_NULL(strstr(store_env_next_msg(t, 3 * SEC)->data, "\"bob\""));
+        ASSERT_STREQ(store_env_next_msg(t, 3 * SEC)->channel, "mc:{r2}:ch");
+        ASSERT_NOT_NULL(strstr(store_env_next_msg(t, 3 * SEC)->data, "again"));
         ASSERT_TRUE(t->n_msgs >= before);
 }
 
 /* The epoch: written once; a Redis that lost it gets the daemon's rooms
  * back; a first connect adopts what is there. */
-static void test_epoch(Test *t) {
+static void test_epoch(StoreEnv *t) {
         char *rooms[] = { "7", "{\"title\":\"Seven\",\"staff_only\":true}", "3", "{\"title\":\"Three\",\"staff_only\":false}", NULL };
         StoreEpochReply e;
         redisReply *r;
@@ -1043,7 +919,7 @@ static void test_epoch(Test *t) {
         freeReplyObject(r);
 }
 
-static void test_messages(Test *t) {
+static void test_messages(StoreEnv *t) {
         static const char odd[] = "quote \" backslash \\ slash / nl \n tab \t \xc3\xa9 \xf0\x9f\x98\x80 \x01 </script>";
         char id[64], id2[64], odd_id[64], v[256];
         redisReply *r;
@@ -1104,7 +980,7 @@ static void test_messages(Test *t) {
         {
                 _cleanup_(json_decrefp) json_t *expect = json_pack("[s s s s]", "e", id, "alice", odd);
                 _cleanup_(json_decrefp) json_t *got = NULL;
-                const Msg *m = next_msg(t);
+                const StoreMsg *m = store_env_next_msg(t, 3 * SEC);
 
                 ASSERT_STREQ(m->channel, "mc:{r1}:ch");
                 got = parse(m->data, m->len);
@@ -1178,7 +1054,7 @@ static void test_messages(Test *t) {
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:d:d1"), 0);
 }
 
-static void test_history(Test *t) {
+static void test_history(StoreEnv *t) {
         static const char *const texts[] = { "m1", "m2", "m3", "m4 edited", "m5", "m6", "m7", "m8", "m9", "m10" };
         char ids[10][64], sel[10][64];
         const char *tsel[10];
@@ -1199,7 +1075,7 @@ static void test_history(Test *t) {
         r = do_edit(t, "1", ids[3], "alice", "m4 edited");
         assert_ok_status(r);
         freeReplyObject(r);
-        (void) next_msg(t);
+        (void) store_env_next_msg(t, 3 * SEC);
 
 /* Selects ids/texts a..b (1-based message numbers), in that direction. */
 #define SELECT(a, b)                                                            \
@@ -1384,12 +1260,12 @@ static void test_history(Test *t) {
 #define N_TRIM 3000
 #define KEEP 100
 
-static void test_trim(Test *t) {
+static void test_trim(StoreEnv *t) {
         static char ids[N_TRIM][64];
-        Pending *p;
+        PendingReply *p;
         redisReply *r;
         long long len;
-        uint64_t start = now_usec();
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
 
         reset(t);
         create_room(t, "Busy", "1");
@@ -1401,10 +1277,10 @@ static void test_trim(Test *t) {
                 char text[32];
 
                 snprintf(text, sizeof text, "message %u", i);
-                ASSERT_OK(store_send(t->cmd, "1", "alice", text, NULL, KEEP, on_reply, &p[i]));
+                ASSERT_OK(store_send(t->cmd, "1", "alice", text, NULL, KEEP, store_env_on_reply, &p[i]));
         }
         for (unsigned i = 0; i < N_TRIM; i++) {
-                r = wait_reply(t, &p[i]);
+                r = store_env_wait_reply(t->event, &p[i]);
                 ASSERT_INT_EQ(r->type, REDIS_REPLY_STRING);
                 ASSERT_TRUE(is_stream_id(r->str));
                 strcpy(ids[i], r->str);
@@ -1533,10 +1409,10 @@ static void test_trim(Test *t) {
         }
         assert_quiet(t);
         printf("test_trim: %u sends and checks in %" PRIu64 " ms, %lld kept\n", N_TRIM,
-               (now_usec() - start) / 1000, len);
+               (now_usec(CLOCK_MONOTONIC) - start) / 1000, len);
 }
 
-static void test_reap(Test *t) {
+static void test_reap(StoreEnv *t) {
         char v[64];
         redisReply *r;
 
@@ -1561,7 +1437,7 @@ static void test_reap(Test *t) {
         freeReplyObject(do_join(t, "live", "1", "alice", NULL, 1));
         freeReplyObject(do_join(t, "live", "1", "bob", NULL, 1));
         for (unsigned i = 0; i < 6; i++)
-                (void) next_msg(t);
+                (void) store_env_next_msg(t, 3 * SEC);
         assert_quiet(t);
         sync_hget(v, sizeof v, "mc:{r1}:users", "alice");
         ASSERT_STREQ(v, "3");
@@ -1630,7 +1506,7 @@ static void test_reap(Test *t) {
 }
 
 /* The scripts survive a SCRIPT FLUSH (NOSCRIPT → EVAL). */
-static void test_script_flush(Test *t) {
+static void test_script_flush(StoreEnv *t) {
         redisReply *r;
 
         reset(t);
@@ -1643,37 +1519,37 @@ static void test_script_flush(Test *t) {
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"alice\", 1, 1]");
 }
 
-static void test_publish(Test *t) {
+static void test_publish(StoreEnv *t) {
         static const char payload[] = "[\"n\", 1, \"a\\u0000b\"]\0tail";
-        Pending p = {};
+        PendingReply p = {};
         redisReply *r;
-        const Msg *m;
+        const StoreMsg *m;
 
         reset(t);
-        ASSERT_OK(store_publish(t->cmd, STORE_EVENTS_CHANNEL, payload, sizeof payload - 1, on_reply, &p));
-        r = wait_reply(t, &p);
+        ASSERT_OK(store_publish(t->cmd, STORE_EVENTS_CHANNEL, payload, sizeof payload - 1, store_env_on_reply, &p));
+        r = store_env_wait_reply(t->event, &p);
         assert_int(r, 1);               /* our one subscriber */
         freeReplyObject(r);
-        m = next_msg(t);
+        m = store_env_next_msg(t, 3 * SEC);
         ASSERT_STREQ(m->channel, STORE_EVENTS_CHANNEL);
         ASSERT_INT_EQ(m->len, sizeof payload - 1);
         ASSERT_TRUE(memcmp(m->data, payload, m->len) == 0);
 
-        p = (Pending) {};
-        ASSERT_OK(store_publish_room(t->cmd, "5", "[\"t\", \"bob\"]", 12, on_reply, &p));
-        r = wait_reply(t, &p);
+        p = (PendingReply) {};
+        ASSERT_OK(store_publish_room(t->cmd, "5", "[\"t\", \"bob\"]", 12, store_env_on_reply, &p));
+        r = store_env_wait_reply(t->event, &p);
         assert_int(r, 1);
         freeReplyObject(r);
         expect_msg(t, "mc:{r5}:ch", "[\"t\", \"bob\"]");
         assert_quiet(t);
 
-        ASSERT_ERROR(store_publish_room(t->cmd, "", "[]", 2, on_reply, &p), EINVAL);
-        ASSERT_ERROR(store_publish_room(t->cmd, "123456789012345678901", "[]", 2, on_reply, &p), EINVAL);
+        ASSERT_ERROR(store_publish_room(t->cmd, "", "[]", 2, store_env_on_reply, &p), EINVAL);
+        ASSERT_ERROR(store_publish_room(t->cmd, "123456789012345678901", "[]", 2, store_env_on_reply, &p), EINVAL);
 }
 
 /* Message ids the protocol accepts (1..20 digits each part) that Redis
  * does not: the scripts must not leave half their work done. */
-static void test_odd_ids(Test *t) {
+static void test_odd_ids(StoreEnv *t) {
         static const char *const sinces[] = {
                 "99999999999999999999-0",                       /* ms > UINT64_MAX */
                 "18446744073709551615-18446744073709551615",    /* no id after it */
@@ -1731,34 +1607,34 @@ static void test_odd_ids(Test *t) {
 
 /* ---- version 2: a user's rooms, read markers and unread counts ---- */
 
-static redisReply *do_join_v2(Test *t, const char *room, const char *user, unsigned max) {
-        Pending p = {};
-        ASSERT_OK(store_join_v2(t->cmd, "d1", room, user, NULL, 10, max, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_join_v2(StoreEnv *t, const char *room, const char *user, unsigned max) {
+        PendingReply p = {};
+        ASSERT_OK(store_join_v2(t->cmd, "d1", room, user, NULL, 10, max, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
-static redisReply *do_unread(Test *t, const char *room, const char *user) {
-        Pending p = {};
-        ASSERT_OK(store_unread(t->cmd, room, user, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_unread(StoreEnv *t, const char *room, const char *user) {
+        PendingReply p = {};
+        ASSERT_OK(store_unread(t->cmd, room, user, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
-static redisReply *do_read(Test *t, const char *room, const char *user, const char *id) {
-        Pending p = {};
-        ASSERT_OK(store_read(t->cmd, room, user, id, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_read(StoreEnv *t, const char *room, const char *user, const char *id) {
+        PendingReply p = {};
+        ASSERT_OK(store_read(t->cmd, room, user, id, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
-static redisReply *do_user_rooms(Test *t, const char *user) {
-        Pending p = {};
-        ASSERT_OK(store_user_rooms(t->cmd, user, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_user_rooms(StoreEnv *t, const char *user) {
+        PendingReply p = {};
+        ASSERT_OK(store_user_rooms(t->cmd, user, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
-static redisReply *do_user_leave(Test *t, const char *user, const char *room, const char *reason) {
-        Pending p = {};
-        ASSERT_OK(store_user_leave(t->cmd, user, room, reason, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_user_leave(StoreEnv *t, const char *user, const char *room, const char *reason) {
+        PendingReply p = {};
+        ASSERT_OK(store_user_leave(t->cmd, user, room, reason, store_env_on_reply, &p));
+        return store_env_wait_reply(t->event, &p);
 }
 
 static void assert_read_state(const redisReply *r, const char *marker, unsigned unread, unsigned mentions) {
@@ -1777,7 +1653,7 @@ static void assert_rooms(const redisReply *r, size_t n, const char *const *ids) 
                 assert_str(r->element[i], ids[i]);
 }
 
-static void test_user_rooms(Test *t) {
+static void test_user_rooms(StoreEnv *t) {
         _cleanup_(freeReplyObjectp) redisReply *sent = NULL;
         char first[64], v[64];
         StoreJoinReply j;
@@ -1825,10 +1701,10 @@ static void test_user_rooms(Test *t) {
 
         /* Someone else's message, mentioning alice: unread 1, mentions 1. */
         {
-                Pending p = {};
+                PendingReply p = {};
 
-                ASSERT_OK(store_send_mentioning(t->cmd, "1", "bob", "hi alice", "alice", NULL, 100, on_reply, &p));
-                sent = wait_reply(t, &p);
+                ASSERT_OK(store_send_mentioning(t->cmd, "1", "bob", "hi alice", "alice", NULL, 100, store_env_on_reply, &p));
+                sent = store_env_wait_reply(t->event, &p);
                 ASSERT_INT_EQ(sent->type, REDIS_REPLY_STRING);
                 drain(t);
         }
@@ -1881,17 +1757,17 @@ static void test_user_rooms(Test *t) {
                 user[sizeof user - 1] = 0;
                 memset(daemon, 'd', sizeof daemon - 1);
                 daemon[sizeof daemon - 1] = 0;
-                ASSERT_ERROR(store_join(t->cmd, "d1", "", "alice", NULL, 10, on_reply, NULL), EINVAL);
-                ASSERT_ERROR(store_join(t->cmd, daemon, "1", "alice", NULL, 10, on_reply, NULL), EINVAL);
-                ASSERT_ERROR(store_join_v2(t->cmd, "d1", "1", user, NULL, 10, 2, on_reply, NULL), EINVAL);
-                ASSERT_ERROR(store_join_v2(t->cmd, "d1", "123456789012345678901", "alice", NULL, 10, 2, on_reply, NULL),
+                ASSERT_ERROR(store_join(t->cmd, "d1", "", "alice", NULL, 10, store_env_on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_join(t->cmd, daemon, "1", "alice", NULL, 10, store_env_on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_join_v2(t->cmd, "d1", "1", user, NULL, 10, 2, store_env_on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_join_v2(t->cmd, "d1", "123456789012345678901", "alice", NULL, 10, 2, store_env_on_reply, NULL),
                              EINVAL);
-                ASSERT_ERROR(store_user_rooms(t->cmd, "", on_reply, NULL), EINVAL);
-                ASSERT_ERROR(store_unread(t->cmd, "1", user, on_reply, NULL), EINVAL);
-                ASSERT_ERROR(store_history(t->cmd, "", NULL, 10, on_reply, NULL), EINVAL);
-                ASSERT_ERROR(store_leave(t->cmd, "", "1", "alice", on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_user_rooms(t->cmd, "", store_env_on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_unread(t->cmd, "1", user, store_env_on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_history(t->cmd, "", NULL, 10, store_env_on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_leave(t->cmd, "", "1", "alice", store_env_on_reply, NULL), EINVAL);
                 ASSERT_ERROR(store_reap(t->cmd, daemon, NULL, NULL), EINVAL);
-                ASSERT_ERROR(store_delete_room(t->cmd, "", on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_delete_room(t->cmd, "", store_env_on_reply, NULL), EINVAL);
                 barrier(t);
                 assert_quiet(t);
         }
@@ -2077,9 +1953,8 @@ static void test_slots(redisContext *mon) {
 
 int main(void) {
         _cleanup_(redisFreep) redisContext *mon = NULL;
-        Test t = {};
-        uint64_t start = now_usec();
-        int r;
+        StoreEnv t = {};
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
 
         /* Everything here is bounded; this is the last resort (and the
          * server dies with us through PR_SET_PDEATHSIG). */
@@ -2089,17 +1964,11 @@ int main(void) {
         test_pure();
         test_parse_entry();
 
-        r = test_redis_init(&server, "redis.sock");
-        if (r == -ENOENT) {
-                fprintf(stderr, "redis-server not found (Debian package redis-server), skipping the store tests\n");
+        if (store_env_server_start(&server) == -ENOENT)
                 return EXIT_TEST_SKIP;
-        }
-        ASSERT_OK(r);
-        ASSERT_OK(test_redis_start(&server));
         mon = redisConnectUnix(server.sock);
         ASSERT_TRUE(mon && !mon->err);
         freeReplyObject(redisCommand(mon, "MONITOR"));
-        ASSERT_OK(sd_event_new(&t.event));
         connect_all(&t);
         /* Every script, so that the slot check knows them all. */
         ASSERT_OK(store_load_scripts(t.cmd));
@@ -2118,15 +1987,8 @@ int main(void) {
         test_user_rooms(&t);
         test_slots(mon);
 
-        t.cmd = redis_free(t.cmd);
-        t.sub = redis_free(t.sub);
-        t.event = sd_event_unref(t.event);
-        for (size_t i = 0; i < t.n_msgs; i++) {
-                free(t.msgs[i].channel);
-                free(t.msgs[i].data);
-        }
-        free(t.msgs);
+        store_env_close(&t);
         ASSERT_OK(test_redis_cleanup(&server));
-        printf("test-store: %" PRIu64 " ms\n", (now_usec() - start) / 1000);
+        printf("test-store: %" PRIu64 " ms\n", (now_usec(CLOCK_MONOTONIC) - start) / 1000);
         return 0;
 }
