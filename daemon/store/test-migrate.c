@@ -136,18 +136,13 @@ static void check_new(const TestRedis *s, Client *c, const OldData *d) {
         StoreReadState rs;
         StoreJoinReply j;
         StoreEntry e;
-        PendingReply p;
         int session = 1;
 
-        p = (PendingReply) {};
-        ASSERT_OK(store_load_rooms(c->redis, store_env_on_reply, &p));
-        rooms = store_env_wait_reply(event, &p);
+        rooms = STORE_ENV_CALL(event, store_load_rooms, c->redis);
         ASSERT_INT_EQ(rooms->type, REDIS_REPLY_ARRAY);
         ASSERT_INT_EQ(rooms->elements, 4);
 
-        p = (PendingReply) {};
-        ASSERT_OK(store_history(c->redis, "1", NULL, 10, store_env_on_reply, &p));
-        hist = store_env_wait_reply(event, &p);
+        hist = STORE_ENV_CALL(event, store_history, c->redis, "1", NULL, 10);
         ASSERT_OK(store_parse_history_reply(hist, &h));
         ASSERT_TRUE(h.complete);
         ASSERT_INT_EQ(store_entries_count(&h.history), 2);     /* the deleted one stays deleted */
@@ -160,48 +155,36 @@ static void check_new(const TestRedis *s, Client *c, const OldData *d) {
         ASSERT_STREQ(e.text, "hello, edited");
         ASSERT_TRUE(e.edited);
 
-        p = (PendingReply) {};
-        ASSERT_OK(store_user_rooms(c->redis, "alice", store_env_on_reply, &p));
-        mine = store_env_wait_reply(event, &p);
+        mine = STORE_ENV_CALL(event, store_user_rooms, c->redis, "alice");
         ASSERT_INT_EQ(mine->type, REDIS_REPLY_ARRAY);
         ASSERT_INT_EQ(mine->elements, 2);
         ASSERT_STREQ(mine->element[0]->str, "1");
         ASSERT_STREQ(mine->element[1]->str, "2");
 
         /* alice read up to "hello": bob's mention is unread. */
-        p = (PendingReply) {};
-        ASSERT_OK(store_unread(c->redis, "1", "alice", store_env_on_reply, &p));
-        unread = store_env_wait_reply(event, &p);
+        unread = STORE_ENV_CALL(event, store_unread, c->redis, "1", "alice");
         ASSERT_OK(store_parse_unread_reply(unread, &rs));
         ASSERT_STREQ(rs.read, d->hello);
         ASSERT_INT_EQ(rs.unread, 1);
         ASSERT_INT_EQ(rs.mentions, 1);
 
         /* A retried send still finds its first answer. */
-        p = (PendingReply) {};
-        ASSERT_OK(store_send(c->redis, "1", "alice", "hello", "r-1", 5000, store_env_on_reply, &p));
-        ref = store_env_wait_reply(event, &p);
+        ref = STORE_ENV_CALL(event, store_send, c->redis, "1", "alice", "hello", "r-1", 5000);
         ASSERT_INT_EQ(ref->type, REDIS_REPLY_STRING);
         ASSERT_STREQ(ref->str, d->hello);
 
         /* The room works; the stopped daemon's presence is gone. */
-        p = (PendingReply) {};
-        ASSERT_OK(store_join(c->redis, "new", "1", "bob", NULL, 5, store_env_on_reply, &p));
-        join = store_env_wait_reply(event, &p);
+        join = STORE_ENV_CALL(event, store_join, c->redis, "new", "1", "bob", NULL, 5);
         ASSERT_OK(store_parse_join_reply(join, &j));
         ASSERT_INT_EQ(j.connections, 1);
         ASSERT_STREQ(j.tip, d->mention);
-        p = (PendingReply) {};
-        ASSERT_OK(store_load_presence(c->redis, "1", store_env_on_reply, &p));
-        presence = store_env_wait_reply(event, &p);
+        presence = STORE_ENV_CALL(event, store_load_presence, c->redis, "1");
         ASSERT_INT_EQ(presence->type, REDIS_REPLY_ARRAY);
         ASSERT_INT_EQ(presence->elements, 2);
         ASSERT_STREQ(presence->element[0]->str, "bob");
 
         /* Room ids go on from where they were. */
-        p = (PendingReply) {};
-        ASSERT_OK(store_create_room(c->redis, "New", false, store_env_on_reply, &p));
-        created = store_env_wait_reply(event, &p);
+        created = STORE_ENV_CALL(event, store_create_room, c->redis, "New", false);
         ASSERT_INT_EQ(created->type, REDIS_REPLY_STRING);
         ASSERT_STREQ(created->str, "3");
 
@@ -281,15 +264,20 @@ static void test_names(void) {
         }
 }
 
+/* First-layout data, and two daemons on it that have not started. */
+static void open_two_on_old(const TestRedis *s, Client *a, Client *b, OldData *d) {
+        write_old(s, d);
+        client_open(a, s, "daemon-a");
+        client_open(b, s, "daemon-b");
+}
+
 /* Two daemons start at once on first-layout data: one migrates, both end
  * at layout 2, and everything is there. */
 static void test_two_at_once(const TestRedis *s) {
         Client a, b;
         OldData d;
 
-        write_old(s, &d);
-        client_open(&a, s, "daemon-a");
-        client_open(&b, s, "daemon-b");
+        open_two_on_old(s, &a, &b, &d);
         ASSERT_OK(migrate_start(a.migrate));
         ASSERT_OK(migrate_start(b.migrate));
         store_env_run_until(event, &a.done, 10 * SEC);
@@ -352,9 +340,7 @@ static void test_holder_killed(const TestRedis *s) {
         Client a, b;
         OldData d;
 
-        write_old(s, &d);
-        client_open(&a, s, "daemon-a");
-        client_open(&b, s, "daemon-b");
+        open_two_on_old(s, &a, &b, &d);
         ASSERT_OK(migrate_start(a.migrate));
         while (migrate_state(a.migrate) != MIGRATE_MIGRATING && !a.done)
                 ASSERT_OK(sd_event_run(event, 1 * MSEC));

@@ -13,6 +13,7 @@
 #include "basic/macro.h"
 #include "redis/redis.h"
 #include "test/test-redis-server.h"
+#include "test/test.h"
 
 DEFINE_CLEANUP_FUNC(redisReply *, freeReplyObject);
 
@@ -37,6 +38,15 @@ typedef struct PendingReply {
 void store_env_on_reply(Redis *r, const redisReply *reply, void *userdata);
 /* The reply of a command sent with store_env_on_reply and p; never NULL. */
 redisReply *store_env_wait_reply(sd_event *event, PendingReply *p);
+
+/* Calls fn, a function that takes a reply callback and its userdata last,
+ * and waits for the reply, which the caller frees. */
+#define STORE_ENV_CALL(event, fn, ...)                                          \
+        ({                                                                      \
+                PendingReply _p = {};                                           \
+                ASSERT_OK(fn(__VA_ARGS__, store_env_on_reply, &_p));            \
+                store_env_wait_reply((event), &_p);                             \
+        })
 
 typedef struct StoreMsg {
         char *channel;

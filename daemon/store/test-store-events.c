@@ -139,44 +139,47 @@ static void test_rooms(StoreEnv *t, char *ret_room, size_t size) {
         assert_quiet(t);
 }
 
+static void leave(StoreEnv *t, const char *daemon, const char *room, const char *user) {
+        Pending p = {};
+
+        ASSERT_OK(store_leave(t->cmd, daemon, room, user, on_reply, &p));
+        wait_ok(t, &p);
+}
+
+/* A join or leave, and the presence change it publishes. */
+static void join_expect(StoreEnv *t, const char *daemon, const char *room, const char *user, int64_t count,
+                        int change) {
+        Pending p = {};
+
+        ASSERT_OK(store_join(t->cmd, daemon, room, user, NULL, 10, on_reply, &p));
+        wait_ok(t, &p);
+        expect_presence(t, room, user, count, change);
+}
+
+static void leave_expect(StoreEnv *t, const char *daemon, const char *room, const char *user, int64_t count,
+                         int change) {
+        leave(t, daemon, room, user);
+        expect_presence(t, room, user, count, change);
+}
+
 static void test_presence(StoreEnv *t, const char *room) {
         char longest[USERNAME_MAX + 1];
-        Pending p = {};
 
         /* The longest username and one that cjson escapes. */
         memset(longest, 'x', USERNAME_MAX);
         longest[USERNAME_MAX] = 0;
 
-        ASSERT_OK(store_join(t->cmd, "d1", room, "o/neil", NULL, 10, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, "o/neil", 1, 1);
-        p = (Pending) {};
-        ASSERT_OK(store_join(t->cmd, "d2", room, "o/neil", NULL, 10, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, "o/neil", 2, 0);
-        p = (Pending) {};
-        ASSERT_OK(store_join(t->cmd, "d1", room, longest, NULL, 10, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, longest, 1, 1);
+        join_expect(t, "d1", room, "o/neil", 1, 1);
+        join_expect(t, "d2", room, "o/neil", 2, 0);
+        join_expect(t, "d1", room, longest, 1, 1);
 
-        p = (Pending) {};
-        ASSERT_OK(store_leave(t->cmd, "d1", room, "o/neil", on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, "o/neil", 1, 0);
-        p = (Pending) {};
-        ASSERT_OK(store_leave(t->cmd, "d2", room, "o/neil", on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, "o/neil", 0, -1);
+        leave_expect(t, "d1", room, "o/neil", 1, 0);
+        leave_expect(t, "d2", room, "o/neil", 0, -1);
         /* A leave that was never a join publishes nothing. */
-        p = (Pending) {};
-        ASSERT_OK(store_leave(t->cmd, "d2", room, "o/neil", on_reply, &p));
-        wait_ok(t, &p);
+        leave(t, "d2", room, "o/neil");
         assert_quiet(t);
 
-        p = (Pending) {};
-        ASSERT_OK(store_leave(t->cmd, "d1", room, longest, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, longest, 0, -1);
+        leave_expect(t, "d1", room, longest, 0, -1);
         assert_quiet(t);
 }
 
@@ -255,14 +258,8 @@ static void test_reap(StoreEnv *t, const char *room) {
         Pending p = {};
 
         /* A daemon that joined and died: no heartbeat key. */
-        ASSERT_OK(store_join(t->cmd, "dead", room, "carol", NULL, 10, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, "carol", 1, 1);
-        p = (Pending) {};
-        ASSERT_OK(store_join(t->cmd, "dead", room, "carol", NULL, 10, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, "carol", 2, 0);
-        p = (Pending) {};
+        join_expect(t, "dead", room, "carol", 1, 1);
+        join_expect(t, "dead", room, "carol", 2, 0);
         ASSERT_OK(store_reap(t->cmd, NULL, on_reaped, &p));
         store_env_run_until(t->event, &p.done, 5 * SEC);
         /* d1 and d2 have no heartbeat either: reaped, with nothing left to say. */
@@ -271,14 +268,8 @@ static void test_reap(StoreEnv *t, const char *room) {
         assert_quiet(t);
 
         /* A daemon that retires itself, with a user another daemon holds too. */
-        p = (Pending) {};
-        ASSERT_OK(store_join(t->cmd, "alive", room, "dan", NULL, 10, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, "dan", 1, 1);
-        p = (Pending) {};
-        ASSERT_OK(store_join(t->cmd, "other", room, "dan", NULL, 10, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, "dan", 2, 0);
+        join_expect(t, "alive", room, "dan", 1, 1);
+        join_expect(t, "other", room, "dan", 2, 0);
         ASSERT_OK(store_heartbeat(t->cmd, "other"));
         p = (Pending) {};
         ASSERT_OK(store_reap(t->cmd, "alive", on_reaped, &p));
@@ -313,19 +304,8 @@ static void create_at(StoreEnv *t, const char *seq, const char *want) {
         ASSERT_STREQ(p.str, want);
         expect_kind(t, STORE_EVENTS_CHANNEL, EVENT_ROOMS, &e);
         event_done(&e);
-        p = (Pending) {};
-        ASSERT_OK(store_join(t->cmd, "d1", want, "eve", NULL, 10, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, want, "eve", 1, 1);
-        p = (Pending) {};
-        ASSERT_OK(store_delete_room(t->cmd, want, on_reply, &p));
-        wait_ok(t, &p);
-        expect_kind(t, STORE_EVENTS_CHANNEL, EVENT_ROOM_DELETED, &e);
-        ASSERT_STREQ(e.room, want);
-        event_done(&e);
-        expect_kind(t, STORE_EVENTS_CHANNEL, EVENT_ROOMS, &e);
-        event_done(&e);
-        assert_quiet(t);
+        join_expect(t, "d1", want, "eve", 1, 1);
+        test_delete(t, want);
 }
 
 static void test_big_room_ids(StoreEnv *t) {

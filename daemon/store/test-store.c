@@ -33,16 +33,18 @@ DEFINE_CLEANUP_FUNC(redisContext *, redisFree);
 
 /* ---- keys, read over a side channel ---- */
 
-/* HGET as a string ("" for a missing field). */
-static void sync_hget(char *buf, size_t size, const char *key, const char *field) {
+/* HGET answers want ("" for a missing field). */
+static void assert_hget(const char *key, const char *field, const char *want) {
         _cleanup_(freeReplyObjectp) redisReply *reply = test_redis_command(&server, "HGET %s %s", key, field);
+        const char *got = "";
 
-        if (reply->type == REDIS_REPLY_NIL)
-                buf[0] = 0;
-        else {
+        if (reply->type != REDIS_REPLY_NIL) {
                 ASSERT_INT_EQ(reply->type, REDIS_REPLY_STRING);
-                snprintf(buf, size, "%s", reply->str);
+                got = reply->str;
         }
+        if (!streq(got, want))
+                fprintf(stderr, "HGET %s %s\n", key, field);
+        ASSERT_STREQ(got, want);
 }
 
 /* Hand-made replies for store_parse_entry(). */
@@ -172,41 +174,32 @@ static void expect_msgs_unordered(StoreEnv *t, size_t n, const char *channel, co
         }
 }
 
-/* Publishes a marker and consumes everything up to it: true when nothing
- * else was published meanwhile. A script's publications reach subscribers
- * before anything sent after the script. */
-static bool quiet(StoreEnv *t) {
-        static const char marker[] = "[\"marker\"]";
-        PendingReply p = {};
+/* Publishes marker and consumes everything up to it: true when nothing
+ * else was published meanwhile (said on stderr when report). A script's
+ * publications reach subscribers before anything sent after the script. */
+static bool consume_to_marker(StoreEnv *t, const char *marker, bool report) {
         bool clean = true;
 
-        ASSERT_OK(store_publish(t->cmd, STORE_EVENTS_CHANNEL, marker, strlen(marker), store_env_on_reply, &p));
-        freeReplyObject(store_env_wait_reply(t->event, &p));
+        freeReplyObject(STORE_ENV_CALL(t->event, store_publish, t->cmd, STORE_EVENTS_CHANNEL, marker, strlen(marker)));
         for (;;) {
                 const StoreMsg *m = store_env_next_msg(t, 3 * SEC);
 
                 if (streq(m->channel, STORE_EVENTS_CHANNEL) && m->len == strlen(marker) &&
                     memcmp(m->data, marker, m->len) == 0)
                         return clean;
-                fprintf(stderr, "published unexpectedly: %s %.*s\n", m->channel, (int) m->len, m->data);
+                if (report)
+                        fprintf(stderr, "published unexpectedly: %s %.*s\n", m->channel, (int) m->len, m->data);
                 clean = false;
         }
 }
 
+static bool quiet(StoreEnv *t) {
+        return consume_to_marker(t, "[\"marker\"]", true);
+}
+
 /* Consumes whatever was published so far. */
 static void drain(StoreEnv *t) {
-        static const char marker[] = "[\"drain\"]";
-        PendingReply p = {};
-
-        ASSERT_OK(store_publish(t->cmd, STORE_EVENTS_CHANNEL, marker, strlen(marker), store_env_on_reply, &p));
-        freeReplyObject(store_env_wait_reply(t->event, &p));
-        for (;;) {
-                const StoreMsg *m = store_env_next_msg(t, 3 * SEC);
-
-                if (streq(m->channel, STORE_EVENTS_CHANNEL) && m->len == strlen(marker) &&
-                    memcmp(m->data, marker, m->len) == 0)
-                        return;
-        }
+        (void) consume_to_marker(t, "[\"drain\"]", false);
 }
 
 static void assert_quiet(StoreEnv *t) {
@@ -250,6 +243,22 @@ static void assert_error(const redisReply *r, const char *code) {
                 ASSERT_TRUE(!"wrong error");
         }
         ASSERT_INT_EQ(store_reply_error(r), code_errno(code));
+}
+
+/* The same checks for a reply that is not looked at further: freed. */
+static void assert_error_free(redisReply *r, const char *code) {
+        assert_error(r, code);
+        freeReplyObject(r);
+}
+
+static void assert_int_free(redisReply *r, long long v) {
+        assert_int(r, v);
+        freeReplyObject(r);
+}
+
+static void assert_ok_free(redisReply *r) {
+        assert_ok_status(r);
+        freeReplyObject(r);
 }
 
 static bool is_stream_id(const char *s) {
@@ -310,70 +319,48 @@ static void assert_entries(const redisReply *entries, const redisReply *edits, s
 /* ---- store calls, synchronously ---- */
 
 static redisReply *do_create(StoreEnv *t, const char *title, bool staff_only) {
-        PendingReply p = {};
-        ASSERT_OK(store_create_room(t->cmd, title, staff_only, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_create_room, t->cmd, title, staff_only);
 }
 
 static redisReply *do_update(StoreEnv *t, const char *room, const char *title, int staff_only) {
-        PendingReply p = {};
-        ASSERT_OK(store_update_room(t->cmd, room, title, staff_only, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_update_room, t->cmd, room, title, staff_only);
 }
 
 static redisReply *do_delete(StoreEnv *t, const char *room) {
-        PendingReply p = {};
-        ASSERT_OK(store_delete_room(t->cmd, room, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_delete_room, t->cmd, room);
 }
 
 static redisReply *do_load_rooms(StoreEnv *t) {
-        PendingReply p = {};
-        ASSERT_OK(store_load_rooms(t->cmd, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_load_rooms, t->cmd);
 }
 
 static redisReply *do_load_presence(StoreEnv *t, const char *room) {
-        PendingReply p = {};
-        ASSERT_OK(store_load_presence(t->cmd, room, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_load_presence, t->cmd, room);
 }
 
 static redisReply *do_join(StoreEnv *t, const char *daemon, const char *room, const char *user,
                            const char *since, unsigned history) {
-        PendingReply p = {};
-        ASSERT_OK(store_join(t->cmd, daemon, room, user, since, history, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_join, t->cmd, daemon, room, user, since, history);
 }
 
 static redisReply *do_leave(StoreEnv *t, const char *daemon, const char *room, const char *user) {
-        PendingReply p = {};
-        ASSERT_OK(store_leave(t->cmd, daemon, room, user, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_leave, t->cmd, daemon, room, user);
 }
 
 static redisReply *do_send(StoreEnv *t, const char *room, const char *user, const char *text, unsigned keep) {
-        PendingReply p = {};
-        ASSERT_OK(store_send(t->cmd, room, user, text, NULL, keep, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_send, t->cmd, room, user, text, NULL, keep);
 }
 
 static redisReply *do_edit(StoreEnv *t, const char *room, const char *id, const char *user, const char *text) {
-        PendingReply p = {};
-        ASSERT_OK(store_edit(t->cmd, room, id, user, text, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_edit, t->cmd, room, id, user, text);
 }
 
 static redisReply *do_history(StoreEnv *t, const char *room, const char *before, unsigned limit) {
-        PendingReply p = {};
-        ASSERT_OK(store_history(t->cmd, room, before, limit, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_history, t->cmd, room, before, limit);
 }
 
 static redisReply *do_since(StoreEnv *t, const char *room, const char *after, unsigned limit) {
-        PendingReply p = {};
-        ASSERT_OK(store_since(t->cmd, room, after, limit, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_since, t->cmd, room, after, limit);
 }
 
 typedef struct Reaped {
@@ -448,15 +435,11 @@ static void send_msg(StoreEnv *t, const char *room, const char *user, const char
 }
 
 static redisReply *do_send_ref(StoreEnv *t, const char *room, const char *user, const char *text, const char *ref) {
-        PendingReply p = {};
-        ASSERT_OK(store_send(t->cmd, room, user, text, ref, 1000, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_send, t->cmd, room, user, text, ref, 1000);
 }
 
 static redisReply *do_epoch(StoreEnv *t, const char *known, const char *fresh, char **rooms, size_t n) {
-        PendingReply p = {};
-        ASSERT_OK(store_epoch(t->cmd, known, fresh, rooms, n, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_epoch, t->cmd, known, fresh, rooms, n);
 }
 
 /* ---- the tests ---- */
@@ -680,9 +663,7 @@ static void test_rooms(StoreEnv *t) {
                         _cleanup_(json_decrefp) json_t *j = NULL;
                         _cleanup_(freeReplyObjectp) redisReply *raw = NULL;
 
-                        r = do_update(t, "1", steps[i].title, steps[i].staff_only);
-                        assert_ok_status(r);
-                        freeReplyObject(r);
+                        assert_ok_free(do_update(t, "1", steps[i].title, steps[i].staff_only));
                         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"rooms\"]");
                         raw = test_redis_command(&server, "HGET mc:{rooms} 1");
                         ASSERT_INT_EQ(raw->type, REDIS_REPLY_STRING);
@@ -692,27 +673,19 @@ static void test_rooms(StoreEnv *t) {
                         ASSERT_TRUE(json_is_boolean(json_object_get(j, "staff_only")));
                 }
         }
-        r = do_update(t, "99", "x", 1);
-        assert_error(r, "NOROOM");
-        freeReplyObject(r);
+        assert_error_free(do_update(t, "99", "x", 1), "NOROOM");
         assert_quiet(t);
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{rooms} 99"), 0);
 
         /* Delete: gone with its keys; ids are never reused. */
-        r = do_delete(t, "2");
-        assert_ok_status(r);
-        freeReplyObject(r);
+        assert_ok_free(do_delete(t, "2"));
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"deleted\", \"2\"]");
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"rooms\"]");
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{rooms} 2"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:{rooms}"), 2);
-        r = do_delete(t, "2");
-        assert_error(r, "NOROOM");
-        freeReplyObject(r);
+        assert_error_free(do_delete(t, "2"), "NOROOM");
         assert_quiet(t);
-        r = do_update(t, "2", "back", 0);
-        assert_error(r, "NOROOM");
-        freeReplyObject(r);
+        assert_error_free(do_update(t, "2", "back", 0), "NOROOM");
         assert_quiet(t);
         r = do_create(t, "Next", false);
         assert_str(r, "4");
@@ -721,7 +694,6 @@ static void test_rooms(StoreEnv *t) {
 }
 
 static void test_presence(StoreEnv *t) {
-        char v[64];
         redisReply *r;
 
         reset(t);
@@ -766,10 +738,8 @@ static void test_presence(StoreEnv *t) {
         freeReplyObject(r);
 
         /* Each daemon's share, for the reaper. */
-        sync_hget(v, sizeof v, "mc:{r1}:d:d1", "alice");
-        ASSERT_STREQ(v, "2");
-        sync_hget(v, sizeof v, "mc:{r1}:d:d2", "bob");
-        ASSERT_STREQ(v, "1");
+        assert_hget("mc:{r1}:d:d1", "alice", "2");
+        assert_hget("mc:{r1}:d:d2", "bob", "1");
         ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:{r1}:d:d1"), 1);
         ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemon:d1:rooms 1"), 1);
         ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemon:d2:rooms 1"), 1);
@@ -778,47 +748,34 @@ static void test_presence(StoreEnv *t) {
         ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons d2"), 1);
 
         /* No such room: refused, nothing written or published. */
-        r = do_join(t, "d1", "99", "carol", NULL, 50);
-        assert_error(r, "NOROOM");
-        freeReplyObject(r);
+        assert_error_free(do_join(t, "d1", "99", "carol", NULL, 50), "NOROOM");
         assert_quiet(t);
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r99}:users mc:{r99}:d:d1"), 0);
 
         /* Leave: down to 1, then 0 with "left". */
-        r = do_leave(t, "d1", "1", "alice");
-        assert_int(r, 1);
-        freeReplyObject(r);
+        assert_int_free(do_leave(t, "d1", "1", "alice"), 1);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"alice\", 1, 0]");
-        r = do_leave(t, "d1", "1", "alice");
-        assert_int(r, 0);
-        freeReplyObject(r);
+        assert_int_free(do_leave(t, "d1", "1", "alice"), 0);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"alice\", 0, -1]");
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:users alice"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:d:d1 alice"), 0);
 
         /* Leaves without a join change nothing: once more, never joined,
          * joined on another daemon. */
-        r = do_leave(t, "d1", "1", "alice");
-        assert_int(r, 0);
-        freeReplyObject(r);
+        assert_int_free(do_leave(t, "d1", "1", "alice"), 0);
         r = do_leave(t, "d1", "1", "carol");
         assert_int(r, 0);
         freeReplyObject(r);
-        r = do_leave(t, "d1", "1", "bob");
-        assert_int(r, 0);
-        freeReplyObject(r);
+        assert_int_free(do_leave(t, "d1", "1", "bob"), 0);
         r = do_leave(t, "d1", "99", "bob");
         assert_int(r, 0);
         freeReplyObject(r);
         assert_quiet(t);
-        sync_hget(v, sizeof v, "mc:{r1}:users", "bob");
-        ASSERT_STREQ(v, "1");
+        assert_hget("mc:{r1}:users", "bob", "1");
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:users carol"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:users alice"), 0);
 
-        r = do_leave(t, "d2", "1", "bob");
-        assert_int(r, 0);
-        freeReplyObject(r);
+        assert_int_free(do_leave(t, "d2", "1", "bob"), 0);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"bob\", 0, -1]");
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:users"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:d:d2"), 0);
@@ -921,7 +878,7 @@ static void test_epoch(StoreEnv *t) {
 
 static void test_messages(StoreEnv *t) {
         static const char odd[] = "quote \" backslash \\ slash / nl \n tab \t \xc3\xa9 \xf0\x9f\x98\x80 \x01 </script>";
-        char id[64], id2[64], odd_id[64], v[256];
+        char id[64], id2[64], odd_id[64];
         redisReply *r;
 
         reset(t);
@@ -944,39 +901,27 @@ static void test_messages(StoreEnv *t) {
         }
         ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:{r1}:log"), 3);
 
-        r = do_send(t, "99", "alice", "lost", 1000);
-        assert_error(r, "NOROOM");
-        freeReplyObject(r);
+        assert_error_free(do_send(t, "99", "alice", "lost", 1000), "NOROOM");
         assert_quiet(t);
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r99}:log"), 0);
 
         /* Edit: only by the author. */
-        r = do_edit(t, "1", id, "alice", "hello, edited");
-        assert_ok_status(r);
-        freeReplyObject(r);
+        assert_ok_free(do_edit(t, "1", id, "alice", "hello, edited"));
         expect_msgf(t, "mc:{r1}:ch", "[\"e\", \"%s\", \"alice\", \"hello, edited\"]", id);
-        sync_hget(v, sizeof v, "mc:{r1}:edits", id);
-        ASSERT_STREQ(v, "hello, edited");
+        assert_hget("mc:{r1}:edits", id, "hello, edited");
 
-        r = do_edit(t, "1", id, "bob", "bob was here");
-        assert_error(r, "FORBIDDEN");
-        freeReplyObject(r);
+        assert_error_free(do_edit(t, "1", id, "bob", "bob was here"), "FORBIDDEN");
         assert_quiet(t);
-        sync_hget(v, sizeof v, "mc:{r1}:edits", id);
-        ASSERT_STREQ(v, "hello, edited");
+        assert_hget("mc:{r1}:edits", id, "hello, edited");
 
-        r = do_edit(t, "1", "1-1", "alice", "x");
-        assert_error(r, "NOTFOUND");
-        freeReplyObject(r);
+        assert_error_free(do_edit(t, "1", "1-1", "alice", "x"), "NOTFOUND");
         r = do_edit(t, "99", id, "alice", "x");
         assert_error(r, "NOROOM");
         freeReplyObject(r);
         assert_quiet(t);
 
         /* Edit an edit, with text that needs escaping. */
-        r = do_edit(t, "1", id, "alice", odd);
-        assert_ok_status(r);
-        freeReplyObject(r);
+        assert_ok_free(do_edit(t, "1", id, "alice", odd));
         {
                 _cleanup_(json_decrefp) json_t *expect = json_pack("[s s s s]", "e", id, "alice", odd);
                 _cleanup_(json_decrefp) json_t *got = NULL;
@@ -988,21 +933,15 @@ static void test_messages(StoreEnv *t) {
         }
 
         /* Delete: only by the author, then gone. */
-        r = do_edit(t, "1", id, "bob", NULL);
-        assert_error(r, "FORBIDDEN");
-        freeReplyObject(r);
+        assert_error_free(do_edit(t, "1", id, "bob", NULL), "FORBIDDEN");
         assert_quiet(t);
         ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:{r1}:log"), 3);
 
-        r = do_edit(t, "1", id, "alice", NULL);
-        assert_ok_status(r);
-        freeReplyObject(r);
+        assert_ok_free(do_edit(t, "1", id, "alice", NULL));
         expect_msgf(t, "mc:{r1}:ch", "[\"d\", \"%s\"]", id);
         ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:{r1}:log"), 2);
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:edits %s", id), 0);
-        r = do_edit(t, "1", id, "alice", "again");
-        assert_error(r, "NOTFOUND");
-        freeReplyObject(r);
+        assert_error_free(do_edit(t, "1", id, "alice", "again"), "NOTFOUND");
         r = do_edit(t, "1", id, "alice", NULL);
         assert_error(r, "NOTFOUND");
         freeReplyObject(r);
@@ -1014,31 +953,23 @@ static void test_messages(StoreEnv *t) {
         freeReplyObject(r);
 
         /* Deleting a room takes its log, edits and presence with it. */
-        r = do_edit(t, "1", id2, "bob", "edited before the end");
-        assert_ok_status(r);
-        freeReplyObject(r);
+        assert_ok_free(do_edit(t, "1", id2, "bob", "edited before the end"));
         expect_msgf(t, "mc:{r1}:ch", "[\"e\", \"%s\", \"bob\", \"edited before the end\"]", id2);
         r = do_join(t, "d1", "1", "alice", NULL, 1);
         freeReplyObject(r);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"alice\", 1, 1]");
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:log mc:{r1}:edits mc:{r1}:users"), 3);
-        r = do_delete(t, "1");
-        assert_ok_status(r);
-        freeReplyObject(r);
+        assert_ok_free(do_delete(t, "1"));
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"deleted\", \"1\"]");
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"rooms\"]");
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:log mc:{r1}:edits mc:{r1}:users"), 0);
 
         /* Afterwards everything about it is refused and creates nothing. */
-        r = do_send(t, "1", "alice", "anyone?", 1000);
-        assert_error(r, "NOROOM");
-        freeReplyObject(r);
+        assert_error_free(do_send(t, "1", "alice", "anyone?", 1000), "NOROOM");
         r = do_edit(t, "1", id2, "bob", "x");
         assert_error(r, "NOROOM");
         freeReplyObject(r);
-        r = do_history(t, "1", NULL, 10);
-        assert_error(r, "NOROOM");
-        freeReplyObject(r);
+        assert_error_free(do_history(t, "1", NULL, 10), "NOROOM");
         r = do_join(t, "d1", "1", "bob", NULL, 10);
         assert_error(r, "NOROOM");
         freeReplyObject(r);
@@ -1072,9 +1003,7 @@ static void test_history(StoreEnv *t) {
                 if (i > 0)
                         ASSERT_TRUE(id_cmp(ids[i - 1], ids[i]) < 0);
         }
-        r = do_edit(t, "1", ids[3], "alice", "m4 edited");
-        assert_ok_status(r);
-        freeReplyObject(r);
+        assert_ok_free(do_edit(t, "1", ids[3], "alice", "m4 edited"));
         (void) store_env_next_msg(t, 3 * SEC);
 
 /* Selects ids/texts a..b (1-based message numbers), in that direction. */
@@ -1147,9 +1076,7 @@ static void test_history(StoreEnv *t) {
         assert_int(r->element[2], 1);
         freeReplyObject(r);
 
-        r = do_history(t, "99", NULL, 5);
-        assert_error(r, "NOROOM");
-        freeReplyObject(r);
+        assert_error_free(do_history(t, "99", NULL, 5), "NOROOM");
 
         /* since: [[entries oldest first], [edits], more, gap, last generated id] */
         r = do_since(t, "1", ids[4], 100);
@@ -1413,9 +1340,6 @@ static void test_trim(StoreEnv *t) {
 }
 
 static void test_reap(StoreEnv *t) {
-        char v[64];
-        redisReply *r;
-
         reset(t);
         create_room(t, "One", "1");
         create_room(t, "Two", "2");
@@ -1439,8 +1363,7 @@ static void test_reap(StoreEnv *t) {
         for (unsigned i = 0; i < 6; i++)
                 (void) store_env_next_msg(t, 3 * SEC);
         assert_quiet(t);
-        sync_hget(v, sizeof v, "mc:{r1}:users", "alice");
-        ASSERT_STREQ(v, "3");
+        assert_hget("mc:{r1}:users", "alice", "3");
 
         ASSERT_INT_EQ(do_reap(t, NULL), 1);
         {
@@ -1452,10 +1375,8 @@ static void test_reap(StoreEnv *t) {
                 expect_msgs_unordered(t, ELEMENTSOF(events), STORE_EVENTS_CHANNEL, events);
         }
         assert_quiet(t);
-        sync_hget(v, sizeof v, "mc:{r1}:users", "alice");
-        ASSERT_STREQ(v, "1");
-        sync_hget(v, sizeof v, "mc:{r1}:users", "bob");
-        ASSERT_STREQ(v, "1");
+        assert_hget("mc:{r1}:users", "alice", "1");
+        assert_hget("mc:{r1}:users", "bob", "1");
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:users carol"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r2}:users"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:d:dead mc:{r2}:d:dead mc:daemon:dead:rooms"), 0);
@@ -1470,12 +1391,9 @@ static void test_reap(StoreEnv *t) {
         assert_quiet(t);
 
         /* The reaped daemon's late leave changes nothing. */
-        r = do_leave(t, "dead", "1", "alice");
-        assert_int(r, 0);
-        freeReplyObject(r);
+        assert_int_free(do_leave(t, "dead", "1", "alice"), 0);
         assert_quiet(t);
-        sync_hget(v, sizeof v, "mc:{r1}:users", "alice");
-        ASSERT_STREQ(v, "1");
+        assert_hget("mc:{r1}:users", "alice", "1");
 
         /* A clean shutdown gives back this daemon's presence, heartbeat or not. */
         ASSERT_INT_EQ(do_reap(t, "live"), 1);
@@ -1501,8 +1419,7 @@ static void test_reap(StoreEnv *t) {
         assert_quiet(t);
         ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons ghost"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons live"), 1);
-        sync_hget(v, sizeof v, "mc:{r1}:users", "bob");
-        ASSERT_STREQ(v, "1");
+        assert_hget("mc:{r1}:users", "bob", "1");
 }
 
 /* The scripts survive a SCRIPT FLUSH (NOSCRIPT → EVAL). */
@@ -1554,7 +1471,7 @@ static void test_odd_ids(StoreEnv *t) {
                 "99999999999999999999-0",                       /* ms > UINT64_MAX */
                 "18446744073709551615-18446744073709551615",    /* no id after it */
         };
-        char id[64], v[64];
+        char id[64];
         redisReply *r;
 
         reset(t);
@@ -1576,8 +1493,7 @@ static void test_odd_ids(StoreEnv *t) {
                  * membership on an error reply without a leave): nothing
                  * published, nothing kept. */
                 ASSERT_TRUE(quiet(t));
-                sync_hget(v, sizeof v, "mc:{r1}:users", "mallory");
-                ASSERT_STREQ(v, "");
+                assert_hget("mc:{r1}:users", "mallory", "");
                 freeReplyObject(r);
         }
 
@@ -1593,9 +1509,7 @@ static void test_odd_ids(StoreEnv *t) {
         freeReplyObject(r);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"zoe\", 1, 1]");
 
-        r = do_edit(t, "1", "99999999999999999999-0", "alice", "x");
-        assert_error(r, "NOTFOUND");
-        freeReplyObject(r);
+        assert_error_free(do_edit(t, "1", "99999999999999999999-0", "alice", "x"), "NOTFOUND");
 
         r = do_history(t, "1", "0-0", 10);
         ASSERT_INT_EQ(r->type, REDIS_REPLY_ARRAY);
@@ -1608,33 +1522,23 @@ static void test_odd_ids(StoreEnv *t) {
 /* ---- version 2: a user's rooms, read markers and unread counts ---- */
 
 static redisReply *do_join_v2(StoreEnv *t, const char *room, const char *user, unsigned max) {
-        PendingReply p = {};
-        ASSERT_OK(store_join_v2(t->cmd, "d1", room, user, NULL, 10, max, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_join_v2, t->cmd, "d1", room, user, NULL, 10, max);
 }
 
 static redisReply *do_unread(StoreEnv *t, const char *room, const char *user) {
-        PendingReply p = {};
-        ASSERT_OK(store_unread(t->cmd, room, user, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_unread, t->cmd, room, user);
 }
 
 static redisReply *do_read(StoreEnv *t, const char *room, const char *user, const char *id) {
-        PendingReply p = {};
-        ASSERT_OK(store_read(t->cmd, room, user, id, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_read, t->cmd, room, user, id);
 }
 
 static redisReply *do_user_rooms(StoreEnv *t, const char *user) {
-        PendingReply p = {};
-        ASSERT_OK(store_user_rooms(t->cmd, user, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_user_rooms, t->cmd, user);
 }
 
 static redisReply *do_user_leave(StoreEnv *t, const char *user, const char *room, const char *reason) {
-        PendingReply p = {};
-        ASSERT_OK(store_user_leave(t->cmd, user, room, reason, store_env_on_reply, &p));
-        return store_env_wait_reply(t->event, &p);
+        return STORE_ENV_CALL(t->event, store_user_leave, t->cmd, user, room, reason);
 }
 
 static void assert_read_state(const redisReply *r, const char *marker, unsigned unread, unsigned mentions) {
@@ -1655,7 +1559,7 @@ static void assert_rooms(const redisReply *r, size_t n, const char *const *ids) 
 
 static void test_user_rooms(StoreEnv *t) {
         _cleanup_(freeReplyObjectp) redisReply *sent = NULL;
-        char first[64], v[64];
+        char first[64];
         StoreJoinReply j;
         redisReply *r;
 
@@ -1678,9 +1582,7 @@ static void test_user_rooms(StoreEnv *t) {
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"2\", \"alice\", 1, 1]");
 
         /* A third is refused before anything changes. */
-        r = do_join_v2(t, "3", "alice", 2);
-        assert_error(r, "FULL");
-        freeReplyObject(r);
+        assert_error_free(do_join_v2(t, "3", "alice", 2), "FULL");
         assert_quiet(t);
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r3}:users"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{ualice}:rooms 3"), 0);
@@ -1695,8 +1597,7 @@ static void test_user_rooms(StoreEnv *t) {
         /* The writer's marker moves to what they wrote. */
         send_msg(t, "1", "alice", "first", 100, first);
         barrier(t);
-        sync_hget(v, sizeof v, "mc:{ualice}:rooms", "1");
-        ASSERT_STREQ(v, first);
+        assert_hget("mc:{ualice}:rooms", "1", first);
         expect_msgf(t, STORE_EVENTS_CHANNEL, "[\"ur\", \"alice\", \"1\", \"%s\"]", first);
 
         /* Someone else's message, mentioning alice: unread 1, mentions 1. */
@@ -1712,21 +1613,15 @@ static void test_user_rooms(StoreEnv *t) {
         assert_read_state(r, first, 1, 1);
         freeReplyObject(r);
 
-        r = do_read(t, "1", "alice", sent->str);
-        assert_int(r, 1);
-        freeReplyObject(r);
+        assert_int_free(do_read(t, "1", "alice", sent->str), 1);
         expect_msgf(t, STORE_EVENTS_CHANNEL, "[\"ur\", \"alice\", \"1\", \"%s\"]", sent->str);
         r = do_unread(t, "1", "alice");
         assert_read_state(r, sent->str, 0, 0);
         freeReplyObject(r);
 
         /* Markers never move back; a room not the user's has none. */
-        r = do_read(t, "1", "alice", first);
-        assert_int(r, 0);
-        freeReplyObject(r);
-        r = do_read(t, "3", "alice", first);
-        assert_error(r, "NOTJOINED");
-        freeReplyObject(r);
+        assert_int_free(do_read(t, "1", "alice", first), 0);
+        assert_error_free(do_read(t, "3", "alice", first), "NOTJOINED");
         r = do_unread(t, "3", "alice");
         assert_error(r, "NOTJOINED");
         freeReplyObject(r);
@@ -1736,9 +1631,7 @@ static void test_user_rooms(StoreEnv *t) {
         r = do_user_rooms(t, "alice");
         assert_rooms(r, 2, (const char *[]) { "1", "2" });
         freeReplyObject(r);
-        r = do_delete(t, "2");
-        assert_ok_status(r);
-        freeReplyObject(r);
+        assert_ok_free(do_delete(t, "2"));
         drain(t);
         r = do_user_rooms(t, "alice");
         assert_rooms(r, 1, (const char *[]) { "1" });
@@ -1773,13 +1666,9 @@ static void test_user_rooms(StoreEnv *t) {
         }
 
         /* Leaving the user's room: once. */
-        r = do_user_leave(t, "alice", "1", "");
-        assert_int(r, 1);
-        freeReplyObject(r);
+        assert_int_free(do_user_leave(t, "alice", "1", ""), 1);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"ul\", \"alice\", \"1\", \"\"]");
-        r = do_user_leave(t, "alice", "1", "");
-        assert_int(r, 0);
-        freeReplyObject(r);
+        assert_int_free(do_user_leave(t, "alice", "1", ""), 0);
         assert_quiet(t);
         r = do_user_rooms(t, "alice");
         assert_rooms(r, 0, NULL);
