@@ -20,14 +20,13 @@
 #include "store/migrate.h"
 #include "store/session.h"
 #include "store/store.h"
+#include "store/test-store-env.h"
 #include "test/test-redis-server.h"
 #include "test/test.h"
 
 #define MSEC USEC_PER_MSEC
 #define SEC USEC_PER_SEC
 #define SESSION_ID "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-
-DEFINE_CLEANUP_FUNC(redisReply *, freeReplyObject);
 
 static sd_event *event;
 
@@ -53,14 +52,6 @@ static void on_migrated(Migrate *m, int error, void *userdata) {
         c->error = error;
 }
 
-static void run_until(const bool *done, uint64_t timeout) {
-        uint64_t end = now_usec(CLOCK_MONOTONIC) + timeout;
-
-        while (!*done && now_usec(CLOCK_MONOTONIC) < end)
-                ASSERT_OK(sd_event_run(event, 50 * MSEC));
-        ASSERT_TRUE(*done);
-}
-
 static void client_open(Client *c, const TestRedis *server, const char *daemon_id) {
         _cleanup_free_ char *url = NULL;
 
@@ -68,56 +59,13 @@ static void client_open(Client *c, const TestRedis *server, const char *daemon_i
         ASSERT_TRUE(asprintf(&url, "unix:%s", server->sock) >= 0);
         ASSERT_OK(redis_new(&c->redis, event, url, on_state, NULL, c));
         ASSERT_OK(redis_start(c->redis));
-        run_until(&c->up, 5 * SEC);
+        store_env_run_until(event, &c->up, 5 * SEC);
         ASSERT_OK(migrate_new(&c->migrate, event, c->redis, daemon_id, on_migrated, c));
 }
 
 static void client_close(Client *c) {
         c->redis = redis_free(c->redis);
         c->migrate = migrate_free(c->migrate);
-}
-
-/* ---- replies ---- */
-
-typedef struct Pending {
-        bool done;
-        redisReply *reply;
-} Pending;
-
-static redisReply *reply_dup(const redisReply *r) {
-        redisReply *c = calloc(1, sizeof *c);
-
-        ASSERT_NOT_NULL(c);
-        c->type = r->type;
-        c->integer = r->integer;
-        if (r->str) {
-                c->str = malloc(r->len + 1);
-                ASSERT_NOT_NULL(c->str);
-                memcpy(c->str, r->str, r->len + 1);
-                c->len = r->len;
-        }
-        if (r->type == REDIS_REPLY_ARRAY) {
-                c->elements = r->elements;
-                c->element = calloc(MAX(r->elements, (size_t) 1), sizeof(redisReply *));
-                ASSERT_NOT_NULL(c->element);
-                for (size_t i = 0; i < r->elements; i++)
-                        c->element[i] = reply_dup(r->element[i]);
-        }
-        return c;
-}
-
-static void on_reply(Redis *r, const redisReply *reply, void *userdata) {
-        Pending *p = userdata;
-
-        ASSERT_FALSE(p->done);
-        p->done = true;
-        ASSERT_NOT_NULL(reply);
-        p->reply = reply_dup(reply);
-}
-
-static redisReply *wait_reply(Pending *p) {
-        run_until(&p->done, 5 * SEC);
-        return TAKE_PTR(p->reply);
 }
 
 /* ---- the first layout, written as its scripts wrote it ---- */
@@ -188,18 +136,13 @@ static void check_new(const TestRedis *s, Client *c, const OldData *d) {
         StoreReadState rs;
         StoreJoinReply j;
         StoreEntry e;
-        Pending p;
         int session = 1;
 
-        p = (Pending) {};
-        ASSERT_OK(store_load_rooms(c->redis, on_reply, &p));
-        rooms = wait_reply(&p);
+        rooms = STORE_ENV_CALL(event, store_load_rooms, c->redis);
         ASSERT_INT_EQ(rooms->type, REDIS_REPLY_ARRAY);
         ASSERT_INT_EQ(rooms->elements, 4);
 
-        p = (Pending) {};
-        ASSERT_OK(store_history(c->redis, "1", NULL, 10, on_reply, &p));
-        hist = wait_reply(&p);
+        hist = STORE_ENV_CALL(event, store_history, c->redis, "1", NULL, 10);
         ASSERT_OK(store_parse_history_reply(hist, &h));
         ASSERT_TRUE(h.complete);
         ASSERT_INT_EQ(store_entries_count(&h.history), 2);     /* the deleted one stays deleted */
@@ -212,48 +155,36 @@ static void check_new(const TestRedis *s, Client *c, const OldData *d) {
         ASSERT_STREQ(e.text, "hello, edited");
         ASSERT_TRUE(e.edited);
 
-        p = (Pending) {};
-        ASSERT_OK(store_user_rooms(c->redis, "alice", on_reply, &p));
-        mine = wait_reply(&p);
+        mine = STORE_ENV_CALL(event, store_user_rooms, c->redis, "alice");
         ASSERT_INT_EQ(mine->type, REDIS_REPLY_ARRAY);
         ASSERT_INT_EQ(mine->elements, 2);
         ASSERT_STREQ(mine->element[0]->str, "1");
         ASSERT_STREQ(mine->element[1]->str, "2");
 
         /* alice read up to "hello": bob's mention is unread. */
-        p = (Pending) {};
-        ASSERT_OK(store_unread(c->redis, "1", "alice", on_reply, &p));
-        unread = wait_reply(&p);
+        unread = STORE_ENV_CALL(event, store_unread, c->redis, "1", "alice");
         ASSERT_OK(store_parse_unread_reply(unread, &rs));
         ASSERT_STREQ(rs.read, d->hello);
         ASSERT_INT_EQ(rs.unread, 1);
         ASSERT_INT_EQ(rs.mentions, 1);
 
         /* A retried send still finds its first answer. */
-        p = (Pending) {};
-        ASSERT_OK(store_send(c->redis, "1", "alice", "hello", "r-1", 5000, on_reply, &p));
-        ref = wait_reply(&p);
+        ref = STORE_ENV_CALL(event, store_send, c->redis, "1", "alice", "hello", "r-1", 5000);
         ASSERT_INT_EQ(ref->type, REDIS_REPLY_STRING);
         ASSERT_STREQ(ref->str, d->hello);
 
         /* The room works; the stopped daemon's presence is gone. */
-        p = (Pending) {};
-        ASSERT_OK(store_join(c->redis, "new", "1", "bob", NULL, 5, on_reply, &p));
-        join = wait_reply(&p);
+        join = STORE_ENV_CALL(event, store_join, c->redis, "new", "1", "bob", NULL, 5);
         ASSERT_OK(store_parse_join_reply(join, &j));
         ASSERT_INT_EQ(j.connections, 1);
         ASSERT_STREQ(j.tip, d->mention);
-        p = (Pending) {};
-        ASSERT_OK(store_load_presence(c->redis, "1", on_reply, &p));
-        presence = wait_reply(&p);
+        presence = STORE_ENV_CALL(event, store_load_presence, c->redis, "1");
         ASSERT_INT_EQ(presence->type, REDIS_REPLY_ARRAY);
         ASSERT_INT_EQ(presence->elements, 2);
         ASSERT_STREQ(presence->element[0]->str, "bob");
 
         /* Room ids go on from where they were. */
-        p = (Pending) {};
-        ASSERT_OK(store_create_room(c->redis, "New", false, on_reply, &p));
-        created = wait_reply(&p);
+        created = STORE_ENV_CALL(event, store_create_room, c->redis, "New", false);
         ASSERT_INT_EQ(created->type, REDIS_REPLY_STRING);
         ASSERT_STREQ(created->str, "3");
 
@@ -333,19 +264,24 @@ static void test_names(void) {
         }
 }
 
+/* First-layout data, and two daemons on it that have not started. */
+static void open_two_on_old(const TestRedis *s, Client *a, Client *b, OldData *d) {
+        write_old(s, d);
+        client_open(a, s, "daemon-a");
+        client_open(b, s, "daemon-b");
+}
+
 /* Two daemons start at once on first-layout data: one migrates, both end
  * at layout 2, and everything is there. */
 static void test_two_at_once(const TestRedis *s) {
         Client a, b;
         OldData d;
 
-        write_old(s, &d);
-        client_open(&a, s, "daemon-a");
-        client_open(&b, s, "daemon-b");
+        open_two_on_old(s, &a, &b, &d);
         ASSERT_OK(migrate_start(a.migrate));
         ASSERT_OK(migrate_start(b.migrate));
-        run_until(&a.done, 10 * SEC);
-        run_until(&b.done, 10 * SEC);
+        store_env_run_until(event, &a.done, 10 * SEC);
+        store_env_run_until(event, &b.done, 10 * SEC);
         ASSERT_OK(a.error);
         ASSERT_OK(b.error);
         ASSERT_INT_EQ(migrate_state(a.migrate), MIGRATE_DONE);
@@ -359,7 +295,7 @@ static void test_two_at_once(const TestRedis *s) {
         /* Once done, never again: a restart only reads mc:schema. */
         a.done = false;
         ASSERT_OK(migrate_start(a.migrate));
-        run_until(&a.done, 5 * SEC);
+        store_env_run_until(event, &a.done, 5 * SEC);
         ASSERT_OK(a.error);
         ASSERT_FALSE(migrate_did_migrate(a.migrate));
         ASSERT_FALSE(migrate_waited(a.migrate));
@@ -389,7 +325,7 @@ static void test_resume(const TestRedis *s) {
         ASSERT_INT_EQ(migrate_state(c.migrate), MIGRATE_WAITING);
         ASSERT_STREQ(migrate_state_to_string(migrate_state(c.migrate)),
                      "waiting for another daemon to migrate the data to key layout 2");
-        run_until(&c.done, 10 * SEC);
+        store_env_run_until(event, &c.done, 10 * SEC);
         ASSERT_OK(c.error);
         ASSERT_TRUE(now_usec(CLOCK_MONOTONIC) - start >= 500 * MSEC);
         ASSERT_TRUE(migrate_did_migrate(c.migrate));
@@ -404,9 +340,7 @@ static void test_holder_killed(const TestRedis *s) {
         Client a, b;
         OldData d;
 
-        write_old(s, &d);
-        client_open(&a, s, "daemon-a");
-        client_open(&b, s, "daemon-b");
+        open_two_on_old(s, &a, &b, &d);
         ASSERT_OK(migrate_start(a.migrate));
         while (migrate_state(a.migrate) != MIGRATE_MIGRATING && !a.done)
                 ASSERT_OK(sd_event_run(event, 1 * MSEC));
@@ -417,7 +351,7 @@ static void test_holder_killed(const TestRedis *s) {
         while (migrate_state(b.migrate) == MIGRATE_CHECKING)
                 ASSERT_OK(sd_event_run(event, 50 * MSEC));
         ASSERT_INT_EQ(migrate_state(b.migrate), MIGRATE_WAITING);
-        run_until(&b.done, MIGRATE_LOCK_MSEC * MSEC + 5 * SEC);
+        store_env_run_until(event, &b.done, MIGRATE_LOCK_MSEC * MSEC + 5 * SEC);
         ASSERT_OK(b.error);
         ASSERT_TRUE(migrate_did_migrate(b.migrate));
         check_new(s, &b, &d);
@@ -431,7 +365,7 @@ static void test_fresh_and_newer(const TestRedis *s) {
         freeReplyObject(test_redis_command(s, "FLUSHALL"));
         client_open(&c, s, "daemon-c");
         ASSERT_OK(migrate_start(c.migrate));
-        run_until(&c.done, 5 * SEC);
+        store_env_run_until(event, &c.done, 5 * SEC);
         ASSERT_OK(c.error);
         assert_schema(s, "2");
         ASSERT_INT_EQ(test_redis_integer(s, "DBSIZE"), 1);
@@ -439,14 +373,14 @@ static void test_fresh_and_newer(const TestRedis *s) {
         freeReplyObject(test_redis_command(s, "SET mc:schema 3"));
         c.done = false;
         ASSERT_OK(migrate_start(c.migrate));
-        run_until(&c.done, 5 * SEC);
+        store_env_run_until(event, &c.done, 5 * SEC);
         ASSERT_ERROR(c.error, EMEDIUMTYPE);
         ASSERT_INT_EQ(migrate_state(c.migrate), MIGRATE_REFUSED);
         ASSERT_TRUE(strstr(migrate_refusal(c.migrate), "layout 3") != NULL);
         freeReplyObject(test_redis_command(s, "SET mc:schema 2x"));
         c.done = false;
         ASSERT_OK(migrate_start(c.migrate));
-        run_until(&c.done, 5 * SEC);
+        store_env_run_until(event, &c.done, 5 * SEC);
         ASSERT_ERROR(c.error, EMEDIUMTYPE);
         client_close(&c);
 }
@@ -463,7 +397,7 @@ static void test_connection_lost(TestRedis *s) {
         while (migrate_state(c.migrate) != MIGRATE_MIGRATING && !c.done)
                 ASSERT_OK(sd_event_run(event, 1 * MSEC));
         test_redis_kill(s);
-        run_until(&c.done, 10 * SEC);
+        store_env_run_until(event, &c.done, 10 * SEC);
         ASSERT_TRUE(c.error < 0);
         ASSERT_INT_EQ(migrate_state(c.migrate), MIGRATE_FAILED);
         client_close(&c);
@@ -495,7 +429,7 @@ static void test_cluster(void) {
         freeReplyObject(test_redis_command(&s, "SET mc:rooms:seq 4"));
         client_open(&c, &s, "daemon-c");
         ASSERT_OK(migrate_start(c.migrate));
-        run_until(&c.done, 5 * SEC);
+        store_env_run_until(event, &c.done, 5 * SEC);
         ASSERT_ERROR(c.error, EMEDIUMTYPE);
         ASSERT_TRUE(strstr(migrate_refusal(c.migrate), "cluster") != NULL);
         ASSERT_INT_EQ(test_redis_integer(&s, "EXISTS mc:schema"), 0);
@@ -503,7 +437,7 @@ static void test_cluster(void) {
         freeReplyObject(test_redis_command(&s, "DEL mc:rooms:seq"));
         c.done = false;
         ASSERT_OK(migrate_start(c.migrate));
-        run_until(&c.done, 5 * SEC);
+        store_env_run_until(event, &c.done, 5 * SEC);
         ASSERT_OK(c.error);
         ASSERT_FALSE(migrate_did_migrate(c.migrate));
         assert_schema(&s, "2");
@@ -513,20 +447,14 @@ static void test_cluster(void) {
 
 int main(void) {
         TestRedis server = {};
-        int r;
 
         alarm(120);
         (void) signal(SIGPIPE, SIG_IGN);
 
         test_names();
 
-        r = test_redis_init(&server, "redis.sock");
-        if (r == -ENOENT) {
-                fprintf(stderr, "redis-server not found (Debian package redis-server), skipping\n");
+        if (store_env_server_start(&server) == -ENOENT)
                 return EXIT_TEST_SKIP;
-        }
-        ASSERT_OK(r);
-        ASSERT_OK(test_redis_start(&server));
         ASSERT_OK(sd_event_new(&event));
 
         test_two_at_once(&server);

@@ -16,6 +16,7 @@
 #include "basic/macro.h"
 #include "redis/redis.h"
 #include "store/session.h"
+#include "store/test-store-env.h"
 #include "test/test-redis-server.h"
 #include "test/test.h"
 
@@ -461,6 +462,17 @@ static void expect_malformed(Test *t, const char *id, bool deleted) {
         }
 }
 
+/* A new session whose key only fmt wrote (with the key, then arg). */
+static void expect_malformed_written(Test *t, const char *fmt, const char *arg) {
+        char id[SESSION_ID_MAX + 1];
+        _cleanup_free_ char *key = NULL;
+
+        ASSERT_OK(session_id_generate(id));
+        key = key_of(id);
+        freeReplyObject(test_redis_command(&server, fmt, key, arg));
+        expect_malformed(t, id, true);
+}
+
 static void plant(const char *id, const char *user, const char *uid, const char *staff,
                   const char *csrf, const char *created) {
         _cleanup_free_ char *key = key_of(id);
@@ -531,24 +543,11 @@ static void test_malformed(Test *t) {
         key = mfree(key);
 
         /* Fields missing. */
-        ASSERT_OK(session_id_generate(id));
-        key = key_of(id);
-        freeReplyObject(test_redis_command(&server, "HSET %s user dave", key));
-        expect_malformed(t, id, true);
-        key = mfree(key);
-
-        ASSERT_OK(session_id_generate(id));
-        key = key_of(id);
-        freeReplyObject(test_redis_command(&server, "HSET %s user dave uid 1 staff 0 csrf %s", key, csrf));
-        expect_malformed(t, id, true);
-        key = mfree(key);
+        expect_malformed_written(t, "HSET %s user dave", NULL);
+        expect_malformed_written(t, "HSET %s user dave uid 1 staff 0 csrf %s", csrf);
 
         /* Keys of other types in our namespace. */
-        ASSERT_OK(session_id_generate(id));
-        key = key_of(id);
-        freeReplyObject(test_redis_command(&server, "SET %s hello", key));
-        expect_malformed(t, id, true);
-        key = mfree(key);
+        expect_malformed_written(t, "SET %s hello", NULL);
 
         ASSERT_OK(session_id_generate(id));
         key = key_of(id);
@@ -622,18 +621,12 @@ static void test_redis_gone(Test *t) {
 
 int main(void) {
         Test t = {};
-        int r;
 
         test_tokens();
         test_user();
 
-        r = test_redis_init(&server, "redis.sock");
-        if (r == -ENOENT) {
-                fprintf(stderr, "redis-server not found (Debian package redis-server), skipping the store tests\n");
+        if (store_env_server_start(&server) == -ENOENT)
                 return EXIT_TEST_SKIP;
-        }
-        ASSERT_OK(r);
-        ASSERT_OK(test_redis_start(&server));
 
         ASSERT_OK(sd_event_new(&t.event));
         connect_redis(&t);

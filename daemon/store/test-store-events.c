@@ -15,30 +15,17 @@
 #include <hiredis/hiredis.h>
 
 #include "basic/macro.h"
+#include "basic/time-util.h"
 #include "redis/redis.h"
 #include "store/store.h"
 #include "wire/events.h"
+#include "store/test-store-env.h"
 #include "test/test-redis-server.h"
 #include "test/test.h"
 
-#define MSEC 1000ULL
-#define SEC 1000000ULL
+#define SEC USEC_PER_SEC
 
 static TestRedis server;
-
-typedef struct Msg {
-        char *channel;
-        char *data;
-        size_t len;
-} Msg;
-
-typedef struct Test {
-        sd_event *event;
-        Redis *cmd, *sub;
-        bool cmd_up, sub_up;
-        Msg *msgs;
-        size_t n_msgs, n_allocated, consumed;
-} Test;
 
 typedef struct Pending {
         bool done;
@@ -46,36 +33,6 @@ typedef struct Pending {
         char str[128];
         long long integer;
 } Pending;
-
-static uint64_t mono_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * SEC + (uint64_t) ts.tv_nsec / 1000;
-}
-
-static void on_state(Redis *r, bool connected, void *userdata) {
-        Test *t = userdata;
-
-        if (r == t->cmd)
-                t->cmd_up = connected;
-        else
-                t->sub_up = connected;
-}
-
-static void on_message(Redis *r, const char *channel, const char *data, size_t len, void *userdata) {
-        Test *t = userdata;
-        Msg *m;
-
-        ASSERT_TRUE(GREEDY_REALLOC(t->msgs, t->n_allocated, t->n_msgs + 1));
-        m = &t->msgs[t->n_msgs++];
-        m->channel = strdup(channel);
-        m->data = malloc(len + 1);
-        ASSERT_TRUE(m->channel && m->data);
-        memcpy(m->data, data, len);
-        m->data[len] = 0;
-        m->len = len;
-}
 
 static void on_reply(Redis *r, const redisReply *reply, void *userdata) {
         Pending *p = userdata;
@@ -89,30 +46,17 @@ static void on_reply(Redis *r, const redisReply *reply, void *userdata) {
                 snprintf(p->str, sizeof p->str, "%s", reply->str);
 }
 
-static void run_until(Test *t, const bool *done) {
-        uint64_t end = mono_usec() + 5 * SEC;
-
-        while (!*done && mono_usec() < end)
-                ASSERT_OK(sd_event_run(t->event, 50 * MSEC));
-        ASSERT_TRUE(*done);
-}
-
-static void wait_ok(Test *t, Pending *p) {
-        run_until(t, &p->done);
+static void wait_ok(StoreEnv *t, Pending *p) {
+        store_env_run_until(t->event, &p->done, 5 * SEC);
         if (p->type == REDIS_REPLY_ERROR)
                 fprintf(stderr, "script failed: %s\n", p->str);
         ASSERT_TRUE(p->type != REDIS_REPLY_ERROR);
 }
 
 /* The next publication: on this channel, and a well-formed event. */
-static void next_event(Test *t, const char *channel, Event *ret) {
-        uint64_t end = mono_usec() + 5 * SEC;
-        const Msg *m;
+static void next_event(StoreEnv *t, const char *channel, Event *ret) {
+        const StoreMsg *m = store_env_next_msg(t, 5 * SEC);
 
-        while (t->consumed >= t->n_msgs && mono_usec() < end)
-                ASSERT_OK(sd_event_run(t->event, 50 * MSEC));
-        ASSERT_TRUE(t->consumed < t->n_msgs);
-        m = &t->msgs[t->consumed++];
         if (!streq(m->channel, channel) || event_parse(m->data, m->len, ret) < 0) {
                 fprintf(stderr, "expected an event on %s, got on %s: %.*s\n", channel, m->channel,
                         (int) m->len, m->data);
@@ -121,7 +65,7 @@ static void next_event(Test *t, const char *channel, Event *ret) {
 }
 
 /* Nothing else was published: a marker published now is what comes next. */
-static void assert_quiet(Test *t) {
+static void assert_quiet(StoreEnv *t) {
         static const char marker[] = "[\"rooms\"]";
         Pending p = {};
         Event e;
@@ -132,7 +76,7 @@ static void assert_quiet(Test *t) {
         event_done(&e);
 }
 
-static void expect_presence(Test *t, const char *room, const char *user, int64_t count, int change) {
+static void expect_presence(StoreEnv *t, const char *room, const char *user, int64_t count, int change) {
         Event e;
 
         next_event(t, STORE_EVENTS_CHANNEL, &e);
@@ -144,43 +88,32 @@ static void expect_presence(Test *t, const char *room, const char *user, int64_t
         event_done(&e);
 }
 
-static void expect_kind(Test *t, const char *channel, EventKind kind, Event *ret) {
+static void expect_kind(StoreEnv *t, const char *channel, EventKind kind, Event *ret) {
         next_event(t, channel, ret);
         ASSERT_INT_EQ(ret->kind, kind);
 }
 
-static void connect_all(Test *t) {
-        _cleanup_free_ char *url = NULL;
-        uint64_t end = mono_usec() + 5 * SEC;
-
-        ASSERT_TRUE(asprintf(&url, "unix:%s", server.sock) >= 0);
-        ASSERT_OK(redis_new(&t->cmd, t->event, url, on_state, NULL, t));
-        ASSERT_OK(redis_new(&t->sub, t->event, url, on_state, on_message, t));
-        ASSERT_OK(redis_subscribe(t->sub, STORE_EVENTS_CHANNEL));
+static void connect_all(StoreEnv *t) {
+        store_env_open(t, &server);
         ASSERT_OK(redis_subscribe(t->sub, "mc:marker"));
-        ASSERT_OK(redis_start(t->cmd));
-        ASSERT_OK(redis_start(t->sub));
-        while (!(t->cmd_up && t->sub_up) && mono_usec() < end)
-                ASSERT_OK(sd_event_run(t->event, 50 * MSEC));
-        ASSERT_TRUE(t->cmd_up && t->sub_up);
+        store_env_start(t);
 }
 
-/* Subscribes to a room's channel and waits until it is in effect. */
 static void on_barrier(Redis *r, bool ok, void *userdata) {
         *(bool *) userdata = ok;
 }
 
-static void subscribe_room(Test *t, const char *room) {
+static void subscribe_room(StoreEnv *t, const char *room) {
         char channel[64];
         bool done = false;
 
         ASSERT_OK(store_room_channel(room, channel, sizeof channel));
         ASSERT_OK(redis_ssubscribe(t->sub, channel));
         ASSERT_OK(redis_subscriber_barrier(t->sub, on_barrier, &done));
-        run_until(t, &done);
+        store_env_run_until(t->event, &done, 5 * SEC);
 }
 
-static void test_rooms(Test *t, char *ret_room, size_t size) {
+static void test_rooms(StoreEnv *t, char *ret_room, size_t size) {
         Pending p = {};
         Event e;
 
@@ -206,48 +139,51 @@ static void test_rooms(Test *t, char *ret_room, size_t size) {
         assert_quiet(t);
 }
 
-static void test_presence(Test *t, const char *room) {
-        char longest[USERNAME_MAX + 1];
+static void leave(StoreEnv *t, const char *daemon, const char *room, const char *user) {
         Pending p = {};
+
+        ASSERT_OK(store_leave(t->cmd, daemon, room, user, on_reply, &p));
+        wait_ok(t, &p);
+}
+
+/* A join or leave, and the presence change it publishes. */
+static void join_expect(StoreEnv *t, const char *daemon, const char *room, const char *user, int64_t count,
+                        int change) {
+        Pending p = {};
+
+        ASSERT_OK(store_join(t->cmd, daemon, room, user, NULL, 10, on_reply, &p));
+        wait_ok(t, &p);
+        expect_presence(t, room, user, count, change);
+}
+
+static void leave_expect(StoreEnv *t, const char *daemon, const char *room, const char *user, int64_t count,
+                         int change) {
+        leave(t, daemon, room, user);
+        expect_presence(t, room, user, count, change);
+}
+
+static void test_presence(StoreEnv *t, const char *room) {
+        char longest[USERNAME_MAX + 1];
 
         /* The longest username and one that cjson escapes. */
         memset(longest, 'x', USERNAME_MAX);
         longest[USERNAME_MAX] = 0;
 
-        ASSERT_OK(store_join(t->cmd, "d1", room, "o/neil", NULL, 10, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, "o/neil", 1, 1);
-        p = (Pending) {};
-        ASSERT_OK(store_join(t->cmd, "d2", room, "o/neil", NULL, 10, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, "o/neil", 2, 0);
-        p = (Pending) {};
-        ASSERT_OK(store_join(t->cmd, "d1", room, longest, NULL, 10, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, longest, 1, 1);
+        join_expect(t, "d1", room, "o/neil", 1, 1);
+        join_expect(t, "d2", room, "o/neil", 2, 0);
+        join_expect(t, "d1", room, longest, 1, 1);
 
-        p = (Pending) {};
-        ASSERT_OK(store_leave(t->cmd, "d1", room, "o/neil", on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, "o/neil", 1, 0);
-        p = (Pending) {};
-        ASSERT_OK(store_leave(t->cmd, "d2", room, "o/neil", on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, "o/neil", 0, -1);
+        leave_expect(t, "d1", room, "o/neil", 1, 0);
+        leave_expect(t, "d2", room, "o/neil", 0, -1);
         /* A leave that was never a join publishes nothing. */
-        p = (Pending) {};
-        ASSERT_OK(store_leave(t->cmd, "d2", room, "o/neil", on_reply, &p));
-        wait_ok(t, &p);
+        leave(t, "d2", room, "o/neil");
         assert_quiet(t);
 
-        p = (Pending) {};
-        ASSERT_OK(store_leave(t->cmd, "d1", room, longest, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, longest, 0, -1);
+        leave_expect(t, "d1", room, longest, 0, -1);
         assert_quiet(t);
 }
 
-static void test_messages(Test *t, const char *room) {
+static void test_messages(StoreEnv *t, const char *room) {
         static const char text[] = "line 1\nline 2\t\"quoted\" \\ / \xc3\xa9 \xf0\x9f\x98\x80 \x01";
         char channel[64], id[MESSAGE_ID_MAX + 1];
         Pending p = {};
@@ -279,7 +215,7 @@ static void test_messages(Test *t, const char *room) {
         /* Refused edits publish nothing. */
         p = (Pending) {};
         ASSERT_OK(store_edit(t->cmd, room, id, "mallory", "mine now", on_reply, &p));
-        run_until(t, &p.done);
+        store_env_run_until(t->event, &p.done, 5 * SEC);
         ASSERT_INT_EQ(p.type, REDIS_REPLY_ERROR);
         assert_quiet(t);
 
@@ -318,43 +254,31 @@ static void on_reaped(Redis *r, int error, unsigned n, void *userdata) {
         p->done = true;
 }
 
-static void test_reap(Test *t, const char *room) {
+static void test_reap(StoreEnv *t, const char *room) {
         Pending p = {};
 
         /* A daemon that joined and died: no heartbeat key. */
-        ASSERT_OK(store_join(t->cmd, "dead", room, "carol", NULL, 10, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, "carol", 1, 1);
-        p = (Pending) {};
-        ASSERT_OK(store_join(t->cmd, "dead", room, "carol", NULL, 10, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, "carol", 2, 0);
-        p = (Pending) {};
+        join_expect(t, "dead", room, "carol", 1, 1);
+        join_expect(t, "dead", room, "carol", 2, 0);
         ASSERT_OK(store_reap(t->cmd, NULL, on_reaped, &p));
-        run_until(t, &p.done);
+        store_env_run_until(t->event, &p.done, 5 * SEC);
         /* d1 and d2 have no heartbeat either: reaped, with nothing left to say. */
         ASSERT_INT_EQ(p.integer, 3);
         expect_presence(t, room, "carol", 0, -1);
         assert_quiet(t);
 
         /* A daemon that retires itself, with a user another daemon holds too. */
-        p = (Pending) {};
-        ASSERT_OK(store_join(t->cmd, "alive", room, "dan", NULL, 10, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, "dan", 1, 1);
-        p = (Pending) {};
-        ASSERT_OK(store_join(t->cmd, "other", room, "dan", NULL, 10, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, room, "dan", 2, 0);
+        join_expect(t, "alive", room, "dan", 1, 1);
+        join_expect(t, "other", room, "dan", 2, 0);
         ASSERT_OK(store_heartbeat(t->cmd, "other"));
         p = (Pending) {};
         ASSERT_OK(store_reap(t->cmd, "alive", on_reaped, &p));
-        run_until(t, &p.done);
+        store_env_run_until(t->event, &p.done, 5 * SEC);
         expect_presence(t, room, "dan", 1, 0);
         assert_quiet(t);
 }
 
-static void test_delete(Test *t, const char *room) {
+static void test_delete(StoreEnv *t, const char *room) {
         Pending p = {};
         Event e;
 
@@ -370,7 +294,7 @@ static void test_delete(Test *t, const char *room) {
 
 /* Room ids are decimal strings however far the counter got: Lua numbers
  * are doubles, printed with 14 significant digits ("1e+14"). */
-static void create_at(Test *t, const char *seq, const char *want) {
+static void create_at(StoreEnv *t, const char *seq, const char *want) {
         Pending p = {};
         Event e;
 
@@ -380,22 +304,11 @@ static void create_at(Test *t, const char *seq, const char *want) {
         ASSERT_STREQ(p.str, want);
         expect_kind(t, STORE_EVENTS_CHANNEL, EVENT_ROOMS, &e);
         event_done(&e);
-        p = (Pending) {};
-        ASSERT_OK(store_join(t->cmd, "d1", want, "eve", NULL, 10, on_reply, &p));
-        wait_ok(t, &p);
-        expect_presence(t, want, "eve", 1, 1);
-        p = (Pending) {};
-        ASSERT_OK(store_delete_room(t->cmd, want, on_reply, &p));
-        wait_ok(t, &p);
-        expect_kind(t, STORE_EVENTS_CHANNEL, EVENT_ROOM_DELETED, &e);
-        ASSERT_STREQ(e.room, want);
-        event_done(&e);
-        expect_kind(t, STORE_EVENTS_CHANNEL, EVENT_ROOMS, &e);
-        event_done(&e);
-        assert_quiet(t);
+        join_expect(t, "d1", want, "eve", 1, 1);
+        test_delete(t, want);
 }
 
-static void test_big_room_ids(Test *t) {
+static void test_big_room_ids(StoreEnv *t) {
         create_at(t, "99999999999999", "100000000000000");
         create_at(t, "9007199254740992", "9007199254740993");
         /* As far as INCR counts. */
@@ -404,20 +317,13 @@ static void test_big_room_ids(Test *t) {
 
 int main(void) {
         char room[ROOM_ID_MAX + 1];
-        Test t = {};
-        int r;
+        StoreEnv t = {};
 
         alarm(60);
         (void) signal(SIGPIPE, SIG_IGN);
 
-        r = test_redis_init(&server, "redis.sock");
-        if (r == -ENOENT) {
-                fprintf(stderr, "redis-server not found (Debian package redis-server), skipping\n");
+        if (store_env_server_start(&server) == -ENOENT)
                 return EXIT_TEST_SKIP;
-        }
-        ASSERT_OK(r);
-        ASSERT_OK(test_redis_start(&server));
-        ASSERT_OK(sd_event_new(&t.event));
         connect_all(&t);
 
         test_rooms(&t, room, sizeof room);
@@ -427,14 +333,7 @@ int main(void) {
         test_delete(&t, room);
         test_big_room_ids(&t);
 
-        t.cmd = redis_free(t.cmd);
-        t.sub = redis_free(t.sub);
-        t.event = sd_event_unref(t.event);
-        for (size_t i = 0; i < t.n_msgs; i++) {
-                free(t.msgs[i].channel);
-                free(t.msgs[i].data);
-        }
-        free(t.msgs);
+        store_env_close(&t);
         ASSERT_OK(test_redis_cleanup(&server));
         return 0;
 }

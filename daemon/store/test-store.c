@@ -17,63 +17,34 @@
 #include <jansson.h>
 
 #include "basic/macro.h"
+#include "basic/time-util.h"
 #include "redis/redis.h"
 #include "store/store.h"
+#include "store/test-store-env.h"
 #include "test/test-redis-server.h"
 #include "test/test.h"
 
-#define MSEC 1000ULL
-#define SEC 1000000ULL
+#define MSEC USEC_PER_MSEC
+#define SEC USEC_PER_SEC
 
 static TestRedis server;
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * SEC + (uint64_t) ts.tv_nsec / 1000;
-}
-
-DEFINE_CLEANUP_FUNC(redisReply *, freeReplyObject);
 DEFINE_CLEANUP_FUNC(redisContext *, redisFree);
 
 /* ---- keys, read over a side channel ---- */
 
-/* HGET as a string ("" for a missing field). */
-static void sync_hget(char *buf, size_t size, const char *key, const char *field) {
+/* HGET answers want ("" for a missing field). */
+static void assert_hget(const char *key, const char *field, const char *want) {
         _cleanup_(freeReplyObjectp) redisReply *reply = test_redis_command(&server, "HGET %s %s", key, field);
+        const char *got = "";
 
-        if (reply->type == REDIS_REPLY_NIL)
-                buf[0] = 0;
-        else {
+        if (reply->type != REDIS_REPLY_NIL) {
                 ASSERT_INT_EQ(reply->type, REDIS_REPLY_STRING);
-                snprintf(buf, size, "%s", reply->str);
+                got = reply->str;
         }
-}
-
-/* ---- replies, copied out of the callbacks ---- */
-
-static redisReply *reply_dup(const redisReply *r) {
-        redisReply *c = calloc(1, sizeof *c);
-
-        ASSERT_NOT_NULL(c);
-        c->type = r->type;
-        c->integer = r->integer;
-        if (r->str) {
-                c->str = malloc(r->len + 1);
-                ASSERT_NOT_NULL(c->str);
-                memcpy(c->str, r->str, r->len);
-                c->str[r->len] = 0;
-                c->len = r->len;
-        }
-        if (r->type == REDIS_REPLY_ARRAY) {
-                c->elements = r->elements;
-                c->element = calloc(MAX(r->elements, (size_t) 1), sizeof(redisReply *));
-                ASSERT_NOT_NULL(c->element);
-                for (size_t i = 0; i < r->elements; i++)
-                        c->element[i] = reply_dup(r->element[i]);
-        }
-        return c;
+        if (!streq(got, want))
+                fprintf(stderr, "HGET %s %s\n", key, field);
+        ASSERT_STREQ(got, want);
 }
 
 /* Hand-made replies for store_parse_entry(). */
@@ -125,85 +96,8 @@ static redisReply *mk_arr(size_t n, ...) {
 /* Room ids the tests reach: rooms are numbered from 1 after each reset. */
 #define TEST_ROOMS_MAX 64
 
-typedef struct Msg {
-        char *channel;
-        char *data;
-        size_t len;
-} Msg;
-
-typedef struct Test {
-        sd_event *event;
-        Redis *cmd, *sub;
-        bool cmd_up, sub_up;
-        Msg *msgs;
-        size_t n_msgs, n_allocated, consumed;
-} Test;
-
-typedef struct Pending {
-        bool done;
-        redisReply *reply;
-} Pending;
-
-static void on_state(Redis *r, bool connected, void *userdata) {
-        Test *t = userdata;
-
-        if (r == t->cmd)
-                t->cmd_up = connected;
-        else
-                t->sub_up = connected;
-}
-
-static void on_message(Redis *r, const char *channel, const char *data, size_t len, void *userdata) {
-        Test *t = userdata;
-        Msg *m;
-
-        if (t->n_msgs == t->n_allocated) {
-                size_t n = MAX(t->n_allocated * 2, (size_t) 64);
-
-                t->msgs = realloc(t->msgs, n * sizeof *t->msgs);
-                ASSERT_NOT_NULL(t->msgs);
-                t->n_allocated = n;
-        }
-        m = &t->msgs[t->n_msgs++];
-        m->channel = strdup(channel);
-        m->data = malloc(len + 1);
-        ASSERT_TRUE(m->channel && m->data);
-        memcpy(m->data, data, len);
-        m->data[len] = 0;
-        m->len = len;
-}
-
-static void on_reply(Redis *r, const redisReply *reply, void *userdata) {
-        Pending *p = userdata;
-
-        ASSERT_FALSE(p->done);          /* exactly once */
-        p->done = true;
-        p->reply = reply ? reply_dup(reply) : NULL;
-}
-
-static void run_until_done(Test *t, const bool *done, uint64_t timeout) {
-        uint64_t end = now_usec() + timeout;
-
-        while (!*done && now_usec() < end)
-                ASSERT_OK(sd_event_run(t->event, 50 * MSEC));
-        ASSERT_TRUE(*done);
-}
-
-/* The reply of a command sent with on_reply and p; never NULL. */
-static redisReply *wait_reply(Test *t, Pending *p) {
-        run_until_done(t, &p->done, 5 * SEC);
-        ASSERT_NOT_NULL(p->reply);
-        return TAKE_PTR(p->reply);
-}
-
-static void connect_all(Test *t) {
-        _cleanup_free_ char *url = NULL;
-        uint64_t end = now_usec() + 5 * SEC;
-
-        ASSERT_TRUE(asprintf(&url, "unix:%s", server.sock) >= 0);
-        ASSERT_OK(redis_new(&t->cmd, t->event, url, on_state, NULL, t));
-        ASSERT_OK(redis_new(&t->sub, t->event, url, on_state, on_message, t));
-        ASSERT_OK(redis_subscribe(t->sub, STORE_EVENTS_CHANNEL));
+static void connect_all(StoreEnv *t) {
+        store_env_open(t, &server);
         /* Room channels are sharded: no pattern matches them, so each of
          * the rooms the tests create is subscribed by name. */
         for (unsigned i = 1; i <= TEST_ROOMS_MAX; i++) {
@@ -213,26 +107,10 @@ static void connect_all(Test *t) {
                 ASSERT_OK(store_room_channel(room, channel, sizeof channel));
                 ASSERT_OK(redis_ssubscribe(t->sub, channel));
         }
-        ASSERT_OK(redis_start(t->cmd));
-        ASSERT_OK(redis_start(t->sub));
-        while (!(t->cmd_up && t->sub_up) && now_usec() < end)
-                ASSERT_OK(sd_event_run(t->event, 50 * MSEC));
-        ASSERT_TRUE(t->cmd_up && t->sub_up);
+        store_env_start(t);
 }
 
 /* ---- published events ---- */
-
-static const Msg *next_msg(Test *t) {
-        uint64_t end = now_usec() + 3 * SEC;
-
-        while (t->consumed >= t->n_msgs && now_usec() < end)
-                ASSERT_OK(sd_event_run(t->event, 50 * MSEC));
-        if (t->consumed >= t->n_msgs) {
-                fprintf(stderr, "no message arrived\n");
-                ASSERT_TRUE(!"message expected");
-        }
-        return &t->msgs[t->consumed++];
-}
 
 static json_t *parse(const char *data, size_t len) {
         json_error_t err;
@@ -245,7 +123,7 @@ static json_t *parse(const char *data, size_t len) {
         return j;
 }
 
-static bool msg_is(const Msg *m, const char *channel, const char *json) {
+static bool msg_is(const StoreMsg *m, const char *channel, const char *json) {
         _cleanup_(json_decrefp) json_t *a = NULL, *b = NULL;
 
         if (!streq(m->channel, channel))
@@ -256,8 +134,8 @@ static bool msg_is(const Msg *m, const char *channel, const char *json) {
 }
 
 /* The next message is exactly this JSON on this channel. */
-static void expect_msg(Test *t, const char *channel, const char *json) {
-        const Msg *m = next_msg(t);
+static void expect_msg(StoreEnv *t, const char *channel, const char *json) {
+        const StoreMsg *m = store_env_next_msg(t, 3 * SEC);
 
         if (!msg_is(m, channel, json)) {
                 fprintf(stderr, "expected %s %s\n     got %s %.*s\n", channel, json, m->channel,
@@ -266,8 +144,8 @@ static void expect_msg(Test *t, const char *channel, const char *json) {
         }
 }
 
-static void expect_msgf(Test *t, const char *channel, const char *fmt, ...) _printf_(3, 4);
-static void expect_msgf(Test *t, const char *channel, const char *fmt, ...) {
+static void expect_msgf(StoreEnv *t, const char *channel, const char *fmt, ...) _printf_(3, 4);
+static void expect_msgf(StoreEnv *t, const char *channel, const char *fmt, ...) {
         _cleanup_free_ char *json = NULL;
         va_list ap;
 
@@ -278,12 +156,12 @@ static void expect_msgf(Test *t, const char *channel, const char *fmt, ...) {
 }
 
 /* The next n messages are these, in any order (scripts walk hashes). */
-static void expect_msgs_unordered(Test *t, size_t n, const char *channel, const char *const *jsons) {
+static void expect_msgs_unordered(StoreEnv *t, size_t n, const char *channel, const char *const *jsons) {
         bool used[16] = {};
 
         ASSERT_TRUE(n <= ELEMENTSOF(used));
         for (size_t i = 0; i < n; i++) {
-                const Msg *m = next_msg(t);
+                const StoreMsg *m = store_env_next_msg(t, 3 * SEC);
                 bool found = false;
 
                 for (size_t j = 0; j < n && !found; j++)
@@ -296,44 +174,35 @@ static void expect_msgs_unordered(Test *t, size_t n, const char *channel, const 
         }
 }
 
-/* Publishes a marker and consumes everything up to it: true when nothing
- * else was published meanwhile. A script's publications reach subscribers
- * before anything sent after the script. */
-static bool quiet(Test *t) {
-        static const char marker[] = "[\"marker\"]";
-        Pending p = {};
+/* Publishes marker and consumes everything up to it: true when nothing
+ * else was published meanwhile (said on stderr when report). A script's
+ * publications reach subscribers before anything sent after the script. */
+static bool consume_to_marker(StoreEnv *t, const char *marker, bool report) {
         bool clean = true;
 
-        ASSERT_OK(store_publish(t->cmd, STORE_EVENTS_CHANNEL, marker, strlen(marker), on_reply, &p));
-        freeReplyObject(wait_reply(t, &p));
+        freeReplyObject(STORE_ENV_CALL(t->event, store_publish, t->cmd, STORE_EVENTS_CHANNEL, marker, strlen(marker)));
         for (;;) {
-                const Msg *m = next_msg(t);
+                const StoreMsg *m = store_env_next_msg(t, 3 * SEC);
 
                 if (streq(m->channel, STORE_EVENTS_CHANNEL) && m->len == strlen(marker) &&
                     memcmp(m->data, marker, m->len) == 0)
                         return clean;
-                fprintf(stderr, "published unexpectedly: %s %.*s\n", m->channel, (int) m->len, m->data);
+                if (report)
+                        fprintf(stderr, "published unexpectedly: %s %.*s\n", m->channel, (int) m->len, m->data);
                 clean = false;
         }
 }
 
-/* Consumes whatever was published so far. */
-static void drain(Test *t) {
-        static const char marker[] = "[\"drain\"]";
-        Pending p = {};
-
-        ASSERT_OK(store_publish(t->cmd, STORE_EVENTS_CHANNEL, marker, strlen(marker), on_reply, &p));
-        freeReplyObject(wait_reply(t, &p));
-        for (;;) {
-                const Msg *m = next_msg(t);
-
-                if (streq(m->channel, STORE_EVENTS_CHANNEL) && m->len == strlen(marker) &&
-                    memcmp(m->data, marker, m->len) == 0)
-                        return;
-        }
+static bool quiet(StoreEnv *t) {
+        return consume_to_marker(t, "[\"marker\"]", true);
 }
 
-static void assert_quiet(Test *t) {
+/* Consumes whatever was published so far. */
+static void drain(StoreEnv *t) {
+        (void) consume_to_marker(t, "[\"drain\"]", false);
+}
+
+static void assert_quiet(StoreEnv *t) {
         ASSERT_TRUE(quiet(t));
 }
 
@@ -374,6 +243,22 @@ static void assert_error(const redisReply *r, const char *code) {
                 ASSERT_TRUE(!"wrong error");
         }
         ASSERT_INT_EQ(store_reply_error(r), code_errno(code));
+}
+
+/* The same checks for a reply that is not looked at further: freed. */
+static void assert_error_free(redisReply *r, const char *code) {
+        assert_error(r, code);
+        freeReplyObject(r);
+}
+
+static void assert_int_free(redisReply *r, long long v) {
+        assert_int(r, v);
+        freeReplyObject(r);
+}
+
+static void assert_ok_free(redisReply *r) {
+        assert_ok_status(r);
+        freeReplyObject(r);
 }
 
 static bool is_stream_id(const char *s) {
@@ -433,71 +318,49 @@ static void assert_entries(const redisReply *entries, const redisReply *edits, s
 
 /* ---- store calls, synchronously ---- */
 
-static redisReply *do_create(Test *t, const char *title, bool staff_only) {
-        Pending p = {};
-        ASSERT_OK(store_create_room(t->cmd, title, staff_only, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_create(StoreEnv *t, const char *title, bool staff_only) {
+        return STORE_ENV_CALL(t->event, store_create_room, t->cmd, title, staff_only);
 }
 
-static redisReply *do_update(Test *t, const char *room, const char *title, int staff_only) {
-        Pending p = {};
-        ASSERT_OK(store_update_room(t->cmd, room, title, staff_only, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_update(StoreEnv *t, const char *room, const char *title, int staff_only) {
+        return STORE_ENV_CALL(t->event, store_update_room, t->cmd, room, title, staff_only);
 }
 
-static redisReply *do_delete(Test *t, const char *room) {
-        Pending p = {};
-        ASSERT_OK(store_delete_room(t->cmd, room, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_delete(StoreEnv *t, const char *room) {
+        return STORE_ENV_CALL(t->event, store_delete_room, t->cmd, room);
 }
 
-static redisReply *do_load_rooms(Test *t) {
-        Pending p = {};
-        ASSERT_OK(store_load_rooms(t->cmd, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_load_rooms(StoreEnv *t) {
+        return STORE_ENV_CALL(t->event, store_load_rooms, t->cmd);
 }
 
-static redisReply *do_load_presence(Test *t, const char *room) {
-        Pending p = {};
-        ASSERT_OK(store_load_presence(t->cmd, room, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_load_presence(StoreEnv *t, const char *room) {
+        return STORE_ENV_CALL(t->event, store_load_presence, t->cmd, room);
 }
 
-static redisReply *do_join(Test *t, const char *daemon, const char *room, const char *user,
+static redisReply *do_join(StoreEnv *t, const char *daemon, const char *room, const char *user,
                            const char *since, unsigned history) {
-        Pending p = {};
-        ASSERT_OK(store_join(t->cmd, daemon, room, user, since, history, on_reply, &p));
-        return wait_reply(t, &p);
+        return STORE_ENV_CALL(t->event, store_join, t->cmd, daemon, room, user, since, history);
 }
 
-static redisReply *do_leave(Test *t, const char *daemon, const char *room, const char *user) {
-        Pending p = {};
-        ASSERT_OK(store_leave(t->cmd, daemon, room, user, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_leave(StoreEnv *t, const char *daemon, const char *room, const char *user) {
+        return STORE_ENV_CALL(t->event, store_leave, t->cmd, daemon, room, user);
 }
 
-static redisReply *do_send(Test *t, const char *room, const char *user, const char *text, unsigned keep) {
-        Pending p = {};
-        ASSERT_OK(store_send(t->cmd, room, user, text, NULL, keep, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_send(StoreEnv *t, const char *room, const char *user, const char *text, unsigned keep) {
+        return STORE_ENV_CALL(t->event, store_send, t->cmd, room, user, text, NULL, keep);
 }
 
-static redisReply *do_edit(Test *t, const char *room, const char *id, const char *user, const char *text) {
-        Pending p = {};
-        ASSERT_OK(store_edit(t->cmd, room, id, user, text, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_edit(StoreEnv *t, const char *room, const char *id, const char *user, const char *text) {
+        return STORE_ENV_CALL(t->event, store_edit, t->cmd, room, id, user, text);
 }
 
-static redisReply *do_history(Test *t, const char *room, const char *before, unsigned limit) {
-        Pending p = {};
-        ASSERT_OK(store_history(t->cmd, room, before, limit, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_history(StoreEnv *t, const char *room, const char *before, unsigned limit) {
+        return STORE_ENV_CALL(t->event, store_history, t->cmd, room, before, limit);
 }
 
-static redisReply *do_since(Test *t, const char *room, const char *after, unsigned limit) {
-        Pending p = {};
-        ASSERT_OK(store_since(t->cmd, room, after, limit, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_since(StoreEnv *t, const char *room, const char *after, unsigned limit) {
+        return STORE_ENV_CALL(t->event, store_since, t->cmd, room, after, limit);
 }
 
 typedef struct Reaped {
@@ -514,33 +377,33 @@ static void on_reaped(Redis *r, int error, unsigned n, void *userdata) {
 }
 
 /* How many daemons were reaped. */
-static unsigned do_reap(Test *t, const char *daemon) {
+static unsigned do_reap(StoreEnv *t, const char *daemon) {
         Reaped p = {};
 
         ASSERT_OK(store_reap(t->cmd, daemon, on_reaped, &p));
-        run_until_done(t, &p.done, 5 * SEC);
+        store_env_run_until(t->event, &p.done, 5 * SEC);
         ASSERT_OK(p.error);
         return p.n;
 }
 
 /* Waits for everything sent before on the command connection. */
-static void barrier(Test *t) {
-        Pending p = {};
-        ASSERT_OK(redis_command(t->cmd, on_reply, &p, "PING"));
-        freeReplyObject(wait_reply(t, &p));
+static void barrier(StoreEnv *t) {
+        PendingReply p = {};
+        ASSERT_OK(redis_command(t->cmd, store_env_on_reply, &p, "PING"));
+        freeReplyObject(store_env_wait_reply(t->event, &p));
 }
 
 /* Empties Redis (scripts stay cached) and the message queue. */
-static void reset(Test *t) {
-        Pending p = {};
+static void reset(StoreEnv *t) {
+        PendingReply p = {};
 
-        ASSERT_OK(redis_command(t->cmd, on_reply, &p, "FLUSHALL"));
-        freeReplyObject(wait_reply(t, &p));
+        ASSERT_OK(redis_command(t->cmd, store_env_on_reply, &p, "FLUSHALL"));
+        freeReplyObject(store_env_wait_reply(t->event, &p));
         drain(t);
 }
 
 /* Creates a room and consumes its ["rooms"] event. */
-static void create_room(Test *t, const char *title, const char *expect_id) {
+static void create_room(StoreEnv *t, const char *title, const char *expect_id) {
         _cleanup_(freeReplyObjectp) redisReply *r = do_create(t, title, false);
 
         assert_str(r, expect_id);
@@ -548,11 +411,11 @@ static void create_room(Test *t, const char *title, const char *expect_id) {
 }
 
 /* Sends and checks the published ["m", ...]; writes the id. */
-static void send_msg(Test *t, const char *room, const char *user, const char *text, unsigned keep, char id[64]) {
+static void send_msg(StoreEnv *t, const char *room, const char *user, const char *text, unsigned keep, char id[64]) {
         _cleanup_(freeReplyObjectp) redisReply *r = do_send(t, room, user, text, keep);
         _cleanup_(json_decrefp) json_t *expect = NULL, *got = NULL;
         char channel[64];
-        const Msg *m;
+        const StoreMsg *m;
 
         ASSERT_INT_EQ(r->type, REDIS_REPLY_STRING);
         ASSERT_TRUE(is_stream_id(r->str));
@@ -560,7 +423,7 @@ static void send_msg(Test *t, const char *room, const char *user, const char *te
         strcpy(id, r->str);
 
         ASSERT_OK(store_room_channel(room, channel, sizeof channel));
-        m = next_msg(t);
+        m = store_env_next_msg(t, 3 * SEC);
         ASSERT_STREQ(m->channel, channel);
         got = parse(m->data, m->len);
         expect = json_pack("[s s s s]", "m", id, user, text);
@@ -571,16 +434,12 @@ static void send_msg(Test *t, const char *room, const char *user, const char *te
         }
 }
 
-static redisReply *do_send_ref(Test *t, const char *room, const char *user, const char *text, const char *ref) {
-        Pending p = {};
-        ASSERT_OK(store_send(t->cmd, room, user, text, ref, 1000, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_send_ref(StoreEnv *t, const char *room, const char *user, const char *text, const char *ref) {
+        return STORE_ENV_CALL(t->event, store_send, t->cmd, room, user, text, ref, 1000);
 }
 
-static redisReply *do_epoch(Test *t, const char *known, const char *fresh, char **rooms, size_t n) {
-        Pending p = {};
-        ASSERT_OK(store_epoch(t->cmd, known, fresh, rooms, n, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_epoch(StoreEnv *t, const char *known, const char *fresh, char **rooms, size_t n) {
+        return STORE_ENV_CALL(t->event, store_epoch, t->cmd, known, fresh, rooms, n);
 }
 
 /* ---- the tests ---- */
@@ -735,7 +594,7 @@ static void test_parse_entry(void) {
         }
 }
 
-static void test_rooms(Test *t) {
+static void test_rooms(StoreEnv *t) {
         static const char odd_title[] = "a/b \"q\" \\ </script> \xc3\xa9 \xf0\x9f\x98\x80 \t\n";
         redisReply *r;
 
@@ -804,9 +663,7 @@ static void test_rooms(Test *t) {
                         _cleanup_(json_decrefp) json_t *j = NULL;
                         _cleanup_(freeReplyObjectp) redisReply *raw = NULL;
 
-                        r = do_update(t, "1", steps[i].title, steps[i].staff_only);
-                        assert_ok_status(r);
-                        freeReplyObject(r);
+                        assert_ok_free(do_update(t, "1", steps[i].title, steps[i].staff_only));
                         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"rooms\"]");
                         raw = test_redis_command(&server, "HGET mc:{rooms} 1");
                         ASSERT_INT_EQ(raw->type, REDIS_REPLY_STRING);
@@ -816,27 +673,19 @@ static void test_rooms(Test *t) {
                         ASSERT_TRUE(json_is_boolean(json_object_get(j, "staff_only")));
                 }
         }
-        r = do_update(t, "99", "x", 1);
-        assert_error(r, "NOROOM");
-        freeReplyObject(r);
+        assert_error_free(do_update(t, "99", "x", 1), "NOROOM");
         assert_quiet(t);
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{rooms} 99"), 0);
 
         /* Delete: gone with its keys; ids are never reused. */
-        r = do_delete(t, "2");
-        assert_ok_status(r);
-        freeReplyObject(r);
+        assert_ok_free(do_delete(t, "2"));
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"deleted\", \"2\"]");
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"rooms\"]");
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{rooms} 2"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:{rooms}"), 2);
-        r = do_delete(t, "2");
-        assert_error(r, "NOROOM");
-        freeReplyObject(r);
+        assert_error_free(do_delete(t, "2"), "NOROOM");
         assert_quiet(t);
-        r = do_update(t, "2", "back", 0);
-        assert_error(r, "NOROOM");
-        freeReplyObject(r);
+        assert_error_free(do_update(t, "2", "back", 0), "NOROOM");
         assert_quiet(t);
         r = do_create(t, "Next", false);
         assert_str(r, "4");
@@ -844,8 +693,7 @@ static void test_rooms(Test *t) {
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"rooms\"]");
 }
 
-static void test_presence(Test *t) {
-        char v[64];
+static void test_presence(StoreEnv *t) {
         redisReply *r;
 
         reset(t);
@@ -890,10 +738,8 @@ static void test_presence(Test *t) {
         freeReplyObject(r);
 
         /* Each daemon's share, for the reaper. */
-        sync_hget(v, sizeof v, "mc:{r1}:d:d1", "alice");
-        ASSERT_STREQ(v, "2");
-        sync_hget(v, sizeof v, "mc:{r1}:d:d2", "bob");
-        ASSERT_STREQ(v, "1");
+        assert_hget("mc:{r1}:d:d1", "alice", "2");
+        assert_hget("mc:{r1}:d:d2", "bob", "1");
         ASSERT_INT_EQ(test_redis_integer(&server, "HLEN mc:{r1}:d:d1"), 1);
         ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemon:d1:rooms 1"), 1);
         ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemon:d2:rooms 1"), 1);
@@ -902,47 +748,34 @@ static void test_presence(Test *t) {
         ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons d2"), 1);
 
         /* No such room: refused, nothing written or published. */
-        r = do_join(t, "d1", "99", "carol", NULL, 50);
-        assert_error(r, "NOROOM");
-        freeReplyObject(r);
+        assert_error_free(do_join(t, "d1", "99", "carol", NULL, 50), "NOROOM");
         assert_quiet(t);
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r99}:users mc:{r99}:d:d1"), 0);
 
         /* Leave: down to 1, then 0 with "left". */
-        r = do_leave(t, "d1", "1", "alice");
-        assert_int(r, 1);
-        freeReplyObject(r);
+        assert_int_free(do_leave(t, "d1", "1", "alice"), 1);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"alice\", 1, 0]");
-        r = do_leave(t, "d1", "1", "alice");
-        assert_int(r, 0);
-        freeReplyObject(r);
+        assert_int_free(do_leave(t, "d1", "1", "alice"), 0);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"alice\", 0, -1]");
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:users alice"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:d:d1 alice"), 0);
 
         /* Leaves without a join change nothing: once more, never joined,
          * joined on another daemon. */
-        r = do_leave(t, "d1", "1", "alice");
-        assert_int(r, 0);
-        freeReplyObject(r);
+        assert_int_free(do_leave(t, "d1", "1", "alice"), 0);
         r = do_leave(t, "d1", "1", "carol");
         assert_int(r, 0);
         freeReplyObject(r);
-        r = do_leave(t, "d1", "1", "bob");
-        assert_int(r, 0);
-        freeReplyObject(r);
+        assert_int_free(do_leave(t, "d1", "1", "bob"), 0);
         r = do_leave(t, "d1", "99", "bob");
         assert_int(r, 0);
         freeReplyObject(r);
         assert_quiet(t);
-        sync_hget(v, sizeof v, "mc:{r1}:users", "bob");
-        ASSERT_STREQ(v, "1");
+        assert_hget("mc:{r1}:users", "bob", "1");
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:users carol"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:users alice"), 0);
 
-        r = do_leave(t, "d2", "1", "bob");
-        assert_int(r, 0);
-        freeReplyObject(r);
+        assert_int_free(do_leave(t, "d2", "1", "bob"), 0);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"bob\", 0, -1]");
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:users"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:d:d2"), 0);
@@ -951,7 +784,7 @@ static void test_presence(Test *t) {
 
 /* A send retried with the same ref stores and publishes nothing new and
  * answers the first send's id; the ref is the user's, in that room. */
-static void test_send_ref(Test *t) {
+static void test_send_ref(StoreEnv *t) {
         char id[64];
         redisReply *r;
         size_t before;
@@ -965,7 +798,7 @@ static void test_send_ref(Test *t) {
         ASSERT_TRUE(is_stream_id(r->str));
         strcpy(id, r->str);
         freeReplyObject(r);
-        ASSERT_NOT_NULL(next_msg(t));
+        ASSERT_NOT_NULL(store_env_next_msg(t, 3 * SEC));
         before = t->n_msgs;
 
         r = do_send_ref(t, "1", "alice", "once", "r-1");
@@ -987,15 +820,15 @@ static void test_send_ref(Test *t) {
         freeReplyObject(r);
         ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:{r1}:log"), 3);
         /* Nothing was published for the retry: bob's message comes next. */
-        ASSERT_NOT_NULL(strstr(next_msg(t)->data, "\"bob\""));
-        ASSERT_STREQ(next_msg(t)->channel, "mc:{r2}:ch");
-        ASSERT_NOT_NULL(strstr(next_msg(t)->data, "again"));
+        ASSERT_NOT_NULL(strstr(store_env_next_msg(t, 3 * SEC)->data, "\"bob\""));
+        ASSERT_STREQ(store_env_next_msg(t, 3 * SEC)->channel, "mc:{r2}:ch");
+        ASSERT_NOT_NULL(strstr(store_env_next_msg(t, 3 * SEC)->data, "again"));
         ASSERT_TRUE(t->n_msgs >= before);
 }
 
 /* The epoch: written once; a Redis that lost it gets the daemon's rooms
  * back; a first connect adopts what is there. */
-static void test_epoch(Test *t) {
+static void test_epoch(StoreEnv *t) {
         char *rooms[] = { "7", "{\"title\":\"Seven\",\"staff_only\":true}", "3", "{\"title\":\"Three\",\"staff_only\":false}", NULL };
         StoreEpochReply e;
         redisReply *r;
@@ -1043,9 +876,9 @@ static void test_epoch(Test *t) {
         freeReplyObject(r);
 }
 
-static void test_messages(Test *t) {
+static void test_messages(StoreEnv *t) {
         static const char odd[] = "quote \" backslash \\ slash / nl \n tab \t \xc3\xa9 \xf0\x9f\x98\x80 \x01 </script>";
-        char id[64], id2[64], odd_id[64], v[256];
+        char id[64], id2[64], odd_id[64];
         redisReply *r;
 
         reset(t);
@@ -1068,43 +901,31 @@ static void test_messages(Test *t) {
         }
         ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:{r1}:log"), 3);
 
-        r = do_send(t, "99", "alice", "lost", 1000);
-        assert_error(r, "NOROOM");
-        freeReplyObject(r);
+        assert_error_free(do_send(t, "99", "alice", "lost", 1000), "NOROOM");
         assert_quiet(t);
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r99}:log"), 0);
 
         /* Edit: only by the author. */
-        r = do_edit(t, "1", id, "alice", "hello, edited");
-        assert_ok_status(r);
-        freeReplyObject(r);
+        assert_ok_free(do_edit(t, "1", id, "alice", "hello, edited"));
         expect_msgf(t, "mc:{r1}:ch", "[\"e\", \"%s\", \"alice\", \"hello, edited\"]", id);
-        sync_hget(v, sizeof v, "mc:{r1}:edits", id);
-        ASSERT_STREQ(v, "hello, edited");
+        assert_hget("mc:{r1}:edits", id, "hello, edited");
 
-        r = do_edit(t, "1", id, "bob", "bob was here");
-        assert_error(r, "FORBIDDEN");
-        freeReplyObject(r);
+        assert_error_free(do_edit(t, "1", id, "bob", "bob was here"), "FORBIDDEN");
         assert_quiet(t);
-        sync_hget(v, sizeof v, "mc:{r1}:edits", id);
-        ASSERT_STREQ(v, "hello, edited");
+        assert_hget("mc:{r1}:edits", id, "hello, edited");
 
-        r = do_edit(t, "1", "1-1", "alice", "x");
-        assert_error(r, "NOTFOUND");
-        freeReplyObject(r);
+        assert_error_free(do_edit(t, "1", "1-1", "alice", "x"), "NOTFOUND");
         r = do_edit(t, "99", id, "alice", "x");
         assert_error(r, "NOROOM");
         freeReplyObject(r);
         assert_quiet(t);
 
         /* Edit an edit, with text that needs escaping. */
-        r = do_edit(t, "1", id, "alice", odd);
-        assert_ok_status(r);
-        freeReplyObject(r);
+        assert_ok_free(do_edit(t, "1", id, "alice", odd));
         {
                 _cleanup_(json_decrefp) json_t *expect = json_pack("[s s s s]", "e", id, "alice", odd);
                 _cleanup_(json_decrefp) json_t *got = NULL;
-                const Msg *m = next_msg(t);
+                const StoreMsg *m = store_env_next_msg(t, 3 * SEC);
 
                 ASSERT_STREQ(m->channel, "mc:{r1}:ch");
                 got = parse(m->data, m->len);
@@ -1112,21 +933,15 @@ static void test_messages(Test *t) {
         }
 
         /* Delete: only by the author, then gone. */
-        r = do_edit(t, "1", id, "bob", NULL);
-        assert_error(r, "FORBIDDEN");
-        freeReplyObject(r);
+        assert_error_free(do_edit(t, "1", id, "bob", NULL), "FORBIDDEN");
         assert_quiet(t);
         ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:{r1}:log"), 3);
 
-        r = do_edit(t, "1", id, "alice", NULL);
-        assert_ok_status(r);
-        freeReplyObject(r);
+        assert_ok_free(do_edit(t, "1", id, "alice", NULL));
         expect_msgf(t, "mc:{r1}:ch", "[\"d\", \"%s\"]", id);
         ASSERT_INT_EQ(test_redis_integer(&server, "XLEN mc:{r1}:log"), 2);
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:edits %s", id), 0);
-        r = do_edit(t, "1", id, "alice", "again");
-        assert_error(r, "NOTFOUND");
-        freeReplyObject(r);
+        assert_error_free(do_edit(t, "1", id, "alice", "again"), "NOTFOUND");
         r = do_edit(t, "1", id, "alice", NULL);
         assert_error(r, "NOTFOUND");
         freeReplyObject(r);
@@ -1138,31 +953,23 @@ static void test_messages(Test *t) {
         freeReplyObject(r);
 
         /* Deleting a room takes its log, edits and presence with it. */
-        r = do_edit(t, "1", id2, "bob", "edited before the end");
-        assert_ok_status(r);
-        freeReplyObject(r);
+        assert_ok_free(do_edit(t, "1", id2, "bob", "edited before the end"));
         expect_msgf(t, "mc:{r1}:ch", "[\"e\", \"%s\", \"bob\", \"edited before the end\"]", id2);
         r = do_join(t, "d1", "1", "alice", NULL, 1);
         freeReplyObject(r);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"alice\", 1, 1]");
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:log mc:{r1}:edits mc:{r1}:users"), 3);
-        r = do_delete(t, "1");
-        assert_ok_status(r);
-        freeReplyObject(r);
+        assert_ok_free(do_delete(t, "1"));
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"deleted\", \"1\"]");
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"rooms\"]");
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:log mc:{r1}:edits mc:{r1}:users"), 0);
 
         /* Afterwards everything about it is refused and creates nothing. */
-        r = do_send(t, "1", "alice", "anyone?", 1000);
-        assert_error(r, "NOROOM");
-        freeReplyObject(r);
+        assert_error_free(do_send(t, "1", "alice", "anyone?", 1000), "NOROOM");
         r = do_edit(t, "1", id2, "bob", "x");
         assert_error(r, "NOROOM");
         freeReplyObject(r);
-        r = do_history(t, "1", NULL, 10);
-        assert_error(r, "NOROOM");
-        freeReplyObject(r);
+        assert_error_free(do_history(t, "1", NULL, 10), "NOROOM");
         r = do_join(t, "d1", "1", "bob", NULL, 10);
         assert_error(r, "NOROOM");
         freeReplyObject(r);
@@ -1178,7 +985,7 @@ static void test_messages(Test *t) {
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:d:d1"), 0);
 }
 
-static void test_history(Test *t) {
+static void test_history(StoreEnv *t) {
         static const char *const texts[] = { "m1", "m2", "m3", "m4 edited", "m5", "m6", "m7", "m8", "m9", "m10" };
         char ids[10][64], sel[10][64];
         const char *tsel[10];
@@ -1196,10 +1003,8 @@ static void test_history(Test *t) {
                 if (i > 0)
                         ASSERT_TRUE(id_cmp(ids[i - 1], ids[i]) < 0);
         }
-        r = do_edit(t, "1", ids[3], "alice", "m4 edited");
-        assert_ok_status(r);
-        freeReplyObject(r);
-        (void) next_msg(t);
+        assert_ok_free(do_edit(t, "1", ids[3], "alice", "m4 edited"));
+        (void) store_env_next_msg(t, 3 * SEC);
 
 /* Selects ids/texts a..b (1-based message numbers), in that direction. */
 #define SELECT(a, b)                                                            \
@@ -1271,9 +1076,7 @@ static void test_history(Test *t) {
         assert_int(r->element[2], 1);
         freeReplyObject(r);
 
-        r = do_history(t, "99", NULL, 5);
-        assert_error(r, "NOROOM");
-        freeReplyObject(r);
+        assert_error_free(do_history(t, "99", NULL, 5), "NOROOM");
 
         /* since: [[entries oldest first], [edits], more, gap, last generated id] */
         r = do_since(t, "1", ids[4], 100);
@@ -1384,12 +1187,12 @@ static void test_history(Test *t) {
 #define N_TRIM 3000
 #define KEEP 100
 
-static void test_trim(Test *t) {
+static void test_trim(StoreEnv *t) {
         static char ids[N_TRIM][64];
-        Pending *p;
+        PendingReply *p;
         redisReply *r;
         long long len;
-        uint64_t start = now_usec();
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
 
         reset(t);
         create_room(t, "Busy", "1");
@@ -1401,10 +1204,10 @@ static void test_trim(Test *t) {
                 char text[32];
 
                 snprintf(text, sizeof text, "message %u", i);
-                ASSERT_OK(store_send(t->cmd, "1", "alice", text, NULL, KEEP, on_reply, &p[i]));
+                ASSERT_OK(store_send(t->cmd, "1", "alice", text, NULL, KEEP, store_env_on_reply, &p[i]));
         }
         for (unsigned i = 0; i < N_TRIM; i++) {
-                r = wait_reply(t, &p[i]);
+                r = store_env_wait_reply(t->event, &p[i]);
                 ASSERT_INT_EQ(r->type, REDIS_REPLY_STRING);
                 ASSERT_TRUE(is_stream_id(r->str));
                 strcpy(ids[i], r->str);
@@ -1533,13 +1336,10 @@ static void test_trim(Test *t) {
         }
         assert_quiet(t);
         printf("test_trim: %u sends and checks in %" PRIu64 " ms, %lld kept\n", N_TRIM,
-               (now_usec() - start) / 1000, len);
+               (now_usec(CLOCK_MONOTONIC) - start) / 1000, len);
 }
 
-static void test_reap(Test *t) {
-        char v[64];
-        redisReply *r;
-
+static void test_reap(StoreEnv *t) {
         reset(t);
         create_room(t, "One", "1");
         create_room(t, "Two", "2");
@@ -1561,10 +1361,9 @@ static void test_reap(Test *t) {
         freeReplyObject(do_join(t, "live", "1", "alice", NULL, 1));
         freeReplyObject(do_join(t, "live", "1", "bob", NULL, 1));
         for (unsigned i = 0; i < 6; i++)
-                (void) next_msg(t);
+                (void) store_env_next_msg(t, 3 * SEC);
         assert_quiet(t);
-        sync_hget(v, sizeof v, "mc:{r1}:users", "alice");
-        ASSERT_STREQ(v, "3");
+        assert_hget("mc:{r1}:users", "alice", "3");
 
         ASSERT_INT_EQ(do_reap(t, NULL), 1);
         {
@@ -1576,10 +1375,8 @@ static void test_reap(Test *t) {
                 expect_msgs_unordered(t, ELEMENTSOF(events), STORE_EVENTS_CHANNEL, events);
         }
         assert_quiet(t);
-        sync_hget(v, sizeof v, "mc:{r1}:users", "alice");
-        ASSERT_STREQ(v, "1");
-        sync_hget(v, sizeof v, "mc:{r1}:users", "bob");
-        ASSERT_STREQ(v, "1");
+        assert_hget("mc:{r1}:users", "alice", "1");
+        assert_hget("mc:{r1}:users", "bob", "1");
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{r1}:users carol"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r2}:users"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r1}:d:dead mc:{r2}:d:dead mc:daemon:dead:rooms"), 0);
@@ -1594,12 +1391,9 @@ static void test_reap(Test *t) {
         assert_quiet(t);
 
         /* The reaped daemon's late leave changes nothing. */
-        r = do_leave(t, "dead", "1", "alice");
-        assert_int(r, 0);
-        freeReplyObject(r);
+        assert_int_free(do_leave(t, "dead", "1", "alice"), 0);
         assert_quiet(t);
-        sync_hget(v, sizeof v, "mc:{r1}:users", "alice");
-        ASSERT_STREQ(v, "1");
+        assert_hget("mc:{r1}:users", "alice", "1");
 
         /* A clean shutdown gives back this daemon's presence, heartbeat or not. */
         ASSERT_INT_EQ(do_reap(t, "live"), 1);
@@ -1625,12 +1419,11 @@ static void test_reap(Test *t) {
         assert_quiet(t);
         ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons ghost"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "SISMEMBER mc:daemons live"), 1);
-        sync_hget(v, sizeof v, "mc:{r1}:users", "bob");
-        ASSERT_STREQ(v, "1");
+        assert_hget("mc:{r1}:users", "bob", "1");
 }
 
 /* The scripts survive a SCRIPT FLUSH (NOSCRIPT → EVAL). */
-static void test_script_flush(Test *t) {
+static void test_script_flush(StoreEnv *t) {
         redisReply *r;
 
         reset(t);
@@ -1643,42 +1436,42 @@ static void test_script_flush(Test *t) {
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"alice\", 1, 1]");
 }
 
-static void test_publish(Test *t) {
+static void test_publish(StoreEnv *t) {
         static const char payload[] = "[\"n\", 1, \"a\\u0000b\"]\0tail";
-        Pending p = {};
+        PendingReply p = {};
         redisReply *r;
-        const Msg *m;
+        const StoreMsg *m;
 
         reset(t);
-        ASSERT_OK(store_publish(t->cmd, STORE_EVENTS_CHANNEL, payload, sizeof payload - 1, on_reply, &p));
-        r = wait_reply(t, &p);
+        ASSERT_OK(store_publish(t->cmd, STORE_EVENTS_CHANNEL, payload, sizeof payload - 1, store_env_on_reply, &p));
+        r = store_env_wait_reply(t->event, &p);
         assert_int(r, 1);               /* our one subscriber */
         freeReplyObject(r);
-        m = next_msg(t);
+        m = store_env_next_msg(t, 3 * SEC);
         ASSERT_STREQ(m->channel, STORE_EVENTS_CHANNEL);
         ASSERT_INT_EQ(m->len, sizeof payload - 1);
         ASSERT_TRUE(memcmp(m->data, payload, m->len) == 0);
 
-        p = (Pending) {};
-        ASSERT_OK(store_publish_room(t->cmd, "5", "[\"t\", \"bob\"]", 12, on_reply, &p));
-        r = wait_reply(t, &p);
+        p = (PendingReply) {};
+        ASSERT_OK(store_publish_room(t->cmd, "5", "[\"t\", \"bob\"]", 12, store_env_on_reply, &p));
+        r = store_env_wait_reply(t->event, &p);
         assert_int(r, 1);
         freeReplyObject(r);
         expect_msg(t, "mc:{r5}:ch", "[\"t\", \"bob\"]");
         assert_quiet(t);
 
-        ASSERT_ERROR(store_publish_room(t->cmd, "", "[]", 2, on_reply, &p), EINVAL);
-        ASSERT_ERROR(store_publish_room(t->cmd, "123456789012345678901", "[]", 2, on_reply, &p), EINVAL);
+        ASSERT_ERROR(store_publish_room(t->cmd, "", "[]", 2, store_env_on_reply, &p), EINVAL);
+        ASSERT_ERROR(store_publish_room(t->cmd, "123456789012345678901", "[]", 2, store_env_on_reply, &p), EINVAL);
 }
 
 /* Message ids the protocol accepts (1..20 digits each part) that Redis
  * does not: the scripts must not leave half their work done. */
-static void test_odd_ids(Test *t) {
+static void test_odd_ids(StoreEnv *t) {
         static const char *const sinces[] = {
                 "99999999999999999999-0",                       /* ms > UINT64_MAX */
                 "18446744073709551615-18446744073709551615",    /* no id after it */
         };
-        char id[64], v[64];
+        char id[64];
         redisReply *r;
 
         reset(t);
@@ -1700,8 +1493,7 @@ static void test_odd_ids(Test *t) {
                  * membership on an error reply without a leave): nothing
                  * published, nothing kept. */
                 ASSERT_TRUE(quiet(t));
-                sync_hget(v, sizeof v, "mc:{r1}:users", "mallory");
-                ASSERT_STREQ(v, "");
+                assert_hget("mc:{r1}:users", "mallory", "");
                 freeReplyObject(r);
         }
 
@@ -1717,9 +1509,7 @@ static void test_odd_ids(Test *t) {
         freeReplyObject(r);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"1\", \"zoe\", 1, 1]");
 
-        r = do_edit(t, "1", "99999999999999999999-0", "alice", "x");
-        assert_error(r, "NOTFOUND");
-        freeReplyObject(r);
+        assert_error_free(do_edit(t, "1", "99999999999999999999-0", "alice", "x"), "NOTFOUND");
 
         r = do_history(t, "1", "0-0", 10);
         ASSERT_INT_EQ(r->type, REDIS_REPLY_ARRAY);
@@ -1731,34 +1521,24 @@ static void test_odd_ids(Test *t) {
 
 /* ---- version 2: a user's rooms, read markers and unread counts ---- */
 
-static redisReply *do_join_v2(Test *t, const char *room, const char *user, unsigned max) {
-        Pending p = {};
-        ASSERT_OK(store_join_v2(t->cmd, "d1", room, user, NULL, 10, max, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_join_v2(StoreEnv *t, const char *room, const char *user, unsigned max) {
+        return STORE_ENV_CALL(t->event, store_join_v2, t->cmd, "d1", room, user, NULL, 10, max);
 }
 
-static redisReply *do_unread(Test *t, const char *room, const char *user) {
-        Pending p = {};
-        ASSERT_OK(store_unread(t->cmd, room, user, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_unread(StoreEnv *t, const char *room, const char *user) {
+        return STORE_ENV_CALL(t->event, store_unread, t->cmd, room, user);
 }
 
-static redisReply *do_read(Test *t, const char *room, const char *user, const char *id) {
-        Pending p = {};
-        ASSERT_OK(store_read(t->cmd, room, user, id, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_read(StoreEnv *t, const char *room, const char *user, const char *id) {
+        return STORE_ENV_CALL(t->event, store_read, t->cmd, room, user, id);
 }
 
-static redisReply *do_user_rooms(Test *t, const char *user) {
-        Pending p = {};
-        ASSERT_OK(store_user_rooms(t->cmd, user, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_user_rooms(StoreEnv *t, const char *user) {
+        return STORE_ENV_CALL(t->event, store_user_rooms, t->cmd, user);
 }
 
-static redisReply *do_user_leave(Test *t, const char *user, const char *room, const char *reason) {
-        Pending p = {};
-        ASSERT_OK(store_user_leave(t->cmd, user, room, reason, on_reply, &p));
-        return wait_reply(t, &p);
+static redisReply *do_user_leave(StoreEnv *t, const char *user, const char *room, const char *reason) {
+        return STORE_ENV_CALL(t->event, store_user_leave, t->cmd, user, room, reason);
 }
 
 static void assert_read_state(const redisReply *r, const char *marker, unsigned unread, unsigned mentions) {
@@ -1777,9 +1557,9 @@ static void assert_rooms(const redisReply *r, size_t n, const char *const *ids) 
                 assert_str(r->element[i], ids[i]);
 }
 
-static void test_user_rooms(Test *t) {
+static void test_user_rooms(StoreEnv *t) {
         _cleanup_(freeReplyObjectp) redisReply *sent = NULL;
-        char first[64], v[64];
+        char first[64];
         StoreJoinReply j;
         redisReply *r;
 
@@ -1802,9 +1582,7 @@ static void test_user_rooms(Test *t) {
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"p\", \"2\", \"alice\", 1, 1]");
 
         /* A third is refused before anything changes. */
-        r = do_join_v2(t, "3", "alice", 2);
-        assert_error(r, "FULL");
-        freeReplyObject(r);
+        assert_error_free(do_join_v2(t, "3", "alice", 2), "FULL");
         assert_quiet(t);
         ASSERT_INT_EQ(test_redis_integer(&server, "EXISTS mc:{r3}:users"), 0);
         ASSERT_INT_EQ(test_redis_integer(&server, "HEXISTS mc:{ualice}:rooms 3"), 0);
@@ -1819,16 +1597,15 @@ static void test_user_rooms(Test *t) {
         /* The writer's marker moves to what they wrote. */
         send_msg(t, "1", "alice", "first", 100, first);
         barrier(t);
-        sync_hget(v, sizeof v, "mc:{ualice}:rooms", "1");
-        ASSERT_STREQ(v, first);
+        assert_hget("mc:{ualice}:rooms", "1", first);
         expect_msgf(t, STORE_EVENTS_CHANNEL, "[\"ur\", \"alice\", \"1\", \"%s\"]", first);
 
         /* Someone else's message, mentioning alice: unread 1, mentions 1. */
         {
-                Pending p = {};
+                PendingReply p = {};
 
-                ASSERT_OK(store_send_mentioning(t->cmd, "1", "bob", "hi alice", "alice", NULL, 100, on_reply, &p));
-                sent = wait_reply(t, &p);
+                ASSERT_OK(store_send_mentioning(t->cmd, "1", "bob", "hi alice", "alice", NULL, 100, store_env_on_reply, &p));
+                sent = store_env_wait_reply(t->event, &p);
                 ASSERT_INT_EQ(sent->type, REDIS_REPLY_STRING);
                 drain(t);
         }
@@ -1836,21 +1613,15 @@ static void test_user_rooms(Test *t) {
         assert_read_state(r, first, 1, 1);
         freeReplyObject(r);
 
-        r = do_read(t, "1", "alice", sent->str);
-        assert_int(r, 1);
-        freeReplyObject(r);
+        assert_int_free(do_read(t, "1", "alice", sent->str), 1);
         expect_msgf(t, STORE_EVENTS_CHANNEL, "[\"ur\", \"alice\", \"1\", \"%s\"]", sent->str);
         r = do_unread(t, "1", "alice");
         assert_read_state(r, sent->str, 0, 0);
         freeReplyObject(r);
 
         /* Markers never move back; a room not the user's has none. */
-        r = do_read(t, "1", "alice", first);
-        assert_int(r, 0);
-        freeReplyObject(r);
-        r = do_read(t, "3", "alice", first);
-        assert_error(r, "NOTJOINED");
-        freeReplyObject(r);
+        assert_int_free(do_read(t, "1", "alice", first), 0);
+        assert_error_free(do_read(t, "3", "alice", first), "NOTJOINED");
         r = do_unread(t, "3", "alice");
         assert_error(r, "NOTJOINED");
         freeReplyObject(r);
@@ -1860,9 +1631,7 @@ static void test_user_rooms(Test *t) {
         r = do_user_rooms(t, "alice");
         assert_rooms(r, 2, (const char *[]) { "1", "2" });
         freeReplyObject(r);
-        r = do_delete(t, "2");
-        assert_ok_status(r);
-        freeReplyObject(r);
+        assert_ok_free(do_delete(t, "2"));
         drain(t);
         r = do_user_rooms(t, "alice");
         assert_rooms(r, 1, (const char *[]) { "1" });
@@ -1881,29 +1650,25 @@ static void test_user_rooms(Test *t) {
                 user[sizeof user - 1] = 0;
                 memset(daemon, 'd', sizeof daemon - 1);
                 daemon[sizeof daemon - 1] = 0;
-                ASSERT_ERROR(store_join(t->cmd, "d1", "", "alice", NULL, 10, on_reply, NULL), EINVAL);
-                ASSERT_ERROR(store_join(t->cmd, daemon, "1", "alice", NULL, 10, on_reply, NULL), EINVAL);
-                ASSERT_ERROR(store_join_v2(t->cmd, "d1", "1", user, NULL, 10, 2, on_reply, NULL), EINVAL);
-                ASSERT_ERROR(store_join_v2(t->cmd, "d1", "123456789012345678901", "alice", NULL, 10, 2, on_reply, NULL),
+                ASSERT_ERROR(store_join(t->cmd, "d1", "", "alice", NULL, 10, store_env_on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_join(t->cmd, daemon, "1", "alice", NULL, 10, store_env_on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_join_v2(t->cmd, "d1", "1", user, NULL, 10, 2, store_env_on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_join_v2(t->cmd, "d1", "123456789012345678901", "alice", NULL, 10, 2, store_env_on_reply, NULL),
                              EINVAL);
-                ASSERT_ERROR(store_user_rooms(t->cmd, "", on_reply, NULL), EINVAL);
-                ASSERT_ERROR(store_unread(t->cmd, "1", user, on_reply, NULL), EINVAL);
-                ASSERT_ERROR(store_history(t->cmd, "", NULL, 10, on_reply, NULL), EINVAL);
-                ASSERT_ERROR(store_leave(t->cmd, "", "1", "alice", on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_user_rooms(t->cmd, "", store_env_on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_unread(t->cmd, "1", user, store_env_on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_history(t->cmd, "", NULL, 10, store_env_on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_leave(t->cmd, "", "1", "alice", store_env_on_reply, NULL), EINVAL);
                 ASSERT_ERROR(store_reap(t->cmd, daemon, NULL, NULL), EINVAL);
-                ASSERT_ERROR(store_delete_room(t->cmd, "", on_reply, NULL), EINVAL);
+                ASSERT_ERROR(store_delete_room(t->cmd, "", store_env_on_reply, NULL), EINVAL);
                 barrier(t);
                 assert_quiet(t);
         }
 
         /* Leaving the user's room: once. */
-        r = do_user_leave(t, "alice", "1", "");
-        assert_int(r, 1);
-        freeReplyObject(r);
+        assert_int_free(do_user_leave(t, "alice", "1", ""), 1);
         expect_msg(t, STORE_EVENTS_CHANNEL, "[\"ul\", \"alice\", \"1\", \"\"]");
-        r = do_user_leave(t, "alice", "1", "");
-        assert_int(r, 0);
-        freeReplyObject(r);
+        assert_int_free(do_user_leave(t, "alice", "1", ""), 0);
         assert_quiet(t);
         r = do_user_rooms(t, "alice");
         assert_rooms(r, 0, NULL);
@@ -2077,9 +1842,8 @@ static void test_slots(redisContext *mon) {
 
 int main(void) {
         _cleanup_(redisFreep) redisContext *mon = NULL;
-        Test t = {};
-        uint64_t start = now_usec();
-        int r;
+        StoreEnv t = {};
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
 
         /* Everything here is bounded; this is the last resort (and the
          * server dies with us through PR_SET_PDEATHSIG). */
@@ -2089,17 +1853,11 @@ int main(void) {
         test_pure();
         test_parse_entry();
 
-        r = test_redis_init(&server, "redis.sock");
-        if (r == -ENOENT) {
-                fprintf(stderr, "redis-server not found (Debian package redis-server), skipping the store tests\n");
+        if (store_env_server_start(&server) == -ENOENT)
                 return EXIT_TEST_SKIP;
-        }
-        ASSERT_OK(r);
-        ASSERT_OK(test_redis_start(&server));
         mon = redisConnectUnix(server.sock);
         ASSERT_TRUE(mon && !mon->err);
         freeReplyObject(redisCommand(mon, "MONITOR"));
-        ASSERT_OK(sd_event_new(&t.event));
         connect_all(&t);
         /* Every script, so that the slot check knows them all. */
         ASSERT_OK(store_load_scripts(t.cmd));
@@ -2118,15 +1876,8 @@ int main(void) {
         test_user_rooms(&t);
         test_slots(mon);
 
-        t.cmd = redis_free(t.cmd);
-        t.sub = redis_free(t.sub);
-        t.event = sd_event_unref(t.event);
-        for (size_t i = 0; i < t.n_msgs; i++) {
-                free(t.msgs[i].channel);
-                free(t.msgs[i].data);
-        }
-        free(t.msgs);
+        store_env_close(&t);
         ASSERT_OK(test_redis_cleanup(&server));
-        printf("test-store: %" PRIu64 " ms\n", (now_usec() - start) / 1000);
+        printf("test-store: %" PRIu64 " ms\n", (now_usec(CLOCK_MONOTONIC) - start) / 1000);
         return 0;
 }
