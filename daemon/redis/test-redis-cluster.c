@@ -89,14 +89,8 @@ typedef struct Ctx {
 } Ctx;
 
 typedef struct Reply {
+        TestReply got;
         Ctx *ctx;
-        unsigned calls;
-        bool null;
-        int type;
-        long long integer;
-        char str[128];
-        size_t elements;
-        char element[2][32];
 } Reply;
 
 static void on_state(Redis *r, bool connected, void *userdata) {
@@ -157,21 +151,10 @@ static bool seen(const Ctx *c, const char *data) {
 static void on_reply(Redis *r, const redisReply *reply, void *userdata) {
         Reply *out = userdata;
 
-        out->calls++;
-        ASSERT_INT_EQ(out->calls, 1);
+        test_reply_record(&out->got, reply);
+        ASSERT_INT_EQ(out->got.calls, 1);
         out->ctx->answered++;
-        out->null = !reply;
         out->ctx->null_replies += !reply;
-        if (!reply)
-                return;
-        out->type = reply->type;
-        out->integer = reply->integer;
-        if (reply->str)
-                snprintf(out->str, sizeof out->str, "%s", reply->str);
-        out->elements = reply->elements;
-        for (size_t i = 0; i < MIN(reply->elements, ELEMENTSOF(out->element)); i++)
-                if (reply->element[i]->str)
-                        snprintf(out->element[i], sizeof out->element[i], "%s", reply->element[i]->str);
 }
 
 static bool is_up(const void *p) {
@@ -180,7 +163,7 @@ static bool is_up(const void *p) {
 }
 
 static bool reply_done(const void *p) {
-        return ((const Reply *) p)->calls > 0;
+        return ((const Reply *) p)->got.calls > 0;
 }
 
 static void ctx_open(Ctx *c, sd_event *e, char *const *seeds) {
@@ -300,12 +283,12 @@ static void test_slots_fallback(TestRedisCluster *cl, sd_event *e) {
         ASSERT_OK(redis_start(c.redis));
         ASSERT_TRUE(test_run_until(c.event, is_up, &c, 15 * SEC));
         COMMAND(&c, &a, "CLUSTER", "SHARDS");
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_ERROR);
-        ASSERT_TRUE(strstr(a.str, "NOPERM"));
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_ERROR);
+        ASSERT_TRUE(strstr(a.got.str, "NOPERM"));
         COMMAND(&c, &a, "SET", "{fallback}k", "v");
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_STATUS);
         COMMAND(&c, &a, "ACL", "WHOAMI");
-        ASSERT_STREQ(a.str, "old");
+        ASSERT_STREQ(a.got.str, "old");
         ctx_close(&c);
         for (int i = 0; i < TEST_CLUSTER_NODES; i++)
                 freeReplyObject(test_redis_command(&cl->node[i], "ACL DELUSER old"));
@@ -347,8 +330,8 @@ static void test_routing(TestRedisCluster *cl, sd_event *e) {
         ASSERT_TRUE(test_run_until(c.event, reply_done, &many[ELEMENTSOF(many) - 1], 15 * SEC));
         test_run_for(c.event, 100000);
         for (unsigned i = 0; i < ELEMENTSOF(many); i++) {
-                ASSERT_INT_EQ(many[i].calls, 1);
-                ASSERT_INT_EQ(many[i].type, REDIS_REPLY_STATUS);
+                ASSERT_INT_EQ(many[i].got.calls, 1);
+                ASSERT_INT_EQ(many[i].got.type, REDIS_REPLY_STATUS);
                 snprintf(key, sizeof key, "mc:{r%u}:k", i);
                 snprintf(value, sizeof value, "v%u", i);
                 node_get(cl, key, got, sizeof got);
@@ -357,31 +340,31 @@ static void test_routing(TestRedisCluster *cl, sd_event *e) {
 
         /* Commands by their first argument; keyless ones anywhere. */
         COMMAND(&c, &a, "SET", "plain", "1");
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_STATUS);
         node_get(cl, "plain", got, sizeof got);
         ASSERT_STREQ(got, "1");
         COMMAND(&c, &a, "INCR", "plain");
-        ASSERT_INT_EQ(a.integer, 2);
+        ASSERT_INT_EQ(a.got.integer, 2);
         COMMAND(&c, &a, "PING");
-        ASSERT_STREQ(a.str, "PONG");
+        ASSERT_STREQ(a.got.str, "PONG");
         COMMAND(&c, &a, "EVAL", "return redis.call('GET', KEYS[1])", "1", "plain");
-        ASSERT_STREQ(a.str, "2");
+        ASSERT_STREQ(a.got.str, "2");
         a = (Reply) { .ctx = &c };
         ASSERT_OK(redis_eval(c.redis, &keyless, on_reply, &a, 0, 0, NULL, NULL));
         c.issued++;
         ASSERT_TRUE(test_run_until(c.event, reply_done, &a, 5 * SEC));
-        ASSERT_STREQ(a.str, "any");
+        ASSERT_STREQ(a.got.str, "any");
         /* A command over two slots is Redis' to refuse; a script's, ours. */
         COMMAND(&c, &a, "MSET", "{a}x", "1", "{b}x", "2");
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_ERROR);
-        ASSERT_TRUE(strncmp(a.str, "CROSSSLOT", 9) == 0);
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_ERROR);
+        ASSERT_TRUE(strncmp(a.got.str, "CROSSSLOT", 9) == 0);
         ASSERT_ERROR(redis_eval(c.redis, &set, on_reply, &a, 2, 0, (const char *[]) { "{a}x", "{b}x" }, NULL), EXDEV);
 
         /* NOSCRIPT on a node that never saw the script: sent as EVAL there. */
         for (int i = 0; i < TEST_CLUSTER_NODES; i++)
                 freeReplyObject(test_redis_command(&cl->node[i], "SCRIPT FLUSH"));
         eval_set_sync(&c, &set, "mc:{r7}:k", "again", &a);
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_STATUS);
         node_get(cl, "mc:{r7}:k", got, sizeof got);
         ASSERT_STREQ(got, "again");
 
@@ -503,16 +486,16 @@ static void test_migration(TestRedisCluster *cl, sd_event *e) {
         ASSERT_OK(redis_subscribe(c.redis, "classic"));
         expect_sharded_delivery(&c, cl, "{mv}ch", "before");
         COMMAND(&c, &a, "SET", "{mv}old", "kept");
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_STATUS);
 
         slot_move_start(cl, &m);
 
         /* A key the old master does not have: ASK, written on the new one. */
         COMMAND(&c, &a, "SET", "{mv}new", "asked");
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_STATUS);
         /* One it has: answered there. */
         COMMAND(&c, &a, "GET", "{mv}old");
-        ASSERT_STREQ(a.str, "kept");
+        ASSERT_STREQ(a.got.str, "kept");
 
         /* Keys of one slot on both sides: TRYAGAIN until the migration
          * ends, then the answer. */
@@ -520,7 +503,7 @@ static void test_migration(TestRedisCluster *cl, sd_event *e) {
         ASSERT_OK(redis_command(c.redis, on_reply, &b, "MGET {mv}old {mv}new"));
         c.issued++;
         test_run_for(c.event, 300000);
-        ASSERT_INT_EQ(b.calls, 0);
+        ASSERT_INT_EQ(b.got.calls, 0);
 
         snprintf(port, sizeof port, "%d", cl->node[m.to].port);
         reply = test_redis_command(&cl->node[m.from], "MIGRATE 127.0.0.1 %s %s 0 5000 KEYS {mv}old", port, "");
@@ -533,14 +516,14 @@ static void test_migration(TestRedisCluster *cl, sd_event *e) {
         node_get(cl, "{mv}new", got, sizeof got);
         ASSERT_STREQ(got, "asked");
         ASSERT_TRUE(test_run_until(c.event, reply_done, &b, 5 * SEC));
-        ASSERT_INT_EQ(b.type, REDIS_REPLY_ARRAY);
-        ASSERT_INT_EQ(b.elements, 2);
-        ASSERT_STREQ(b.element[0], "kept");
-        ASSERT_STREQ(b.element[1], "asked");
+        ASSERT_INT_EQ(b.got.type, REDIS_REPLY_ARRAY);
+        ASSERT_INT_EQ(b.got.elements, 2);
+        ASSERT_STREQ(b.got.element[0], "kept");
+        ASSERT_STREQ(b.got.element[1], "asked");
         COMMAND(&c, &a, "GET", "{mv}old");
-        ASSERT_STREQ(a.str, "kept");
+        ASSERT_STREQ(a.got.str, "kept");
         COMMAND(&c, &a, "GET", "{mv}new");
-        ASSERT_STREQ(a.str, "asked");
+        ASSERT_STREQ(a.got.str, "asked");
 
         expect_sharded_delivery(&c, cl, "{mv}ch", "after");
         ctx_close(&c);
@@ -783,7 +766,7 @@ static void test_failover(TestRedisCluster *cl, sd_event *e) {
         ASSERT_TRUE(master_is(cl, slot, replica));
         ASSERT_OK(test_redis_cluster_wait(cl));
         COMMAND(&c, &a, "SET", "{fo}k", "1");
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_STATUS);
         expect_sharded_delivery(&c, cl, "{fo}ch", "switched");
 
         /* The new master is killed: its replica (the old master) is
@@ -796,7 +779,7 @@ static void test_failover(TestRedisCluster *cl, sd_event *e) {
                 if (redis_command(c.redis, on_reply, &burst[i], "INCR {fo}n") >= 0)
                         c.issued++;
                 else
-                        burst[i].calls = 1;     /* refused at once: not connected any more */
+                        burst[i].got.calls = 1;     /* refused at once: not connected any more */
                 test_run_for(c.event, 20000);
         }
         ASSERT_TRUE(test_run_until(c.event, is_up, &c, 30 * SEC));
@@ -807,7 +790,7 @@ static void test_failover(TestRedisCluster *cl, sd_event *e) {
         for (unsigned i = 0; i < ELEMENTSOF(burst); i++)
                 ASSERT_TRUE(test_run_until(c.event, reply_done, &burst[i], 15 * SEC));
         COMMAND(&c, &a, "SET", "{fo}k", "2");
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_STATUS);
         expect_sharded_delivery(&c, cl, "{fo}ch", "promoted");
         ctx_close(&c);
 }

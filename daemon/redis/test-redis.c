@@ -39,18 +39,6 @@ typedef struct Ctx {
         uint64_t stall_once_usec;       /* the first message takes this long */
 } Ctx;
 
-typedef struct Reply {
-        unsigned calls;
-        bool null;
-        int type;
-        long long integer;
-        size_t len;
-        char str[256];
-        size_t elements;
-        char element[4][64];
-        long long element_int[4];
-} Reply;
-
 static void on_state(Redis *r, bool connected, void *userdata) {
         Ctx *c = userdata;
 
@@ -83,23 +71,7 @@ static void on_message(Redis *r, const char *channel, const char *data, size_t l
 }
 
 static void on_reply(Redis *r, const redisReply *reply, void *userdata) {
-        Reply *out = userdata;
-
-        out->calls++;
-        out->null = !reply;
-        if (!reply)
-                return;
-        out->type = reply->type;
-        out->integer = reply->integer;
-        out->len = reply->str ? reply->len : 0;
-        if (reply->str)
-                memcpy(out->str, reply->str, MIN(reply->len + 1, sizeof(out->str)));
-        out->elements = reply->elements;
-        for (size_t i = 0; i < MIN(reply->elements, ELEMENTSOF(out->element)); i++) {
-                if (reply->element[i]->str)
-                        snprintf(out->element[i], sizeof(out->element[i]), "%s", reply->element[i]->str);
-                out->element_int[i] = reply->element[i]->integer;
-        }
+        test_reply_record(userdata, reply);
 }
 
 static bool is_up(const void *p) {
@@ -113,7 +85,7 @@ static bool is_down(const void *p) {
 }
 
 static bool reply_done(const void *p) {
-        return ((const Reply *) p)->calls > 0;
+        return ((const TestReply *) p)->calls > 0;
 }
 
 static void ctx_open_timeouts(Ctx *c, sd_event *e, const char *url, uint64_t timeout, uint64_t ping) {
@@ -133,13 +105,20 @@ static void ctx_open(Ctx *c, sd_event *e, const char *url) {
         ASSERT_INT_EQ(c->n_up, 1);
 }
 
+static void ctx_open_server(Ctx *c, sd_event *e, const TestRedis *srv) {
+        char url[192];
+
+        snprintf(url, sizeof(url), "unix:%s", srv->sock);
+        ctx_open(c, e, url);
+}
+
 /* Sends argv (NULL-terminated) and waits for the answer. */
-static void command_sync(Ctx *c, Reply *out, const char *const *argv) {
+static void command_sync(Ctx *c, TestReply *out, const char *const *argv) {
         int argc = 0;
 
         while (argv[argc])
                 argc++;
-        *out = (Reply) {};
+        *out = (TestReply) {};
         ASSERT_OK(redis_command_argv(c->redis, on_reply, out, argc, (const char **) argv, NULL));
         ASSERT_TRUE(test_run_until(c->event, reply_done, out, 5 * SEC));
         ASSERT_INT_EQ(out->calls, 1);
@@ -232,7 +211,7 @@ static void on_must_not_run(Redis *r, const redisReply *reply, void *userdata) {
 static void test_commands(TestRedis *srv, sd_event *e) {
         char url[192];
         Ctx c;
-        Reply a, b;
+        TestReply a, b;
         int dummy;
 
         snprintf(url, sizeof(url), "unix:%s?db=3", srv->sock);
@@ -243,7 +222,7 @@ static void test_commands(TestRedis *srv, sd_event *e) {
         ASSERT_INT_EQ(a.type, REDIS_REPLY_STRING);
         ASSERT_NOT_NULL(strstr(a.str, " db=3 "));
 
-        a = (Reply) {};
+        a = (TestReply) {};
         ASSERT_OK(redis_command(c.redis, on_reply, &a, "SET bin %b", "a\0b", (size_t) 3));
         COMMAND(&c, &b, "GET", "bin");
         ASSERT_INT_EQ(a.calls, 1);
@@ -309,14 +288,12 @@ static bool counter_done(const void *p) {
 
 static void test_pipeline(TestRedis *srv, sd_event *e) {
         static const char *const incr[] = { "INCR", "pipeline" };
-        char url[192];
         Counter k = { .in_order = true };
-        Reply a;
+        TestReply a;
         uint64_t t;
         Ctx c;
 
-        snprintf(url, sizeof(url), "unix:%s", srv->sock);
-        ctx_open(&c, e, url);
+        ctx_open_server(&c, e, srv);
         COMMAND(&c, &a, "DEL", "pipeline");
 
         t = test_now_usec();
@@ -345,7 +322,7 @@ static bool got_message(const void *p) {
 }
 
 static long long publish(Ctx *c, const char *channel, const char *data) {
-        Reply a;
+        TestReply a;
 
         COMMAND(c, &a, "PUBLISH", channel, data);
         ASSERT_INT_EQ(a.type, REDIS_REPLY_INTEGER);
@@ -354,7 +331,7 @@ static long long publish(Ctx *c, const char *channel, const char *data) {
 
 /* Waits until Redis has applied our (UN)SUBSCRIBEs: they travel on the other connection. */
 static void wait_receivers(Ctx *c, const char *channel, long long want) {
-        Reply a;
+        TestReply a;
 
         for (unsigned i = 0; i < 100; i++) {
                 COMMAND(c, &a, "PUBSUB", "NUMSUB", channel);
@@ -367,11 +344,9 @@ static void wait_receivers(Ctx *c, const char *channel, long long want) {
 }
 
 static void test_pubsub(TestRedis *srv, sd_event *e) {
-        char url[192];
         Ctx c;
 
-        snprintf(url, sizeof(url), "unix:%s", srv->sock);
-        ctx_open(&c, e, url);
+        ctx_open_server(&c, e, srv);
 
         ASSERT_OK(redis_subscribe(c.redis, "chat:a"));
         ASSERT_OK(redis_subscribe(c.redis, "chat:a"));
@@ -420,15 +395,13 @@ static void test_eval(TestRedis *srv, sd_event *e) {
         RedisScript s, counter;
         const char *argv[] = { "key", "arg\0x", "two" };
         const size_t argvlen[] = { 3, 5, 3 };
-        char url[192];
-        Reply a;
+        TestReply a;
         Counter k = { .in_order = true };
         uint64_t t;
         Ctx c;
 
         redis_script_init(&s, "return {KEYS[1], ARGV[1], ARGV[2], tostring(#ARGV[1])}");
-        snprintf(url, sizeof(url), "unix:%s", srv->sock);
-        ctx_open(&c, e, url);
+        ctx_open_server(&c, e, srv);
 
         /* Our SHA-1 is Redis' name for the script. */
         COMMAND(&c, &a, "SCRIPT", "LOAD", s.source);
@@ -436,7 +409,7 @@ static void test_eval(TestRedis *srv, sd_event *e) {
 
         /* Unknown script: NOSCRIPT is handled inside, the caller sees the result. */
         COMMAND(&c, &a, "SCRIPT", "FLUSH");
-        a = (Reply) {};
+        a = (TestReply) {};
         ASSERT_OK(redis_eval(c.redis, &s, on_reply, &a, 1, 2, argv, argvlen));
         ASSERT_TRUE(test_run_until(e, reply_done, &a, 5 * SEC));
         ASSERT_INT_EQ(a.calls, 1);
@@ -451,7 +424,7 @@ static void test_eval(TestRedis *srv, sd_event *e) {
         COMMAND(&c, &a, "SCRIPT", "EXISTS", s.sha1);
         ASSERT_INT_EQ(a.elements, 1);
         ASSERT_INT_EQ(a.element_int[0], 1);
-        a = (Reply) {};
+        a = (TestReply) {};
         ASSERT_OK(redis_eval(c.redis, &s, on_reply, &a, 1, 2, argv, argvlen));
         ASSERT_TRUE(test_run_until(e, reply_done, &a, 5 * SEC));
         ASSERT_STREQ(a.element[2], "two");
@@ -459,7 +432,7 @@ static void test_eval(TestRedis *srv, sd_event *e) {
         /* A failing script is an error reply, not a fallback loop. */
         redis_script_init(&counter, "return redis.call('INCR', KEYS[1])");
         COMMAND(&c, &a, "SET", "str", "x");
-        a = (Reply) {};
+        a = (TestReply) {};
         ASSERT_OK(redis_eval(c.redis, &counter, on_reply, &a, 1, 0, (const char *[]) { "str" }, NULL));
         ASSERT_TRUE(test_run_until(e, reply_done, &a, 5 * SEC));
         ASSERT_INT_EQ(a.type, REDIS_REPLY_ERROR);
@@ -498,7 +471,7 @@ static void test_eval_slots(TestRedis *srv, sd_event *e) {
         const char *binary[] = { "{a}\0", "{a\0}" };
         const size_t binarylen[] = { 4, 4 };
         char url[192];
-        Reply a = {};
+        TestReply a = {};
         Ctx c;
 
         redis_script_init(&s, "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('SET', KEYS[2], ARGV[1])");
@@ -511,7 +484,7 @@ static void test_eval_slots(TestRedis *srv, sd_event *e) {
         ASSERT_INT_EQ(test_redis_integer(srv, "EXISTS mc:{r1}:a mc:{r1}:b"), 2);
 
         /* Without keys there is no slot to disagree on. */
-        a = (Reply) {};
+        a = (TestReply) {};
         ASSERT_OK(redis_eval(c.redis, &s, on_reply, &a, 0, 2, same, NULL));
         ASSERT_TRUE(test_run_until(e, reply_done, &a, 5 * SEC));
         ASSERT_INT_EQ(a.type, REDIS_REPLY_ERROR);       /* the script wants keys */
@@ -602,12 +575,10 @@ static void assert_each_once(const Pending *p) {
 static void test_kill_restart(TestRedis *srv, sd_event *e) {
         static Slot slots[N_PENDING];
         static Pending p;
-        char url[192];
         uint64_t t;
         Ctx c;
 
-        snprintf(url, sizeof(url), "unix:%s", srv->sock);
-        ctx_open(&c, e, url);
+        ctx_open_server(&c, e, srv);
         ASSERT_OK(redis_subscribe(c.redis, "chat:k"));
         ASSERT_OK(redis_psubscribe(c.redis, "kp:*"));
         wait_receivers(&c, "chat:k", 1);
@@ -660,7 +631,7 @@ static void test_timeout(TestRedis *srv, sd_event *e) {
         static Pending p;
         char url[192];
         uint64_t t;
-        Reply a;
+        TestReply a;
         Ctx c;
 
         snprintf(url, sizeof(url), "unix:%s", srv->sock);
@@ -722,13 +693,10 @@ static void on_free_in_handler(Redis *r, const redisReply *reply, void *userdata
 static void test_free_pending(TestRedis *srv, sd_event *e) {
         static Slot slots[N_PENDING];
         static Pending p;
-        char url[192];
         Ctx c;
 
-        snprintf(url, sizeof(url), "unix:%s", srv->sock);
-
         /* Freed from outside: all handlers get NULL before redis_free() returns. */
-        ctx_open(&c, e, url);
+        ctx_open_server(&c, e, srv);
         ASSERT_OK(redis_subscribe(c.redis, "chat:f"));
         send_pending(&c, &p, slots);
         c.redis = redis_free(c.redis);
@@ -738,7 +706,7 @@ static void test_free_pending(TestRedis *srv, sd_event *e) {
         assert_each_once(&p);
 
         /* Freed from inside a reply handler with more pending. */
-        ctx_open(&c, e, url);
+        ctx_open_server(&c, e, srv);
         p = (Pending) {};
         for (unsigned i = 0; i < 3; i++) {
                 slots[i] = (Slot) { &p, i };
@@ -752,7 +720,7 @@ static void test_free_pending(TestRedis *srv, sd_event *e) {
                 ASSERT_INT_EQ(p.calls[i], 1);
 
         /* Freed from the state handler when the server dies. */
-        ctx_open(&c, e, url);
+        ctx_open_server(&c, e, srv);
         c.free_on_down = true;
         p = (Pending) {};
         slots[0] = (Slot) { &p, 0 };
@@ -767,7 +735,7 @@ static void test_free_pending(TestRedis *srv, sd_event *e) {
         ASSERT_OK(test_redis_start(srv));
 
         /* Freed from the message handler. */
-        ctx_open(&c, e, url);
+        ctx_open_server(&c, e, srv);
         ASSERT_OK(redis_subscribe(c.redis, "chat:m"));
         wait_receivers(&c, "chat:m", 1);
         c.free_on_message = true;
@@ -1161,7 +1129,7 @@ static void test_tcp(sd_event *e) {
         TestRedis tcp = {};
         char url[320], host[256];
         struct addrinfo *ai = NULL, hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM };
-        Reply a;
+        TestReply a;
         Ctx c;
 
         ASSERT_OK(test_redis_init(&tcp, "tcp.sock"));

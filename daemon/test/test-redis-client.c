@@ -7,10 +7,12 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "basic/macro.h"
 #include "test/test-redis-client.h"
 #include "test/test.h"
 
@@ -19,6 +21,28 @@ uint64_t test_now_usec(void) {
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (uint64_t) ts.tv_sec * SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+void test_reply_record(TestReply *out, const redisReply *reply) {
+        out->calls++;
+        out->null = !reply;
+        if (!reply)
+                return;
+        out->type = reply->type;
+        out->integer = reply->integer;
+        out->len = reply->str ? reply->len : 0;
+        if (reply->str) {
+                size_t n = MIN(reply->len, sizeof(out->str) - 1);
+
+                memcpy(out->str, reply->str, n);
+                out->str[n] = '\0';
+        }
+        out->elements = reply->elements;
+        for (size_t i = 0; i < MIN(reply->elements, ELEMENTSOF(out->element)); i++) {
+                if (reply->element[i]->str)
+                        snprintf(out->element[i], sizeof(out->element[i]), "%s", reply->element[i]->str);
+                out->element_int[i] = reply->element[i]->integer;
+        }
 }
 
 int test_free_tcp_port(void) {

@@ -7,9 +7,28 @@
 
 #include <systemd/sd-event.h>
 
+#include <hiredis/hiredis.h>
+
 #include "test/test-redis-server.h"
 
 #define SEC 1000000ULL
+
+/* What a reply handler keeps of a reply for the test to assert on, after
+ * hiredis has freed it. */
+typedef struct TestReply {
+        unsigned calls;
+        bool null;                      /* the handler got NULL: the command was never answered */
+        int type;
+        long long integer;
+        size_t len;                     /* of the whole string, also when str holds only its start */
+        char str[256];                  /* binary-safe up to its size, always NUL-terminated */
+        size_t elements;
+        char element[4][64];            /* the first elements' strings ... */
+        long long element_int[4];       /* ... and integers */
+} TestReply;
+
+/* Counts the call and records reply (NULL too) into out. */
+void test_reply_record(TestReply *out, const redisReply *reply);
 
 uint64_t test_now_usec(void);
 
