@@ -18,6 +18,7 @@
 #include "basic/macro.h"
 #include "redis/cluster-map.h"
 #include "redis/redis.h"
+#include "test/test-redis-client.h"
 #include "test/test-redis-server.h"
 #include "test/test.h"
 
@@ -72,15 +73,6 @@ static void test_key_slot_against_redis(TestRedisCluster *cl) {
 
 /* ---- the client under test ---- */
 
-#define SEC 1000000ULL
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * SEC + (uint64_t) ts.tv_nsec / 1000;
-}
-
 typedef struct Ctx {
         sd_event *event;
         Redis *redis;
@@ -97,14 +89,8 @@ typedef struct Ctx {
 } Ctx;
 
 typedef struct Reply {
+        TestReply got;
         Ctx *ctx;
-        unsigned calls;
-        bool null;
-        int type;
-        long long integer;
-        char str[128];
-        size_t elements;
-        char element[2][32];
 } Reply;
 
 static void on_state(Redis *r, bool connected, void *userdata) {
@@ -165,36 +151,10 @@ static bool seen(const Ctx *c, const char *data) {
 static void on_reply(Redis *r, const redisReply *reply, void *userdata) {
         Reply *out = userdata;
 
-        out->calls++;
-        ASSERT_INT_EQ(out->calls, 1);
+        test_reply_record(&out->got, reply);
+        ASSERT_INT_EQ(out->got.calls, 1);
         out->ctx->answered++;
-        out->null = !reply;
         out->ctx->null_replies += !reply;
-        if (!reply)
-                return;
-        out->type = reply->type;
-        out->integer = reply->integer;
-        if (reply->str)
-                snprintf(out->str, sizeof out->str, "%s", reply->str);
-        out->elements = reply->elements;
-        for (size_t i = 0; i < MIN(reply->elements, ELEMENTSOF(out->element)); i++)
-                if (reply->element[i]->str)
-                        snprintf(out->element[i], sizeof out->element[i], "%s", reply->element[i]->str);
-}
-
-static bool run_until(Ctx *c, bool (*done)(const void *), const void *arg, uint64_t timeout) {
-        uint64_t end = now_usec() + timeout;
-
-        while (!done(arg) && now_usec() < end)
-                ASSERT_OK(sd_event_run(c->event, 50000));
-        return done(arg);
-}
-
-static void run_for(Ctx *c, uint64_t usec) {
-        uint64_t end = now_usec() + usec;
-
-        while (now_usec() < end)
-                ASSERT_OK(sd_event_run(c->event, end - now_usec()));
 }
 
 static bool is_up(const void *p) {
@@ -203,7 +163,7 @@ static bool is_up(const void *p) {
 }
 
 static bool reply_done(const void *p) {
-        return ((const Reply *) p)->calls > 0;
+        return ((const Reply *) p)->got.calls > 0;
 }
 
 static void ctx_open(Ctx *c, sd_event *e, char *const *seeds) {
@@ -212,7 +172,7 @@ static void ctx_open(Ctx *c, sd_event *e, char *const *seeds) {
                                          on_state, on_message, c));
         ASSERT_OK(redis_set_timeouts(c->redis, 10 * SEC, REDIS_PING_INTERVAL_USEC));
         ASSERT_OK(redis_start(c->redis));
-        ASSERT_TRUE(run_until(c, is_up, c, 15 * SEC));
+        ASSERT_TRUE(test_run_until(c->event, is_up, c, 15 * SEC));
         ASSERT_INT_EQ(c->n_up, 1);
 }
 
@@ -230,7 +190,7 @@ static void command_sync(Ctx *c, Reply *out, const char *const *argv) {
         *out = (Reply) { .ctx = c };
         ASSERT_OK(redis_command_argv(c->redis, on_reply, out, argc, (const char **) argv, NULL));
         c->issued++;
-        ASSERT_TRUE(run_until(c, reply_done, out, 15 * SEC));
+        ASSERT_TRUE(test_run_until(c->event, reply_done, out, 15 * SEC));
 }
 
 #define COMMAND(c, out, ...) command_sync((c), (out), (const char *const[]) { __VA_ARGS__, NULL })
@@ -241,7 +201,7 @@ static void eval_set_sync(Ctx *c, const RedisScript *s, const char *key, const c
         *out = (Reply) { .ctx = c };
         ASSERT_OK(redis_eval(c->redis, s, on_reply, out, 1, 1, (const char *[]) { key, value }, NULL));
         c->issued++;
-        ASSERT_TRUE(run_until(c, reply_done, out, 15 * SEC));
+        ASSERT_TRUE(test_run_until(c->event, reply_done, out, 15 * SEC));
 }
 
 /* What the node that serves key's slot holds under it, asked directly. */
@@ -321,14 +281,14 @@ static void test_slots_fallback(TestRedisCluster *cl, sd_event *e) {
         ASSERT_OK(redis_new_with_options(&c.redis, e, &(const RedisOptions) {
                         .cluster = cl->addresses, .user = "old", .password = "pw" }, on_state, on_message, &c));
         ASSERT_OK(redis_start(c.redis));
-        ASSERT_TRUE(run_until(&c, is_up, &c, 15 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, is_up, &c, 15 * SEC));
         COMMAND(&c, &a, "CLUSTER", "SHARDS");
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_ERROR);
-        ASSERT_TRUE(strstr(a.str, "NOPERM"));
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_ERROR);
+        ASSERT_TRUE(strstr(a.got.str, "NOPERM"));
         COMMAND(&c, &a, "SET", "{fallback}k", "v");
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_STATUS);
         COMMAND(&c, &a, "ACL", "WHOAMI");
-        ASSERT_STREQ(a.str, "old");
+        ASSERT_STREQ(a.got.str, "old");
         ctx_close(&c);
         for (int i = 0; i < TEST_CLUSTER_NODES; i++)
                 freeReplyObject(test_redis_command(&cl->node[i], "ACL DELUSER old"));
@@ -367,11 +327,11 @@ static void test_routing(TestRedisCluster *cl, sd_event *e) {
                 ASSERT_OK(redis_eval(c.redis, &set, on_reply, &many[i], 1, 1, (const char *[]) { key, value }, NULL));
                 c.issued++;
         }
-        ASSERT_TRUE(run_until(&c, reply_done, &many[ELEMENTSOF(many) - 1], 15 * SEC));
-        run_for(&c, 100000);
+        ASSERT_TRUE(test_run_until(c.event, reply_done, &many[ELEMENTSOF(many) - 1], 15 * SEC));
+        test_run_for(c.event, 100000);
         for (unsigned i = 0; i < ELEMENTSOF(many); i++) {
-                ASSERT_INT_EQ(many[i].calls, 1);
-                ASSERT_INT_EQ(many[i].type, REDIS_REPLY_STATUS);
+                ASSERT_INT_EQ(many[i].got.calls, 1);
+                ASSERT_INT_EQ(many[i].got.type, REDIS_REPLY_STATUS);
                 snprintf(key, sizeof key, "mc:{r%u}:k", i);
                 snprintf(value, sizeof value, "v%u", i);
                 node_get(cl, key, got, sizeof got);
@@ -380,37 +340,37 @@ static void test_routing(TestRedisCluster *cl, sd_event *e) {
 
         /* Commands by their first argument; keyless ones anywhere. */
         COMMAND(&c, &a, "SET", "plain", "1");
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_STATUS);
         node_get(cl, "plain", got, sizeof got);
         ASSERT_STREQ(got, "1");
         COMMAND(&c, &a, "INCR", "plain");
-        ASSERT_INT_EQ(a.integer, 2);
+        ASSERT_INT_EQ(a.got.integer, 2);
         COMMAND(&c, &a, "PING");
-        ASSERT_STREQ(a.str, "PONG");
+        ASSERT_STREQ(a.got.str, "PONG");
         COMMAND(&c, &a, "EVAL", "return redis.call('GET', KEYS[1])", "1", "plain");
-        ASSERT_STREQ(a.str, "2");
+        ASSERT_STREQ(a.got.str, "2");
         a = (Reply) { .ctx = &c };
         ASSERT_OK(redis_eval(c.redis, &keyless, on_reply, &a, 0, 0, NULL, NULL));
         c.issued++;
-        ASSERT_TRUE(run_until(&c, reply_done, &a, 5 * SEC));
-        ASSERT_STREQ(a.str, "any");
+        ASSERT_TRUE(test_run_until(c.event, reply_done, &a, 5 * SEC));
+        ASSERT_STREQ(a.got.str, "any");
         /* A command over two slots is Redis' to refuse; a script's, ours. */
         COMMAND(&c, &a, "MSET", "{a}x", "1", "{b}x", "2");
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_ERROR);
-        ASSERT_TRUE(strncmp(a.str, "CROSSSLOT", 9) == 0);
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_ERROR);
+        ASSERT_TRUE(strncmp(a.got.str, "CROSSSLOT", 9) == 0);
         ASSERT_ERROR(redis_eval(c.redis, &set, on_reply, &a, 2, 0, (const char *[]) { "{a}x", "{b}x" }, NULL), EXDEV);
 
         /* NOSCRIPT on a node that never saw the script: sent as EVAL there. */
         for (int i = 0; i < TEST_CLUSTER_NODES; i++)
                 freeReplyObject(test_redis_command(&cl->node[i], "SCRIPT FLUSH"));
         eval_set_sync(&c, &set, "mc:{r7}:k", "again", &a);
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_STATUS);
         node_get(cl, "mc:{r7}:k", got, sizeof got);
         ASSERT_STREQ(got, "again");
 
         /* SCRIPT LOAD without a handler reaches every master. */
         ASSERT_OK(redis_command(c.redis, NULL, NULL, "SCRIPT LOAD %s", set.source));
-        run_for(&c, 200000);
+        test_run_for(c.event, 200000);
         for (int i = 0; i < TEST_CLUSTER_NODES; i++) {
                 redisReply *role = test_redis_command(&cl->node[i], "ROLE");
 
@@ -456,89 +416,114 @@ static void spublish(TestRedis *s, const char *channel, const char *data) {
 /* Publishes on the channel's master until the client has the message:
  * it may take a map refresh until the subscription is where the slot is. */
 static void expect_sharded_delivery(Ctx *c, TestRedisCluster *cl, const char *channel, const char *data) {
-        uint64_t end = now_usec() + 15 * SEC;
+        uint64_t end = test_now_usec() + 15 * SEC;
 
         c->n_messages = 0;
-        while (c->n_messages == 0 && now_usec() < end) {
+        while (c->n_messages == 0 && test_now_usec() < end) {
                 int m = test_redis_cluster_master_of(cl, redis_key_slot(channel, strlen(channel)));
 
                 ASSERT_OK(m);
                 spublish(&cl->node[m], channel, data);
-                run_for(c, 50000);
+                test_run_for(c->event, 50000);
         }
         ASSERT_TRUE(c->n_messages > 0);
         ASSERT_STREQ(c->channel, channel);
         ASSERT_STREQ(c->data, data);
 }
 
+/* A slot's hand-over from its master to another master, in the steps
+ * redis-cli --cluster reshard takes, so that a test can act between them. */
+typedef struct SlotMove {
+        int slot, from, to;
+        char id_from[64], id_to[64];
+} SlotMove;
+
+static void slot_move_pick(TestRedisCluster *cl, int slot, SlotMove *ret) {
+        SlotMove m = { .slot = slot, .to = -1 };
+
+        m.from = test_redis_cluster_master_of(cl, slot);
+        ASSERT_OK(m.from);
+        for (int i = 0; i < TEST_CLUSTER_NODES && m.to < 0; i++)
+                if (i != m.from && node_is_master(&cl->node[i]))
+                        m.to = i;
+        ASSERT_TRUE(m.to >= 0);
+        node_id(&cl->node[m.from], m.id_from, sizeof m.id_from);
+        node_id(&cl->node[m.to], m.id_to, sizeof m.id_to);
+        *ret = m;
+}
+
+/* From here until slot_move_end() the old master answers ASK for the
+ * slot's keys it does not have. */
+static void slot_move_start(TestRedisCluster *cl, const SlotMove *m) {
+        freeReplyObject(test_redis_command(&cl->node[m->to], "CLUSTER SETSLOT %d IMPORTING %s", m->slot, m->id_from));
+        freeReplyObject(test_redis_command(&cl->node[m->from], "CLUSTER SETSLOT %d MIGRATING %s", m->slot, m->id_to));
+}
+
+/* Every master learns the new owner at once, not by gossip later. */
+static void slot_move_end(TestRedisCluster *cl, const SlotMove *m) {
+        freeReplyObject(test_redis_command(&cl->node[m->to], "CLUSTER SETSLOT %d NODE %s", m->slot, m->id_to));
+        freeReplyObject(test_redis_command(&cl->node[m->from], "CLUSTER SETSLOT %d NODE %s", m->slot, m->id_to));
+        for (int i = 0; i < TEST_CLUSTER_NODES; i++)
+                if (i != m->from && i != m->to && node_is_master(&cl->node[i]))
+                        freeReplyObject(test_redis_command(&cl->node[i], "CLUSTER SETSLOT %d NODE %s", m->slot, m->id_to));
+        ASSERT_INT_EQ(test_redis_cluster_master_of(cl, m->slot), m->to);
+}
+
 /* A slot moves from one master to another by hand, as redis-cli --cluster
  * reshard does it: ASK while it migrates, MOVED afterwards, and the
  * sharded subscription in it follows. */
 static void test_migration(TestRedisCluster *cl, sd_event *e) {
-        int slot = redis_key_slot("mv", 2), from, to = -1;
-        char id_from[64], id_to[64], port[16], got[32];
+        char port[16], got[32];
         redisReply *reply;
+        SlotMove m;
         Reply a, b;
         Ctx c;
 
-        from = test_redis_cluster_master_of(cl, slot);
-        ASSERT_OK(from);
-        for (int i = 0; i < TEST_CLUSTER_NODES && to < 0; i++)
-                if (i != from && node_is_master(&cl->node[i]))
-                        to = i;
-        ASSERT_TRUE(to >= 0);
-        node_id(&cl->node[from], id_from, sizeof id_from);
-        node_id(&cl->node[to], id_to, sizeof id_to);
+        slot_move_pick(cl, redis_key_slot("mv", 2), &m);
 
         ctx_open(&c, e, cl->addresses);
         ASSERT_OK(redis_ssubscribe(c.redis, "{mv}ch"));
         ASSERT_OK(redis_subscribe(c.redis, "classic"));
         expect_sharded_delivery(&c, cl, "{mv}ch", "before");
         COMMAND(&c, &a, "SET", "{mv}old", "kept");
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_STATUS);
 
-        freeReplyObject(test_redis_command(&cl->node[to], "CLUSTER SETSLOT %d IMPORTING %s", slot, id_from));
-        freeReplyObject(test_redis_command(&cl->node[from], "CLUSTER SETSLOT %d MIGRATING %s", slot, id_to));
+        slot_move_start(cl, &m);
 
         /* A key the old master does not have: ASK, written on the new one. */
         COMMAND(&c, &a, "SET", "{mv}new", "asked");
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_STATUS);
         /* One it has: answered there. */
         COMMAND(&c, &a, "GET", "{mv}old");
-        ASSERT_STREQ(a.str, "kept");
+        ASSERT_STREQ(a.got.str, "kept");
 
         /* Keys of one slot on both sides: TRYAGAIN until the migration
          * ends, then the answer. */
         b = (Reply) { .ctx = &c };
         ASSERT_OK(redis_command(c.redis, on_reply, &b, "MGET {mv}old {mv}new"));
         c.issued++;
-        run_for(&c, 300000);
-        ASSERT_INT_EQ(b.calls, 0);
+        test_run_for(c.event, 300000);
+        ASSERT_INT_EQ(b.got.calls, 0);
 
-        snprintf(port, sizeof port, "%d", cl->node[to].port);
-        reply = test_redis_command(&cl->node[from], "MIGRATE 127.0.0.1 %s %s 0 5000 KEYS {mv}old", port, "");
+        snprintf(port, sizeof port, "%d", cl->node[m.to].port);
+        reply = test_redis_command(&cl->node[m.from], "MIGRATE 127.0.0.1 %s %s 0 5000 KEYS {mv}old", port, "");
         ASSERT_STREQ(reply->str, "OK");
         freeReplyObject(reply);
-        freeReplyObject(test_redis_command(&cl->node[to], "CLUSTER SETSLOT %d NODE %s", slot, id_to));
-        freeReplyObject(test_redis_command(&cl->node[from], "CLUSTER SETSLOT %d NODE %s", slot, id_to));
-        for (int i = 0; i < TEST_CLUSTER_NODES; i++)
-                if (i != from && i != to && node_is_master(&cl->node[i]))
-                        freeReplyObject(test_redis_command(&cl->node[i], "CLUSTER SETSLOT %d NODE %s", slot, id_to));
-        ASSERT_INT_EQ(test_redis_cluster_master_of(cl, slot), to);
+        slot_move_end(cl, &m);
 
         /* Both keys are on the new master now; the client's map is stale:
          * MOVED, followed, one answer each. */
         node_get(cl, "{mv}new", got, sizeof got);
         ASSERT_STREQ(got, "asked");
-        ASSERT_TRUE(run_until(&c, reply_done, &b, 5 * SEC));
-        ASSERT_INT_EQ(b.type, REDIS_REPLY_ARRAY);
-        ASSERT_INT_EQ(b.elements, 2);
-        ASSERT_STREQ(b.element[0], "kept");
-        ASSERT_STREQ(b.element[1], "asked");
+        ASSERT_TRUE(test_run_until(c.event, reply_done, &b, 5 * SEC));
+        ASSERT_INT_EQ(b.got.type, REDIS_REPLY_ARRAY);
+        ASSERT_INT_EQ(b.got.elements, 2);
+        ASSERT_STREQ(b.got.element[0], "kept");
+        ASSERT_STREQ(b.got.element[1], "asked");
         COMMAND(&c, &a, "GET", "{mv}old");
-        ASSERT_STREQ(a.str, "kept");
+        ASSERT_STREQ(a.got.str, "kept");
         COMMAND(&c, &a, "GET", "{mv}new");
-        ASSERT_STREQ(a.str, "asked");
+        ASSERT_STREQ(a.got.str, "asked");
 
         expect_sharded_delivery(&c, cl, "{mv}ch", "after");
         ctx_close(&c);
@@ -623,23 +608,23 @@ static void test_reshard(TestRedisCluster *cl, sd_event *e) {
         ctx_open(&c, e, cl->addresses);
         for (unsigned i = 0; i < N_COUNTERS; i++)
                 k[i].ctx = &c;
-        t = now_usec();
+        t = test_now_usec();
         ASSERT_OK(test_redis_cluster_reshard(cl, from, to, 400, &pid));
         while (done == 0 || rounds < 3) {
                 if (done == 0)
                         done = test_redis_cluster_reshard_done(pid);
                 ASSERT_OK(done);
-                ASSERT_TRUE(now_usec() - t < 120 * SEC);
+                ASSERT_TRUE(test_now_usec() - t < 120 * SEC);
                 for (unsigned i = 0; i < N_COUNTERS; i++) {
                         ASSERT_OK(redis_command(c.redis, on_incr, &k[i], "INCR %s", key[i]));
                         k[i].pending++;
                         c.issued++;
                 }
-                ASSERT_TRUE(run_until(&c, counters_idle, k, 15 * SEC));
+                ASSERT_TRUE(test_run_until(c.event, counters_idle, k, 15 * SEC));
                 rounds += done > 0;
         }
         printf("cluster: 400 slots resharded in %.1f s, %u INCRs on %u counters meanwhile\n",
-               (now_usec() - t) / 1e6, c.issued, N_COUNTERS);
+               (test_now_usec() - t) / 1e6, c.issued, N_COUNTERS);
 
         for (unsigned i = 0; i < N_COUNTERS; i++) {
                 int slot = redis_key_slot(key[i], strlen(key[i]));
@@ -698,13 +683,13 @@ static void test_pubsub(TestRedisCluster *cl, sd_event *e) {
          * one SPUBLISH each is delivered, no retries. */
         barrier = (Barrier) {};
         ASSERT_OK(redis_subscriber_barrier(c.redis, on_barrier, &barrier));
-        ASSERT_TRUE(run_until(&c, barrier_done, &barrier, 5 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, barrier_done, &barrier, 5 * SEC));
         ASSERT_INT_EQ(barrier.n_ok, 1);
         c.n_messages = 0;
         for (size_t i = 0; i < ELEMENTSOF(channels); i++)
                 spublish(&cl->node[test_redis_cluster_master_of(cl, redis_key_slot(channels[i], strlen(channels[i])))],
                          channels[i], "hello");
-        ASSERT_TRUE(run_until(&c, got_all_channels, &c, 5 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, got_all_channels, &c, 5 * SEC));
         ASSERT_INT_EQ(c.n_messages, ELEMENTSOF(channels));
 
         /* Pending when the client goes away: called once, not ok. */
@@ -724,17 +709,17 @@ static void test_pubsub(TestRedisCluster *cl, sd_event *e) {
         for (int i = 0; i < TEST_CLUSTER_NODES; i++) {
                 c.n_messages = 0;
                 freeReplyObject(test_redis_command(&cl->node[i], "PUBLISH classic n%d", i));
-                run_for(&c, 100000);
+                test_run_for(c.event, 100000);
                 ASSERT_INT_EQ(c.n_messages, 1);
                 ASSERT_STREQ(c.channel, "classic");
         }
 
         /* Unsubscribed: nothing arrives. */
         ASSERT_OK(redis_sunsubscribe(c.redis, "{a}ch"));
-        run_for(&c, 100000);
+        test_run_for(c.event, 100000);
         c.n_messages = 0;
         spublish(&cl->node[test_redis_cluster_master_of(cl, redis_key_slot("{a}ch", 5))], "{a}ch", "gone");
-        run_for(&c, 200000);
+        test_run_for(c.event, 200000);
         ASSERT_INT_EQ(c.n_messages, 0);
         ctx_close(&c);
 }
@@ -781,31 +766,31 @@ static void test_failover(TestRedisCluster *cl, sd_event *e) {
         ASSERT_TRUE(master_is(cl, slot, replica));
         ASSERT_OK(test_redis_cluster_wait(cl));
         COMMAND(&c, &a, "SET", "{fo}k", "1");
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_STATUS);
         expect_sharded_delivery(&c, cl, "{fo}ch", "switched");
 
         /* The new master is killed: its replica (the old master) is
          * promoted, and the client comes back to it. */
         master = replica;
-        t = now_usec();
+        t = test_now_usec();
         test_redis_kill(&cl->node[master]);
         for (unsigned i = 0; i < ELEMENTSOF(burst); i++) {
                 burst[i] = (Reply) { .ctx = &c };
                 if (redis_command(c.redis, on_reply, &burst[i], "INCR {fo}n") >= 0)
                         c.issued++;
                 else
-                        burst[i].calls = 1;     /* refused at once: not connected any more */
-                run_for(&c, 20000);
+                        burst[i].got.calls = 1;     /* refused at once: not connected any more */
+                test_run_for(c.event, 20000);
         }
-        ASSERT_TRUE(run_until(&c, is_up, &c, 30 * SEC));
-        printf("cluster: a killed master's slots served again after %.1f s\n", (now_usec() - t) / 1e6);
+        ASSERT_TRUE(test_run_until(c.event, is_up, &c, 30 * SEC));
+        printf("cluster: a killed master's slots served again after %.1f s\n", (test_now_usec() - t) / 1e6);
         ASSERT_TRUE(c.n_down >= 1);
         ASSERT_OK(test_redis_cluster_wait(cl));
         ASSERT_TRUE(test_redis_cluster_master_of(cl, slot) != master);
         for (unsigned i = 0; i < ELEMENTSOF(burst); i++)
-                ASSERT_TRUE(run_until(&c, reply_done, &burst[i], 15 * SEC));
+                ASSERT_TRUE(test_run_until(c.event, reply_done, &burst[i], 15 * SEC));
         COMMAND(&c, &a, "SET", "{fo}k", "2");
-        ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
+        ASSERT_INT_EQ(a.got.type, REDIS_REPLY_STATUS);
         expect_sharded_delivery(&c, cl, "{fo}ch", "promoted");
         ctx_close(&c);
 }
@@ -840,9 +825,9 @@ static bool back_seen(const void *p) {
  * migration. */
 static void test_shard_gap(TestRedisCluster *cl, sd_event *e) {
         static const char channel[] = "{gap}ch";
-        int slot = redis_key_slot("gap", 3), from, to = -1, replica;
-        char id_from[64], id_to[64];
+        int slot = redis_key_slot("gap", 3), replica;
         unsigned dropped;
+        SlotMove m;
         Ctx c;
 
         ctx_open(&c, e, cl->addresses);
@@ -852,33 +837,20 @@ static void test_shard_gap(TestRedisCluster *cl, sd_event *e) {
         expect_sharded_delivery(&c, cl, channel, "before");
         ASSERT_INT_EQ(c.n_dropped, 0);
 
-        from = test_redis_cluster_master_of(cl, slot);
-        ASSERT_OK(from);
-        for (int i = 0; i < TEST_CLUSTER_NODES && to < 0; i++)
-                if (i != from && node_is_master(&cl->node[i]))
-                        to = i;
-        ASSERT_TRUE(to >= 0);
-        node_id(&cl->node[from], id_from, sizeof id_from);
-        node_id(&cl->node[to], id_to, sizeof id_to);
-        freeReplyObject(test_redis_command(&cl->node[to], "CLUSTER SETSLOT %d IMPORTING %s", slot, id_from));
-        freeReplyObject(test_redis_command(&cl->node[from], "CLUSTER SETSLOT %d MIGRATING %s", slot, id_to));
-        freeReplyObject(test_redis_command(&cl->node[to], "CLUSTER SETSLOT %d NODE %s", slot, id_to));
-        freeReplyObject(test_redis_command(&cl->node[from], "CLUSTER SETSLOT %d NODE %s", slot, id_to));
-        for (int i = 0; i < TEST_CLUSTER_NODES; i++)
-                if (i != from && i != to && node_is_master(&cl->node[i]))
-                        freeReplyObject(test_redis_command(&cl->node[i], "CLUSTER SETSLOT %d NODE %s", slot, id_to));
-        ASSERT_INT_EQ(test_redis_cluster_master_of(cl, slot), to);
+        slot_move_pick(cl, slot, &m);
+        slot_move_start(cl, &m);
+        slot_move_end(cl, &m);
         /* Before the client ran again: it cannot be subscribed there yet. */
-        spublish(&cl->node[to], channel, "gap");
+        spublish(&cl->node[m.to], channel, "gap");
 
-        ASSERT_TRUE(run_until(&c, back_seen, &(BackWait) { &c, 1 }, 15 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, back_seen, &(BackWait) { &c, 1 }, 15 * SEC));
         ASSERT_TRUE(c.n_dropped >= 1);
         ASSERT_FALSE(seen(&c, "gap"));
         ASSERT_INT_EQ(c.n_down, 0);
         expect_sharded_delivery(&c, cl, channel, "migrated");
 
         /* The slot's new master hands over to its replica. */
-        replica = replica_of(cl, to);
+        replica = replica_of(cl, m.to);
         ASSERT_OK(replica);
         dropped = c.n_dropped;
         freeReplyObject(test_redis_command(&cl->node[replica], "CLUSTER FAILOVER"));
@@ -887,7 +859,7 @@ static void test_shard_gap(TestRedisCluster *cl, sd_event *e) {
         ASSERT_TRUE(master_is(cl, slot, replica));
         ASSERT_OK(test_redis_cluster_wait(cl));
         spublish(&cl->node[replica], channel, "gap-failover");
-        ASSERT_TRUE(run_until(&c, back_seen, &(BackWait) { &c, 2 }, 30 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, back_seen, &(BackWait) { &c, 2 }, 30 * SEC));
         ASSERT_TRUE(c.n_dropped > dropped);
         printf("cluster: a failover dropped the sharded subscription %u time(s); the message published "
                "meanwhile %s by pub/sub\n", c.n_dropped - dropped,

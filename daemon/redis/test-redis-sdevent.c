@@ -2,14 +2,12 @@
 /* Tests for the hiredis ↔ sd-event adapter against a real redis-server. */
 
 #include <errno.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <systemd/sd-event.h>
@@ -19,24 +17,9 @@
 
 #include "basic/macro.h"
 #include "redis/redis-sdevent.h"
+#include "test/test-redis-client.h"
 #include "test/test-redis-server.h"
 #include "test/test.h"
-
-/* ---- loop helpers ---- */
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
-
-static bool run_until(sd_event *e, const bool *flag, uint64_t timeout_usec) {
-        uint64_t end = now_usec() + timeout_usec;
-
-        while (!*flag && now_usec() < end)
-                ASSERT_OK(sd_event_run(e, 50000));
-        return *flag;
-}
 
 typedef struct State {
         sd_event *event;
@@ -108,7 +91,7 @@ static void test_commands(TestRedis *srv, sd_event *e) {
 
         ASSERT_INT_EQ(redisAsyncCommand(ac, on_status, NULL, "SET k %b", "v\0lue", (size_t) 5), REDIS_OK);
         ASSERT_INT_EQ(redisAsyncCommand(ac, on_get, (void *) "get", "GET k"), REDIS_OK);
-        ASSERT_TRUE(run_until(e, &st.done, 5000000));
+        ASSERT_TRUE(test_run_until_set(e, &st.done, 5000000));
         ASSERT_INT_EQ(st.n_connect_ok, 1);
         ASSERT_INT_EQ(st.n_replies, 2);
 
@@ -117,7 +100,7 @@ static void test_commands(TestRedis *srv, sd_event *e) {
 
         st.done = false;
         redisAsyncDisconnect(ac);
-        ASSERT_TRUE(run_until(e, &st.done, 5000000));
+        ASSERT_TRUE(test_run_until_set(e, &st.done, 5000000));
         ASSERT_INT_EQ(st.n_disconnect, 1);
 }
 
@@ -140,11 +123,11 @@ static void test_pipeline(TestRedis *srv, sd_event *e) {
         uint64_t t;
 
         ASSERT_INT_EQ(redisAsyncCommand(ac, NULL, NULL, "DEL counter"), REDIS_OK);
-        t = now_usec();
+        t = test_now_usec();
         for (unsigned i = 0; i < st.expect; i++)
                 ASSERT_INT_EQ(redisAsyncCommand(ac, on_incr, NULL, "INCR counter"), REDIS_OK);
-        ASSERT_TRUE(run_until(e, &st.done, 10000000));
-        t = now_usec() - t;
+        ASSERT_TRUE(test_run_until_set(e, &st.done, 10000000));
+        t = test_now_usec() - t;
         ASSERT_TRUE(st.order_ok);
         ASSERT_INT_EQ(st.last_int, 10000);
         printf("pipelined: %u INCR in %.1f ms = %.0f commands/s\n", st.expect, t / 1000.0,
@@ -154,14 +137,14 @@ static void test_pipeline(TestRedis *srv, sd_event *e) {
         st.done = false;
         st.n_replies = 0;
         st.expect = 2000;
-        t = now_usec();
+        t = test_now_usec();
         for (unsigned i = 0; i < st.expect; i++) {
                 unsigned want = st.n_replies + 1;
                 ASSERT_INT_EQ(redisAsyncCommand(ac, on_incr, NULL, "INCR counter"), REDIS_OK);
                 while (st.n_replies < want)
                         ASSERT_OK(sd_event_run(e, 1000000));
         }
-        t = now_usec() - t;
+        t = test_now_usec() - t;
         ASSERT_TRUE(st.order_ok);
         printf("request/response: %u INCR in %.1f ms = %.0f commands/s\n", st.expect, t / 1000.0,
                st.expect * 1e6 / (double) t);
@@ -190,7 +173,7 @@ static void test_free_in_callback(TestRedis *srv, sd_event *e) {
 
         for (unsigned i = 0; i < 5; i++)
                 ASSERT_INT_EQ(redisAsyncCommand(ac, on_free_in_callback, NULL, "PING"), REDIS_OK);
-        ASSERT_TRUE(run_until(e, &st.done, 5000000));
+        ASSERT_TRUE(test_run_until_set(e, &st.done, 5000000));
         ASSERT_INT_EQ(st.n_replies, 1);
         ASSERT_INT_EQ(st.n_null, 4);
         ASSERT_INT_EQ(st.n_disconnect, 1);
@@ -220,7 +203,7 @@ static void test_server_killed(TestRedis *srv, sd_event *e) {
         ASSERT_INT_EQ(st.n_connect_ok, 1);
 
         test_redis_kill(srv);
-        ASSERT_TRUE(run_until(e, &st.done, 5000000));
+        ASSERT_TRUE(test_run_until_set(e, &st.done, 5000000));
         ASSERT_INT_EQ(st.n_null, 1);
         ASSERT_INT_EQ(st.n_replies, 0);
         ASSERT_INT_EQ(st.n_disconnect, 1);
@@ -259,7 +242,7 @@ static void test_connect_refused(TestRedis *srv, sd_event *e) {
                 ASSERT_OK(redis_sdevent_attach(ac, e));
                 ASSERT_INT_EQ(redisAsyncSetConnectCallback(ac, on_connect), REDIS_OK);
                 ASSERT_INT_EQ(redisAsyncSetDisconnectCallback(ac, on_disconnect), REDIS_OK);
-                ASSERT_TRUE(run_until(e, &st.done, 5000000));
+                ASSERT_TRUE(test_run_until_set(e, &st.done, 5000000));
                 ASSERT_INT_EQ(st.n_connect_err, 1);
                 ASSERT_INT_EQ(st.n_disconnect, 0);
         } else
@@ -283,7 +266,7 @@ static void test_free_from_timer(TestRedis *srv, sd_event *e) {
 
         ASSERT_INT_EQ(redisAsyncCommand(ac, on_null_expected, NULL, "BLPOP nolist 0"), REDIS_OK);
         ASSERT_OK(sd_event_add_time_relative(e, &t, CLOCK_MONOTONIC, 50000, 1, on_free_timer, &st));
-        ASSERT_TRUE(run_until(e, &st.done, 5000000));
+        ASSERT_TRUE(test_run_until_set(e, &st.done, 5000000));
         ASSERT_INT_EQ(st.n_null, 1);
         ASSERT_INT_EQ(st.n_disconnect, 1);
 }
@@ -291,16 +274,8 @@ static void test_free_from_timer(TestRedis *srv, sd_event *e) {
 int main(void) {
         _cleanup_(sd_event_unrefp) sd_event *e = NULL;
         TestRedis srv;
-        int r;
 
-        r = test_redis_init(&srv, "redis.sock");
-        if (r == -ENOENT) {
-                printf("skipping: redis-server not installed (apt-get install redis-server)\n");
-                return EXIT_TEST_SKIP;
-        }
-        ASSERT_OK(r);
-        (void) signal(SIGPIPE, SIG_IGN);
-
+        test_redis_init_or_skip(&srv, "redis.sock");
         ASSERT_OK(sd_event_new(&e));
         ASSERT_OK(test_redis_start(&srv));
 

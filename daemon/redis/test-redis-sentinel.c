@@ -1,16 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Tests for the Redis client's credentials, ROLE and READONLY checks and Sentinel failover, against real servers. */
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <systemd/sd-event.h>
@@ -20,30 +16,11 @@
 #include "basic/macro.h"
 #include "redis/redis.h"
 #include "redis/sentinel.h"
+#include "test/test-redis-client.h"
 #include "test/test-redis-server.h"
 #include "test/test.h"
 
-#define SEC 1000000ULL
 #define N_SENTINELS 3
-
-static int free_tcp_port(void) {
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        socklen_t len = sizeof(sa);
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-        ASSERT_TRUE(fd >= 0);
-        ASSERT_TRUE(bind(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0);
-        ASSERT_TRUE(getsockname(fd, (struct sockaddr *) &sa, &len) == 0);
-        close(fd);
-        return ntohs(sa.sin_port);
-}
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * SEC + (uint64_t) ts.tv_nsec / 1000;
-}
 
 typedef struct Ctx {
         sd_event *event;
@@ -92,11 +69,13 @@ static void on_barrier(Redis *r, bool ok, void *userdata) {
         c->n_barriers += ok;
 }
 
-static bool got_message(const Ctx *c) {
+static bool got_message(const void *p) {
+        const Ctx *c = p;
         return c->n_messages > 0;
 }
 
-static bool barrier_passed(const Ctx *c) {
+static bool barrier_passed(const void *p) {
+        const Ctx *c = p;
         return c->n_barriers > 0;
 }
 
@@ -108,34 +87,23 @@ static void on_reply(Redis *r, const redisReply *reply, void *userdata) {
         snprintf(c->reply_str, sizeof c->reply_str, "%s", reply && reply->str ? reply->str : "");
 }
 
-static bool run_until(Ctx *c, bool (*done)(const Ctx *), uint64_t timeout) {
-        uint64_t end = now_usec() + timeout;
-
-        while (!done(c) && now_usec() < end)
-                ASSERT_OK(sd_event_run(c->event, 50000));
-        return done(c);
-}
-
-static void run_for(Ctx *c, uint64_t usec) {
-        uint64_t end = now_usec() + usec;
-
-        while (now_usec() < end)
-                ASSERT_OK(sd_event_run(c->event, end - now_usec()));
-}
-
-static bool is_up(const Ctx *c) {
+static bool is_up(const void *p) {
+        const Ctx *c = p;
         return redis_is_connected(c->redis);
 }
 
-static bool has_problem(const Ctx *c) {
+static bool has_problem(const void *p) {
+        const Ctx *c = p;
         return c->n_problems > 0;
 }
 
-static bool credentials_refused(const Ctx *c) {
+static bool credentials_refused(const void *p) {
+        const Ctx *c = p;
         return c->last_problem == REDIS_PROBLEM_CREDENTIALS;
 }
 
-static bool replied(const Ctx *c) {
+static bool replied(const void *p) {
+        const Ctx *c = p;
         return c->replies > 0;
 }
 
@@ -152,13 +120,13 @@ static int set_key(Ctx *c, const char *value) {
         c->replies = 0;
         if (redis_command(c->redis, on_reply, c, "SET mc:test %s", value) < 0)
                 return -1;
-        ASSERT_TRUE(run_until(c, replied, 5 * SEC));
+        ASSERT_TRUE(test_run_until(c->event, replied, c, 5 * SEC));
         return c->reply_type;
 }
 
 static void server_start(TestRedis *s, const char *name, const char *const *args) {
         ASSERT_OK(test_redis_init(s, name));
-        s->port = free_tcp_port();
+        s->port = test_free_tcp_port();
         s->args = args;
         ASSERT_OK(test_redis_start(s));
 }
@@ -182,7 +150,7 @@ static void test_auth(sd_event *e) {
         /* The right password: both connections work, pub/sub included. */
         ctx_open(&c, e, &(RedisOptions) { .url = url, .user = "mc", .password = "right" });
         ASSERT_OK(redis_subscribe(c.redis, "mc:ch"));
-        ASSERT_TRUE(run_until(&c, is_up, 5 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, is_up, &c, 5 * SEC));
         ASSERT_INT_EQ(set_key(&c, "v"), REDIS_REPLY_STATUS);
         ASSERT_INT_EQ(redis_problem(c.redis), REDIS_PROBLEM_NONE);
         ASSERT_TRUE(redis_was_connected(c.redis));
@@ -190,8 +158,8 @@ static void test_auth(sd_event *e) {
 
         /* A wrong password: never connected, one event however many retries. */
         ctx_open(&c, e, &(RedisOptions) { .url = url, .user = "mc", .password = "wrong" });
-        ASSERT_TRUE(run_until(&c, has_problem, 5 * SEC));
-        run_for(&c, 1500 * 1000);
+        ASSERT_TRUE(test_run_until(c.event, has_problem, &c, 5 * SEC));
+        test_run_for(c.event, 1500 * 1000);
         ASSERT_INT_EQ(c.n_problems, 1);
         ASSERT_INT_EQ(c.last_problem, REDIS_PROBLEM_CREDENTIALS);
         ASSERT_INT_EQ(c.n_up, 0);
@@ -201,20 +169,20 @@ static void test_auth(sd_event *e) {
 
         /* A key outside the user's patterns: NOPERM to that command only; the connection stays. */
         ctx_open(&c, e, &(RedisOptions) { .url = url, .user = "mc", .password = "right" });
-        ASSERT_TRUE(run_until(&c, is_up, 5 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, is_up, &c, 5 * SEC));
         c.replies = 0;
         ASSERT_OK(redis_command(c.redis, on_reply, &c, "SET other:key x"));
-        ASSERT_TRUE(run_until(&c, replied, 5 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, replied, &c, 5 * SEC));
         ASSERT_INT_EQ(c.reply_type, REDIS_REPLY_ERROR);
         ASSERT_TRUE(strncmp(c.reply_str, "NOPERM", 6) == 0);
 
         /* The password changed while up: the loss, then the refusal once, however many retries. */
         freeReplyObject(test_redis_command(&srv, "ACL SETUSER mc resetpass >other"));
         freeReplyObject(test_redis_command(&srv, "CLIENT KILL USER mc"));
-        ASSERT_TRUE(run_until(&c, credentials_refused, 5 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, credentials_refused, &c, 5 * SEC));
         ASSERT_TRUE(redis_was_connected(c.redis));
         n = c.n_problems;
-        run_for(&c, 1500 * 1000);
+        test_run_for(c.event, 1500 * 1000);
         ASSERT_INT_EQ(c.n_problems, n);
         ASSERT_FALSE(redis_is_connected(c.redis));
         c.redis = redis_free(c.redis);
@@ -233,18 +201,18 @@ static void test_auth_password_only(sd_event *e) {
         Ctx c;
 
         ASSERT_OK(test_redis_init(&srv, "redis.sock"));
-        srv.port = free_tcp_port();
+        srv.port = test_free_tcp_port();
         srv.args = args;
         ASSERT_OK(test_redis_start(&srv));
         url_of(&srv, url, sizeof url);
 
         ctx_open(&c, e, &(RedisOptions) { .url = url, .password = "s3cret" });
-        ASSERT_TRUE(run_until(&c, is_up, 5 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, is_up, &c, 5 * SEC));
         ASSERT_INT_EQ(set_key(&c, "v"), REDIS_REPLY_STATUS);
         c.redis = redis_free(c.redis);
 
         ctx_open(&c, e, &(RedisOptions) { .url = url });
-        ASSERT_TRUE(run_until(&c, has_problem, 5 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, has_problem, &c, 5 * SEC));
         ASSERT_INT_EQ(c.last_problem, REDIS_PROBLEM_CREDENTIALS);
         ASSERT_TRUE(strstr(redis_last_error(c.redis), "NOAUTH"));
         c.redis = redis_free(c.redis);
@@ -267,26 +235,26 @@ static void test_role_and_readonly(sd_event *e) {
 
         /* ROLE: a replica never counts as connected. */
         ctx_open(&c, e, &(RedisOptions) { .url = url_b });
-        ASSERT_TRUE(run_until(&c, has_problem, 5 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, has_problem, &c, 5 * SEC));
         ASSERT_INT_EQ(c.last_problem, REDIS_PROBLEM_REPLICA);
-        run_for(&c, 1 * SEC);
+        test_run_for(c.event, 1 * SEC);
         ASSERT_INT_EQ(c.n_up, 0);
         ASSERT_INT_EQ(c.n_problems, 1);
         ASSERT_TRUE(strstr(redis_last_error(c.redis), "replica"));
 
         /* Promoted: the retries find a master and connect. */
         freeReplyObject(test_redis_command(&b, "REPLICAOF NO ONE"));
-        ASSERT_TRUE(run_until(&c, is_up, 5 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, is_up, &c, 5 * SEC));
         ASSERT_INT_EQ(redis_problem(c.redis), REDIS_PROBLEM_NONE);
         c.redis = redis_free(c.redis);
 
         /* READONLY: the master we use becomes a replica under us. */
         ctx_open(&c, e, &(RedisOptions) { .url = url_a });
-        ASSERT_TRUE(run_until(&c, is_up, 5 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, is_up, &c, 5 * SEC));
         freeReplyObject(test_redis_command(&a, "REPLICAOF 127.0.0.1 %s", port_b));
         ASSERT_INT_EQ(set_key(&c, "v"), REDIS_REPLY_ERROR);
         ASSERT_TRUE(strncmp(c.reply_str, "READONLY", 8) == 0);
-        ASSERT_TRUE(run_until(&c, has_problem, 1 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, has_problem, &c, 1 * SEC));
         ASSERT_INT_EQ(c.last_problem, REDIS_PROBLEM_REPLICA);
         ASSERT_INT_EQ(c.n_down, 1);
         ASSERT_FALSE(redis_is_connected(c.redis));
@@ -330,7 +298,7 @@ static void cluster_start(Cluster *cl, const char *user_args_password) {
                 char path[128];
 
                 ASSERT_OK(test_redis_init(s, "unused"));
-                s->port = free_tcp_port();
+                s->port = test_free_tcp_port();
                 s->sentinel = true;
                 snprintf(path, sizeof path, "%s/sentinel.conf", s->dir);
                 ASSERT_NOT_NULL(f = fopen(path, "we"));
@@ -368,7 +336,8 @@ static void cluster_stop(Cluster *cl) {
         }
 }
 
-static bool on_replica_port(const Ctx *c) {
+static bool on_replica_port(const void *p) {
+        const Ctx *c = p;
         return redis_is_connected(c->redis) && c->n_switches > 0;
 }
 
@@ -383,12 +352,12 @@ static void test_failover(sd_event *e, const char *how) {
         ctx_open(&c, e, &(RedisOptions) { .sentinels = cl.addresses, .master_name = "mc" });
         ASSERT_OK(redis_subscribe(c.redis, "mc:ch"));
         ASSERT_OK(redis_ssubscribe(c.redis, "mc:{r1}:ch"));
-        ASSERT_TRUE(run_until(&c, is_up, 5 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, is_up, &c, 5 * SEC));
         snprintf(want, sizeof want, "127.0.0.1:%d", cl.data[0].port);
         ASSERT_STREQ(redis_master_address(c.redis), want);
         ASSERT_INT_EQ(set_key(&c, "before"), REDIS_REPLY_STATUS);
 
-        t0 = now_usec();
+        t0 = test_now_usec();
         if (streq(how, "kill"))
                 test_redis_kill(&cl.data[0]);
         else if (streq(how, "stop"))
@@ -396,18 +365,18 @@ static void test_failover(sd_event *e, const char *how) {
         else
                 freeReplyObject(test_redis_command(&cl.sentinel[0], "SENTINEL FAILOVER mc"));
 
-        ASSERT_TRUE(run_until(&c, on_replica_port, 15 * SEC));
-        t1 = now_usec();
+        ASSERT_TRUE(test_run_until(c.event, on_replica_port, &c, 15 * SEC));
+        t1 = test_now_usec();
         snprintf(want, sizeof want, "127.0.0.1:%d", cl.data[1].port);
         ASSERT_STREQ(redis_master_address(c.redis), want);
         ASSERT_INT_EQ(set_key(&c, "after"), REDIS_REPLY_STATUS);
         /* The sharded subscription followed the master too. */
         c.n_barriers = 0;
         ASSERT_OK(redis_subscriber_barrier(c.redis, on_barrier, &c));
-        ASSERT_TRUE(run_until(&c, barrier_passed, 5 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, barrier_passed, &c, 5 * SEC));
         c.n_messages = 0;
         ASSERT_INT_EQ(test_redis_integer(&cl.data[1], "SPUBLISH mc:{r1}:ch x"), 1);
-        ASSERT_TRUE(run_until(&c, got_message, 5 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, got_message, &c, 5 * SEC));
         ASSERT_STREQ(c.channel, "mc:{r1}:ch");
         fprintf(stderr, "failover by %s: writable again on the new master %.2f s after the start\n",
                 how, (double) (t1 - t0) / SEC);
@@ -426,18 +395,18 @@ static void test_sentinel_errors(sd_event *e) {
         cluster_start(&cl, "sentinel-pass");
         ctx_open(&c, e, &(RedisOptions) { .sentinels = cl.addresses, .master_name = "mc",
                                          .sentinel_password = "wrong" });
-        ASSERT_TRUE(run_until(&c, has_problem, 10 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, has_problem, &c, 10 * SEC));
         ASSERT_INT_EQ(c.last_problem, REDIS_PROBLEM_CREDENTIALS);
         c.redis = redis_free(c.redis);
 
         ctx_open(&c, e, &(RedisOptions) { .sentinels = cl.addresses, .master_name = "mc",
                                          .sentinel_password = "sentinel-pass" });
-        ASSERT_TRUE(run_until(&c, is_up, 10 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, is_up, &c, 10 * SEC));
         c.redis = redis_free(c.redis);
 
         ctx_open(&c, e, &(RedisOptions) { .sentinels = cl.addresses, .master_name = "nosuch",
                                          .sentinel_password = "sentinel-pass" });
-        ASSERT_TRUE(run_until(&c, has_problem, 10 * SEC));
+        ASSERT_TRUE(test_run_until(c.event, has_problem, &c, 10 * SEC));
         ASSERT_INT_EQ(c.last_problem, REDIS_PROBLEM_UNREACHABLE);
         ASSERT_TRUE(strstr(redis_last_error(c.redis), "does not know a master named 'nosuch'"));
         c.redis = redis_free(c.redis);

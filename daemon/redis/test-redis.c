@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <systemd/sd-event.h>
@@ -21,32 +20,11 @@
 
 #include "basic/macro.h"
 #include "redis/redis.h"
+#include "test/test-redis-client.h"
 #include "test/test-redis-server.h"
 #include "test/test.h"
 
-#define SEC 1000000ULL
-
-/* ---- a port for the redis-server that listens on TCP ---- */
-
-static int free_tcp_port(void) {
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        socklen_t len = sizeof(sa);
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-        ASSERT_TRUE(fd >= 0);
-        ASSERT_TRUE(bind(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0);
-        ASSERT_TRUE(getsockname(fd, (struct sockaddr *) &sa, &len) == 0);
-        close(fd);
-        return ntohs(sa.sin_port);
-}
-
 /* ---- the client under test ---- */
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * SEC + (uint64_t) ts.tv_nsec / 1000;
-}
 
 typedef struct Ctx {
         sd_event *event;
@@ -60,18 +38,6 @@ typedef struct Ctx {
         uint64_t slow_usec;             /* each message takes this long, as in a busy daemon */
         uint64_t stall_once_usec;       /* the first message takes this long */
 } Ctx;
-
-typedef struct Reply {
-        unsigned calls;
-        bool null;
-        int type;
-        long long integer;
-        size_t len;
-        char str[256];
-        size_t elements;
-        char element[4][64];
-        long long element_int[4];
-} Reply;
 
 static void on_state(Redis *r, bool connected, void *userdata) {
         Ctx *c = userdata;
@@ -105,31 +71,7 @@ static void on_message(Redis *r, const char *channel, const char *data, size_t l
 }
 
 static void on_reply(Redis *r, const redisReply *reply, void *userdata) {
-        Reply *out = userdata;
-
-        out->calls++;
-        out->null = !reply;
-        if (!reply)
-                return;
-        out->type = reply->type;
-        out->integer = reply->integer;
-        out->len = reply->str ? reply->len : 0;
-        if (reply->str)
-                memcpy(out->str, reply->str, MIN(reply->len + 1, sizeof(out->str)));
-        out->elements = reply->elements;
-        for (size_t i = 0; i < MIN(reply->elements, ELEMENTSOF(out->element)); i++) {
-                if (reply->element[i]->str)
-                        snprintf(out->element[i], sizeof(out->element[i]), "%s", reply->element[i]->str);
-                out->element_int[i] = reply->element[i]->integer;
-        }
-}
-
-static bool run_until_fn(sd_event *e, bool (*done)(const void *), const void *arg, uint64_t timeout) {
-        uint64_t end = now_usec() + timeout;
-
-        while (!done(arg) && now_usec() < end)
-                ASSERT_OK(sd_event_run(e, 50000));
-        return done(arg);
+        test_reply_record(userdata, reply);
 }
 
 static bool is_up(const void *p) {
@@ -143,13 +85,7 @@ static bool is_down(const void *p) {
 }
 
 static bool reply_done(const void *p) {
-        return ((const Reply *) p)->calls > 0;
-}
-
-static void run_for(sd_event *e, uint64_t usec) {
-        uint64_t end = now_usec() + usec;
-        while (now_usec() < end)
-                ASSERT_OK(sd_event_run(e, end - now_usec()));
+        return ((const TestReply *) p)->calls > 0;
 }
 
 static void ctx_open_timeouts(Ctx *c, sd_event *e, const char *url, uint64_t timeout, uint64_t ping) {
@@ -157,7 +93,7 @@ static void ctx_open_timeouts(Ctx *c, sd_event *e, const char *url, uint64_t tim
         ASSERT_OK(redis_new(&c->redis, e, url, on_state, on_message, c));
         ASSERT_OK(redis_set_timeouts(c->redis, timeout, ping));
         ASSERT_OK(redis_start(c->redis));
-        ASSERT_TRUE(run_until_fn(e, is_up, c, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, is_up, c, 5 * SEC));
         ASSERT_INT_EQ(c->n_up, 1);
 }
 
@@ -165,19 +101,26 @@ static void ctx_open(Ctx *c, sd_event *e, const char *url) {
         *c = (Ctx) { .event = e };
         ASSERT_OK(redis_new(&c->redis, e, url, on_state, on_message, c));
         ASSERT_OK(redis_start(c->redis));
-        ASSERT_TRUE(run_until_fn(e, is_up, c, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, is_up, c, 5 * SEC));
         ASSERT_INT_EQ(c->n_up, 1);
 }
 
+static void ctx_open_server(Ctx *c, sd_event *e, const TestRedis *srv) {
+        char url[192];
+
+        snprintf(url, sizeof(url), "unix:%s", srv->sock);
+        ctx_open(c, e, url);
+}
+
 /* Sends argv (NULL-terminated) and waits for the answer. */
-static void command_sync(Ctx *c, Reply *out, const char *const *argv) {
+static void command_sync(Ctx *c, TestReply *out, const char *const *argv) {
         int argc = 0;
 
         while (argv[argc])
                 argc++;
-        *out = (Reply) {};
+        *out = (TestReply) {};
         ASSERT_OK(redis_command_argv(c->redis, on_reply, out, argc, (const char **) argv, NULL));
-        ASSERT_TRUE(run_until_fn(c->event, reply_done, out, 5 * SEC));
+        ASSERT_TRUE(test_run_until(c->event, reply_done, out, 5 * SEC));
         ASSERT_INT_EQ(out->calls, 1);
 }
 
@@ -268,7 +211,7 @@ static void on_must_not_run(Redis *r, const redisReply *reply, void *userdata) {
 static void test_commands(TestRedis *srv, sd_event *e) {
         char url[192];
         Ctx c;
-        Reply a, b;
+        TestReply a, b;
         int dummy;
 
         snprintf(url, sizeof(url), "unix:%s?db=3", srv->sock);
@@ -279,7 +222,7 @@ static void test_commands(TestRedis *srv, sd_event *e) {
         ASSERT_INT_EQ(a.type, REDIS_REPLY_STRING);
         ASSERT_NOT_NULL(strstr(a.str, " db=3 "));
 
-        a = (Reply) {};
+        a = (TestReply) {};
         ASSERT_OK(redis_command(c.redis, on_reply, &a, "SET bin %b", "a\0b", (size_t) 3));
         COMMAND(&c, &b, "GET", "bin");
         ASSERT_INT_EQ(a.calls, 1);
@@ -345,32 +288,30 @@ static bool counter_done(const void *p) {
 
 static void test_pipeline(TestRedis *srv, sd_event *e) {
         static const char *const incr[] = { "INCR", "pipeline" };
-        char url[192];
         Counter k = { .in_order = true };
-        Reply a;
+        TestReply a;
         uint64_t t;
         Ctx c;
 
-        snprintf(url, sizeof(url), "unix:%s", srv->sock);
-        ctx_open(&c, e, url);
+        ctx_open_server(&c, e, srv);
         COMMAND(&c, &a, "DEL", "pipeline");
 
-        t = now_usec();
+        t = test_now_usec();
         for (unsigned i = 0; i < 10000; i++)
                 ASSERT_OK(redis_command_argv(c.redis, on_incr, &k, 2, (const char **) incr, NULL));
-        ASSERT_TRUE(run_until_fn(e, counter_done, &k, 10 * SEC));
-        t = now_usec() - t;
+        ASSERT_TRUE(test_run_until(e, counter_done, &k, 10 * SEC));
+        t = test_now_usec() - t;
         ASSERT_TRUE(k.in_order);
         ASSERT_INT_EQ(k.n_null, 0);
         ASSERT_INT_EQ(k.last, 10000);
         printf("redis: 10000 pipelined INCR in %.1f ms = %.0f commands/s\n", t / 1000.0, 1e10 / (double) t);
 
         k = (Counter) { .in_order = true };
-        t = now_usec();
+        t = test_now_usec();
         for (unsigned i = 0; i < 10000; i++)
                 ASSERT_OK(redis_command(c.redis, on_incr, &k, "PUBLISH %s %b", "nobody", "x", (size_t) 1));
-        ASSERT_TRUE(run_until_fn(e, counter_done, &k, 10 * SEC));
-        t = now_usec() - t;
+        ASSERT_TRUE(test_run_until(e, counter_done, &k, 10 * SEC));
+        t = test_now_usec() - t;
         printf("redis: 10000 pipelined PUBLISH in %.1f ms = %.0f commands/s\n", t / 1000.0, 1e10 / (double) t);
 
         c.redis = redis_free(c.redis);
@@ -381,7 +322,7 @@ static bool got_message(const void *p) {
 }
 
 static long long publish(Ctx *c, const char *channel, const char *data) {
-        Reply a;
+        TestReply a;
 
         COMMAND(c, &a, "PUBLISH", channel, data);
         ASSERT_INT_EQ(a.type, REDIS_REPLY_INTEGER);
@@ -390,54 +331,52 @@ static long long publish(Ctx *c, const char *channel, const char *data) {
 
 /* Waits until Redis has applied our (UN)SUBSCRIBEs: they travel on the other connection. */
 static void wait_receivers(Ctx *c, const char *channel, long long want) {
-        Reply a;
+        TestReply a;
 
         for (unsigned i = 0; i < 100; i++) {
                 COMMAND(c, &a, "PUBSUB", "NUMSUB", channel);
                 ASSERT_INT_EQ(a.elements, 2);
                 if (a.element_int[1] == want)
                         return;
-                run_for(c->event, 10000);
+                test_run_for(c->event, 10000);
         }
         abort();
 }
 
 static void test_pubsub(TestRedis *srv, sd_event *e) {
-        char url[192];
         Ctx c;
 
-        snprintf(url, sizeof(url), "unix:%s", srv->sock);
-        ctx_open(&c, e, url);
+        ctx_open_server(&c, e, srv);
 
         ASSERT_OK(redis_subscribe(c.redis, "chat:a"));
         ASSERT_OK(redis_subscribe(c.redis, "chat:a"));
         wait_receivers(&c, "chat:a", 1);
         ASSERT_INT_EQ(publish(&c, "chat:a", "hello"), 1);
-        ASSERT_TRUE(run_until_fn(e, got_message, &c, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, got_message, &c, 5 * SEC));
         ASSERT_STREQ(c.channel, "chat:a");
         ASSERT_INT_EQ(c.len, 5);
         ASSERT_TRUE(memcmp(c.data, "hello", 5) == 0);
 
         /* Still one reference left. */
         ASSERT_OK(redis_unsubscribe(c.redis, "chat:a"));
-        run_for(e, 20000);
+        test_run_for(e, 20000);
         ASSERT_INT_EQ(publish(&c, "chat:a", "again"), 1);
         c.n_messages = 0;
-        ASSERT_TRUE(run_until_fn(e, got_message, &c, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, got_message, &c, 5 * SEC));
 
         /* The last one unsubscribes. */
         ASSERT_OK(redis_unsubscribe(c.redis, "chat:a"));
         wait_receivers(&c, "chat:a", 0);
         c.n_messages = 0;
         ASSERT_INT_EQ(publish(&c, "chat:a", "gone"), 0);
-        run_for(e, 50000);
+        test_run_for(e, 50000);
         ASSERT_INT_EQ(c.n_messages, 0);
 
         /* Patterns: the handler sees the real channel. */
         ASSERT_OK(redis_psubscribe(c.redis, "room:*"));
         for (unsigned i = 0; i < 100 && publish(&c, "room:7", "p") == 0; i++)
-                run_for(e, 10000);
-        ASSERT_TRUE(run_until_fn(e, got_message, &c, 5 * SEC));
+                test_run_for(e, 10000);
+        ASSERT_TRUE(test_run_until(e, got_message, &c, 5 * SEC));
         ASSERT_STREQ(c.channel, "room:7");
         ASSERT_OK(redis_punsubscribe(c.redis, "room:*"));
 
@@ -446,7 +385,7 @@ static void test_pubsub(TestRedis *srv, sd_event *e) {
         wait_receivers(&c, "chat:b", 1);
         ASSERT_OK(redis_unsubscribe(c.redis, "chat:b"));
         ASSERT_OK(redis_subscribe(c.redis, "chat:b"));
-        run_for(e, 50000);
+        test_run_for(e, 50000);
         wait_receivers(&c, "chat:b", 1);
 
         c.redis = redis_free(c.redis);
@@ -456,15 +395,13 @@ static void test_eval(TestRedis *srv, sd_event *e) {
         RedisScript s, counter;
         const char *argv[] = { "key", "arg\0x", "two" };
         const size_t argvlen[] = { 3, 5, 3 };
-        char url[192];
-        Reply a;
+        TestReply a;
         Counter k = { .in_order = true };
         uint64_t t;
         Ctx c;
 
         redis_script_init(&s, "return {KEYS[1], ARGV[1], ARGV[2], tostring(#ARGV[1])}");
-        snprintf(url, sizeof(url), "unix:%s", srv->sock);
-        ctx_open(&c, e, url);
+        ctx_open_server(&c, e, srv);
 
         /* Our SHA-1 is Redis' name for the script. */
         COMMAND(&c, &a, "SCRIPT", "LOAD", s.source);
@@ -472,9 +409,9 @@ static void test_eval(TestRedis *srv, sd_event *e) {
 
         /* Unknown script: NOSCRIPT is handled inside, the caller sees the result. */
         COMMAND(&c, &a, "SCRIPT", "FLUSH");
-        a = (Reply) {};
+        a = (TestReply) {};
         ASSERT_OK(redis_eval(c.redis, &s, on_reply, &a, 1, 2, argv, argvlen));
-        ASSERT_TRUE(run_until_fn(e, reply_done, &a, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, reply_done, &a, 5 * SEC));
         ASSERT_INT_EQ(a.calls, 1);
         ASSERT_INT_EQ(a.type, REDIS_REPLY_ARRAY);
         ASSERT_INT_EQ(a.elements, 4);
@@ -487,36 +424,36 @@ static void test_eval(TestRedis *srv, sd_event *e) {
         COMMAND(&c, &a, "SCRIPT", "EXISTS", s.sha1);
         ASSERT_INT_EQ(a.elements, 1);
         ASSERT_INT_EQ(a.element_int[0], 1);
-        a = (Reply) {};
+        a = (TestReply) {};
         ASSERT_OK(redis_eval(c.redis, &s, on_reply, &a, 1, 2, argv, argvlen));
-        ASSERT_TRUE(run_until_fn(e, reply_done, &a, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, reply_done, &a, 5 * SEC));
         ASSERT_STREQ(a.element[2], "two");
 
         /* A failing script is an error reply, not a fallback loop. */
         redis_script_init(&counter, "return redis.call('INCR', KEYS[1])");
         COMMAND(&c, &a, "SET", "str", "x");
-        a = (Reply) {};
+        a = (TestReply) {};
         ASSERT_OK(redis_eval(c.redis, &counter, on_reply, &a, 1, 0, (const char *[]) { "str" }, NULL));
-        ASSERT_TRUE(run_until_fn(e, reply_done, &a, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, reply_done, &a, 5 * SEC));
         ASSERT_INT_EQ(a.type, REDIS_REPLY_ERROR);
 
         /* 10000 pipelined after a flush: every one falls back, in order per key. */
         COMMAND(&c, &a, "DEL", "n");
         COMMAND(&c, &a, "SCRIPT", "FLUSH");
-        t = now_usec();
+        t = test_now_usec();
         for (unsigned i = 0; i < 10000; i++)
                 ASSERT_OK(redis_eval(c.redis, &counter, on_incr, &k, 1, 0, (const char *[]) { "n" }, NULL));
-        ASSERT_TRUE(run_until_fn(e, counter_done, &k, 10 * SEC));
+        ASSERT_TRUE(test_run_until(e, counter_done, &k, 10 * SEC));
         ASSERT_TRUE(k.in_order);
         ASSERT_INT_EQ(k.last, 10000);
-        printf("redis: 10000 pipelined EVALSHA→EVAL fallbacks in %.1f ms\n", (now_usec() - t) / 1000.0);
+        printf("redis: 10000 pipelined EVALSHA→EVAL fallbacks in %.1f ms\n", (test_now_usec() - t) / 1000.0);
         k = (Counter) { .in_order = true, .last = 10000 };
-        t = now_usec();
+        t = test_now_usec();
         for (unsigned i = 0; i < 10000; i++)
                 ASSERT_OK(redis_eval(c.redis, &counter, on_incr, &k, 1, 0, (const char *[]) { "n" }, NULL));
-        ASSERT_TRUE(run_until_fn(e, counter_done, &k, 10 * SEC));
+        ASSERT_TRUE(test_run_until(e, counter_done, &k, 10 * SEC));
         ASSERT_TRUE(k.in_order);
-        t = now_usec() - t;
+        t = test_now_usec() - t;
         printf("redis: 10000 pipelined EVALSHA in %.1f ms = %.0f/s\n", t / 1000.0, 1e10 / (double) t);
 
         ASSERT_ERROR(redis_eval(c.redis, &s, NULL, NULL, -1, 0, NULL, NULL), EINVAL);
@@ -534,7 +471,7 @@ static void test_eval_slots(TestRedis *srv, sd_event *e) {
         const char *binary[] = { "{a}\0", "{a\0}" };
         const size_t binarylen[] = { 4, 4 };
         char url[192];
-        Reply a = {};
+        TestReply a = {};
         Ctx c;
 
         redis_script_init(&s, "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('SET', KEYS[2], ARGV[1])");
@@ -542,14 +479,14 @@ static void test_eval_slots(TestRedis *srv, sd_event *e) {
         ctx_open(&c, e, url);
 
         ASSERT_OK(redis_eval(c.redis, &s, on_reply, &a, 2, 1, same, NULL));
-        ASSERT_TRUE(run_until_fn(e, reply_done, &a, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, reply_done, &a, 5 * SEC));
         ASSERT_INT_EQ(a.type, REDIS_REPLY_STATUS);
         ASSERT_INT_EQ(test_redis_integer(srv, "EXISTS mc:{r1}:a mc:{r1}:b"), 2);
 
         /* Without keys there is no slot to disagree on. */
-        a = (Reply) {};
+        a = (TestReply) {};
         ASSERT_OK(redis_eval(c.redis, &s, on_reply, &a, 0, 2, same, NULL));
-        ASSERT_TRUE(run_until_fn(e, reply_done, &a, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, reply_done, &a, 5 * SEC));
         ASSERT_INT_EQ(a.type, REDIS_REPLY_ERROR);       /* the script wants keys */
 
         ASSERT_ERROR(redis_eval(c.redis, &s, on_reply, &a, 2, 0, cross, NULL), EXDEV);
@@ -558,7 +495,7 @@ static void test_eval_slots(TestRedis *srv, sd_event *e) {
         ASSERT_ERROR(redis_eval(c.redis, &s, on_reply, &a, 2, 0, binary, binarylen), EXDEV);
         ASSERT_ERROR(redis_eval(c.redis, &s, on_reply, &a, 2, 0, (const char *[]) { "k", NULL }, NULL), EINVAL);
         ASSERT_INT_EQ(test_redis_integer(srv, "EXISTS mc:{r2}:a"), 0);
-        run_for(e, 100000);
+        test_run_for(e, 100000);
         ASSERT_INT_EQ(a.calls, 1);
 
         /* Also while disconnected: the layout is wrong whatever the state. */
@@ -638,12 +575,10 @@ static void assert_each_once(const Pending *p) {
 static void test_kill_restart(TestRedis *srv, sd_event *e) {
         static Slot slots[N_PENDING];
         static Pending p;
-        char url[192];
         uint64_t t;
         Ctx c;
 
-        snprintf(url, sizeof(url), "unix:%s", srv->sock);
-        ctx_open(&c, e, url);
+        ctx_open_server(&c, e, srv);
         ASSERT_OK(redis_subscribe(c.redis, "chat:k"));
         ASSERT_OK(redis_psubscribe(c.redis, "kp:*"));
         wait_receivers(&c, "chat:k", 1);
@@ -652,11 +587,11 @@ static void test_kill_restart(TestRedis *srv, sd_event *e) {
          * commands are on their way out that we think are fine. */
         p = (Pending) { .redis = c.redis };
         send_range(&c, &p, slots, 0, 500, false);
-        ASSERT_TRUE(run_until_fn(e, some_answered, &p, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, some_answered, &p, 5 * SEC));
         test_redis_kill(srv);
         ASSERT_TRUE(redis_is_connected(c.redis));       /* not noticed yet */
         send_range(&c, &p, slots, 500, N_PENDING - 1, true);
-        ASSERT_TRUE(run_until_fn(e, all_answered, &p, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, all_answered, &p, 5 * SEC));
         ASSERT_TRUE(p.n_null >= 1);
         ASSERT_FALSE(p.connected_in_null);
         assert_each_once(&p);
@@ -668,24 +603,24 @@ static void test_kill_restart(TestRedis *srv, sd_event *e) {
                p.n_reply, p.n_null, redis_last_error(c.redis));
 
         /* Down for a while: retries back off, nothing is reported twice. */
-        run_for(e, 1500000);
+        test_run_for(e, 1500000);
         ASSERT_INT_EQ(c.n_down, 1);
         ASSERT_INT_EQ(c.n_up, 1);
 
         ASSERT_OK(test_redis_start(srv));
-        t = now_usec();
-        ASSERT_TRUE(run_until_fn(e, is_up, &c, 10 * SEC));
-        printf("redis: reconnected %.0f ms after the restart\n", (now_usec() - t) / 1000.0);
+        t = test_now_usec();
+        ASSERT_TRUE(test_run_until(e, is_up, &c, 10 * SEC));
+        printf("redis: reconnected %.0f ms after the restart\n", (test_now_usec() - t) / 1000.0);
         ASSERT_INT_EQ(c.n_up, 2);
 
         /* Resubscribed before reporting up: messages flow at once. */
         c.n_messages = 0;
         ASSERT_INT_EQ(publish(&c, "chat:k", "back"), 1);
-        ASSERT_TRUE(run_until_fn(e, got_message, &c, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, got_message, &c, 5 * SEC));
         ASSERT_STREQ(c.channel, "chat:k");
         c.n_messages = 0;
         ASSERT_INT_EQ(publish(&c, "kp:1", "back"), 1);
-        ASSERT_TRUE(run_until_fn(e, got_message, &c, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, got_message, &c, 5 * SEC));
         ASSERT_STREQ(c.channel, "kp:1");
 
         c.redis = redis_free(c.redis);
@@ -696,7 +631,7 @@ static void test_timeout(TestRedis *srv, sd_event *e) {
         static Pending p;
         char url[192];
         uint64_t t;
-        Reply a;
+        TestReply a;
         Ctx c;
 
         snprintf(url, sizeof(url), "unix:%s", srv->sock);
@@ -705,10 +640,10 @@ static void test_timeout(TestRedis *srv, sd_event *e) {
          * half-open TCP connection): only the command timeout notices. */
         ctx_open_timeouts(&c, e, url, 1 * SEC, 60 * SEC);
         ASSERT_INT_EQ(kill(srv->pid, SIGSTOP), 0);
-        t = now_usec();
+        t = test_now_usec();
         send_pending(&c, &p, slots);
-        ASSERT_TRUE(run_until_fn(e, is_down, &c, 10 * SEC));
-        t = now_usec() - t;
+        ASSERT_TRUE(test_run_until(e, is_down, &c, 10 * SEC));
+        t = test_now_usec() - t;
         printf("redis: stopped server noticed after %.0f ms (command timeout 1000 ms)\n", t / 1000.0);
         ASSERT_TRUE(t >= 1 * SEC - 50000);
         ASSERT_TRUE(t < 2 * SEC);
@@ -717,13 +652,13 @@ static void test_timeout(TestRedis *srv, sd_event *e) {
         assert_each_once(&p);
 
         ASSERT_INT_EQ(kill(srv->pid, SIGCONT), 0);
-        ASSERT_TRUE(run_until_fn(e, is_up, &c, 10 * SEC));
+        ASSERT_TRUE(test_run_until(e, is_up, &c, 10 * SEC));
         ASSERT_INT_EQ(c.n_up, 2);
         c.redis = redis_free(c.redis);
 
         /* Idle connections are probed: the subscriber's shows as active... */
         ctx_open_timeouts(&c, e, url, 500000, 300000);
-        run_for(e, 2200000);
+        test_run_for(e, 2200000);
         COMMAND(&c, &a, "CLIENT", "LIST", "TYPE", "pubsub");
         /* Redis counts idle time in whole seconds of a cached clock, so a
          * probe 300 ms ago may read 1; unprobed it would be 2 by now. */
@@ -732,14 +667,14 @@ static void test_timeout(TestRedis *srv, sd_event *e) {
 
         /* ... and a Redis that vanishes while nothing is pending is noticed. */
         ASSERT_INT_EQ(kill(srv->pid, SIGSTOP), 0);
-        t = now_usec();
-        ASSERT_TRUE(run_until_fn(e, is_down, &c, 10 * SEC));
-        t = now_usec() - t;
+        t = test_now_usec();
+        ASSERT_TRUE(test_run_until(e, is_down, &c, 10 * SEC));
+        t = test_now_usec() - t;
         printf("redis: stopped server noticed after %.0f ms while idle (ping 300 ms, timeout 500 ms)\n",
                t / 1000.0);
         ASSERT_TRUE(t < 1500000);
         ASSERT_INT_EQ(kill(srv->pid, SIGCONT), 0);
-        ASSERT_TRUE(run_until_fn(e, is_up, &c, 10 * SEC));
+        ASSERT_TRUE(test_run_until(e, is_up, &c, 10 * SEC));
         c.redis = redis_free(c.redis);
 }
 
@@ -758,59 +693,56 @@ static void on_free_in_handler(Redis *r, const redisReply *reply, void *userdata
 static void test_free_pending(TestRedis *srv, sd_event *e) {
         static Slot slots[N_PENDING];
         static Pending p;
-        char url[192];
         Ctx c;
 
-        snprintf(url, sizeof(url), "unix:%s", srv->sock);
-
         /* Freed from outside: all handlers get NULL before redis_free() returns. */
-        ctx_open(&c, e, url);
+        ctx_open_server(&c, e, srv);
         ASSERT_OK(redis_subscribe(c.redis, "chat:f"));
         send_pending(&c, &p, slots);
         c.redis = redis_free(c.redis);
         ASSERT_INT_EQ(p.n_null, N_PENDING);
         assert_each_once(&p);
-        run_for(e, 100000);
+        test_run_for(e, 100000);
         assert_each_once(&p);
 
         /* Freed from inside a reply handler with more pending. */
-        ctx_open(&c, e, url);
+        ctx_open_server(&c, e, srv);
         p = (Pending) {};
         for (unsigned i = 0; i < 3; i++) {
                 slots[i] = (Slot) { &p, i };
                 ASSERT_OK(redis_command(c.redis, on_free_in_handler, &slots[i], i < 2 ? "PING" : "BLPOP nolist 0"));
         }
-        ASSERT_TRUE(run_until_fn(e, first_called, &p, 5 * SEC));
-        run_for(e, 100000);
+        ASSERT_TRUE(test_run_until(e, first_called, &p, 5 * SEC));
+        test_run_for(e, 100000);
         ASSERT_INT_EQ(p.n_reply, 1);
         ASSERT_INT_EQ(p.n_null, 2);
         for (unsigned i = 0; i < 3; i++)
                 ASSERT_INT_EQ(p.calls[i], 1);
 
         /* Freed from the state handler when the server dies. */
-        ctx_open(&c, e, url);
+        ctx_open_server(&c, e, srv);
         c.free_on_down = true;
         p = (Pending) {};
         slots[0] = (Slot) { &p, 0 };
         ASSERT_OK(redis_command(c.redis, on_pending, &slots[0], "BLPOP nolist 0"));
-        run_for(e, 50000);
+        test_run_for(e, 50000);
         test_redis_kill(srv);
-        ASSERT_TRUE(run_until_fn(e, first_called, &p, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, first_called, &p, 5 * SEC));
         ASSERT_NULL(c.redis);
         ASSERT_INT_EQ(p.n_null, 1);
-        run_for(e, 100000);
+        test_run_for(e, 100000);
         ASSERT_INT_EQ(p.calls[0], 1);
         ASSERT_OK(test_redis_start(srv));
 
         /* Freed from the message handler. */
-        ctx_open(&c, e, url);
+        ctx_open_server(&c, e, srv);
         ASSERT_OK(redis_subscribe(c.redis, "chat:m"));
         wait_receivers(&c, "chat:m", 1);
         c.free_on_message = true;
         ASSERT_INT_EQ(publish(&c, "chat:m", "x"), 1);
-        ASSERT_TRUE(run_until_fn(e, got_message, &c, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, got_message, &c, 5 * SEC));
         ASSERT_NULL(c.redis);
-        run_for(e, 100000);
+        test_run_for(e, 100000);
         ASSERT_INT_EQ(c.n_messages, 1);
 }
 
@@ -825,19 +757,19 @@ static void test_refused_at_start(sd_event *e) {
         ASSERT_OK(redis_new(&c.redis, e, url, on_state, on_message, &c));
         ASSERT_OK(redis_subscribe(c.redis, "early"));
         ASSERT_OK(redis_start(c.redis));
-        run_for(e, 500000);
+        test_run_for(e, 500000);
         ASSERT_FALSE(redis_is_connected(c.redis));
         ASSERT_INT_EQ(c.n_up + c.n_down, 0);
         ASSERT_ERROR(redis_command(c.redis, NULL, NULL, "PING"), ENOTCONN);
         ASSERT_TRUE(strlen(redis_last_error(c.redis)) > 0);
 
         ASSERT_OK(test_redis_start(&later));
-        t = now_usec();
-        ASSERT_TRUE(run_until_fn(e, is_up, &c, 10 * SEC));
+        t = test_now_usec();
+        ASSERT_TRUE(test_run_until(e, is_up, &c, 10 * SEC));
         printf("redis: connected %.0f ms after the server came up (was refused at start)\n",
-               (now_usec() - t) / 1000.0);
+               (test_now_usec() - t) / 1000.0);
         ASSERT_INT_EQ(publish(&c, "early", "hi"), 1);
-        ASSERT_TRUE(run_until_fn(e, got_message, &c, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, got_message, &c, 5 * SEC));
 
         c.redis = redis_free(c.redis);
         ASSERT_OK(test_redis_cleanup(&later));
@@ -876,13 +808,13 @@ static void test_slow_subscriber(TestRedis *srv, sd_event *e) {
         }
         free(big);
 
-        ASSERT_TRUE(run_until_fn(e, is_down, &c, 5 * SEC));
-        ASSERT_TRUE(run_until_fn(e, is_up, &c, 10 * SEC));
+        ASSERT_TRUE(test_run_until(e, is_down, &c, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, is_up, &c, 10 * SEC));
         ASSERT_INT_EQ(c.n_down, 1);
         ASSERT_INT_EQ(c.n_up, 2);
         c.n_messages = 0;
         ASSERT_INT_EQ(publish(&c, "flood", "ok"), 1);
-        ASSERT_TRUE(run_until_fn(e, got_message, &c, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, got_message, &c, 5 * SEC));
         ASSERT_STREQ(c.channel, "flood");
 
         rep = redisCommand(rc, "CONFIG SET client-output-buffer-limit %s", "pubsub 32mb 8mb 60");
@@ -951,10 +883,10 @@ static void test_backlog_is_life(TestRedis *srv, sd_event *e) {
         publish_backlog(rc);
         usleep(400000);
         c.slow_usec = 2500;
-        t = now_usec();
-        ASSERT_TRUE(run_until_fn(e, all_messages, &c, 10 * SEC));
+        t = test_now_usec();
+        ASSERT_TRUE(test_run_until(e, all_messages, &c, 10 * SEC));
         printf("redis: a backlog of 400 messages read in %.0f ms (command timeout 300 ms)\n",
-               (now_usec() - t) / 1000.0);
+               (test_now_usec() - t) / 1000.0);
         ASSERT_INT_EQ(c.n_messages, 400);
         ASSERT_INT_EQ(c.n_down, 0);
         ASSERT_TRUE(redis_is_connected(c.redis));
@@ -964,7 +896,7 @@ static void test_backlog_is_life(TestRedis *srv, sd_event *e) {
         b.ctx = &c;
         publish_backlog(rc);
         ASSERT_OK(redis_subscriber_barrier(c.redis, on_barrier, &b));
-        ASSERT_TRUE(run_until_fn(e, barrier_done, &b, 10 * SEC));
+        ASSERT_TRUE(test_run_until(e, barrier_done, &b, 10 * SEC));
         ASSERT_INT_EQ(b.calls, 1);
         ASSERT_INT_EQ(b.n_ok, 1);
         ASSERT_INT_EQ(b.messages_then, 400);
@@ -979,7 +911,7 @@ static void test_backlog_is_life(TestRedis *srv, sd_event *e) {
         b = (Barrier) { .ctx = &c };
         publish_backlog(rc);
         ASSERT_OK(redis_subscriber_barrier(c.redis, on_barrier, &b));
-        ASSERT_TRUE(run_until_fn(e, barrier_done, &b, 10 * SEC));
+        ASSERT_TRUE(test_run_until(e, barrier_done, &b, 10 * SEC));
         ASSERT_INT_EQ(b.n_ok, 1);
         ASSERT_INT_EQ(c.n_messages, 400);
         ASSERT_INT_EQ(c.n_down, 0);
@@ -989,18 +921,18 @@ static void test_backlog_is_life(TestRedis *srv, sd_event *e) {
         publish_backlog(rc);
         b = (Barrier) { .ctx = &c };
         ASSERT_OK(redis_subscriber_barrier(c.redis, on_barrier, &b));
-        run_for(e, 20000);
+        test_run_for(e, 20000);
         ASSERT_INT_EQ(kill(srv->pid, SIGSTOP), 0);
-        t = now_usec();
-        ASSERT_TRUE(run_until_fn(e, barrier_done, &b, 10 * SEC));
-        t = now_usec() - t;
+        t = test_now_usec();
+        ASSERT_TRUE(test_run_until(e, barrier_done, &b, 10 * SEC));
+        t = test_now_usec() - t;
         ASSERT_INT_EQ(kill(srv->pid, SIGCONT), 0);
         printf("redis: stopped server noticed by the subscriber behind a backlog after %.0f ms\n", t / 1000.0);
         ASSERT_TRUE(t < 3 * SEC);
         ASSERT_INT_EQ(b.calls, 1);
         ASSERT_INT_EQ(b.n_ok, 0);
         c.slow_usec = 0;
-        ASSERT_TRUE(run_until_fn(e, is_up, &c, 10 * SEC));
+        ASSERT_TRUE(test_run_until(e, is_up, &c, 10 * SEC));
         c.redis = redis_free(c.redis);
 }
 
@@ -1037,7 +969,7 @@ static void test_slow_replies(TestRedis *srv, sd_event *e) {
         ctx_open_timeouts(&c, e, url, 300000, 200000);
         for (unsigned i = 0; i < 400; i++)
                 ASSERT_OK(redis_command(c.redis, on_slow_reply, &s, "ECHO %b", text, sizeof(text)));
-        ASSERT_TRUE(run_until_fn(e, slow_replies_done, &s, 10 * SEC));
+        ASSERT_TRUE(test_run_until(e, slow_replies_done, &s, 10 * SEC));
         ASSERT_INT_EQ(s.n_reply, 400);
         ASSERT_INT_EQ(s.n_null, 0);
         ASSERT_INT_EQ(c.n_down, 0);
@@ -1064,10 +996,10 @@ static void test_barrier(TestRedis *srv, sd_event *e) {
         b.ctx = &c;
         ASSERT_OK(redis_subscribe(c.redis, "after-barrier"));
         ASSERT_OK(redis_subscriber_barrier(c.redis, on_barrier, &b));
-        ASSERT_TRUE(run_until_fn(e, barrier_done, &b, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, barrier_done, &b, 5 * SEC));
         ASSERT_INT_EQ(b.n_ok, 1);
         ASSERT_INT_EQ(test_redis_integer(srv, "PUBLISH after-barrier now"), 1);
-        ASSERT_TRUE(run_until_fn(e, got_message, &c, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, got_message, &c, 5 * SEC));
         ASSERT_STREQ(c.channel, "after-barrier");
 
         /* Lost with the connection: called once, not ok; and once more
@@ -1075,17 +1007,17 @@ static void test_barrier(TestRedis *srv, sd_event *e) {
         b = (Barrier) { .ctx = &c };
         ASSERT_OK(redis_subscriber_barrier(c.redis, on_barrier, &b));
         test_redis_kill(srv);
-        ASSERT_TRUE(run_until_fn(e, barrier_done, &b, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, barrier_done, &b, 5 * SEC));
         ASSERT_INT_EQ(b.calls, 1);
         ASSERT_INT_EQ(b.n_ok, 0);
         ASSERT_OK(test_redis_start(srv));
-        ASSERT_TRUE(run_until_fn(e, is_up, &c, 10 * SEC));
+        ASSERT_TRUE(test_run_until(e, is_up, &c, 10 * SEC));
         b2.ctx = &c;
         ASSERT_OK(redis_subscriber_barrier(c.redis, on_barrier, &b2));
         c.redis = redis_free(c.redis);
         ASSERT_INT_EQ(b2.calls, 1);
         ASSERT_INT_EQ(b2.n_ok, 0);
-        run_for(e, 100000);
+        test_run_for(e, 100000);
         ASSERT_INT_EQ(b.calls, 1);
         ASSERT_INT_EQ(b2.calls, 1);
 }
@@ -1098,7 +1030,7 @@ static void barrier_sync(Ctx *c) {
         Barrier b = { .ctx = c };
 
         ASSERT_OK(redis_subscriber_barrier(c->redis, on_barrier, &b));
-        ASSERT_TRUE(run_until_fn(c->event, barrier_done, &b, 5 * SEC));
+        ASSERT_TRUE(test_run_until(c->event, barrier_done, &b, 5 * SEC));
         ASSERT_INT_EQ(b.n_ok, 1);
 }
 
@@ -1113,13 +1045,13 @@ static void test_sharded_pubsub(TestRedis *srv, sd_event *e) {
         /* Before the start: sent with the setup. */
         ASSERT_OK(redis_ssubscribe(c.redis, "mc:{r1}:ch"));
         ASSERT_OK(redis_start(c.redis));
-        ASSERT_TRUE(run_until_fn(e, is_up, &c, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, is_up, &c, 5 * SEC));
         ASSERT_OK(redis_ssubscribe(c.redis, "mc:{r1}:ch"));
         ASSERT_OK(redis_subscribe(c.redis, "classic"));
         barrier_sync(&c);
 
         ASSERT_INT_EQ(test_redis_integer(srv, "SPUBLISH mc:{r1}:ch %b", "hi\0there", (size_t) 8), 1);
-        ASSERT_TRUE(run_until_fn(e, got_message, &c, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, got_message, &c, 5 * SEC));
         ASSERT_STREQ(c.channel, "mc:{r1}:ch");
         ASSERT_INT_EQ(c.len, 8);
         ASSERT_TRUE(memcmp(c.data, "hi\0there", 8) == 0);
@@ -1134,7 +1066,7 @@ static void test_sharded_pubsub(TestRedis *srv, sd_event *e) {
         c.n_messages = 0;
         ASSERT_INT_EQ(test_redis_integer(srv, "PUBLISH classic 1"), 1);
         ASSERT_INT_EQ(test_redis_integer(srv, "SPUBLISH mc:{r1}:ch 2"), 1);
-        ASSERT_TRUE(run_until_fn(e, got_messages_2, &c, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, got_messages_2, &c, 5 * SEC));
         ASSERT_STREQ(c.channel, "mc:{r1}:ch");
         ASSERT_INT_EQ(c.n_messages, 2);
 
@@ -1159,14 +1091,14 @@ static void test_sharded_pubsub(TestRedis *srv, sd_event *e) {
         ASSERT_OK(redis_ssubscribe(c.redis, "mc:{r2}:ch"));
         barrier_sync(&c);
         test_redis_kill(srv);
-        ASSERT_TRUE(run_until_fn(e, is_down, &c, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, is_down, &c, 5 * SEC));
         ASSERT_OK(test_redis_start(srv));
-        ASSERT_TRUE(run_until_fn(e, is_up, &c, 10 * SEC));
+        ASSERT_TRUE(test_run_until(e, is_up, &c, 10 * SEC));
         barrier_sync(&c);
         c.n_messages = 0;
         ASSERT_INT_EQ(test_redis_integer(srv, "SPUBLISH mc:{r2}:ch back"), 1);
         ASSERT_INT_EQ(test_redis_integer(srv, "PUBLISH classic back"), 1);
-        ASSERT_TRUE(run_until_fn(e, got_messages_2, &c, 5 * SEC));
+        ASSERT_TRUE(test_run_until(e, got_messages_2, &c, 5 * SEC));
 
         c.redis = redis_free(c.redis);
 }
@@ -1186,7 +1118,7 @@ static void test_subscription_refused(TestRedis *srv, sd_event *e) {
         ASSERT_OK(redis_new_with_options(&c.redis, e, &o, on_state, on_message, &c));
         ASSERT_OK(redis_ssubscribe(c.redis, "mc:{r1}:ch"));
         ASSERT_OK(redis_start(c.redis));
-        run_for(e, 500000);
+        test_run_for(e, 500000);
         ASSERT_INT_EQ(c.n_up, 0);
         ASSERT_TRUE(strstr(redis_last_error(c.redis), "NOPERM"));
         c.redis = redis_free(c.redis);
@@ -1197,11 +1129,11 @@ static void test_tcp(sd_event *e) {
         TestRedis tcp = {};
         char url[320], host[256];
         struct addrinfo *ai = NULL, hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM };
-        Reply a;
+        TestReply a;
         Ctx c;
 
         ASSERT_OK(test_redis_init(&tcp, "tcp.sock"));
-        tcp.port = free_tcp_port();
+        tcp.port = test_free_tcp_port();
         ASSERT_OK(test_redis_start(&tcp));
 
         snprintf(url, sizeof(url), "redis://127.0.0.1:%d/2", tcp.port);
@@ -1233,7 +1165,7 @@ static void test_tcp(sd_event *e) {
         snprintf(url, sizeof(url), "redis://127.0.0.1:%d", tcp.port);
         ASSERT_OK(redis_new(&c.redis, e, url, on_state, on_message, &c));
         ASSERT_OK(redis_start(c.redis));
-        run_for(e, 400000);
+        test_run_for(e, 400000);
         ASSERT_FALSE(redis_is_connected(c.redis));
         ASSERT_TRUE(strlen(redis_last_error(c.redis)) > 0);
         c.redis = redis_free(c.redis);
@@ -1244,16 +1176,9 @@ static void test_tcp(sd_event *e) {
 int main(void) {
         _cleanup_(sd_event_unrefp) sd_event *e = NULL;
         TestRedis srv;
-        int r;
 
         test_sha1();
-        r = test_redis_init(&srv, "redis.sock");
-        if (r == -ENOENT) {
-                printf("skipping: redis-server not installed (apt-get install redis-server)\n");
-                return EXIT_TEST_SKIP;
-        }
-        ASSERT_OK(r);
-        (void) signal(SIGPIPE, SIG_IGN);
+        test_redis_init_or_skip(&srv, "redis.sock");
         ASSERT_OK(sd_event_new(&e));
         test_url(e);
 
