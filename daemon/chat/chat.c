@@ -317,10 +317,9 @@ static void room_presence_from_reply(Room *room, const redisReply *presence) {
                         (void) room_presence_set(room, user, count);
 }
 
-/* Messages as the member's protocol version shows them: version 2 with
- * the mentions of their current (edited) text. */
-/* Stored messages as a member sees them: oldest first, or newest first as
- * the store gives them to "history". */
+/* Stored messages as the member's protocol version shows them (version 2
+ * with the mentions of their current, edited, text): oldest first, or
+ * newest first as the store gives them to "history". */
 typedef struct HistorySource {
         const StoreEntries *entries;
         const char *room;
